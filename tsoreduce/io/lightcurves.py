@@ -1,0 +1,1 @@
+__all__ = []  # being written (issue 5): light-curve table readers and writers
