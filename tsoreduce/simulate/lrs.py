@@ -1,0 +1,1 @@
+__all__ = []  # being written (issue 2): LRS SLITLESSPRISM simulator

@@ -1,0 +1,1 @@
+__all__ = []  # being written (issue 7): MRS cube simulator
