@@ -40,6 +40,12 @@ class TruncatedFileError(ProductError):
     """The FITS file ends before the data its headers announce (an interrupted download or copy)."""
 
 
+class MalformedCubeError(ProductError):
+    """A spectral cube (s3d) is inconsistent: wrong dimensionality, SCI/ERR/DQ shapes that disagree, no
+    usable wavelength axis, a missing or non-positive PIXAR_SR, wrong units, or grids that differ between
+    the integrations of one time series."""
+
+
 class EmptyDataError(ProductError):
     """The data are NaN (or non-finite) everywhere, so nothing can be measured from them."""
 
