@@ -1,1 +1,725 @@
-__all__ = []  # being written (issue 2): uncal/rateints/calints/x1dints readers and writers
+"""JWST-format FITS products of a MIRI time-series reduction: uncal, rateints, calints, x1dints.
+
+HDU layouts (the STScI ``jwst`` pipeline's, so our products open in ``jwst``/Eureka!/exoTEDRF and theirs
+open here):
+
+=========  ==========================================================================================
+uncal      PRIMARY; SCI float32 ``(nints, ngroups, rows, cols)`` DN; PIXELDQ uint32 ``(rows, cols)``;
+           GROUPDQ uint8 ``(nints, ngroups, rows, cols)``; ERR float32 (only if present); INT_TIMES.
+           Real uncal SCI is uint16: we write float32 so that corrected ramps round-trip losslessly
+           and accept any integer or float type on reading.  JWST group flags fit in one byte; if a
+           group flag above 255 is set, GROUPDQ is written as uint32 instead (lossless, logged).
+rateints   PRIMARY; SCI, ERR float32 ``(nints, rows, cols)``; DQ uint32; VAR_POISSON, VAR_RNOISE
+           (when present); INT_TIMES.
+calints    as rateints, plus WAVELENGTH float32 ``(rows, cols)`` um (when present).
+x1dints    PRIMARY; INT_TIMES; one EXTRACT1D BinTable per integration (EXTVER = INT_NUM = integration
+           number in the file, 1-based) with columns WAVELENGTH (um), FLUX, FLUX_ERROR (TUNIT = the
+           container's units, 'Jy' or 'DN/s'), DQ (uint32); TSO_AUX BinTable with one float64 column
+           per per-integration regressor of ``SpectraData.aux``.  The reader also accepts jwst >= 1.17's
+           single EXTRACT1D table with one row per integration (vector columns).
+=========  ==========================================================================================
+
+INT_TIMES has exactly JWST's columns: ``integration_number, int_start_MJD_UTC, int_mid_MJD_UTC,
+int_end_MJD_UTC, int_start_BJD_TDB, int_mid_BJD_TDB, int_end_BJD_TDB`` (days, MJD).  When a file's
+INT_TIMES is empty or absent (MIRISim products, some user files) the times are rebuilt from header
+keywords by :func:`reconstruct_int_times`, which warns with :class:`IntTimesReconstructedWarning`.
+
+Header keywords: everything in ``meta`` whose key does not start with ``_`` goes to the primary header,
+except keywords belonging to the SCI extension (BUNIT, SRCTYPE, PHOTMJSR, PHOTUJA2, PIXAR_SR, PIXAR_A2).
+Readers put the primary header keywords (and those SCI keywords) into ``meta`` and the file name into
+``meta["_source_path"]``.  Writers are atomic (temporary file in the target directory, then
+``os.replace``), refuse to overwrite an existing file unless ``overwrite=True``, and always refuse to
+overwrite the file the product was read from (:class:`~tsoreduce.errors.OverwriteError`).
+
+Readers check the input and raise named errors (all :class:`~tsoreduce.errors.ProductError` subclasses,
+carrying ``path`` and ``reason``): not a FITS file / does not exist (ProductError), not MIRI or not an
+allowed EXP_TYPE (WrongInstrumentError), not 416 x 72 SLITLESSPRISM (WrongSubarrayError), a required
+extension absent (MissingExtensionError), file shorter than its headers announce (TruncatedFileError),
+science data non-finite everywhere (EmptyDataError).
+
+Sources: JWST pipeline documentation, "Science Products" / "Data Product Types" (HDU names and order
+of _uncal, _rateints, _calints, _x1dints) and the ``INT_TIMES`` table definition (stdatamodels
+``int_times`` schema); JWST keyword dictionary (EXPSTART, TFRAME, TGROUP, NRESETS, INTSTART, ...).
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from ..datamodel import IntTimes, RampData, RateData, SpectraData, concatenate
+from ..errors import (EmptyDataError, MissingExtensionError, OverwriteError, ProductError,
+                      ShapeError, TruncatedFileError, WrongInstrumentError, WrongSubarrayError)
+from ..reference import SUBARRAY_NAME, SUBARRAY_SHAPE
+
+__all__ = [
+    "read", "read_uncal", "read_rateints", "read_calints", "read_x1dints", "read_segments",
+    "write_uncal", "write_rateints", "write_calints", "write_x1dints",
+    "reconstruct_int_times", "IntTimesReconstructedWarning", "product_type",
+    "DEFAULT_EXP_TYPES", "INT_TIMES_COLUMNS",
+]
+
+log = logging.getLogger(__name__)
+
+#: EXP_TYPE accepted by default (MIRI LRS slitless); pass ``allowed_exp_types=None`` to accept any.
+DEFAULT_EXP_TYPES = ("MIR_LRS-SLITLESS",)
+
+INT_TIMES_COLUMNS = ("integration_number", "int_start_MJD_UTC", "int_mid_MJD_UTC", "int_end_MJD_UTC",
+                     "int_start_BJD_TDB", "int_mid_BJD_TDB", "int_end_BJD_TDB")
+_INT_TIMES_FIELDS = ("integration_number", "start_mjd_utc", "mid_mjd_utc", "end_mjd_utc",
+                     "start_bjd_tdb", "mid_bjd_tdb", "end_bjd_tdb")
+
+#: keywords that live in the SCI header rather than the primary header
+SCI_KEYWORDS = ("BUNIT", "SRCTYPE", "PHOTMJSR", "PHOTUJA2", "PIXAR_SR", "PIXAR_A2")
+
+#: our product-type keyword (primary header); read() also uses DATAMODL, the file name and HDUs
+PRODUCT_KEYWORD = "TSOPROD"
+_DATAMODL = {"uncal": "Level1bModel", "rateints": "CubeModel", "calints": "CubeModel",
+             "x1dints": "MultiSpecModel"}
+_STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "COMMENT", "HISTORY", "", "XTENSION", "PCOUNT",
+               "GCOUNT", "EXTNAME", "EXTVER", "CHECKSUM", "DATASUM", "BSCALE", "BZERO"}
+_DEFAULT_META = {"TELESCOP": "JWST", "INSTRUME": "MIRI", "DETECTOR": "MIRIMAGE",
+                 "EXP_TYPE": "MIR_LRS-SLITLESS", "SUBARRAY": SUBARRAY_NAME}
+
+
+class IntTimesReconstructedWarning(UserWarning):
+    """A product's INT_TIMES table was empty or absent; times were rebuilt from header keywords."""
+
+
+# ----------------------------------------------------------------------------------------- opening
+def _open(path, *, what: str) -> fits.HDUList:
+    """Open ``path`` read-only, all HDUs loaded lazily, after checking the file is complete.
+
+    Raises ProductError (missing / not FITS) and TruncatedFileError (shorter than the headers say).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ProductError(path, f"{what}: no such file")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
+    except (OSError, ValueError, TypeError, IndexError) as exc:
+        raise ProductError(path, f"{what}: not a readable FITS file ({exc})") from exc
+    if any("truncated" in str(w.message).lower() for w in caught):
+        hdul.close()
+        raise TruncatedFileError(path, f"{what}: astropy reports the file truncated: "
+                                 + "; ".join(str(w.message) for w in caught))
+    # astropy may load a cut file silently (data are read lazily): compare what every header
+    # announces (FITS standard: |BITPIX|/8 * GCOUNT * (PCOUNT + NAXIS1*...*NAXISn)) with the file size
+    size = path.stat().st_size
+    for i, hdu in enumerate(hdul):
+        h = hdu.header
+        naxis = int(h.get("NAXIS", 0))
+        nbytes = 0
+        if naxis > 0:
+            nbytes = abs(int(h["BITPIX"])) // 8 * int(h.get("GCOUNT", 1)) * (
+                int(h.get("PCOUNT", 0)) + int(np.prod([int(h[f"NAXIS{k}"]) for k in range(1, naxis + 1)])))
+        end = hdu.fileinfo()["datLoc"] + nbytes
+        if end > size:
+            hdul.close()
+            raise TruncatedFileError(path, f"{what}: HDU {i} ({hdu.name}) needs bytes up to {end} but the "
+                                     f"file has only {size} bytes (interrupted download or copy?)")
+    return hdul
+
+
+def _meta_from(hdul) -> dict:
+    meta = {}
+    for key, value in hdul[0].header.items():
+        if key in _STRUCTURAL or key.startswith("NAXIS"):
+            continue
+        meta[key] = value
+    if "SCI" in hdul:
+        for key in SCI_KEYWORDS:
+            if key in hdul["SCI"].header:
+                meta[key] = hdul["SCI"].header[key]
+    return meta
+
+
+def _check_identity(path, meta, *, what, allowed_exp_types):
+    inst = meta.get("INSTRUME")
+    if inst is None:
+        raise WrongInstrumentError(path, f"{what}: no INSTRUME keyword in the primary header; "
+                                   "tsoreduce reads JWST MIRI products")
+    if str(inst).strip().upper() != "MIRI":
+        raise WrongInstrumentError(path, f"{what}: INSTRUME = {inst!r}, tsoreduce reads MIRI products")
+    if allowed_exp_types is not None:
+        allowed = tuple(str(e).upper() for e in allowed_exp_types)
+        exp = str(meta.get("EXP_TYPE", "")).strip().upper()
+        if exp not in allowed:
+            raise WrongInstrumentError(path, f"{what}: EXP_TYPE = {meta.get('EXP_TYPE')!r}, expected one "
+                                       f"of {allowed} (pass allowed_exp_types= to accept others)")
+
+
+def _check_frame(path, meta, shape, *, what, expected_shape):
+    if expected_shape is None:
+        return
+    if tuple(shape) != tuple(expected_shape):
+        raise WrongSubarrayError(path, f"{what}: frames are {shape[0]} rows x {shape[1]} columns, "
+                                 f"expected {expected_shape[0]} x {expected_shape[1]} "
+                                 f"({SUBARRAY_NAME}); SUBARRAY = {meta.get('SUBARRAY')!r}")
+    sub = meta.get("SUBARRAY")
+    if sub is not None and tuple(expected_shape) == SUBARRAY_SHAPE and str(sub).strip() != SUBARRAY_NAME:
+        raise WrongSubarrayError(path, f"{what}: SUBARRAY = {sub!r}, expected {SUBARRAY_NAME!r}")
+
+
+def _require(path, hdul, name, *, what):
+    if name not in hdul:
+        have = ", ".join(h.name for h in hdul)
+        raise MissingExtensionError(path, f"{what}: required extension {name} is absent (HDUs: {have})")
+    if hdul[name].data is None:
+        raise MissingExtensionError(path, f"{what}: extension {name} holds no data")
+    return hdul[name]
+
+
+def _image(hdul, name, dtype):
+    """A native-endian copy of an image extension (None if absent), so nothing refers to the file."""
+    if name not in hdul or hdul[name].data is None:
+        return None
+    return np.array(hdul[name].data, dtype=dtype)
+
+
+def _check_not_empty(path, data, *, what, name="SCI"):
+    if not np.isfinite(data).any():
+        raise EmptyDataError(path, f"{what}: {name} is NaN/non-finite everywhere ({data.shape})")
+
+
+def _units(meta, default):
+    u = meta.pop("BUNIT", None)
+    return str(u).strip() if u else default
+
+
+# ------------------------------------------------------------------------------------------ times
+def _int_times_from_table(path, hdul, nints, meta):
+    """IntTimes from a populated INT_TIMES table (rows for INTSTART..INTEND selected), else None."""
+    if "INT_TIMES" not in hdul or hdul["INT_TIMES"].data is None or len(hdul["INT_TIMES"].data) == 0:
+        return None
+    tab = hdul["INT_TIMES"].data
+    names = {n.lower(): n for n in tab.columns.names}
+    missing = [c for c in INT_TIMES_COLUMNS if c.lower() not in names]
+    if missing:
+        raise ProductError(path, f"INT_TIMES lacks columns {missing}")
+    num = np.asarray(tab[names["integration_number"]], np.int64)
+    if len(num) == nints:
+        rows = np.arange(nints)
+    else:
+        # segment files may carry the whole exposure's table (jwst selects rows by integration_number)
+        start = int(meta.get("INTSTART", 1))
+        wanted = np.arange(start, start + nints)
+        rows = np.searchsorted(num, wanted)
+        if (rows >= len(num)).any() or not np.array_equal(num[np.minimum(rows, len(num) - 1)], wanted):
+            log.warning("%s: INT_TIMES has %d rows that do not cover integrations %d-%d; "
+                        "rebuilding the times from header keywords", path, len(num), start,
+                        start + nints - 1)
+            return None
+    cols = [np.asarray(tab[names[c.lower()]], np.float64)[rows] for c in INT_TIMES_COLUMNS[1:]]
+    return IntTimes(num[rows], start_bjd_tdb=cols[3], mid_bjd_tdb=cols[4], end_bjd_tdb=cols[5],
+                    start_mjd_utc=cols[0], mid_mjd_utc=cols[1], end_mjd_utc=cols[2])
+
+
+def reconstruct_int_times(meta: dict, nints: int, *, path=None, warn: bool = True) -> IntTimes:
+    """Per-integration times rebuilt from header keywords when INT_TIMES is empty.
+
+    Method (JWST keyword dictionary definitions; MIRI resets between integrations):
+
+    * integration numbers ``n = INTSTART .. INTSTART + nints - 1`` (INTSTART defaults to 1);
+    * UTC start of integration n: ``EXPSTART + (n - 1) * (NGROUPS * TGROUP + NRESETS * TFRAME)`` --
+      EXPSTART is the UTC MJD start of the exposure (integration 1); each integration lasts
+      ``NGROUPS * TGROUP`` and is followed by NRESETS reset frames (1 for FASTR1, 0 for MIRISim FAST);
+    * mid / end = start + half / all of ``NGROUPS * TGROUP``;
+    * BJD_TDB (as MJD) = UTC converted to TDB plus the Roemer/Einstein delay of the target
+      (TARG_RA, TARG_DEC) for an observer at the geocentre (astropy ``Time.light_travel_time``).
+      JWST sits near L2 (~1.5e6 km), so this is off by up to ~5 s; on the flight WASP-39 x1dints it
+      reproduces INT_TIMES int_mid_BJD_TDB to 0.86 s and int_start_MJD_UTC to < 0.01 s.
+      The header's BSTRTIME is not used: on that flight file it differs from INT_TIMES by -472 s.
+      Without TARG_RA/TARG_DEC only the UTC->TDB scale change is applied (error up to ~500 s).
+
+    Parameters
+    ----------
+    meta : dict of header keywords (EXPSTART, NGROUPS, TGROUP or TFRAME, NRESETS, INTSTART, TARG_RA,
+        TARG_DEC).
+    nints : int
+    path : file name used in the warning and in errors.
+    warn : emit :class:`IntTimesReconstructedWarning` (default True).
+
+    Returns
+    -------
+    IntTimes with ``reconstructed=True``.
+
+    Raises
+    ------
+    ProductError if EXPSTART or NGROUPS/TGROUP are missing.
+    """
+    from astropy import units as u
+    from astropy.coordinates import EarthLocation, SkyCoord
+    from astropy.time import Time
+
+    where = path if path is not None else "<product>"
+    try:
+        expstart = float(meta["EXPSTART"])
+        ngroups = int(meta["NGROUPS"])
+        tframe = float(meta.get("TFRAME", meta.get("TGROUP")))
+        tgroup = float(meta.get("TGROUP", tframe))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProductError(where, "INT_TIMES is empty and the header lacks EXPSTART/NGROUPS/TGROUP "
+                           f"needed to rebuild integration times ({exc!r})") from exc
+    nresets = int(meta.get("NRESETS", 1) or 0)
+    intstart = int(meta.get("INTSTART", 1) or 1)
+    num = np.arange(intstart, intstart + nints)
+    dur = ngroups * tgroup
+    cycle = dur + nresets * tframe
+    start = expstart + (num - 1) * cycle / 86400.0
+    utc = {"start": start, "mid": start + 0.5 * dur / 86400.0, "end": start + dur / 86400.0}
+    ra, dec = meta.get("TARG_RA"), meta.get("TARG_DEC")
+    have_target = ra is not None and dec is not None
+    bjd = {}
+    for k, v in utc.items():
+        t = Time(v, format="mjd", scale="utc")
+        tdb = t.tdb
+        if have_target:
+            geocentre = EarthLocation.from_geocentric(0.0, 0.0, 0.0, unit=u.m)
+            tdb = tdb + t.light_travel_time(SkyCoord(float(ra) * u.deg, float(dec) * u.deg),
+                                            kind="barycentric", location=geocentre)
+        bjd[k] = tdb.mjd
+    how = (f"integration n starts at EXPSTART + (n-1)*(NGROUPS*TGROUP + NRESETS*TFRAME) = {expstart:.8f} "
+           f"+ (n-1)*{cycle:.5f} s (UTC), BJD_TDB via astropy "
+           + ("with the geocentric barycentric correction for TARG_RA/TARG_DEC "
+              f"({float(ra):.5f}, {float(dec):.5f} deg; ~5 s accuracy)" if have_target else
+              "WITHOUT barycentric correction (no TARG_RA/TARG_DEC; error up to ~500 s)"))
+    if warn:
+        warnings.warn(f"{where}: INT_TIMES is empty; integration times {intstart}-{num[-1]} were "
+                      f"reconstructed from header keywords: {how}", IntTimesReconstructedWarning,
+                      stacklevel=3)
+    log.info("%s: reconstructed integration times: %s", where, how)
+    return IntTimes(num, bjd["start"], bjd["mid"], bjd["end"], utc["start"], utc["mid"], utc["end"],
+                    reconstructed=True)
+
+
+def _read_int_times(path, hdul, nints, meta):
+    t = _int_times_from_table(path, hdul, nints, meta)
+    if t is None:
+        t = reconstruct_int_times(meta, nints, path=path)
+    return t
+
+
+def _int_times_hdu(t: IntTimes | None) -> fits.BinTableHDU:
+    if t is None:
+        cols = [fits.Column(name=c, format="J" if c == "integration_number" else "D", array=np.zeros(0))
+                for c in INT_TIMES_COLUMNS]
+    else:
+        cols = [fits.Column(name=c, format="J" if c == "integration_number" else "D",
+                            array=getattr(t, f)) for c, f in zip(INT_TIMES_COLUMNS, _INT_TIMES_FIELDS)]
+    hdu = fits.BinTableHDU.from_columns(cols, name="INT_TIMES")
+    if t is not None and t.reconstructed:
+        hdu.header["TIMERECO"] = (True, "times rebuilt from header keywords (tsoreduce)")
+    return hdu
+
+
+# ----------------------------------------------------------------------------------------- writing
+def _header_value(value):
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if isinstance(value, str):
+        return value
+    return None
+
+
+def _set_key(header, key, value):
+    v = _header_value(value)
+    if v is None:
+        log.debug("meta[%r] of type %s is not a header value; not written", key, type(value).__name__)
+        return
+    if isinstance(v, float) and not np.isfinite(v):
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)  # HIERARCH for long keys is intended
+        header[key if len(key) <= 8 else f"HIERARCH {key}"] = v
+
+
+def _headers(product, kind: str, provenance: dict | None, units: str | None):
+    primary = fits.Header()
+    sci = fits.Header()
+    meta = {k: v for k, v in product.meta.items() if not str(k).startswith("_")}
+    for k, v in _DEFAULT_META.items():
+        meta.setdefault(k, v)
+    nints = product.nints
+    meta.setdefault("NINTS", nints)
+    meta.setdefault("INTSTART", 1)
+    meta.setdefault("INTEND", int(meta["INTSTART"]) + nints - 1)
+    meta.setdefault("NFRAMES", 1)
+    if kind == "uncal":
+        meta["NGROUPS"] = product.ngroups  # the header must describe the SCI cube actually written
+    meta[PRODUCT_KEYWORD] = kind
+    meta["DATAMODL"] = _DATAMODL[kind]
+    if units is not None:
+        meta["BUNIT"] = units
+    for k, v in meta.items():
+        k = str(k).upper()
+        _set_key(sci if k in SCI_KEYWORDS else primary, k, v)
+    if provenance:
+        from .. import __version__
+        primary["TSOVER"] = (__version__, "tsoreduce version that wrote this file")
+        for k, v in provenance.items():
+            v1 = _header_value(v)
+            if isinstance(v1, str) and ("\n" in v1 or len(v1) > 60):
+                for line in v1.splitlines() or [""]:
+                    primary.add_history(f"{k}: {line}")
+            elif v1 is not None:
+                _set_key(primary, f"TSO {str(k).upper()}", v1)
+            else:
+                primary.add_history(f"{k}: {v!r}")
+    return primary, sci
+
+
+def _check_target(path, product, overwrite):
+    path = Path(path)
+    src = product.meta.get("_source_path")
+    if src is not None and path.exists() and os.path.samefile(path, src):
+        raise OverwriteError(f"{path}: refusing to overwrite the file this product was read from")
+    if path.exists() and not overwrite:
+        raise OverwriteError(f"{path}: file exists; pass overwrite=True to replace it")
+    if not path.parent.is_dir():
+        raise ProductError(path, f"output directory {path.parent} does not exist")
+
+
+def _atomic_write(hdul: fits.HDUList, path) -> Path:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        hdul.writeto(tmp, overwrite=True, output_verify="exception")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    log.info("wrote %s", path)
+    return path
+
+
+def _image_hdu(name, data, header=None):
+    return fits.ImageHDU(np.ascontiguousarray(data), header=header, name=name)
+
+
+def write_uncal(path, ramp: RampData, *, overwrite: bool = False, provenance: dict | None = None) -> Path:
+    """Write a :class:`RampData` as a JWST ``_uncal``-layout FITS file (see module docstring).
+
+    SCI float32 ``(nints, ngroups, rows, cols)`` DN; GROUPDQ uint8 (uint32 when a flag > 255 is set);
+    PIXELDQ uint32 ``(rows, cols)``; ERR float32 if ``ramp.err`` is not None; INT_TIMES.  NGROUPS in the
+    header is set to the SCI cube's group count.  Returns the path.  Raises OverwriteError.
+    """
+    _check_target(path, ramp, overwrite)
+    primary, sci = _headers(ramp, "uncal", provenance, "DN")
+    gdq = ramp.groupdq
+    if gdq.max(initial=0) > 255:
+        log.warning("%s: group DQ flags above 255 are set; writing GROUPDQ as uint32", path)
+        gdq_out = gdq
+    else:
+        gdq_out = gdq.astype(np.uint8)
+    hdus = [fits.PrimaryHDU(header=primary), _image_hdu("SCI", ramp.data, sci),
+            _image_hdu("PIXELDQ", ramp.pixeldq), _image_hdu("GROUPDQ", gdq_out)]
+    if ramp.err is not None:
+        hdus.append(_image_hdu("ERR", ramp.err))
+    hdus.append(_int_times_hdu(ramp.int_times))
+    return _atomic_write(fits.HDUList(hdus), path)
+
+
+def _write_rate(path, rate: RateData, kind, overwrite, provenance):
+    _check_target(path, rate, overwrite)
+    primary, sci = _headers(rate, kind, provenance, rate.units)
+    hdus = [fits.PrimaryHDU(header=primary), _image_hdu("SCI", rate.data, sci),
+            _image_hdu("ERR", rate.err), _image_hdu("DQ", rate.dq)]
+    for name, arr in (("VAR_POISSON", rate.var_poisson), ("VAR_RNOISE", rate.var_rnoise)):
+        if arr is not None:
+            hdus.append(_image_hdu(name, arr))
+    hdus.append(_int_times_hdu(rate.int_times))
+    if rate.wavelength is not None:
+        hdus.append(_image_hdu("WAVELENGTH", rate.wavelength))
+    return _atomic_write(fits.HDUList(hdus), path)
+
+
+def write_rateints(path, rate: RateData, *, overwrite: bool = False, provenance: dict | None = None) -> Path:
+    """Write a :class:`RateData` as a JWST ``_rateints`` file: SCI, ERR (float32), DQ (uint32)
+    ``(nints, rows, cols)``, VAR_POISSON / VAR_RNOISE when present, INT_TIMES, WAVELENGTH when present.
+    BUNIT of SCI = ``rate.units``.  Returns the path.  Raises OverwriteError."""
+    return _write_rate(path, rate, "rateints", overwrite, provenance)
+
+
+def write_calints(path, rate: RateData, *, overwrite: bool = False, provenance: dict | None = None) -> Path:
+    """Write a :class:`RateData` as a JWST ``_calints`` file (rateints layout plus the WAVELENGTH
+    ``(rows, cols)`` um extension when ``rate.wavelength`` is set).  Returns the path."""
+    return _write_rate(path, rate, "calints", overwrite, provenance)
+
+
+def write_x1dints(path, spec: SpectraData, *, overwrite: bool = False, provenance: dict | None = None) -> Path:
+    """Write a :class:`SpectraData` as a JWST ``_x1dints`` file.
+
+    PRIMARY, INT_TIMES, then one EXTRACT1D table per integration (EXTVER = INT_NUM = 1-based index)
+    with WAVELENGTH (um), FLUX and FLUX_ERROR (unit ``spec.units``) and DQ (uint32) of ``nwave`` rows,
+    then TSO_AUX (one float64 column of ``nints`` rows per ``spec.aux`` regressor).  Returns the path.
+    """
+    _check_target(path, spec, overwrite)
+    primary, _ = _headers(spec, "x1dints", provenance, None)
+    primary["TSOUNITS"] = (spec.units, "flux unit of the EXTRACT1D tables")
+    wave = spec.wavelength
+    if wave is None:
+        wave = np.full(spec.nwave, np.nan)
+    hdus = [fits.PrimaryHDU(header=primary), _int_times_hdu(spec.int_times)]
+    for i in range(spec.nints):
+        w = wave if wave.ndim == 1 else wave[i]
+        cols = [fits.Column(name="WAVELENGTH", format="D", unit="um", array=w),
+                fits.Column(name="FLUX", format="D", unit=spec.units, array=spec.data[i]),
+                fits.Column(name="FLUX_ERROR", format="D", unit=spec.units, array=spec.err[i]),
+                fits.Column(name="DQ", format="J", bzero=2147483648, array=spec.dq[i])]
+        hdu = fits.BinTableHDU.from_columns(cols, name="EXTRACT1D")
+        hdu.header["EXTVER"] = i + 1
+        hdu.header["INT_NUM"] = (int(spec.int_times.integration_number[i]) if spec.int_times is not None
+                                 else int(spec.meta.get("INTSTART", 1)) + i, "Integration number")
+        hdus.append(hdu)
+    if spec.aux:
+        hdus.append(fits.BinTableHDU.from_columns(
+            [fits.Column(name=k, format="D", array=v) for k, v in spec.aux.items()], name="TSO_AUX"))
+    return _atomic_write(fits.HDUList(hdus), path)
+
+
+# ----------------------------------------------------------------------------------------- reading
+def read_uncal(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SUBARRAY_SHAPE) -> RampData:
+    """Read a JWST ``_uncal`` (or ``_ramp``) file into a :class:`RampData` (DN, float32).
+
+    SCI may be uint16 (flight) or float; GROUPDQ uint8/uint32 and PIXELDQ are optional (zeros when
+    absent, logged); ERR is read when present.  Times come from INT_TIMES or
+    :func:`reconstruct_int_times`.  ``allowed_exp_types=None`` / ``expected_shape=None`` disable those
+    checks.
+
+    Raises ProductError, WrongInstrumentError, WrongSubarrayError, MissingExtensionError (no SCI),
+    TruncatedFileError, EmptyDataError.
+    """
+    what = "uncal"
+    with _open(path, what=what) as hdul:
+        meta = _meta_from(hdul)
+        _check_identity(path, meta, what=what, allowed_exp_types=allowed_exp_types)
+        sci = _require(path, hdul, "SCI", what=what)
+        if sci.data.ndim != 4:
+            raise WrongSubarrayError(path, f"{what}: SCI has shape {sci.data.shape}, expected 4-D "
+                                     "(integration, group, row, column)")
+        _check_frame(path, meta, sci.data.shape[2:], what=what, expected_shape=expected_shape)
+        data = np.array(sci.data, dtype=np.float32)
+        _check_not_empty(path, data, what=what)
+        groupdq = _image(hdul, "GROUPDQ", np.uint32)
+        pixeldq = _image(hdul, "PIXELDQ", np.uint32)
+        for name, arr in (("GROUPDQ", groupdq), ("PIXELDQ", pixeldq)):
+            if arr is None:
+                log.info("%s: no %s extension; assuming all pixels good", path, name)
+        err = _image(hdul, "ERR", np.float32)
+        times = _read_int_times(path, hdul, data.shape[0], meta)
+    meta.pop("BUNIT", None)
+    meta["_source_path"] = str(Path(path).resolve())
+    try:
+        return RampData(data, groupdq, pixeldq, err, times, meta)
+    except ShapeError as exc:
+        raise ProductError(path, f"{what}: inconsistent extensions: {exc}") from exc
+
+
+def _read_rate(path, what, allowed_exp_types, expected_shape):
+    with _open(path, what=what) as hdul:
+        meta = _meta_from(hdul)
+        _check_identity(path, meta, what=what, allowed_exp_types=allowed_exp_types)
+        sci = _require(path, hdul, "SCI", what=what)
+        if sci.data.ndim != 3:
+            raise WrongSubarrayError(path, f"{what}: SCI has shape {sci.data.shape}, expected 3-D "
+                                     "(integration, row, column) -- a 2-D _rate file has no "
+                                     "per-integration images")
+        _check_frame(path, meta, sci.data.shape[1:], what=what, expected_shape=expected_shape)
+        for name in ("ERR", "DQ"):
+            _require(path, hdul, name, what=what)
+        data = np.array(sci.data, dtype=np.float32)
+        _check_not_empty(path, data, what=what)
+        arrays = {name.lower(): _image(hdul, name, dt) for name, dt in
+                  (("ERR", np.float32), ("DQ", np.uint32), ("VAR_POISSON", np.float32),
+                   ("VAR_RNOISE", np.float32), ("WAVELENGTH", np.float32))}
+        times = _read_int_times(path, hdul, data.shape[0], meta)
+    units = _units(meta, "DN/s")
+    meta["_source_path"] = str(Path(path).resolve())
+    try:
+        return RateData(data, int_times=times, meta=meta, units=units, **arrays)
+    except ShapeError as exc:
+        raise ProductError(path, f"{what}: inconsistent extensions: {exc}") from exc
+
+
+def read_rateints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SUBARRAY_SHAPE) -> RateData:
+    """Read a JWST ``_rateints`` file into a :class:`RateData` (``units`` from SCI BUNIT, default DN/s).
+
+    DQ of any integer type (MIRISim: int32 with BZERO) is read as uint32.  Required: SCI (3-D), ERR, DQ.
+    Raises ProductError, WrongInstrumentError, WrongSubarrayError, MissingExtensionError,
+    TruncatedFileError, EmptyDataError; warns IntTimesReconstructedWarning when INT_TIMES is empty.
+    """
+    return _read_rate(path, "rateints", allowed_exp_types, expected_shape)
+
+
+def read_calints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SUBARRAY_SHAPE) -> RateData:
+    """Read a JWST ``_calints`` file into a :class:`RateData`, including the WAVELENGTH map (um) when
+    present.  Same checks and errors as :func:`read_rateints`."""
+    return _read_rate(path, "calints", allowed_exp_types, expected_shape)
+
+
+def read_x1dints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES) -> SpectraData:
+    """Read a JWST ``_x1dints`` file into a :class:`SpectraData`.
+
+    Accepts one EXTRACT1D table per integration (jwst < 1.17 and ours) or a single EXTRACT1D table with
+    one row per integration and vector columns (jwst >= 1.17).  ``data`` = FLUX, ``err`` = FLUX_ERROR,
+    ``dq`` = DQ (uint32), ``wavelength`` = WAVELENGTH (1-D when identical in every integration),
+    ``units`` = TUNIT of FLUX, ``aux`` from TSO_AUX.
+
+    Raises ProductError, WrongInstrumentError, MissingExtensionError (no EXTRACT1D),
+    TruncatedFileError, EmptyDataError (FLUX NaN everywhere).
+    """
+    what = "x1dints"
+    with _open(path, what=what) as hdul:
+        meta = _meta_from(hdul)
+        _check_identity(path, meta, what=what, allowed_exp_types=allowed_exp_types)
+        tables = [h for h in hdul if h.name == "EXTRACT1D"]
+        if not tables:
+            _require(path, hdul, "EXTRACT1D", what=what)
+        for h in tables:
+            if h.data is None or "FLUX" not in h.columns.names or "WAVELENGTH" not in h.columns.names:
+                raise MissingExtensionError(path, f"{what}: EXTRACT1D {h.ver} lacks FLUX/WAVELENGTH data")
+        first = tables[0].data
+        units = tables[0].columns["FLUX"].unit or meta.get("TSOUNITS") or "DN/s"
+
+        def col(name, dtype, fill):
+            if name not in first.columns.names:
+                return None
+            if len(tables) == 1 and np.ndim(first[name]) == 2:
+                return np.array(first[name], dtype=dtype)
+            try:
+                return np.array([np.asarray(h.data[name]) for h in tables]).astype(dtype)
+            except ValueError as exc:
+                raise ProductError(path, f"{what}: EXTRACT1D tables have different lengths") from exc
+
+        vector = len(tables) == 1 and np.ndim(first["FLUX"]) == 2
+        flux = col("FLUX", np.float64, np.nan)
+        if not vector and len(tables) == 1:
+            flux = flux.reshape(1, -1)
+        err = col("FLUX_ERROR", np.float64, np.nan)
+        dq = col("DQ", np.int64, 0)
+        wave = col("WAVELENGTH", np.float64, np.nan)
+        if dq is not None:
+            dq = (dq % (1 << 32)).astype(np.uint32)  # int32 'J' columns without TZERO wrap bit 31
+        _check_not_empty(path, flux, what=what, name="FLUX")
+        if wave is not None and np.array_equal(wave, wave[:1].repeat(len(wave), 0), equal_nan=True):
+            wave = wave[0]
+        aux = {}
+        if "TSO_AUX" in hdul:
+            aux = {c: np.array(hdul["TSO_AUX"].data[c], np.float64) for c in hdul["TSO_AUX"].columns.names}
+        times = _read_int_times(path, hdul, flux.shape[0], meta)
+    meta.pop("TSOUNITS", None)
+    meta["_source_path"] = str(Path(path).resolve())
+    try:
+        return SpectraData(flux, err, dq, wave, times, aux, meta, units=str(units).strip())
+    except ShapeError as exc:
+        raise ProductError(path, f"{what}: inconsistent tables: {exc}") from exc
+
+
+_SUFFIXES = {"uncal": "uncal", "ramp": "uncal", "rateints": "rateints", "calints": "calints",
+             "x1dints": "x1dints"}
+_MODELS = {"level1bmodel": "uncal", "rampmodel": "uncal", "multispecmodel": "x1dints",
+           "tsomultispecmodel": "x1dints"}
+
+
+def product_type(path) -> str:
+    """'uncal', 'rateints', 'calints' or 'x1dints' for a product file, decided by (in order) our
+    TSOPROD keyword, the file-name suffix (``_uncal``, ``_ramp``, ``_rateints``, ``_calints``,
+    ``_x1dints``), DATAMODL, then the HDU structure (EXTRACT1D -> x1dints; 4-D SCI -> uncal; 3-D SCI
+    with WAVELENGTH -> calints; 3-D SCI -> rateints).  Raises ProductError if undecidable."""
+    with _open(path, what="product") as hdul:
+        ph = hdul[0].header
+        kind = str(ph.get(PRODUCT_KEYWORD, "")).strip().lower()
+        if kind in _SUFFIXES.values():
+            return kind
+        stem = Path(path).name.split(".")[0].lower()
+        for suffix, kind in _SUFFIXES.items():
+            if stem.endswith("_" + suffix):
+                return kind
+        model = str(ph.get("DATAMODL", "")).strip().lower()
+        if model in _MODELS:
+            return _MODELS[model]
+        if "EXTRACT1D" in hdul:
+            return "x1dints"
+        if "SCI" in hdul and hdul["SCI"].data is not None:
+            nd = hdul["SCI"].data.ndim
+            if nd == 4:
+                return "uncal"
+            if nd == 3:
+                return "calints" if "WAVELENGTH" in hdul else "rateints"
+        raise ProductError(path, "cannot tell the product type (no TSOPROD, known file suffix, DATAMODL, "
+                           "EXTRACT1D table or 3/4-D SCI extension)")
+
+
+_READERS = {"uncal": read_uncal, "rateints": read_rateints, "calints": read_calints,
+            "x1dints": read_x1dints}
+
+
+def read(path, **kwargs):
+    """Read any supported product and return the matching container (:class:`RampData` for uncal,
+    :class:`RateData` for rateints/calints, :class:`SpectraData` for x1dints); see
+    :func:`product_type`.  Keyword arguments go to the specific reader."""
+    return _READERS[product_type(path)](path, **kwargs)
+
+
+_CONSISTENT_KEYS = ("EXP_TYPE", "SUBARRAY", "NGROUPS", "READPATT", "NFRAMES")
+
+
+def read_segments(paths_or_glob, **kwargs):
+    """Read the segments of one exposure (``-seg001``, ``-seg002``, ...) and join them in time order.
+
+    ``paths_or_glob`` is a list of paths or a glob pattern string.  Segments are ordered by their
+    INTSTART keyword (not by name) and joined with :func:`tsoreduce.datamodel.concatenate`.
+
+    Raises ProductError (no file matches / mixed product types), and :class:`ShapeError`-free
+    ProductError naming the files when segments disagree in EXP_TYPE, SUBARRAY, NGROUPS, READPATT,
+    NFRAMES, frame shape or overlap in integration numbers.
+    """
+    if isinstance(paths_or_glob, (str, os.PathLike)):
+        paths = sorted(_glob.glob(str(paths_or_glob)))
+        if not paths:
+            raise ProductError(paths_or_glob, "no file matches this pattern")
+    else:
+        paths = [str(p) for p in paths_or_glob]
+        if not paths:
+            raise ProductError("<segments>", "read_segments() got an empty list")
+    kinds = {p: product_type(p) for p in paths}
+    if len(set(kinds.values())) > 1:
+        raise ProductError(paths[0], f"segments are different product types: {kinds}")
+    parts = [read(p, **kwargs) for p in paths]
+    order = sorted(range(len(parts)), key=lambda i: int(parts[i].meta.get("INTSTART", 1)))
+    parts = [parts[i] for i in order]
+    paths = [paths[i] for i in order]
+    first = parts[0]
+    for p, path in zip(parts[1:], paths[1:]):
+        for key in _CONSISTENT_KEYS:
+            if p.meta.get(key) != first.meta.get(key):
+                raise ProductError(path, f"segment disagrees with {paths[0]}: {key} = "
+                                   f"{p.meta.get(key)!r} vs {first.meta.get(key)!r}")
+        if p.data.shape[1:] != first.data.shape[1:]:
+            raise ProductError(path, f"segment shape {p.data.shape[1:]} differs from {paths[0]}'s "
+                               f"{first.data.shape[1:]}")
+    for (a, pa), (b, pb) in zip(zip(parts, paths), zip(parts[1:], paths[1:])):
+        end_a = int(a.meta.get("INTSTART", 1)) + a.nints - 1
+        if int(b.meta.get("INTSTART", 1)) <= end_a:
+            raise ProductError(pb, f"segment starts at integration {b.meta.get('INTSTART')} but {pa} "
+                               f"already ends at {end_a} (overlapping or duplicated segments)")
+    out = concatenate(parts)
+    out.meta.pop("_source_path", None)
+    out.meta["_source_paths"] = [str(Path(p).resolve()) for p in paths]
+    return out
