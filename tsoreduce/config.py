@@ -142,3 +142,448 @@ def validate(user: dict | None, schema: dict, path: str = "") -> dict:
         else:
             out[key] = list(spec.default) if isinstance(spec.default, (list, tuple)) else spec.default
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# YAML runs: the top-level layout, loading, and the generated template
+# --------------------------------------------------------------------------------------------------
+#
+# A run file has these top-level keys (everything but ``input`` is optional):
+#
+#   name:        run name, prefix of product file names
+#   output_dir:  where products, figures, the log and the "done" markers go
+#   input:       exactly one of  simulate: {LRSSimConfig fields} | uncal: glob | rateints: glob |
+#                calints: glob | lightcurves: path | mrs: {...}   (+ optional references: {reftype: path})
+#   stages:      "all", "1-4", "2-3", 4, [1, 2] ...
+#   plots:       make diagnostic figures (bool)
+#   stage1 / stage2 / stage3 / stage4 / mrs:  sections validated against that stage module's CONFIG_SCHEMA
+#
+# Relative paths in a run file are resolved against the directory that contains the YAML file (so a
+# run works from any current directory); paths given on the command line are relative to the current
+# directory as usual.
+
+import glob as _glob
+import importlib
+import logging
+import os
+from pathlib import Path
+
+__all__ += ["SECTION_MODULES", "INPUT_KINDS", "RUN_SCHEMA", "load_run_config", "validate_run_config",
+            "stage_schema", "simulate_schema", "parse_stages", "render_template", "first_stage",
+            "possible_stages"]
+
+log = logging.getLogger(__name__)
+
+#: YAML section -> (stage module, what the section configures)
+SECTION_MODULES = {
+    "stage1": ("tsoreduce.detector", "Stage 1, detector: uncal ramps -> rateints (DN/s)"),
+    "stage2": ("tsoreduce.spectroscopic", "Stage 2, spectroscopic: rateints -> calints"),
+    "stage3": ("tsoreduce.extraction", "Stage 3, extraction: calints -> x1dints + light curves"),
+    "stage4": ("tsoreduce.lightcurve", "Stage 4, light curves: fits -> transmission/emission spectrum"),
+    "mrs": ("tsoreduce.mrs", "MRS branch: s3d cubes per integration -> light curves (replaces stage 3)"),
+}
+
+#: input kind -> (first stage it feeds, doc)
+INPUT_KINDS = {
+    "simulate": (1, "simulate a small LRS TSO (uncal + truth + reference files) with these "
+                    "tsoreduce.simulate.LRSSimConfig fields, then reduce it"),
+    "uncal": (1, "glob or list of uncal FITS files (segments), e.g. data/*_uncal.fits"),
+    "rateints": (2, "glob or list of rateints FITS files (ours or the STScI pipeline's)"),
+    "calints": (3, "glob or list of calints FITS files (ours or the STScI pipeline's)"),
+    "lightcurves": (4, "a light-curve table (tsoreduce HDF5/ECSV, or a supported published table)"),
+    "mrs": (3, "MRS cube time series: a mapping validated by tsoreduce.mrs.INPUT_SCHEMA"),
+}
+
+_STAGE_SECTION = {1: "stage1", 2: "stage2", 3: "stage3", 4: "stage4"}
+
+RUN_SCHEMA = {
+    "name": Param("tso", str, "run name; prefix of the product file names"),
+    "output_dir": Param(None, str, "directory for products, figures, run.log and done markers "
+                        "(default: <name>_output beside the YAML file)", nullable=True),
+    "stages": Param("all", (str, int, list), "stages to run: 'all', '1-4', '2-3', 4 or a list like "
+                    "[1, 2]; the command line --stages/--start-at override it"),
+    "plots": Param(True, bool, "write the diagnostic figures of every stage"),
+}
+
+_LIGHTCURVE_FORMATS = ("auto", "tsoreduce", "wasp43b_sparta", "eureka_white")
+
+
+def _import_stage_module(module_name: str, section: str):
+    try:
+        return importlib.import_module(module_name)
+    except Exception as exc:  # a missing or half-written stage module
+        raise ConfigError(f"{section}: the stage module {module_name} cannot be imported "
+                          f"({type(exc).__name__}: {exc}); this stage cannot run") from exc
+
+
+def stage_schema(section: str) -> dict:
+    """The ``CONFIG_SCHEMA`` of the stage module behind YAML ``section`` (imported lazily).
+
+    Raises ConfigError if the module is missing, fails to import, or has no CONFIG_SCHEMA.
+    """
+    if section not in SECTION_MODULES:
+        raise ConfigError(f"{section}: not a stage section; allowed: {', '.join(SECTION_MODULES)}")
+    mod = _import_stage_module(SECTION_MODULES[section][0], section)
+    schema = getattr(mod, "CONFIG_SCHEMA", None)
+    if not isinstance(schema, dict):
+        raise ConfigError(f"{section}: {mod.__name__} has no CONFIG_SCHEMA dict")
+    return schema
+
+
+def _sim_config_class():
+    mod = _import_stage_module("tsoreduce.simulate.lrs", "input.simulate")
+    cls = getattr(mod, "LRSSimConfig", None)
+    if cls is None:
+        raise ConfigError("input.simulate: tsoreduce.simulate.lrs has no LRSSimConfig")
+    return cls
+
+
+def _docstring_params(cls) -> dict:
+    """Parse numpydoc-style ``name : text`` lines of a class docstring into {name: text}."""
+    import inspect
+    out, current = {}, None
+    for line in (inspect.getdoc(cls) or "").splitlines():
+        stripped = line.strip()
+        if line and not line[0].isspace() and " : " in line:
+            names, _, rest = line.partition(" : ")
+            current = [n.strip() for n in names.split(",")]
+            for n in current:
+                out[n] = rest.strip()
+        elif current and stripped and line[0].isspace():
+            for n in current:
+                out[n] = (out[n] + " " + stripped).strip()
+        elif not stripped:
+            current = None
+    return out
+
+
+def simulate_schema() -> dict:
+    """A config schema derived from the fields of :class:`tsoreduce.simulate.LRSSimConfig`.
+
+    Each field becomes a :class:`Param` whose type is that of its default (``float`` accepts ints;
+    a ``None`` default makes the field nullable and accepts numbers, strings or lists), with
+    ``min``/``max``/``choices``/``doc`` taken from the dataclass field's ``metadata`` when given,
+    else the doc from the class docstring.
+    """
+    import dataclasses
+    cls = _sim_config_class()
+    docs = _docstring_params(cls)
+    schema = {}
+    for f in dataclasses.fields(cls):
+        if not f.init or f.name.startswith("_"):
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = None
+        md = dict(f.metadata or {})
+        if default is None:
+            ptype, nullable = (int, float, str, list), True
+        elif isinstance(default, bool):
+            ptype, nullable = bool, False
+        elif isinstance(default, int):
+            ptype, nullable = int, False
+        elif isinstance(default, float):
+            ptype, nullable = float, False
+        elif isinstance(default, (list, tuple)):
+            ptype, nullable = list, False
+            default = list(default)
+        elif isinstance(default, str):
+            ptype, nullable = str, False
+        elif isinstance(default, dict):
+            ptype, nullable = dict, False
+        else:  # arrays or objects cannot be written in YAML: leave them at their default
+            continue
+        doc = md.get("doc") or docs.get(f.name) or f.name.replace("_", " ")
+        schema[f.name] = Param(default, md.get("type", ptype), " ".join(str(doc).split()),
+                               choices=md.get("choices"), min=md.get("min"), max=md.get("max"),
+                               nullable=md.get("nullable", nullable))
+    return schema
+
+
+def parse_stages(spec, allowed=(1, 2, 3, 4)) -> list[int]:
+    """Turn ``'all'``, ``'1-4'``, ``'2,3'``, ``3`` or ``[1, 2]`` into a sorted list of stage numbers.
+
+    Raises ConfigError for anything else or for a stage outside ``allowed``.
+    """
+    allowed = sorted(allowed)
+    if spec is None or spec == "all":
+        return list(allowed)
+    out: list[int] = []
+    items = spec if isinstance(spec, list) else [spec]
+    for item in items:
+        if isinstance(item, bool):
+            raise ConfigError(f"stages: {spec!r} is not a stage specification")
+        if isinstance(item, int):
+            out.append(item)
+            continue
+        for part in str(item).replace(" ", "").split(","):
+            if not part:
+                continue
+            try:
+                if "-" in part:
+                    a, b = part.split("-", 1)
+                    out.extend(range(int(a), int(b) + 1))
+                else:
+                    out.append(int(part))
+            except ValueError:
+                raise ConfigError(f"stages: {spec!r} is not a stage specification; use 'all', "
+                                  f"'1-4', '2,3', 3 or a list such as [1, 2]") from None
+    out = sorted(set(out))
+    bad = [s for s in out if s not in allowed]
+    if bad or not out:
+        raise ConfigError(f"stages: {spec!r} selects stage(s) {bad or out} which cannot run here; "
+                          f"allowed stages for this input: {allowed}")
+    return out
+
+
+def possible_stages(input_kind: str) -> list[int]:
+    """Stages that can run from an input of this kind (simulate/uncal -> 1-4, rateints -> 2-4, ...)."""
+    return list(range(INPUT_KINDS[input_kind][0], 5))
+
+
+def first_stage(config: dict) -> int:
+    return INPUT_KINDS[config["input"]["kind"]][0]
+
+
+def _resolve_path(p, base: Path) -> str:
+    p = os.path.expanduser(os.path.expandvars(str(p)))
+    return str(Path(p) if os.path.isabs(p) else (base / p))
+
+
+def _expand_files(kind: str, value, base: Path, must_exist: bool) -> list[str]:
+    items = value if isinstance(value, list) else [value]
+    files: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"input.{kind}: expected a path/glob string or a list of them, got {item!r}")
+        pattern = _resolve_path(item, base)
+        matches = sorted(_glob.glob(pattern)) if _glob.has_magic(pattern) else (
+            [pattern] if os.path.exists(pattern) else [])
+        if not matches and must_exist:
+            raise ConfigError(f"input.{kind}: no file matches {item!r} (resolved to {pattern}; "
+                              f"relative paths are relative to the YAML file's directory)")
+        files.extend(matches)
+    return files
+
+
+def _validate_input(user, base: Path, check_files: bool) -> dict:
+    if not isinstance(user, dict):
+        raise ConfigError("input: expected a mapping with exactly one of "
+                          + ", ".join(INPUT_KINDS) + " (and optionally references)")
+    kinds = [k for k in user if k in INPUT_KINDS]
+    unknown = [k for k in user if k not in INPUT_KINDS and k not in ("references", "lightcurves_format")]
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), list(INPUT_KINDS) + ["references"], n=2)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"input.{unknown[0]}: unknown key{hint} Allowed keys here: "
+                          + ", ".join(list(INPUT_KINDS) + ["references", "lightcurves_format"]))
+    if len(kinds) != 1:
+        raise ConfigError(f"input: give exactly one of {', '.join(INPUT_KINDS)}; got "
+                          f"{kinds or 'none'}")
+    kind = kinds[0]
+    out: dict = {"kind": kind}
+    if kind == "simulate":
+        out["simulate"] = validate(user["simulate"], simulate_schema(), "input.simulate")
+    elif kind == "mrs":
+        mod = _import_stage_module(SECTION_MODULES["mrs"][0], "input.mrs")
+        schema = getattr(mod, "INPUT_SCHEMA", None)
+        section = user["mrs"]
+        if schema is not None:
+            section = validate(section, schema, "input.mrs")
+        elif not isinstance(section, dict):
+            raise ConfigError("input.mrs: expected a mapping")
+        # every string value that names a path is resolved relative to the YAML directory
+        out["mrs"] = {k: (_resolve_path(v, base) if isinstance(v, str) and k.endswith(
+            ("path", "cubes", "dir", "glob", "files")) else v) for k, v in section.items()}
+    elif kind == "lightcurves":
+        if not isinstance(user["lightcurves"], str):
+            raise ConfigError("input.lightcurves: expected one path string")
+        out["lightcurves"] = _expand_files(kind, user["lightcurves"], base, check_files)[:1] or [
+            _resolve_path(user["lightcurves"], base)]
+        fmt = user.get("lightcurves_format", "auto")
+        if fmt not in _LIGHTCURVE_FORMATS:
+            raise ConfigError(f"input.lightcurves_format: {fmt!r} is not allowed; allowed values: "
+                              + ", ".join(repr(f) for f in _LIGHTCURVE_FORMATS))
+        out["lightcurves_format"] = fmt
+    else:
+        out[kind] = _expand_files(kind, user[kind], base, check_files)
+    if "lightcurves_format" in user and kind != "lightcurves":
+        raise ConfigError("input.lightcurves_format: only allowed together with input.lightcurves")
+    refs = user.get("references") or {}
+    if not isinstance(refs, dict) or not all(isinstance(v, str) for v in refs.values()):
+        raise ConfigError("input.references: expected a mapping {reftype: path}, e.g. "
+                          "{linearity: refs/linearity.fits}")
+    out["references"] = {str(k): _resolve_path(v, base) for k, v in refs.items()}
+    return out
+
+
+def validate_run_config(user: dict, base_dir=".", *, stages=None, check_files: bool = True) -> dict:
+    """Validate a whole run (the YAML mapping) and return it completed with every default.
+
+    Parameters
+    ----------
+    user : the YAML mapping as loaded.
+    base_dir : directory against which relative paths are resolved (the YAML file's directory).
+    stages : optional override of the ``stages`` key (e.g. from ``--stages``).
+    check_files : require input files to exist now (``False`` for templates and dry checks).
+
+    Returns
+    -------
+    dict with keys name, output_dir (absolute), input (with ``kind`` and resolved file lists),
+    stages (sorted list of ints), plots, stage1..stage4, mrs, and ``_base_dir``.  The sections of
+    the stages that will run are validated against their module's CONFIG_SCHEMA (the module is
+    imported now); other sections are validated when their module imports, else kept as given.
+
+    Raises
+    ------
+    ConfigError naming the key path and the allowed values, before any work is done.
+    """
+    if not isinstance(user, dict):
+        raise ConfigError(f"<top>: a run file must be a mapping of keys, got {type(user).__name__}")
+    base = Path(base_dir).resolve()
+    allowed_top = list(RUN_SCHEMA) + ["input"] + list(SECTION_MODULES)
+    for key in user:
+        if key not in allowed_top:
+            close = difflib.get_close_matches(str(key), allowed_top, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"{key}: unknown key{hint} Allowed keys here: {', '.join(allowed_top)}")
+    if "input" not in user:
+        raise ConfigError("input: missing; a run needs an input section (one of "
+                          + ", ".join(INPUT_KINDS) + ")")
+    top = validate({k: user[k] for k in RUN_SCHEMA if k in user}, RUN_SCHEMA)
+    cfg: dict = {"_base_dir": str(base), "name": top["name"], "plots": top["plots"]}
+    if not top["name"] or any(c in top["name"] for c in "/\\ "):
+        raise ConfigError(f"name: {top['name']!r} must be a non-empty string without spaces or slashes")
+    cfg["output_dir"] = _resolve_path(top["output_dir"] or f"{top['name']}_output", base)
+    cfg["input"] = _validate_input(user["input"], base, check_files)
+    allowed = possible_stages(cfg["input"]["kind"])
+    cfg["stages"] = parse_stages(stages if stages is not None else top["stages"], allowed)
+    running = {_STAGE_SECTION[s] for s in cfg["stages"]}
+    if cfg["input"]["kind"] == "mrs" and 3 in cfg["stages"]:
+        running = (running - {"stage3"}) | {"mrs"}
+    for section in SECTION_MODULES:
+        given = user.get(section)
+        if section in running:
+            cfg[section] = validate(given, stage_schema(section), section)
+            continue
+        try:
+            schema = stage_schema(section)
+        except ConfigError as exc:
+            if given is not None:
+                log.warning("%s is not validated now (that stage does not run): %s", section, exc)
+            cfg[section] = given or {}
+            continue
+        cfg[section] = validate(given, schema, section)
+    return cfg
+
+
+def load_run_config(path, *, stages=None, output_dir=None, check_files: bool = True) -> dict:
+    """Read and validate a YAML run file; see :func:`validate_run_config` for the result.
+
+    Relative paths inside the file are resolved against the file's directory.  ``output_dir``
+    (e.g. from ``--output-dir``) overrides the file's, relative to the current directory.
+
+    Raises
+    ------
+    FileNotFoundError if ``path`` does not exist; ConfigError for YAML syntax errors (with the line)
+    and for every validation failure.
+    """
+    import yaml
+    path = Path(path)
+    text = path.read_text()
+    try:
+        user = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if user is None:
+        raise ConfigError(f"{path}: the file is empty")
+    cfg = validate_run_config(user, path.parent, stages=stages, check_files=check_files)
+    if output_dir is not None:
+        cfg["output_dir"] = str(Path(output_dir).resolve())
+    cfg["_source"] = str(path.resolve())
+    cfg["_text"] = text
+    return cfg
+
+
+# ---- template ------------------------------------------------------------------------------------
+
+def _yaml_scalar(value) -> str:
+    import yaml
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix(
+        "\n...").removesuffix("...").strip()
+
+
+def _param_comment(p: Param) -> str:
+    extra = []
+    if p.choices is not None:
+        extra.append("one of " + ", ".join(_yaml_scalar(c) for c in p.choices))
+    if p.min is not None or p.max is not None:
+        extra.append(f"range [{p.min if p.min is not None else '-inf'}, "
+                     f"{p.max if p.max is not None else 'inf'}]")
+    if p.nullable:
+        extra.append("null allowed")
+    doc = p.doc.strip().rstrip(".")
+    return doc + (f" ({'; '.join(extra)})" if extra else "")
+
+
+def _render_schema(schema: dict, indent: int, lines: list[str], commented: bool = False):
+    pad = " " * indent
+    cm = "# " if commented else ""
+    for key, spec in schema.items():
+        if isinstance(spec, dict):
+            lines.append(f"{pad}{cm}{key}:")
+            _render_schema(spec, indent + 2, lines, commented)
+        else:
+            default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
+            lines.append(f"{pad}{cm}{key}: {_yaml_scalar(default)}  # {_param_comment(spec)}")
+
+
+def render_template() -> str:
+    """The text of ``runs/template.yaml``: every key of a run with its default and a comment.
+
+    Generated from :data:`RUN_SCHEMA`, the LRSSimConfig fields and every stage module's
+    CONFIG_SCHEMA, so the committed template cannot go stale (a test compares them).  The template
+    is itself a valid run (it simulates a TSO with the simulator's defaults).
+    Regenerate with ``tsoreduce --write-template runs/template.yaml``.
+    """
+    lines = [
+        "# tsoreduce run template: every key with its default value and meaning.",
+        "# GENERATED by tsoreduce.config.render_template() -- do not edit by hand; regenerate with",
+        "#   tsoreduce --write-template runs/template.yaml",
+        "# Relative paths are relative to the directory of this YAML file.",
+        "# Omitted keys take the defaults shown here; unknown keys, wrong types and out-of-range",
+        "# values stop the run before any work, naming the key and the allowed values.",
+        "",
+    ]
+    for key, p in RUN_SCHEMA.items():
+        lines.append(f"{key}: {_yaml_scalar(p.default)}  # {_param_comment(p)}")
+    lines += ["", "# input: exactly one of the kinds below (+ optional references: {reftype: path})",
+              "input:"]
+    for kind, (first, doc) in INPUT_KINDS.items():
+        if kind == "simulate":
+            lines.append(f"  simulate:  # {doc} (stages {first}-4)")
+            _render_schema(simulate_schema(), 4, lines)
+        elif kind == "mrs":
+            lines.append(f"  # mrs:  # {doc} (stages {first}-4)")
+            try:
+                schema = getattr(_import_stage_module("tsoreduce.mrs", "mrs"), "INPUT_SCHEMA", None)
+            except ConfigError:
+                schema = None
+            if schema:
+                _render_schema(schema, 4, lines, commented=True)
+        else:
+            example = {"uncal": "'data/jw01234*_uncal.fits'", "rateints": "'stage1/*_rateints.fits'",
+                       "calints": "'stage2/*_calints.fits'",
+                       "lightcurves": "'lightcurves.h5'"}[kind]
+            lines.append(f"  # {kind}: {example}  # {doc} (stages {first}-4)")
+    lines.append("  # lightcurves_format: auto  # with input.lightcurves: one of "
+                 + ", ".join(_LIGHTCURVE_FORMATS))
+    lines.append("  # references: {linearity: refs/linearity.fits}  # optional reference files "
+                 "{reftype: path} for Stage 1 (a simulation supplies its own)")
+    for section, (module, doc) in SECTION_MODULES.items():
+        lines += ["", f"# {doc}  [{module}.CONFIG_SCHEMA]", f"{section}:"]
+        _render_schema(stage_schema(section), 2, lines)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,116 @@
+"""Command line: ``tsoreduce RUN.yaml`` (same as ``python run_tso.py RUN.yaml``).
+
+Examples::
+
+    tsoreduce runs/demo.yaml                    # simulate + reduce uncal -> spectrum
+    tsoreduce runs/demo.yaml --dry-run          # print the plan, write nothing
+    tsoreduce runs/demo.yaml --stages 3-4       # only Stages 3 and 4 (reads stage2 products)
+    tsoreduce runs/demo.yaml --start-at 3 --force
+    tsoreduce runs/wasp107b_white.yaml --output-dir /tmp/w107
+    tsoreduce --write-template runs/template.yaml
+
+Exit status: 0 on success, 2 for a configuration error (unknown key, bad value, missing input),
+3 when a product would be overwritten without --force, 1 for any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tsoreduce",
+        description="Reduce a JWST MIRI time-series observation as described by a YAML run file "
+                    "(see runs/template.yaml for every key).")
+    p.add_argument("config", nargs="?", help="YAML run file, e.g. runs/demo.yaml")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--stages", help="stages to run: '1-4', '2-3', '4', '1,2' (overrides the YAML)")
+    g.add_argument("--start-at", type=int, choices=(1, 2, 3, 4),
+                   help="run from this stage to Stage 4 (earlier products must exist)")
+    p.add_argument("--force", action="store_true",
+                   help="recompute finished stages and overwrite their products")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and exit; write nothing")
+    p.add_argument("--output-dir", metavar="DIR",
+                   help="override the YAML's output_dir (relative to the current directory)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug messages on the console")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings only on the console")
+    p.add_argument("--write-template", metavar="PATH",
+                   help="write the generated template (every key with its default) to PATH ('-' = stdout)")
+    p.add_argument("--version", action="version", version=f"tsoreduce {__version__}")
+    return p
+
+
+def _console_logging(verbose: bool, quiet: bool):
+    level = logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO)
+    root = logging.getLogger("tsoreduce")
+    root.setLevel(min(level, logging.INFO))
+    h = logging.StreamHandler(sys.stderr)
+    h.setLevel(level)
+    h.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(h)
+    return h
+
+
+def main(argv=None) -> int:
+    """Entry point of ``tsoreduce`` and ``run_tso.py``; returns the exit status."""
+    from .config import load_run_config, render_template
+    from .errors import ConfigError, OverwriteError, TsoreduceError
+    from . import pipeline
+
+    args = build_parser().parse_args(argv)
+    if args.write_template:
+        text = render_template()
+        if args.write_template == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.write_template).write_text(text)
+            print(f"wrote {args.write_template}")
+        return 0
+    if not args.config:
+        build_parser().print_usage(sys.stderr)
+        print("tsoreduce: error: a YAML run file is required", file=sys.stderr)
+        return 2
+    handler = _console_logging(args.verbose, args.quiet)
+    try:
+        stages = args.stages if args.stages is not None else (
+            f"{args.start_at}-4" if args.start_at is not None else None)
+        try:
+            cfg = load_run_config(args.config, output_dir=args.output_dir)
+            if stages is not None:
+                from .config import parse_stages, possible_stages
+                cfg["stages"] = parse_stages(stages, possible_stages(cfg["input"]["kind"]))
+            if args.dry_run:
+                res = pipeline.run(cfg, force=args.force, dry_run=True)
+                print(res["text"])
+                return 0
+            summary = pipeline.run(cfg, force=args.force, progress=not args.no_progress)
+        except FileNotFoundError as exc:
+            print(f"tsoreduce: error: {exc}", file=sys.stderr)
+            return 2
+        except ConfigError as exc:
+            print(f"tsoreduce: configuration error: {exc}", file=sys.stderr)
+            return 2
+        except OverwriteError as exc:
+            print(f"tsoreduce: refusing to overwrite: {exc}", file=sys.stderr)
+            return 3
+        except TsoreduceError as exc:
+            print(f"tsoreduce: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        print(pipeline.format_summary(summary))
+        print(f"log: {Path(summary['output_dir']) / 'run.log'}")
+        return 0
+    finally:
+        logging.getLogger("tsoreduce").removeHandler(handler)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

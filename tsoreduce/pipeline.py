@@ -1,0 +1,650 @@
+"""Run a whole reduction from a validated run config: plan, resume, products, provenance, summary.
+
+Library use is first-class: each stage is one documented function working on files,
+
+* :func:`run_simulation` -- ``input.simulate`` -> uncal segments + truth + reference files
+* :func:`run_stage1_files` -- uncal segments -> one rateints file per segment (``tsoreduce.detector.run_stage1``)
+* :func:`run_stage2_files` -- rateints -> one calints file (``tsoreduce.spectroscopic.run_stage2``)
+* :func:`run_stage3_files` -- calints -> x1dints + light-curve table (``tsoreduce.extraction.run_stage3``)
+* :func:`run_mrs_files` -- MRS cubes -> light-curve table (``tsoreduce.mrs.run_mrs``), instead of stage 3
+* :func:`run_stage4_files` -- light-curve table -> fits + spectrum.ecsv (``tsoreduce.lightcurve.run_stage4``)
+
+and :func:`run` chains them as the YAML says, e.g. ``run(load_run_config("runs/demo.yaml"))``.
+
+Output layout (``output_dir``)::
+
+    run.log  run_config.yaml  summary.json
+    simulation/   uncal segments, truth, reference files          (input.simulate only)
+    stage1/       <segment>_rateints.fits, figures/
+    stage2/       <name>_calints.fits, figures/
+    stage3/       <name>_x1dints.fits, <name>_lightcurves.h5, figures/
+    stage4/       spectrum.ecsv, white_fit.ecsv, chains, figures/ (+ injected_spectrum.ecsv for a simulation)
+
+Resume: a stage is finished when its ``.done.json`` marker holds the stage's config hash (a hash
+chained over the input and every section up to that stage) and the id of the upstream stage's run,
+and every product it lists exists.  A finished stage is skipped unless ``force``.  A stage that was
+interrupted leaves a ``.running.json`` marker with its hash: a re-run with the same configuration
+resumes it (Stage 1 keeps the segments already written).  Anything else already in a stage directory
+(other configuration, stale upstream) is never overwritten without ``force``: the run stops before
+any work with :class:`~tsoreduce.errors.OverwriteError`.  Products are written atomically by the I/O
+writers (temp file + ``os.replace``) with the package version and configuration in their headers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .config import SECTION_MODULES, first_stage
+from .errors import ConfigError, NotImplementedStepError, OverwriteError
+
+__all__ = ["StagePlan", "plan", "run", "format_plan", "format_summary", "run_simulation",
+           "run_stage1_files", "run_stage2_files", "run_stage3_files", "run_mrs_files",
+           "run_stage4_files", "stage_hashes", "is_done"]
+
+log = logging.getLogger(__name__)
+
+STAGE_DIRS = {0: "simulation", 1: "stage1", 2: "stage2", 3: "stage3", 4: "stage4"}
+STAGE_LABELS = {0: "simulate (input.simulate -> uncal)", 1: "Stage 1 detector (uncal -> rateints)",
+                2: "Stage 2 spectroscopic (rateints -> calints)",
+                3: "Stage 3 extraction (calints -> x1dints + light curves)",
+                4: "Stage 4 light-curve fits (-> spectrum)"}
+DONE, RUNNING = ".done.json", ".running.json"
+
+
+# ---- lazy access to the stage modules and I/O (tests replace these) ------------------------------
+
+def _stage_function(section: str, name: str):
+    """The runner ``name`` of the stage module behind ``section``, imported only when used."""
+    module = SECTION_MODULES[section][0]
+    try:
+        mod = importlib.import_module(module)
+    except Exception as exc:
+        raise ConfigError(f"{section}: the stage module {module} cannot be imported "
+                          f"({type(exc).__name__}: {exc})") from exc
+    fn = getattr(mod, name, None)
+    if fn is None:
+        raise NotImplementedStepError(f"{section}: {module} has no {name}()")
+    return fn
+
+
+def _io():
+    return importlib.import_module("tsoreduce.io")
+
+
+def _call(fn, *args, progress=None, **kwargs):
+    """Call a stage runner, passing ``progress`` only if it accepts it."""
+    if progress is not None:
+        try:
+            if "progress" in inspect.signature(fn).parameters:
+                kwargs["progress"] = progress
+        except (TypeError, ValueError):
+            pass
+    return fn(*args, **kwargs)
+
+
+def _tqdm(iterable, **kw):
+    from tqdm.auto import tqdm
+    return tqdm(iterable, **kw)
+
+
+# ---- hashing and markers -------------------------------------------------------------------------
+
+def _hash(obj) -> str:
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stage_hashes(config: dict) -> dict[int, str]:
+    """Config hash of every stage: chained over the input section and each stage section in turn.
+
+    Stage *n*'s products depend on the input and on sections 1..n, so a change anywhere upstream
+    changes the hash of every later stage.  Plot switches and the output directory are excluded.
+    """
+    inp = {k: v for k, v in config["input"].items()}
+    h = {0: _hash({"input": inp})}
+    prev = h[0]
+    for n in (1, 2, 3, 4):
+        section = "mrs" if (n == 3 and config["input"]["kind"] == "mrs") else f"stage{n}"
+        prev = h[n] = _hash({"upstream": prev, section: config.get(section, {})})
+    return h
+
+
+def _read_marker(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def is_done(stage_dir, config_hash: str) -> dict | None:
+    """The done marker of ``stage_dir`` if it matches ``config_hash`` and all its products exist."""
+    m = _read_marker(Path(stage_dir) / DONE)
+    if not m or m.get("config_hash") != config_hash:
+        return None
+    if not all((Path(stage_dir) / p).exists() for p in m.get("products", [])):
+        return None
+    return m
+
+
+def _provenance(config: dict, stage: int, config_hash: str) -> dict:
+    import yaml
+    section = "mrs" if (stage == 3 and config["input"]["kind"] == "mrs") else f"stage{stage}"
+    text = yaml.safe_dump({"input": config["input"], section: config.get(section, {})},
+                          sort_keys=False, width=100)
+    return {"software": "tsoreduce", "version": __version__, "stage": stage,
+            "config_hash": config_hash, "config": text,
+            "run_config": config.get("_source", "")}
+
+
+# ---- the plan ------------------------------------------------------------------------------------
+
+@dataclass
+class StagePlan:
+    """One step of a run: which stage, where, what it reads, and what will happen."""
+
+    stage: int
+    label: str
+    directory: Path
+    config_hash: str
+    action: str  # "run", "resume", "skip", "rerun (--force)"
+    reason: str = ""
+    inputs: list = field(default_factory=list)
+    keep_existing: bool = False  # resume: keep the per-segment products already written
+
+
+def _stage_list(config: dict, stages) -> list[int]:
+    from .config import parse_stages, possible_stages
+    chosen = config["stages"] if stages is None else parse_stages(
+        stages, possible_stages(config["input"]["kind"]))
+    if config["input"]["kind"] == "simulate" and 1 in chosen:
+        chosen = [0] + list(chosen)
+    return list(chosen)
+
+
+def plan(config: dict, stages=None, *, force: bool = False) -> list[StagePlan]:
+    """Decide, before any work, what each requested stage will do.
+
+    Raises
+    ------
+    ConfigError if a stage needs products of an earlier stage that are missing or were made with
+    another configuration; OverwriteError if a stage directory holds products that would be
+    overwritten without ``force``.
+    """
+    out_dir = Path(config["output_dir"])
+    hashes = stage_hashes(config)
+    chosen = _stage_list(config, stages)
+    first = first_stage(config)
+    _check_inputs_not_outputs(config, out_dir)
+    plans: list[StagePlan] = []
+    upstream_changes = False
+    for n in chosen:
+        d = out_dir / STAGE_DIRS[n]
+        h = hashes[n]
+        # the upstream products this stage reads must be finished (when not produced in this run)
+        upstream = n - 1 if n > first or (n == 1 and config["input"]["kind"] == "simulate") else None
+        up_marker = None
+        if upstream is not None and upstream not in chosen:
+            up_marker = is_done(out_dir / STAGE_DIRS[upstream], hashes[upstream])
+            if up_marker is None:
+                raise ConfigError(
+                    f"stages: {STAGE_LABELS[n]} reads the products of {STAGE_LABELS[upstream]} in "
+                    f"{out_dir / STAGE_DIRS[upstream]}, which are missing or were made with another "
+                    f"configuration; run stage {upstream} first (e.g. --stages {max(upstream, first)}-{n})")
+        done = is_done(d, h)
+        if done is not None and up_marker is not None and done.get("upstream_run_id") != up_marker.get("run_id"):
+            done = None  # products made from an older run of the upstream stage
+        running = _read_marker(d / RUNNING)
+        keep = False
+        existing = [p for p in d.iterdir() if not p.name.startswith(".")] if d.is_dir() else []
+        if force:
+            action, reason = ("rerun (--force)" if existing else "run"), ""
+        elif done is not None and not upstream_changes:
+            action, reason = "skip", f"finished {done.get('finished', '')} with the same configuration"
+        elif running is not None and running.get("config_hash") == h:
+            action, reason = "resume", "interrupted earlier with the same configuration"
+            keep = not upstream_changes
+        elif existing or (d / DONE).exists():
+            why = ("its upstream stage is re-run now" if upstream_changes else
+                   "they were made with another configuration or from an older upstream product")
+            raise OverwriteError(
+                f"{d} already holds products of {STAGE_LABELS[n]} and {why}; nothing is overwritten "
+                f"without --force (or choose another --output-dir)")
+        else:
+            action, reason = "run", ""
+        if action != "skip":
+            upstream_changes = True
+        plans.append(StagePlan(n, STAGE_LABELS[n], d, h, action, reason, keep_existing=keep))
+    return plans
+
+
+def _check_inputs_not_outputs(config, out_dir: Path):
+    inp = config["input"]
+    files = [Path(p).resolve() for k in ("uncal", "rateints", "calints", "lightcurves")
+             for p in inp.get(k, []) or []]
+    for f in files:
+        for n, sub in STAGE_DIRS.items():
+            if f.parent == (out_dir / sub).resolve() and n >= first_stage(config):
+                raise OverwriteError(f"input file {f} lies in the output directory of stage {n} "
+                                     f"({out_dir / sub}); choose another output_dir so inputs are "
+                                     f"never overwritten")
+
+
+def format_plan(config: dict, plans: list[StagePlan]) -> str:
+    """Human-readable plan (what ``--dry-run`` prints)."""
+    inp = config["input"]
+    kind = inp["kind"]
+    src = (f"{len(inp[kind])} file(s), first {inp[kind][0]}" if kind in (
+        "uncal", "rateints", "calints", "lightcurves") and inp[kind] else kind)
+    lines = [f"run {config['name']!r}  (tsoreduce {__version__})",
+             f"  config : {config.get('_source', '<dict>')}",
+             f"  input  : {kind}: {src}",
+             f"  output : {config['output_dir']}"]
+    for p in plans:
+        lines.append(f"  [{p.action:>15}] {p.label}  -> {p.directory}"
+                     + (f"  ({p.reason})" if p.reason else "") + f"  hash {p.config_hash}")
+    return "\n".join(lines)
+
+
+# ---- file-level stage functions (the library API) ------------------------------------------------
+
+def run_simulation(sim_config: dict, outdir) -> dict:
+    """Simulate a LRS TSO with ``tsoreduce.simulate.write_lrs_simulation``.
+
+    Parameters
+    ----------
+    sim_config : dict of LRSSimConfig fields (the validated ``input.simulate`` section).
+    outdir : directory for the uncal segments, truth file and reference files.
+
+    Returns
+    -------
+    dict(uncal=[paths], truth=path, references={reftype: path}) as written by the simulator.
+    """
+    lrs = importlib.import_module("tsoreduce.simulate.lrs")
+    Path(outdir).mkdir(parents=True, exist_ok=True)
+    out = lrs.write_lrs_simulation(lrs.LRSSimConfig(**sim_config), outdir)
+    return {"uncal": [str(p) for p in out["uncal"]], "truth": str(out.get("truth")),
+            "references": {k: str(v) for k, v in (out.get("references") or {}).items()}}
+
+
+def _product_name(src: str, new_suffix: str) -> str:
+    stem = Path(src).name
+    for suf in (".fits.gz", ".fits", ".h5", ".ecsv"):
+        if stem.endswith(suf):
+            stem = stem[: -len(suf)]
+    for old in ("_uncal", "_rateints", "_rate", "_calints", "_x1dints"):
+        if stem.endswith(old):
+            stem = stem[: -len(old)]
+    return f"{stem}_{new_suffix}.fits"
+
+
+def run_stage1_files(uncal_paths, config: dict | None, outdir, *, references=None, plot_dir=None,
+                     overwrite=False, provenance=None, progress=True, skip_existing=False) -> list[str]:
+    """Stage 1 on uncal segment files, one segment at a time (memory bounded by one segment).
+
+    Each segment is read (``tsoreduce.io.read_uncal``), run through
+    ``tsoreduce.detector.run_stage1(ramp, config, plot_dir=, references=)`` and written as
+    ``<segment>_rateints.fits`` in ``outdir`` (DN/s, ``provenance`` in the header).  Figures are made
+    for the first segment only.  ``skip_existing`` keeps segments already written (resume).
+
+    Returns the rateints paths in segment order.  Raises OverwriteError for an existing product
+    unless ``overwrite``; never writes over an input file.
+    """
+    run_stage1 = _stage_function("stage1", "run_stage1")
+    io = _io()
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = [str(p) for p in uncal_paths]
+    out = []
+    for i, src in enumerate(_tqdm(paths, desc="Stage 1 segments", unit="seg", disable=not progress)):
+        dst = outdir / _product_name(src, "rateints")
+        if Path(src).resolve() == dst.resolve():
+            raise OverwriteError(f"{dst}: the product would overwrite its input")
+        out.append(str(dst))
+        if skip_existing and dst.exists():
+            log.info("Stage 1: %s already written, kept (resume)", dst.name)
+            continue
+        ramp = io.read_uncal(src)
+        rate = _call(run_stage1, ramp, config, plot_dir=plot_dir if i == 0 else None,
+                     references=references, progress=progress)
+        io.write_rateints(dst, rate, overwrite=overwrite, provenance=provenance)
+        log.info("Stage 1: wrote %s (%d integrations)", dst.name, rate.nints)
+        del ramp, rate
+    return out
+
+
+def run_stage2_files(rateints_paths, config: dict | None, outdir, *, name="tso", plot_dir=None,
+                     overwrite=False, provenance=None, progress=True) -> str:
+    """Stage 2 on rateints segments: read and join them in time order (``read_segments``), run
+    ``tsoreduce.spectroscopic.run_stage2`` and write ``<name>_calints.fits`` in ``outdir``.
+
+    Returns the calints path.  Raises OverwriteError for an existing product unless ``overwrite``.
+    """
+    run_stage2 = _stage_function("stage2", "run_stage2")
+    io = _io()
+    Path(outdir).mkdir(parents=True, exist_ok=True)
+    rates = io.read_segments([str(p) for p in rateints_paths])
+    calints, _diag = _call(run_stage2, rates, config, plot_dir=plot_dir, progress=progress)
+    dst = Path(outdir) / f"{name}_calints.fits"
+    io.write_calints(dst, calints, overwrite=overwrite, provenance=provenance)
+    log.info("Stage 2: wrote %s (%d integrations)", dst.name, calints.nints)
+    return str(dst)
+
+
+def run_stage3_files(calints_paths, config: dict | None, outdir, *, name="tso", plot_dir=None,
+                     overwrite=False, provenance=None, progress=True) -> tuple[str, str]:
+    """Stage 3 on calints: ``tsoreduce.extraction.run_stage3`` -> ``<name>_x1dints.fits`` and the
+    spectroscopic + white light curves ``<name>_lightcurves.h5`` (``tsoreduce.io.write_lightcurves``).
+
+    Returns (x1dints path, light-curve path).
+    """
+    run_stage3 = _stage_function("stage3", "run_stage3")
+    io = _io()
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    cal = io.read_segments([str(p) for p in calints_paths])
+    x1d, lc = _call(run_stage3, cal, config, plot_dir=plot_dir, progress=progress)
+    x1d_path = outdir / f"{name}_x1dints.fits"
+    lc_path = outdir / f"{name}_lightcurves.h5"
+    io.write_x1dints(x1d_path, x1d, overwrite=overwrite, provenance=provenance)
+    _write_lightcurves(lc_path, lc, overwrite=overwrite, provenance=provenance)
+    log.info("Stage 3: wrote %s and %s (%d channels x %d integrations)", x1d_path.name,
+             lc_path.name, lc.nchan, lc.nints)
+    return str(x1d_path), str(lc_path)
+
+
+def run_mrs_files(mrs_input: dict, config: dict | None, outdir, *, name="tso", plot_dir=None,
+                  overwrite=False, provenance=None, progress=True) -> str:
+    """MRS branch: ``tsoreduce.mrs.run_mrs(config, input=..., plot_dir=)`` -> light curves, written
+    as ``<name>_lightcurves.h5`` for Stage 4.  Returns the light-curve path."""
+    run_mrs = _stage_function("mrs", "run_mrs")
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    res = _call(run_mrs, config, mrs_input, outdir=outdir, plot_dir=plot_dir, progress=progress)
+    lc = res[1] if isinstance(res, tuple) else res
+    lc_path = outdir / f"{name}_lightcurves.h5"
+    _write_lightcurves(lc_path, lc, overwrite=overwrite, provenance=provenance)
+    log.info("MRS: wrote %s (%d channels x %d integrations)", lc_path.name, lc.nchan, lc.nints)
+    return str(lc_path)
+
+
+def _write_lightcurves(path, lc, *, overwrite, provenance):
+    io = _io()
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OverwriteError(f"{path} exists; pass overwrite=True (--force) to replace it")
+    lc = lc.replace(meta={**lc.meta, "TSOVER": __version__,
+                          "CFGHASH": (provenance or {}).get("config_hash", "")})
+    fn = io.write_lightcurves
+    kwargs = {}
+    params = inspect.signature(fn).parameters
+    if "overwrite" in params:
+        kwargs["overwrite"] = True
+    if "provenance" in params:
+        kwargs["provenance"] = provenance
+    fn(path, lc, **kwargs)
+
+
+def read_input_lightcurves(path, fmt: str = "auto"):
+    """Read a light-curve table for Stage 4: ours (HDF5/ECSV) or a supported published table.
+
+    ``fmt``: "tsoreduce" (``read_lightcurves``), "wasp43b_sparta" / "eureka_white" (the readers of
+    the shared real tables in ``tsoreduce.io.lightcurves``), or "auto" (tries them in that order).
+    """
+    io = _io()
+    readers = {"tsoreduce": "read_lightcurves", "wasp43b_sparta": "read_sparta_h5",
+               "eureka_white": "read_eureka_white"}
+    order = list(readers) if fmt == "auto" else [fmt]
+    errors = []
+    for f in order:
+        fn = getattr(io, readers[f], None)
+        if fn is None:
+            errors.append(f"{f}: tsoreduce.io has no {readers[f]}()")
+            continue
+        try:
+            return fn(path)
+        except Exception as exc:  # try the next reader in auto mode
+            if fmt != "auto":
+                raise
+            errors.append(f"{f}: {type(exc).__name__}: {exc}")
+    raise ConfigError(f"input.lightcurves: {path} could not be read: " + " | ".join(errors))
+
+
+def run_stage4_files(lightcurves, config: dict | None, outdir, *, plot=True, fmt="auto",
+                     provenance=None, progress=True):
+    """Stage 4: read the light curves (path or LightCurves) and run
+    ``tsoreduce.lightcurve.run_stage4(lc, config, outdir, plot=)``, which writes spectrum.ecsv,
+    white_fit.ecsv, chains and figures in ``outdir``.  Returns its Stage4Result."""
+    run_stage4 = _stage_function("stage4", "run_stage4")
+    lc = lightcurves if not isinstance(lightcurves, (str, os.PathLike)) else read_input_lightcurves(
+        lightcurves, fmt)
+    Path(outdir).mkdir(parents=True, exist_ok=True)
+    return _call(run_stage4, lc, config, outdir, plot=plot, progress=progress)
+
+
+# ---- running the plan ----------------------------------------------------------------------------
+
+def _attach_log(out_dir: Path):
+    handler = logging.FileHandler(out_dir / "run.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger("tsoreduce")
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    return handler
+
+
+def _figures(d: Path) -> list[str]:
+    return sorted(str(p) for p in d.rglob("*") if p.suffix in (".png", ".pdf", ".svg")) if d.is_dir() else []
+
+
+def run(config: dict, stages=None, *, force: bool = False, dry_run: bool = False,
+        progress: bool = True) -> dict:
+    """Run the stages of a validated run config (from :func:`tsoreduce.config.load_run_config`).
+
+    Parameters
+    ----------
+    config : validated run config.
+    stages : override of ``config["stages"]`` ("1-4", [2, 3], ...); None keeps the config's.
+    force : recompute finished stages and overwrite their products.
+    dry_run : only plan; returns {"plan": [...]} and writes nothing.
+    progress : show tqdm progress bars.
+
+    Returns
+    -------
+    summary dict: output_dir, stages (per stage: action, seconds, products, figures), numbers
+    (key results), also written to ``output_dir/summary.json``.
+    """
+    plans = plan(config, stages, force=force)
+    if dry_run:
+        return {"plan": plans, "text": format_plan(config, plans)}
+    out_dir = Path(config["output_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handler = _attach_log(out_dir)
+    t_start = time.perf_counter()
+    summary = {"name": config["name"], "output_dir": str(out_dir), "version": __version__,
+               "stages": {}, "numbers": {}}
+    try:
+        log.info("tsoreduce %s: run %r, config %s", __version__, config["name"], config.get("_source"))
+        log.info("plan:\n%s", format_plan(config, plans))
+        _write_run_config(config, out_dir)
+        state: dict = {}
+        for p in plans:
+            t0 = time.perf_counter()
+            if p.action == "skip":
+                marker = is_done(p.directory, p.config_hash)
+                log.info("%s: skipped, %s", p.label, p.reason)
+            else:
+                marker = _run_one(config, p, force=force, progress=progress, state=state)
+            state[p.stage] = marker
+            summary["stages"][p.stage] = {
+                "label": p.label, "action": p.action, "seconds": round(time.perf_counter() - t0, 2),
+                "products": [str(p.directory / x) for x in marker.get("products", [])],
+                "figures": _figures(p.directory)}
+        summary["numbers"] = _key_numbers(config, out_dir)
+        summary["seconds"] = round(time.perf_counter() - t_start, 2)
+        _write_json_atomic(out_dir / "summary.json", summary)
+        log.info("summary:\n%s", format_summary(summary))
+    finally:
+        logging.getLogger("tsoreduce").removeHandler(handler)
+        handler.close()
+    return summary
+
+
+def _write_run_config(config: dict, out_dir: Path):
+    import yaml
+    clean = {k: v for k, v in config.items() if not k.startswith("_")}
+    tmp = out_dir / f".run_config.{os.getpid()}.tmp"
+    tmp.write_text(f"# validated configuration of the last run (tsoreduce {__version__})\n"
+                   + yaml.safe_dump(clean, sort_keys=False, width=100))
+    os.replace(tmp, out_dir / "run_config.yaml")
+
+
+def _upstream_products(config, out_dir: Path, n: int, state: dict) -> tuple[list[str], str | None]:
+    """Input files of stage n and the run id of the stage that made them (None for user input)."""
+    inp = config["input"]
+    key = {1: "uncal", 2: "rateints", 3: "calints", 4: "lightcurves"}[n]
+    if n == first_stage(config) and inp["kind"] != "simulate":
+        return list(inp.get(key, [])), None
+    m = state.get(n - 1) or _read_marker(out_dir / STAGE_DIRS[n - 1] / DONE)
+    d = out_dir / STAGE_DIRS[n - 1]
+    files = [str(d / p) for p in m.get("products", [])]
+    wanted = {1: "_uncal.fits", 2: "_rateints.fits", 3: "_calints.fits", 4: "_lightcurves.h5"}[n]
+    return [f for f in files if f.endswith(wanted)], m.get("run_id")
+
+
+def _run_one(config: dict, p: StagePlan, *, force: bool, progress: bool, state: dict) -> dict:
+    out_dir = Path(config["output_dir"])
+    d = p.directory
+    d.mkdir(parents=True, exist_ok=True)
+    (d / DONE).unlink(missing_ok=True)
+    _write_json_atomic(d / RUNNING, {"config_hash": p.config_hash, "started": time.strftime("%FT%T")})
+    plot_dir = (d / "figures") if config["plots"] else None
+    if plot_dir is not None:
+        plot_dir.mkdir(exist_ok=True)
+    prov = _provenance(config, max(p.stage, 1), p.config_hash)
+    overwrite = force or p.action == "resume"
+    name = config["name"]
+    upstream_id = None
+    log.info("%s: %s", p.label, p.action)
+    extra: dict = {}
+    if p.stage == 0:
+        sim = run_simulation(config["input"]["simulate"], d)
+        products = sim["uncal"] + [sim["truth"]] + list(sim["references"].values())
+        extra = {"simulation": {"uncal": [Path(x).name for x in sim["uncal"]],
+                                "truth": Path(sim["truth"]).name,
+                                "references": {k: Path(v).name for k, v in sim["references"].items()}}}
+    elif p.stage == 1:
+        files, upstream_id = _upstream_products(config, out_dir, 1, state)
+        refs = dict(config["input"].get("references") or {})
+        if config["input"]["kind"] == "simulate":
+            sim = (state.get(0) or _read_marker(out_dir / STAGE_DIRS[0] / DONE))["simulation"]
+            refs = {**{k: str(out_dir / STAGE_DIRS[0] / v) for k, v in sim["references"].items()},
+                    **refs}
+        products = run_stage1_files(files, config["stage1"], d, references=refs or None,
+                                    plot_dir=plot_dir, overwrite=overwrite, provenance=prov,
+                                    progress=progress, skip_existing=p.keep_existing)
+    elif p.stage == 2:
+        files, upstream_id = _upstream_products(config, out_dir, 2, state)
+        products = [run_stage2_files(files, config["stage2"], d, name=name, plot_dir=plot_dir,
+                                     overwrite=overwrite, provenance=prov, progress=progress)]
+    elif p.stage == 3 and config["input"]["kind"] == "mrs":
+        products = [run_mrs_files(config["input"]["mrs"], config["mrs"], d, name=name,
+                                  plot_dir=plot_dir, overwrite=overwrite, provenance=prov,
+                                  progress=progress)]
+    elif p.stage == 3:
+        files, upstream_id = _upstream_products(config, out_dir, 3, state)
+        products = list(run_stage3_files(files, config["stage3"], d, name=name, plot_dir=plot_dir,
+                                         overwrite=overwrite, provenance=prov, progress=progress))
+    else:
+        files, upstream_id = _upstream_products(config, out_dir, 4, state)
+        fmt = config["input"].get("lightcurves_format", "auto") if first_stage(config) == 4 else "tsoreduce"
+        result = run_stage4_files(files[0], config["stage4"], d, plot=config["plots"], fmt=fmt,
+                                  provenance=prov, progress=progress)
+        products = sorted(str(x) for x in d.iterdir() if x.is_file() and not x.name.startswith("."))
+        if config["input"]["kind"] == "simulate":
+            products += _compare_with_truth(config, out_dir, d, plot=config["plots"])
+        extra = {"result": _result_numbers(result)}
+    marker = {"stage": p.stage, "config_hash": p.config_hash, "run_id": uuid.uuid4().hex,
+              "upstream_run_id": upstream_id, "version": __version__,
+              "finished": time.strftime("%FT%T"),
+              "products": sorted({os.path.relpath(x, d) for x in products}), **extra}
+    _write_json_atomic(d / DONE, marker)
+    (d / RUNNING).unlink(missing_ok=True)
+    return marker
+
+
+# ---- demo truth comparison, key numbers, summary -------------------------------------------------
+
+def _compare_with_truth(config: dict, out_dir: Path, d: Path, *, plot: bool) -> list[str]:
+    """Write injected_spectrum.ecsv beside spectrum.ecsv (same wavelength columns, transit_depth in
+    ppm, binned with the simulator's own ``LRSTruth.injected_spectrum``) and the recovered-vs-injected
+    figure.  Returns the paths written."""
+    from . import pipeline_truth
+    return pipeline_truth.compare_with_truth(out_dir / STAGE_DIRS[0], d, plot=plot)
+
+
+def _result_numbers(result) -> dict:
+    """Key numbers of a Stage4Result that can go into JSON (best effort, for the summary)."""
+    out = {}
+    if result is None:
+        return out
+    white = getattr(result, "white", None) or getattr(result, "white_fit", None)
+    params = getattr(white, "params", None) or getattr(white, "best", None)
+    if isinstance(params, dict):
+        for k, v in params.items():
+            try:
+                out[f"white.{k}"] = float(v)
+            except (TypeError, ValueError):
+                pass
+    for attr in ("chi2_reduced", "reduced_chi2", "rms_ppm"):
+        v = getattr(white, attr, None)
+        if isinstance(v, (int, float)):
+            out[f"white.{attr}"] = float(v)
+    return out
+
+
+def _key_numbers(config: dict, out_dir: Path) -> dict:
+    nums: dict = {}
+    m4 = _read_marker(out_dir / STAGE_DIRS[4] / DONE)
+    if m4:
+        nums.update(m4.get("result", {}))
+    spec = out_dir / STAGE_DIRS[4] / "spectrum.ecsv"
+    if spec.exists():
+        from . import pipeline_truth
+        nums.update(pipeline_truth.spectrum_numbers(spec))
+    return nums
+
+
+def format_summary(summary: dict) -> str:
+    """The end-of-run summary: per stage what was done, products and figures, and key numbers."""
+    lines = [f"tsoreduce {summary.get('version')} run {summary.get('name')!r} -> {summary['output_dir']}"
+             f"  ({summary.get('seconds', 0):.1f} s)"]
+    for n, s in summary["stages"].items():
+        lines.append(f"  {s['label']}: {s['action']} ({s['seconds']:.1f} s), "
+                     f"{len(s['products'])} product(s), {len(s['figures'])} figure(s)")
+        for prod in s["products"][:6]:
+            lines.append(f"      {prod}")
+        if len(s["products"]) > 6:
+            lines.append(f"      ... and {len(s['products']) - 6} more")
+    if summary.get("numbers"):
+        lines.append("  key numbers:")
+        for k, v in summary["numbers"].items():
+            lines.append(f"      {k} = {v:.6g}" if isinstance(v, float) else f"      {k} = {v}")
+    return "\n".join(lines)
