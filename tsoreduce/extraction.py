@@ -1,0 +1,687 @@
+"""Stage 3: trace finding, spectral extraction and light-curve construction (calints -> x1dints).
+
+Steps, in the order :func:`run_stage3` runs them (one function each):
+
+1. :func:`find_trace` -- edgetrigger on the deep frame (Radica et al. 2022, PASP 134, 104502, algorithm
+   by L. Albert; anchors.md 2.9) applied to MIRI's vertical trace: per row, the trace edges are the
+   extrema of the local least-squares slope of the spatial profile, the centre their mean; a robust
+   polynomial in row smooths the centres.  User centroids or the nominal specwcs trace are accepted.
+2. :func:`measure_position_width` -- per-integration trace offset and width for decorrelation, from a
+   linear least-squares fit of each integration with the deep-frame profile, its derivative and its
+   dilation (first-order Taylor expansion of a shifted / stretched template; cf. SPARTA's template
+   shift fit, anchors.md 2.9).
+3. :func:`box_extract` (fractional edge pixels; optional width minimising white-light scatter,
+   exoTEDRF ``extract_width='optimize'``, anchors.md 2.10) or :func:`optimal_extract` (Horne 1986,
+   PASP 98, 609; profile from the deep frame, variance from ERR, iterative outlier rejection;
+   anchors.md 2.11).
+4. :func:`wavelength_at_trace` -- the wavelength map sampled at the trace (anchors.md 2.12).
+5. :func:`bin_lightcurves` -- white and spectroscopic light curves with fractional-pixel bin weights
+   (exoTEDRF ``bin_at_resolution``, anchors.md 2.13).
+
+The x1dints product (:class:`~tsoreduce.datamodel.SpectraData`) keeps one spectral element per detector
+row with a valid wavelength, in row order (wavelength decreasing, as the STScI x1dints), flux in the
+calints units summed over the aperture (DN/s; MJy/sr calints are converted to Jy when PIXAR_SR is known).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy import ndimage
+from scipy.interpolate import CubicSpline
+from scipy.optimize import least_squares
+
+from . import reference
+from .config import Param, validate
+from .datamodel import DQ, IntTimes, LightCurves, RateData, SpectraData
+from .errors import ConfigError, EmptyDataError, ShapeError
+from .spectroscopic import BAD_PIXEL_FLAGS, baseline_index, estimate_trace_column, make_deep_frame
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CONFIG_SCHEMA", "run_stage3", "edgetrigger_centres", "fit_trace_polynomial", "find_trace",
+           "measure_position_width", "box_weights", "box_extract", "optimize_box_width",
+           "optimal_extract", "wavelength_at_trace", "bin_lightcurves", "white_light_scatter"]
+
+CONFIG_SCHEMA = {
+    "trace": {
+        "method": Param("edgetrigger", str, "trace centres: 'edgetrigger' on the deep frame, 'user' "
+                        "(centroids given to run_stage3 or centroids_file) or 'nominal' (specwcs_0006)",
+                        choices=("edgetrigger", "user", "nominal")),
+        "halfwidth": Param(2, int, "half-width (px) of the local-slope window of edgetrigger", min=1, max=6),
+        "poly_order": Param(3, int, "order of the robust polynomial of centre vs row", min=0, max=8),
+        "rows": Param(None, list, "[first, last] rows used to fit the trace; null -> rows with S/N above "
+                      "snr_min", nullable=True, item_type=int, min=0),
+        "snr_min": Param(10.0, float, "minimum peak S/N of a deep-frame row used by the trace fit", min=1.0),
+        "centroids_file": Param(None, str, "CSV/ECSV with columns row, x (used when method='user')",
+                                nullable=True),
+        "regressor_halfwidth": Param(4, int, "half-width (px) of the region used to measure the "
+                                     "per-integration offset and width", min=2, max=15),
+    },
+    "extraction": {
+        "method": Param("optimal", str, "'optimal' (Horne 1986) or 'box'", choices=("optimal", "box")),
+        "box_width": Param(7.0, float, "full width (px) of the box aperture", min=1.0, max=30.0),
+        "optimize_width": Param(False, bool, "choose the box width minimising white-light scatter"),
+        "width_grid": Param([2.0, 12.0, 0.5], list, "[min, max, step] of widths tried by optimize_width",
+                            item_type=(int, float), min=0.5),
+        "aperture_halfwidth": Param(6.0, float, "half-width (px) of the optimal-extraction aperture",
+                                    min=1.0, max=20.0),
+        "clip_sigma": Param(5.0, float, "outlier rejection threshold of optimal extraction", min=2.0),
+        "max_iter": Param(10, int, "maximum rejection iterations of optimal extraction", min=1, max=50),
+        "rows": Param(None, list, "[first, last] rows written to the x1dints; null -> rows with a valid "
+                      "wavelength", nullable=True, item_type=int, min=0),
+    },
+    "lightcurves": {
+        "skip": Param(False, bool, "do not build light curves"),
+        "edges": Param(None, list, "wavelength bin edges (um); overrides bin_width/resolution",
+                       nullable=True, item_type=(int, float)),
+        "resolution": Param(None, (int, float), "constant-R binning (log grid) instead of bin_width",
+                            nullable=True, min=1.0),
+        "bin_width": Param(0.5, float, "bin width (um) when neither edges nor resolution is given",
+                           min=0.01),
+        "white_range": Param([5.0, 12.0], list, "wavelength range (um) of the white light curve and of "
+                             "the default bins", item_type=(int, float)),
+        "normalise": Param(True, bool, "divide each light curve by its baseline median"),
+        "baseline_ints": Param(None, list, "integrations defining the baseline ([start, stop) pairs, "
+                               "0-based); null -> all", nullable=True, item_type=int),
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------- 1. trace
+
+def _local_slope(prof, halfwidth):
+    """Local least-squares slope d(flux)/d(column) over a window of +-halfwidth samples along axis -1
+    (correlation with the antisymmetric linear kernel k / sum(k^2); Radica et al. 2022)."""
+    k = np.arange(-halfwidth, halfwidth + 1, dtype=float)
+    kern = k / np.sum(k * k)
+    return ndimage.correlate1d(prof, kern, axis=-1, mode="nearest")
+
+
+def _parabola_peak(y, i):
+    """Sub-sample position of an extremum at index array ``i`` of rows of ``y`` (3-point parabola)."""
+    n = y.shape[-1]
+    i = np.clip(i, 1, n - 2)
+    r = np.arange(y.shape[0])
+    a, b, c = y[r, i - 1], y[r, i], y[r, i + 1]
+    den = a - 2 * b + c
+    with np.errstate(all="ignore"):
+        off = np.where(den != 0, 0.5 * (a - c) / den, 0.0)
+    return i + np.clip(off, -0.5, 0.5)
+
+
+def edgetrigger_centres(image, *, halfwidth=2, search_center=None, search_halfwidth=10, oversample=10):
+    """Per-row trace centre of a MIRI LRS frame by edge triggering.
+
+    For each row y, the spatial profile f(x) (columns >= 4) is interpolated with a cubic spline onto a
+    grid ``oversample`` times finer; the local least-squares slope over +-``halfwidth`` px is computed;
+    the rising edge is its maximum and the falling edge its minimum (each refined by a 3-point
+    parabola), and the centre is their mean ('mean' mode of Radica et al. 2022, PASP 134, 104502).
+    The oversampling removes the pixel-phase bias of locating extrema on the integer grid.
+
+    Parameters
+    ----------
+    image : ``(nrows, ncols)`` deep frame (background-subtracted), any units.
+    search_center : column around which the edges are searched (None -> :func:`estimate_trace_column`).
+
+    Returns
+    -------
+    centres ``(nrows,)`` columns (0-based), widths ``(nrows,)`` edge separations (px).
+    """
+    img = np.asarray(image, float)
+    nrows, ncols = img.shape
+    if search_center is None:
+        search_center = estimate_trace_column(img)
+    c0 = max(reference.N_REFERENCE_COLUMNS, int(np.floor(search_center - search_halfwidth)))
+    c1 = min(ncols, int(np.ceil(search_center + search_halfwidth)) + 1)
+    x = np.arange(c0, c1, dtype=float)
+    prof = np.nan_to_num(img[:, c0:c1])
+    spl = CubicSpline(x, prof, axis=1)
+    xf = np.arange(x[0], x[-1] + 1e-9, 1.0 / oversample)
+    pf = spl(xf)
+    s = _local_slope(pf, halfwidth * oversample)
+    edge = halfwidth * oversample  # ignore the window's edge effects
+    s[:, :edge] = 0.0
+    s[:, -edge:] = 0.0
+    rise = _parabola_peak(s, np.argmax(s, axis=1))
+    fall = _parabola_peak(-s, np.argmax(-s, axis=1))
+    step = 1.0 / oversample
+    xr, xl = x[0] + rise * step, x[0] + fall * step
+    return 0.5 * (xr + xl), xl - xr
+
+
+def fit_trace_polynomial(rows, centres, order=3, nrows=reference.SUBARRAY_SHAPE[0], *, clip=3.0,
+                         weights=None):
+    """Robust polynomial of trace centre vs row: 5 passes of ``clip``-sigma clipping of a least-squares
+    fit, then a Huber-loss fit (scipy ``least_squares``, ``f_scale`` = robust residual scale), as in
+    the edgetrigger reference implementation (anchors.md 2.9).  Returns ``(trace (nrows,), coeffs,
+    rms of the accepted residuals, mask of rows kept)``.  Raises EmptyDataError with < order+2 rows."""
+    rows = np.asarray(rows, float)
+    c = np.asarray(centres, float)
+    ok = np.isfinite(c)
+    if ok.sum() < order + 2:
+        raise EmptyDataError("<deep frame>", f"only {int(ok.sum())} rows with a measurable trace "
+                             f"centre (need >= {order + 2})")
+    # rows rescaled to [-1, 1] for a well-conditioned fit
+    r0, rs = 0.5 * (rows[ok].min() + rows[ok].max()), max(0.5 * np.ptp(rows[ok]), 1.0)
+    u = (rows - r0) / rs
+    keep = ok.copy()
+    for _ in range(5):
+        p = np.polyfit(u[keep], c[keep], order)
+        res = c - np.polyval(p, u)
+        s = 1.4826 * np.median(np.abs(res[keep]))
+        new = ok & (np.abs(res) <= clip * max(s, 1e-6))
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    s = max(1.4826 * np.median(np.abs(res[keep])), 1e-4)
+    sol = least_squares(lambda q: np.polyval(q, u[keep]) - c[keep], p, loss="huber", f_scale=s)
+    p = sol.x
+    trace = np.polyval(p, (np.arange(nrows) - r0) / rs)
+    rms = float(np.sqrt(np.mean((np.polyval(p, u[keep]) - c[keep]) ** 2)))
+    return trace, p, rms, keep
+
+
+def _trace_rows(deep, center, snr_min, rows_cfg):
+    nrows, ncols = deep.shape
+    if rows_cfg is not None:
+        if len(rows_cfg) != 2:
+            raise ConfigError(f"stage3.trace.rows must be [first, last], got {rows_cfg!r}")
+        r = np.arange(max(0, rows_cfg[0]), min(nrows, rows_cfg[1] + 1))
+        return r
+    c = int(round(center))
+    peak = np.nanmax(deep[:, max(c - 2, 0):c + 3], axis=1)
+    off = np.r_[reference.N_REFERENCE_COLUMNS:max(c - 8, reference.N_REFERENCE_COLUMNS + 1),
+                min(c + 9, ncols - 1):ncols]
+    bg = deep[:, off]
+    noise = 1.4826 * np.nanmedian(np.abs(bg - np.nanmedian(bg)))
+    snr = peak / max(noise, 1e-30)
+    r = np.flatnonzero(np.isfinite(snr) & (snr > snr_min))
+    if r.size < 10:
+        raise EmptyDataError("<deep frame>", f"only {r.size} rows with trace S/N > {snr_min}")
+    return r
+
+
+def find_trace(deep_frame, *, method="edgetrigger", halfwidth=2, poly_order=3, rows=None, snr_min=10.0,
+               centroids=None):
+    """Trace centre column per row, ``(nrows,)`` (0-based columns).
+
+    ``method``: ``"edgetrigger"`` (:func:`edgetrigger_centres` on the deep frame + robust polynomial),
+    ``"user"`` (``centroids`` = ``(rows, x)`` pair of arrays, or an ``(nrows,)`` array; smoothed by the
+    same polynomial only when given at a subset of rows) or ``"nominal"`` (specwcs_0006 via
+    :func:`tsoreduce.reference.trace_x_center`).
+
+    Returns ``(trace, info)``: info has ``rows`` used, ``centres`` measured, ``widths`` (edge
+    separation), ``rms`` of the polynomial residuals, ``coeffs``.
+    """
+    deep = np.asarray(deep_frame, float)
+    nrows = deep.shape[0]
+    if method == "nominal":
+        t = reference.trace_x_center(np.arange(nrows))
+        log.info("trace: nominal specwcs_0006 trace (no measurement)")
+        return t, {"rows": np.arange(nrows), "centres": t, "widths": None, "rms": 0.0, "coeffs": None}
+    if method == "user":
+        if centroids is None:
+            raise ConfigError("stage3.trace.method = 'user' needs centroids (run_stage3(centroids=...) "
+                              "or stage3.trace.centroids_file)")
+        if isinstance(centroids, tuple) and len(centroids) == 2:
+            r, x = (np.asarray(a, float) for a in centroids)
+            t, p, rms, _ = fit_trace_polynomial(r, x, poly_order, nrows)
+            log.info("trace: user centroids at %d rows, polynomial order %d (rms %.3f px)", r.size,
+                     poly_order, rms)
+            return t, {"rows": r, "centres": x, "widths": None, "rms": rms, "coeffs": p}
+        t = np.asarray(centroids, float)
+        if t.shape != (nrows,):
+            raise ShapeError(f"user centroids have shape {t.shape}, expected ({nrows},) or (rows, x)")
+        log.info("trace: user centroids for every row")
+        return t, {"rows": np.arange(nrows), "centres": t, "widths": None, "rms": 0.0, "coeffs": None}
+    if method != "edgetrigger":
+        raise ConfigError(f"stage3.trace.method: unknown value {method!r}")
+    c = estimate_trace_column(deep)
+    use = _trace_rows(deep, c, snr_min, rows)
+    cen, wid = edgetrigger_centres(deep, halfwidth=halfwidth, search_center=c)
+    t, p, rms, keep = fit_trace_polynomial(use, cen[use], poly_order, nrows)
+    log.info("trace: edgetrigger on %d rows (%d-%d), polynomial order %d, residual rms %.3f px, "
+             "centre at row 300 = %.2f", int(keep.sum()), use.min(), use.max(), poly_order, rms,
+             t[min(300, nrows - 1)])
+    return t, {"rows": use, "centres": cen[use], "widths": wid[use], "rms": rms, "coeffs": p,
+               "kept": keep}
+
+
+def _offset_grid(trace, halfwidth, ncols):
+    """Columns and offsets (column - trace) of a +-halfwidth band around the trace, ``(nrows, 2h+1)``."""
+    base = np.round(trace).astype(int)
+    cols = base[:, None] + np.arange(-halfwidth, halfwidth + 1)[None, :]
+    cols = np.clip(cols, reference.N_REFERENCE_COLUMNS, ncols - 1)
+    return cols, cols - trace[:, None]
+
+
+def measure_position_width(calints: RateData, deep_frame, trace, *, rows, halfwidth=4):
+    """Per-integration trace offset and width (decorrelation regressors).
+
+    Each integration D_i (rows ``rows``, columns within +-``halfwidth`` of the trace) is fitted by linear
+    least squares with the template ``a P - b P' - s (x - t) P'`` where P is the deep frame, P' its
+    derivative along columns and ``x - t`` the offset from the trace: to first order this is P shifted by
+    ``dx = b/a`` and stretched by ``1 + s/a`` (Taylor expansion of a shifted, dilated template).  All
+    integrations are solved at once (one design matrix).
+
+    Returns ``(trace_x (nints,), trace_width (nints,))``: the mean trace column over ``rows`` plus dx,
+    and the flux-weighted RMS width of the deep-frame profile times the stretch (px).
+    """
+    deep = np.asarray(deep_frame, float)
+    ncols = deep.shape[1]
+    rows = np.asarray(rows)
+    cols, off = _offset_grid(trace[rows], halfwidth, ncols)
+    rr = np.repeat(rows[:, None], cols.shape[1], axis=1)
+    P = np.nan_to_num(deep[rr, cols])
+    dP = np.nan_to_num(np.gradient(np.nan_to_num(deep), axis=1)[rr, cols])
+    A = np.stack([P.ravel(), -dP.ravel(), -(off * dP).ravel()], axis=1)
+    D = np.nan_to_num(calints.data[:, rr, cols].reshape(calints.nints, -1).astype(float))
+    coef, *_ = np.linalg.lstsq(A, D.T, rcond=None)
+    a, b, s = coef
+    with np.errstate(all="ignore"):
+        dx = b / a
+        stretch = 1.0 + s / a
+    pp = np.clip(P, 0, None)
+    w0 = np.sqrt(np.sum(pp * off**2) / np.sum(pp) - (np.sum(pp * off) / np.sum(pp)) ** 2)
+    return float(np.mean(trace[rows])) + dx, w0 * stretch
+
+
+# -------------------------------------------------------------------------------------- 2. box
+
+def box_weights(trace, width, ncols=reference.SUBARRAY_SHAPE[1]):
+    """Aperture weights ``(nrows, ncols)``: the fraction of each pixel [j-0.5, j+0.5] inside
+    [trace - width/2, trace + width/2]; reference columns 0-3 get 0 (exoTEDRF ``do_box_extraction``,
+    anchors.md 2.10)."""
+    t = np.asarray(trace, float)[:, None]
+    j = np.arange(ncols, dtype=float)[None, :]
+    w = np.clip(np.minimum(j + 0.5, t + width / 2) - np.maximum(j - 0.5, t - width / 2), 0.0, 1.0)
+    w[:, : reference.N_REFERENCE_COLUMNS] = 0.0
+    return w
+
+
+def _clean(calints):
+    d = calints.data.astype(np.float64)
+    bad = ~np.isfinite(d) | ((calints.dq & np.uint32(int(BAD_PIXEL_FLAGS))) != 0)
+    return np.where(bad, 0.0, d), bad
+
+
+def box_extract(calints: RateData, trace, width=7.0):
+    """Box extraction with fractional edge pixels.
+
+    flux_i(y) = sum_x w(y,x) D_i(y,x); err = sqrt(sum_x w^2 ERR^2) (weights from :func:`box_weights`).
+    Pixels non-finite or flagged DO_NOT_USE/DEAD/HOT/SATURATED count as 0 and mark the spectral element
+    DO_NOT_USE.  Returns ``(flux, err, dq)``, each ``(nints, nrows)``, in the data units (summed).
+    """
+    w = box_weights(trace, width, calints.data.shape[2])
+    d, bad = _clean(calints)
+    flux = np.einsum("iyx,yx->iy", d, w)
+    e = np.nan_to_num(calints.err.astype(np.float64))
+    err = np.sqrt(np.einsum("iyx,yx->iy", e * e, w * w))
+    dq = np.where(np.einsum("iyx,yx->iy", bad.astype(float), w) > 0, np.uint32(DQ.DO_NOT_USE), 0)
+    return flux, err, dq.astype(np.uint32)
+
+
+def white_light_scatter(flux) -> float:
+    """Relative point-to-point scatter of a light curve, ``median|f_i - (f_{i-1}+f_{i+1})/2| / median f``
+    (insensitive to the transit shape; exoTEDRF's width-optimisation metric)."""
+    f = np.asarray(flux, float)
+    if f.size < 3:
+        return float("nan")
+    return float(np.median(np.abs(f[1:-1] - 0.5 * (f[:-2] + f[2:]))) / np.abs(np.median(f)))
+
+
+def optimize_box_width(calints: RateData, trace, rows, widths=np.arange(2.0, 12.01, 0.5)):
+    """The box width (px) minimising :func:`white_light_scatter` of the white light curve summed over
+    ``rows``.  Returns ``(best_width, widths, scatter)``."""
+    d, _ = _clean(calints)
+    rows = np.asarray(rows)
+    sub = d[:, rows]
+    sc = []
+    for wdt in widths:
+        w = box_weights(trace[rows], wdt, calints.data.shape[2])
+        sc.append(white_light_scatter(np.einsum("iyx,yx->i", sub, w)))
+    sc = np.asarray(sc)
+    best = float(np.asarray(widths)[int(np.nanargmin(sc))])
+    log.info("box width scan %.1f-%.1f px: best %.1f px (p2p scatter %.0f ppm)", widths[0], widths[-1],
+             best, 1e6 * np.nanmin(sc))
+    return best, np.asarray(widths, float), sc
+
+
+# ----------------------------------------------------------------------------------- 3. optimal
+
+def optimal_extract(calints: RateData, deep_frame, trace, *, aperture_halfwidth=6.0, clip_sigma=5.0,
+                    max_iter=10):
+    """Optimal extraction (Horne 1986, PASP 98, 609; anchors.md 2.11).
+
+    Profile P(y,x): the deep frame (negatives set to 0) inside the aperture
+    [trace - h, trace + h] (fractional edge weights), normalised to sum 1 per row.  Variance V(y,x): the
+    median over integrations of ERR^2 -- a noise-free estimate independent of each integration's own
+    fluctuation (ERR computed from the data would bias the weights of that integration; the transit
+    changes V by < 1 %).  Then per integration and row
+
+        f = sum M P D / V / sum M P^2 / V,   var f = sum M P / sum M P^2 / V,
+
+    with M the mask of accepted pixels; pixels with ``(D - f P)^2 / V > clip_sigma^2`` are masked and
+    f recomputed, up to ``max_iter`` times or until no new pixel is rejected (all integrations at once).
+
+    Returns ``(flux, err, dq, n_rejected)``; flux/err/dq ``(nints, nrows)`` in the data units.
+    """
+    nints, nrows, ncols = calints.data.shape
+    wap = box_weights(trace, 2 * aperture_halfwidth, ncols)
+    P = np.clip(np.nan_to_num(np.asarray(deep_frame, float)), 0, None) * wap
+    # rows with no positive deep-frame signal (far ends of the spectrum) get a flat profile, i.e. a
+    # variance-weighted box, so every row with a wavelength yields a finite flux
+    flat = P.sum(axis=1) <= 0
+    P[flat] = wap[flat]
+    norm = P.sum(axis=1, keepdims=True)
+    P = np.where(norm > 0, P / np.where(norm > 0, norm, 1), 0.0)
+    d, bad = _clean(calints)
+    e2 = np.where(np.isfinite(calints.err), calints.err.astype(float) ** 2, np.nan)
+    e2 = np.where(bad, np.nan, e2)
+    with np.errstate(all="ignore"):
+        V = np.nanmedian(e2, axis=0)
+    pos = V[np.isfinite(V) & (V > 0)]
+    if pos.size == 0:
+        # no usable ERR: fall back to the temporal variance of each pixel (exoTEDRF variant)
+        log.warning("optimal extraction: ERR unusable, using the temporal variance of each pixel")
+        V = np.var(d, axis=0)
+        pos = V[V > 0]
+    V = np.where(np.isfinite(V) & (V > 0), V, np.median(pos) if pos.size else 1.0)
+    M = (~bad) & (P[None] > 0)
+    n_prev = -1
+    for _ in range(max_iter):
+        Mf = M.astype(float)
+        num = np.einsum("iyx,yx->iy", Mf * d, P / V)
+        den = np.einsum("iyx,yx->iy", Mf, P * P / V)
+        with np.errstate(all="ignore"):
+            f = np.where(den > 0, num / den, 0.0)
+        z2 = (d - f[:, :, None] * P[None]) ** 2 / V[None]
+        M = M & (z2 <= clip_sigma**2)
+        n_rej = int(((~bad) & (P[None] > 0) & ~M).sum())
+        if n_rej == n_prev:
+            break
+        n_prev = n_rej
+    Mf = M.astype(float)
+    num = np.einsum("iyx,yx->iy", Mf * d, P / V)
+    den = np.einsum("iyx,yx->iy", Mf, P * P / V)
+    sp = np.einsum("iyx,yx->iy", Mf, P)
+    with np.errstate(all="ignore"):
+        flux = np.where(den > 0, num / den, np.nan)
+        err = np.where(den > 0, np.sqrt(sp / den), np.nan)
+    # a row with less than half of its profile weight accepted is unreliable
+    dq = np.where((sp < 0.5) | ~np.isfinite(flux), np.uint32(DQ.DO_NOT_USE), 0).astype(np.uint32)
+    log.info("optimal extraction: aperture +-%.1f px, %d pixel values rejected (%.2g %%)",
+             aperture_halfwidth, n_prev, 100 * n_prev / max(1, int(((P > 0).sum()) * nints)))
+    return flux, err, dq, n_prev
+
+
+# ------------------------------------------------------------------------------- 4. wavelength
+
+def wavelength_at_trace(calints: RateData, trace) -> np.ndarray:
+    """Wavelength (um) of every row ``(nrows,)``: the map in ``calints.wavelength`` linearly interpolated
+    along the row at the trace column, or the bundled specwcs_0006 solution when there is no map."""
+    nrows, ncols = calints.data.shape[1:]
+    if calints.wavelength is None or not np.isfinite(calints.wavelength).any():
+        log.info("wavelength: no map attached, using the bundled specwcs_0006 solution")
+        return reference.wavelength_of_row(np.arange(nrows))
+    wm = np.asarray(calints.wavelength, float)
+    wm = np.where(wm > 0, wm, np.nan)
+    t = np.clip(np.asarray(trace, float), 0, ncols - 1.000001)
+    j = np.floor(t).astype(int)
+    fr = t - j
+    r = np.arange(nrows)
+    return (1 - fr) * wm[r, j] + fr * wm[r, j + 1]
+
+
+# ---------------------------------------------------------------------------------- 5. binning
+
+def _pixel_edges(w):
+    """Lower/upper wavelength edges of each element from neighbour midpoints (any monotonic order)."""
+    w = np.asarray(w, float)
+    order = np.argsort(w)
+    ws = w[order]
+    mid = 0.5 * (ws[1:] + ws[:-1])
+    lo = np.r_[ws[0] - (mid[0] - ws[0]), mid]
+    hi = np.r_[mid, ws[-1] + (ws[-1] - mid[-1])]
+    out_lo, out_hi = np.empty_like(w), np.empty_like(w)
+    out_lo[order], out_hi[order] = lo, hi
+    return out_lo, out_hi
+
+
+def _overlap_weights(plo, phi, blo, bhi):
+    """Fraction of each pixel [plo, phi] inside each bin [blo, bhi]: ``(nbins, npix)``."""
+    ov = np.minimum(phi[None], bhi[:, None]) - np.maximum(plo[None], blo[:, None])
+    return np.clip(ov, 0, None) / (phi - plo)[None]
+
+
+def bin_lightcurves(spectra: SpectraData, edges=None, resolution=None, white_range=(5, 12),
+                    normalise=True, *, bin_width=0.5, baseline_ints=None) -> LightCurves:
+    """White-light and spectroscopic light curves from a time series of spectra.
+
+    Bins: ``edges`` (um, ascending) if given; else a constant-resolution grid uniform in ln(lambda)
+    with ``round(ln(max/min) * resolution)`` bins over ``white_range``; else ``bin_width`` um bins over
+    ``white_range`` (default 0.5 um bins 5-12 um, as the published WASP-43b reductions).  Each
+    spectral element enters a bin with the fraction of its wavelength interval inside it (exoTEDRF
+    ``bin_at_resolution``); errors add in quadrature.  Elements that are NaN or flagged DO_NOT_USE in an
+    integration are replaced by the element's median over time scaled by that integration's white-light
+    ratio (so one bad element does not bias the sum).  With ``normalise`` each light curve is divided by
+    its median over ``baseline_ints`` (all integrations by default).
+
+    Parameters
+    ----------
+    spectra : SpectraData ``(nints, nwave)`` with ``wavelength`` ``(nwave,)`` in um.
+
+    Returns
+    -------
+    LightCurves: time = mid-integration BMJD_TDB (from ``int_times``; integration index x effective
+    integration time when absent, flagged in ``meta['time_source']``), ``flux``/``err`` ``(nchan,
+    nints)``, channel centres and edges, white light curve, regressors = ``spectra.aux``.
+
+    Raises ShapeError without a 1-D wavelength array; ConfigError for empty / bad bins.
+    """
+    if spectra.wavelength is None:
+        raise ShapeError("bin_lightcurves needs SpectraData.wavelength (um)")
+    w = spectra.wavelength if spectra.wavelength.ndim == 1 else np.nanmedian(spectra.wavelength, axis=0)
+    good_w = np.isfinite(w)
+    w_use = np.where(good_w, w, np.nanmedian(w))
+    plo, phi = _pixel_edges(w_use)
+    lo_w, hi_w = float(min(white_range)), float(max(white_range))
+    if edges is not None:
+        edges = np.asarray(edges, float)
+        if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
+            raise ConfigError(f"bin edges must be ascending with >= 2 values, got {edges!r}")
+    elif resolution is not None:
+        n = max(1, int(round(np.log(hi_w / lo_w) * float(resolution))))
+        edges = np.geomspace(lo_w, hi_w, n + 1)
+    else:
+        n = max(1, int(round((hi_w - lo_w) / bin_width)))
+        edges = np.linspace(lo_w, hi_w, n + 1)
+    W = _overlap_weights(plo, phi, edges[:-1], edges[1:]) * good_w[None]
+    Ww = _overlap_weights(plo, phi, np.array([lo_w]), np.array([hi_w])) * good_w[None]
+    if (W.sum(axis=1) == 0).any():
+        empty = np.flatnonzero(W.sum(axis=1) == 0)
+        raise ConfigError(f"wavelength bins {[(edges[i], edges[i + 1]) for i in empty]} contain no "
+                          f"spectral element (spectrum covers {np.nanmin(w):.2f}-{np.nanmax(w):.2f} um)")
+
+    f = spectra.data.astype(float)
+    bad = ~np.isfinite(f) | ((spectra.dq & np.uint32(DQ.DO_NOT_USE)) != 0)
+    if bad.any():
+        f0 = np.where(bad, np.nan, f)
+        with np.errstate(all="ignore"):
+            tmpl = np.nanmedian(f0, axis=0)
+            white0 = np.nansum(np.where(bad, 0, f0) * Ww[0], axis=1)
+            ref = np.nansum(np.where(bad, 0, tmpl[None]) * Ww[0], axis=1)
+            scale = np.where(ref > 0, white0 / ref, 1.0)
+        f = np.where(bad, np.nan_to_num(tmpl)[None] * scale[:, None], f)
+        log.info("bin_lightcurves: %d bad spectral values replaced by the scaled median spectrum",
+                 int(bad.sum()))
+    e = np.nan_to_num(spectra.err.astype(float))
+    flux = f @ W.T
+    err = np.sqrt((e * e) @ (W * W).T)
+    wflux = (f @ Ww.T)[:, 0]
+    werr = np.sqrt((e * e) @ (Ww * Ww).T)[:, 0]
+    if normalise:
+        idx = baseline_index(spectra.nints, baseline_ints)
+        with np.errstate(all="ignore"):
+            nrm = np.nanmedian(flux[idx], axis=0)
+            wn = np.nanmedian(wflux[idx])
+        flux, err = flux / nrm, err / np.abs(nrm)
+        wflux, werr = wflux / wn, werr / abs(wn)
+
+    meta = {"source": "tsoreduce Stage 3", "flux_units": "normalised" if normalise else spectra.units,
+            "white_range_um": [lo_w, hi_w]}
+    it = spectra.int_times
+    if it is not None and np.isfinite(it.mid_bjd_tdb).all():
+        time = it.mid_bjd_tdb
+        meta["time_source"] = "INT_TIMES int_mid_BJD_TDB" + (" (reconstructed)" if it.reconstructed else "")
+    else:
+        dt = float(spectra.meta.get("EFFINTTM", spectra.meta.get("INTTIME", 1.0)) or 1.0)
+        time = np.arange(spectra.nints) * dt / 86400.0
+        meta["time_source"] = f"integration index x {dt:g} s (no INT_TIMES in the product)"
+        log.warning("bin_lightcurves: no integration times; time = index x %g s (days from start)", dt)
+    for k in ("TARGPROP", "TARGNAME", "PROGRAM", "OBSERVTN"):
+        if k in spectra.meta:
+            meta[k] = spectra.meta[k]
+    log.info("light curves: %d channels %.2f-%.2f um, white light %.1f-%.1f um", len(edges) - 1,
+             edges[0], edges[-1], lo_w, hi_w)
+    return LightCurves(time=time.copy(), flux=flux.T, err=err.T, wavelength=0.5 * (edges[:-1] + edges[1:]),
+                       wavelength_lower=edges[:-1], wavelength_upper=edges[1:], white_flux=wflux,
+                       white_err=werr, regressors=dict(spectra.aux), meta=meta)
+
+
+# -------------------------------------------------------------------------------------- runner
+
+def _load_centroids(path):
+    from astropy.table import Table
+
+    t = Table.read(path)
+    names = {n.lower(): n for n in t.colnames}
+    rk = names.get("row") or names.get("ypos") or names.get("y")
+    xk = names.get("x") or names.get("xpos") or names.get("trace_x")
+    if rk is None or xk is None:
+        raise ConfigError(f"{path}: centroid table needs columns row/ypos and x/xpos, has {t.colnames}")
+    return np.asarray(t[rk], float), np.asarray(t[xk], float)
+
+
+def _spectral_units(calints):
+    u = calints.units or "DN/s"
+    if "MJy" in u and "sr" in u:
+        pix = calints.meta.get("PIXAR_SR")
+        if pix:
+            log.info("calints in %s: spectra converted to Jy with PIXAR_SR = %g sr", u, pix)
+            return float(pix) * 1e6, "Jy"
+        log.info("calints in %s without PIXAR_SR: spectra are surface brightness summed over pixels", u)
+        return 1.0, f"{u} x pixel"
+    return 1.0, u
+
+
+def run_stage3(calints: RateData, config: dict | None = None, *, plot_dir=None, deep_frame=None,
+               centroids=None):
+    """Run Stage 3 (calints -> x1dints + light curves) from a ``stage3`` config section.
+
+    Parameters
+    ----------
+    calints : RateData ``(nints, 416, 72)`` after Stage 2 (background-subtracted), DN/s or MJy/sr.
+    config : the ``stage3`` section (validated against :data:`CONFIG_SCHEMA`; None -> defaults).
+    plot_dir : directory for figures (None -> none).
+    deep_frame : ``(nrows, ncols)`` from Stage 2 diagnostics; None -> median of the baseline integrations.
+    centroids : user trace, ``(rows, x)`` or an ``(nrows,)`` array (with ``trace.method = 'user'``).
+
+    Returns
+    -------
+    (SpectraData x1dints, LightCurves) -- spectra ``(nints, nwave)`` one element per row with a valid
+    wavelength (row order), ``aux`` = trace_x, trace_width (px) per integration; ``meta['trace']`` is
+    the trace column per row.  LightCurves is None when ``lightcurves.skip``.
+
+    Raises ConfigError, EmptyDataError, ShapeError.
+    """
+    cfg = validate(config, CONFIG_SCHEMA, "stage3")
+    if not isinstance(calints, RateData):
+        raise TypeError(f"Stage 3 needs a RateData (calints), got {type(calints).__name__}")
+    if not np.isfinite(calints.data).any():
+        raise EmptyDataError(calints.meta.get("_source_path", "<in-memory RateData>"),
+                             "SCI is non-finite everywhere")
+    nints, nrows, ncols = calints.data.shape
+    lc_cfg = cfg["lightcurves"]
+    if deep_frame is None:
+        deep_frame = make_deep_frame(calints, lc_cfg["baseline_ints"])
+    deep_frame = np.asarray(deep_frame, float)
+    if deep_frame.shape != (nrows, ncols):
+        raise ShapeError(f"deep_frame has shape {deep_frame.shape}, expected {(nrows, ncols)}")
+
+    tc = cfg["trace"]
+    if tc["method"] == "user" and centroids is None and tc["centroids_file"]:
+        centroids = _load_centroids(tc["centroids_file"])
+    trace, tinfo = find_trace(deep_frame, method=tc["method"], halfwidth=tc["halfwidth"],
+                              poly_order=tc["poly_order"], rows=tc["rows"], snr_min=tc["snr_min"],
+                              centroids=centroids)
+    bright = tinfo["rows"] if tc["method"] == "edgetrigger" else _trace_rows(
+        deep_frame, float(np.median(trace)), tc["snr_min"], tc["rows"])
+    trace_x, trace_w = measure_position_width(calints, deep_frame, trace, rows=bright,
+                                              halfwidth=tc["regressor_halfwidth"])
+
+    ec = cfg["extraction"]
+    scan = None
+    if ec["method"] == "box":
+        width = ec["box_width"]
+        if ec["optimize_width"]:
+            lo, hi, st = ec["width_grid"]
+            width, ws, sc = optimize_box_width(calints, trace, bright, np.arange(lo, hi + 1e-9, st))
+            scan = (ws, sc)
+        flux, err, sdq = box_extract(calints, trace, width)
+        extr = {"method": "box", "width": width}
+    else:
+        flux, err, sdq, nrej = optimal_extract(calints, deep_frame, trace,
+                                               aperture_halfwidth=ec["aperture_halfwidth"],
+                                               clip_sigma=ec["clip_sigma"], max_iter=ec["max_iter"])
+        extr = {"method": "optimal", "aperture_halfwidth": ec["aperture_halfwidth"], "n_rejected": nrej}
+
+    wave = wavelength_at_trace(calints, trace)
+    keep = np.isfinite(wave)
+    if ec["rows"] is not None:
+        r = np.arange(nrows)
+        keep &= (r >= ec["rows"][0]) & (r <= ec["rows"][1])
+    if not keep.any():
+        raise EmptyDataError("<calints>", "no row has a valid wavelength in the selected rows")
+    scale, units = _spectral_units(calints)
+    meta = {k: v for k, v in calints.meta.items() if not str(k).startswith("_")}
+    meta.update({"S_TSOS3": "COMPLETE", "EXTRMETH": extr["method"],
+                 "trace": trace[keep], "rows": np.flatnonzero(keep)})
+    if extr["method"] == "box":
+        meta["EXTRWID"] = float(extr["width"])
+    else:
+        meta["EXTRAPHW"] = float(extr["aperture_halfwidth"])
+    spectra = SpectraData(data=flux[:, keep] * scale, err=err[:, keep] * scale, dq=sdq[:, keep],
+                          wavelength=wave[keep], int_times=calints.int_times,
+                          aux={"trace_x": trace_x, "trace_width": trace_w}, meta=meta, units=units)
+    log.info("x1dints: %d integrations x %d wavelengths (%.2f-%.2f um), %s extraction", nints,
+             int(keep.sum()), np.nanmin(wave[keep]), np.nanmax(wave[keep]), extr["method"])
+    lc = None
+    if lc_cfg["skip"]:
+        log.info("lightcurves: skipped by configuration")
+    else:
+        lc = bin_lightcurves(spectra, edges=lc_cfg["edges"], resolution=lc_cfg["resolution"],
+                             white_range=tuple(lc_cfg["white_range"]), normalise=lc_cfg["normalise"],
+                             bin_width=lc_cfg["bin_width"], baseline_ints=lc_cfg["baseline_ints"])
+    if plot_dir is not None:
+        _plots(deep_frame, trace, tinfo, extr, spectra, lc, scan, plot_dir)
+    return spectra, lc
+
+
+def _plots(deep, trace, tinfo, extr, spectra, lc, scan, plot_dir):
+    from pathlib import Path
+
+    from .plotting import extraction as P
+
+    d = Path(plot_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    width = extr.get("width", 2 * extr.get("aperture_halfwidth", 3.5))
+    P.plot_deep_frame_aperture(deep, trace, width, tinfo, path=d / "stage3_deep_frame_aperture.png")
+    if lc is not None:
+        P.plot_lightcurve_image(lc, path=d / "stage3_lightcurve_image.png")
+        P.plot_white_light(lc, path=d / "stage3_white_light.png")
+    P.plot_regressors(spectra, path=d / "stage3_regressors.png")
+    if scan is not None:
+        P.plot_width_scan(*scan, path=d / "stage3_box_width_scan.png")

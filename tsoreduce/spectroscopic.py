@@ -1,0 +1,659 @@
+"""Stage 2: integration-level spectroscopic steps for MIRI LRS slitless (rateints -> calints).
+
+Steps, in the order :func:`run_stage2` runs them (one function each):
+
+1. :func:`assign_wavelength` -- attach the SLITLESSPRISM wavelength map (file's WAVELENGTH extension,
+   a CRDS specwcs file, or the bundled default from specwcs_0006).  anchors.md 2.12.
+2. :func:`flat_field` -- divide by a CRDS-format flat (skipped with a log line when none is given).
+3. :func:`subtract_background` -- per integration and detector row, the median (or a robust straight
+   line in column, ``"slope"``) of off-trace columns, subtracted from the whole row.  anchors.md 2.6
+   (exoTEDRF ``backgroundstep_miri``; ExoTiC-MIRI ``row_wise``).
+4. :func:`clean_bad_pixels` -- spatial outliers of the deep frame + DQ-flagged pixels replaced by a
+   local median along the dispersion direction; temporal outliers vs a running median in time replaced
+   by that median.  anchors.md 2.7 (exoTEDRF ``badpixstep``; Nikolov et al. 2014 for the p2p scatter).
+5. :func:`pca_reconstruct` -- PCA of the (integration x pixel) matrix with scikit-learn; eigenimages,
+   eigen-time-series, optional removal of chosen components.  anchors.md 2.8 (exoTEDRF
+   ``pcareconstructionstep``; Coulombe et al. 2023 for the use of PCA on JWST TSO stability).
+6. :func:`make_deep_frame` -- median of the (baseline) integrations, used by Stage 3.
+
+Units: rateints are DN/s; calints from the STScI pipeline may be MJy/sr -- every step here is linear
+or rank-based, so the units of the input are kept (and logged), never converted.
+
+Detector geometry: SLITLESSPRISM is 416 rows x 72 columns, dispersion along rows, trace near column
+36-38, columns 0-3 are reference pixels and are never used for background or PCA.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy import ndimage
+
+from . import reference
+from .config import Param, validate
+from .datamodel import DQ, RateData, dq_has
+from .errors import ConfigError, EmptyDataError, ReferenceFileError, ShapeError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CONFIG_SCHEMA", "run_stage2", "assign_wavelength", "read_specwcs_wavelength_map",
+           "flat_field", "estimate_trace_column", "subtract_background", "clean_bad_pixels",
+           "pca_reconstruct", "make_deep_frame", "PCAResult", "baseline_index"]
+
+#: DQ flags that make a pixel value unusable in a given integration
+BAD_PIXEL_FLAGS = DQ.DO_NOT_USE | DQ.DEAD | DQ.HOT | DQ.SATURATED
+
+CONFIG_SCHEMA = {
+    "wavelength": {
+        "source": Param("auto", str, "wavelength map: 'auto' (file's WAVELENGTH extension if valid, else "
+                        "bundled specwcs_0006), 'extension', 'default' or 'specwcs' (needs specwcs_path)",
+                        choices=("auto", "extension", "default", "specwcs")),
+        "specwcs_path": Param(None, str, "CRDS specwcs FITS file (e.g. jwst_miri_specwcs_0006.fits)",
+                              nullable=True),
+    },
+    "flat_field": {
+        "skip": Param(False, bool, "skip flat fielding (it is also skipped when no flat is given)"),
+        "path": Param(None, str, "CRDS-format MIRI flat (SCI 1024x1032 or 416x72); null -> skip",
+                      nullable=True),
+    },
+    "background": {
+        "skip": Param(False, bool, "skip the row-wise background subtraction"),
+        "method": Param("median", str, "per-row estimator: 'median' or robust line in column ('slope')",
+                        choices=("median", "slope")),
+        "trace_center": Param(None, (int, float), "trace column; null -> measured from the median frame",
+                              nullable=True),
+        "trace_halfwidth": Param(10, int, "columns either side of the trace centre never used", min=2, max=30),
+        "region_width": Param(14, int, "width (columns) of each background region beyond the mask",
+                              min=2, max=30),
+        "clip_sigma": Param(3.0, float, "sigma clipping of the slope fit (iterative)", min=1.0),
+        "smooth_rows": Param(0, int, "median-smooth the background along rows (odd window; 0 = off)",
+                             min=0, max=101),
+    },
+    "bad_pixels": {
+        "skip": Param(False, bool, "skip bad-pixel cleaning"),
+        "space_thresh": Param(10.0, float, "sigma threshold of deep-frame spatial outliers", min=3.0),
+        "space_halfwidth": Param(3, int, "rows either side used for the local (along-dispersion) median",
+                                 min=1, max=10),
+        "time_thresh": Param(10.0, float, "sigma threshold of temporal outliers (p2p scatter units)",
+                             min=3.0),
+        "time_window": Param(5, int, "running-median window along integrations (odd)", min=3, max=51),
+        "skip_temporal": Param(False, bool, "skip the temporal outlier search"),
+    },
+    "pca": {
+        "skip": Param(False, bool, "skip the PCA decomposition (the deep frame is still made)"),
+        "n_components": Param(10, int, "number of principal components computed", min=1, max=100),
+        "remove_components": Param([], list, "1-based components to subtract from the data (default none)",
+                                   item_type=int, min=1),
+        "columns": Param([12, 61], list, "column range [start, stop) used by the PCA (avoids the "
+                         "reference pixels and the 'lightsaber' artefact)", item_type=int, min=0, max=72),
+    },
+    "deep_frame": {
+        "baseline_ints": Param(None, list, "integrations used for the deep frame: [start, stop) 0-based "
+                               "(negative stop counts from the end); null -> all", nullable=True,
+                               item_type=int),
+    },
+}
+
+
+# --------------------------------------------------------------------------------------------- utils
+
+def _check_rates(rates: RateData) -> None:
+    if not isinstance(rates, RateData):
+        raise TypeError(f"Stage 2 needs a RateData (rateints/calints), got {type(rates).__name__}")
+    if rates.data.shape[1:] != reference.SUBARRAY_SHAPE:
+        log.warning("frame shape %s is not SLITLESSPRISM %s; continuing with generic geometry",
+                    rates.data.shape[1:], reference.SUBARRAY_SHAPE)
+    if not np.isfinite(rates.data).any():
+        raise EmptyDataError(rates.meta.get("_source_path", "<in-memory RateData>"),
+                             "SCI is non-finite everywhere")
+
+
+def baseline_index(nints: int, baseline_ints) -> np.ndarray:
+    """Integer indices selected by ``baseline_ints``.
+
+    ``None`` -> all integrations; ``[start, stop)`` -> that range (negative values count from the end);
+    ``[a, b, c, d]`` -> the union of ``[a, b)`` and ``[c, d)`` (e.g. pre- and post-transit baselines).
+    Raises ConfigError when the selection is empty or malformed.
+    """
+    if baseline_ints is None:
+        return np.arange(nints)
+    b = list(baseline_ints)
+    if len(b) % 2 or not b:
+        raise ConfigError(f"baseline_ints must be [start, stop] pairs, got {baseline_ints!r}")
+    keep = np.zeros(nints, bool)
+    for s, e in zip(b[::2], b[1::2]):
+        keep[slice(s, e)] = True
+    if not keep.any():
+        raise ConfigError(f"baseline_ints {baseline_ints!r} selects no integration of {nints}")
+    return np.flatnonzero(keep)
+
+
+def make_deep_frame(rates: RateData, baseline_ints=None) -> np.ndarray:
+    """Deep (median) frame: NaN-median over the selected integrations, float32 ``(nrows, ncols)``.
+
+    Pixels flagged DO_NOT_USE/DEAD/HOT/SATURATED in an integration are ignored in that integration.
+    Source: anchors.md 2.7/2.8 (exoTEDRF ``make_baseline_stack_general``).
+    """
+    idx = baseline_index(rates.nints, baseline_ints)
+    d = np.where(dq_has(rates.dq[idx], BAD_PIXEL_FLAGS), np.nan, rates.data[idx])
+    with np.errstate(all="ignore"), _quiet_nanwarnings():
+        deep = np.nanmedian(d, axis=0)
+    return deep.astype(np.float32)
+
+
+class _quiet_nanwarnings:
+    """Silence 'All-NaN slice' RuntimeWarnings (NaN results are handled by the caller)."""
+
+    def __enter__(self):
+        import warnings
+        self._cm = warnings.catch_warnings()
+        self._cm.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *a):
+        return self._cm.__exit__(*a)
+
+
+# ------------------------------------------------------------------------------------- 1. wavelength
+
+def read_specwcs_wavelength_map(path, shape=reference.SUBARRAY_SHAPE) -> np.ndarray:
+    """Wavelength map (um, float32 ``shape``) from a CRDS MIRI LRS specwcs file.
+
+    The WAVETABLE gives, per trace sample, X_CENTER/Y_CENTER (relative to the slit reference point
+    IMXSLTL/IMYSLTL in 1-based full-frame pixels) and WAVELENGTH.  Subarray row (0-based) =
+    IMYSLTL + Y_CENTER - 1 - (SUBSTRT2 - 1); the wavelength is interpolated in row and repeated along the
+    row (jwst assign_wcs for SLITLESSPRISM is constant along rows to < 1e-3 um).  Rows outside the table are NaN.
+    Raises ReferenceFileError when the file is not a specwcs table.
+    """
+    from astropy.io import fits
+
+    try:
+        with fits.open(path) as hdul:
+            hdr = hdul[0].header
+            tab = None
+            for h in hdul[1:]:
+                if getattr(h, "columns", None) is not None and "WAVELENGTH" in h.columns.names:
+                    tab = h
+                    break
+            if tab is None:
+                raise ReferenceFileError(f"{path}: no table with a WAVELENGTH column (not a specwcs file)")
+            ycol = "Y_CENTER" if "Y_CENTER" in tab.columns.names else None
+            if ycol is None:
+                raise ReferenceFileError(f"{path}: WAVETABLE has no Y_CENTER column")
+            yc = np.asarray(tab.data[ycol], float)
+            wl = np.asarray(tab.data["WAVELENGTH"], float)
+            imy = hdr.get("IMYSLTL", tab.header.get("IMYSLTL"))
+            if imy is None:
+                raise ReferenceFileError(f"{path}: IMYSLTL keyword missing")
+    except OSError as exc:
+        raise ReferenceFileError(f"{path}: cannot read specwcs file ({exc})") from exc
+    rows = float(imy) + yc - 1.0 - (reference.SUBSTRT2 - 1)
+    order = np.argsort(rows)
+    rows, wl = rows[order], wl[order]
+    r = np.arange(shape[0], dtype=float)
+    w = np.interp(r, rows, wl)
+    w[(r < rows[0]) | (r > rows[-1])] = np.nan
+    return np.repeat(w[:, None], shape[1], axis=1).astype(np.float32)
+
+
+def assign_wavelength(rates: RateData, source: str = "auto", specwcs_path=None) -> RateData:
+    """Attach a wavelength map (um, ``(nrows, ncols)``) to ``rates.wavelength``.
+
+    ``source``: ``"extension"`` keeps the file's WAVELENGTH map (error if absent or all zero/NaN --
+    jwst #6963 wrote zeros), ``"default"`` uses :func:`tsoreduce.reference.default_wavelength_map`
+    (CRDS specwcs_0006), ``"specwcs"`` reads ``specwcs_path``, ``"auto"`` = extension when valid else
+    default.  Source: anchors.md 2.12.  Raises ConfigError / ReferenceFileError.
+    """
+    shape = rates.data.shape[1:]
+    ext = rates.wavelength
+    ext_ok = ext is not None and np.isfinite(ext).any() and np.nanmax(np.abs(ext)) > 0
+    if source == "specwcs" or (source == "auto" and specwcs_path):
+        if not specwcs_path:
+            raise ConfigError("stage2.wavelength.source = 'specwcs' needs stage2.wavelength.specwcs_path")
+        wmap = read_specwcs_wavelength_map(specwcs_path, shape)
+        log.info("wavelength map from specwcs file %s", specwcs_path)
+    elif source == "extension" or (source == "auto" and ext_ok):
+        if not ext_ok:
+            raise ConfigError("stage2.wavelength.source = 'extension' but the product has no usable "
+                              "WAVELENGTH extension (absent, zero or NaN)")
+        wmap = np.where(ext > 0, ext, np.nan).astype(np.float32)
+        log.info("wavelength map from the product's WAVELENGTH extension")
+    elif source in ("default", "auto"):
+        wmap = reference.default_wavelength_map(shape)
+        log.info("wavelength map: bundled default (CRDS jwst_miri_specwcs_0006)")
+    else:
+        raise ConfigError(f"stage2.wavelength.source: unknown value {source!r}")
+    return rates.replace(wavelength=wmap)
+
+
+# ------------------------------------------------------------------------------------- 2. flat field
+
+def flat_field(rates: RateData, flat=None, *, subarray_meta=None) -> RateData:
+    """Divide by a flat field.
+
+    ``flat``: None (skip, logged), a ``(nrows, ncols)`` array, or a path to a CRDS-format flat read with
+    :func:`tsoreduce.reference.load_flat` (cut to the subarray).  Pixels where the flat is not finite or
+    <= 0 are flagged NO_FLAT_FIELD and left undivided.  Errors and variances are scaled consistently.
+    Source: jwst ``flat_field`` step documentation (science / flat, ERR / flat).
+    Raises ShapeError when the flat does not match the frame.
+    """
+    if flat is None:
+        log.info("flat_field: no flat given -- step skipped")
+        return rates
+    if not isinstance(flat, np.ndarray):
+        loader = getattr(reference, "load_flat", None)
+        if loader is None:
+            raise ReferenceFileError("reference.load_flat is not available to read the flat file "
+                                     f"{flat}")
+        flat = loader(flat, subarray_meta if subarray_meta is not None else rates.meta)
+    flat = np.asarray(flat, np.float64)
+    if flat.shape != rates.data.shape[1:]:
+        raise ShapeError(f"flat has shape {flat.shape}, frames are {rates.data.shape[1:]}")
+    good = np.isfinite(flat) & (flat > 0)
+    f = np.where(good, flat, 1.0).astype(np.float32)
+    dq = rates.dq | np.where(good, 0, np.uint32(DQ.NO_FLAT_FIELD)).astype(np.uint32)[None]
+    out = dict(data=rates.data / f, err=rates.err / f, dq=dq)
+    if rates.var_poisson is not None:
+        out["var_poisson"] = rates.var_poisson / f**2
+    if rates.var_rnoise is not None:
+        out["var_rnoise"] = rates.var_rnoise / f**2
+    log.info("flat_field: divided by flat (%d pixels without a valid flat value)", int((~good).sum()))
+    return rates.replace(**out)
+
+
+# ------------------------------------------------------------------------------------- 3. background
+
+def estimate_trace_column(image: np.ndarray, rows=None) -> float:
+    """Coarse trace column of a (deep) frame ``(nrows, ncols)``: the peak of the row-summed spatial
+    profile (reference columns excluded), refined by a 3-point parabola.  Used to place the background
+    regions before Stage 3 measures the trace properly."""
+    img = np.asarray(image, float)
+    if rows is None:
+        rows = slice(None)
+    prof = np.nansum(np.where(np.isfinite(img[rows]), img[rows], 0.0), axis=0)
+    prof[: reference.N_REFERENCE_COLUMNS] = -np.inf
+    prof[-1] = -np.inf
+    # a median-filtered profile is robust to a single hot column
+    k = int(np.argmax(ndimage.median_filter(np.where(np.isfinite(prof), prof, -1e30), 3)))
+    k = min(max(k, reference.N_REFERENCE_COLUMNS + 1), img.shape[1] - 2)
+    a, b, c = prof[k - 1], prof[k], prof[k + 1]
+    den = a - 2 * b + c
+    off = 0.5 * (a - c) / den if den < 0 else 0.0
+    return float(k + np.clip(off, -0.5, 0.5))
+
+
+def _background_columns(ncols, center, halfwidth, width):
+    c = int(round(center))
+    lo = np.arange(c - halfwidth - width, c - halfwidth)
+    hi = np.arange(c + halfwidth + 1, c + halfwidth + 1 + width)
+    cols = np.concatenate([lo, hi])
+    cols = cols[(cols >= reference.N_REFERENCE_COLUMNS) & (cols < ncols)]
+    if cols.size < 4:
+        raise ConfigError(f"background regions around column {center:.1f} (mask +-{halfwidth}, width "
+                          f"{width}) leave only {cols.size} usable columns")
+    return cols
+
+
+def subtract_background(rates: RateData, *, method="median", trace_center=None, trace_halfwidth=10,
+                        region_width=14, clip_sigma=3.0, smooth_rows=0):
+    """Row-wise (cross-dispersion) background subtraction.
+
+    For every integration ``i`` and row ``y`` the background is estimated from the columns
+    ``[c-h-w, c-h)`` and ``(c+h, c+h+w]`` (``c`` trace column, ``h = trace_halfwidth``,
+    ``w = region_width``; reference columns 0-3 never used) and subtracted from the whole row:
+
+    * ``"median"``: the median of those pixels (exoTEDRF default; ExoTiC-MIRI ``row_wise``).
+    * ``"slope"``: a straight line in column, fitted by least squares with iterative ``clip_sigma``
+      clipping (5 passes), evaluated at every column (exoTEDRF ``method='slope'``, vectorised).
+
+    ``smooth_rows`` > 0 median-filters the background along rows (ExoTiC-MIRI option).
+    Pixels flagged DO_NOT_USE/DEAD/HOT/SATURATED or non-finite are ignored.
+
+    Returns
+    -------
+    (RateData, background) -- background float32 ``(nints, nrows, ncols)`` in the data units.
+    Raises ConfigError when the regions leave fewer than 4 columns.
+    """
+    nints, nrows, ncols = rates.data.shape
+    if trace_center is None:
+        trace_center = estimate_trace_column(make_deep_frame(rates))
+        log.info("background: trace centre estimated at column %.2f", trace_center)
+    cols = _background_columns(ncols, trace_center, trace_halfwidth, region_width)
+    d = rates.data[:, :, cols].astype(np.float64)
+    bad = ~np.isfinite(d) | dq_has(rates.dq[:, :, cols], BAD_PIXEL_FLAGS)
+    d = np.where(bad, np.nan, d)
+    with _quiet_nanwarnings():
+        if method == "median":
+            bkg_row = np.nanmedian(d, axis=2)  # (nints, nrows)
+            bkg = np.repeat(bkg_row[:, :, None], ncols, axis=2)
+        elif method == "slope":
+            x = cols.astype(float) - trace_center
+            w = (~np.isnan(d)).astype(float)
+            for _ in range(5):
+                a, b = _weighted_line(x, np.nan_to_num(d), w)
+                res = np.nan_to_num(d) - (a[..., None] + b[..., None] * x)
+                s = 1.4826 * _masked_median(np.abs(res), w > 0)
+                neww = ((~np.isnan(d)) & (np.abs(res) <= clip_sigma * np.maximum(s, 1e-30)[..., None]))
+                neww = neww.astype(float)
+                if np.array_equal(neww, w):
+                    break
+                w = neww
+            a, b = _weighted_line(x, np.nan_to_num(d), w)
+            xall = np.arange(ncols) - trace_center
+            bkg = a[..., None] + b[..., None] * xall
+        else:
+            raise ConfigError(f"stage2.background.method: unknown value {method!r}")
+    if smooth_rows and smooth_rows > 1:
+        bkg = ndimage.median_filter(np.nan_to_num(bkg), size=(1, smooth_rows | 1, 1), mode="nearest")
+    bkg = np.where(np.isfinite(bkg), bkg, 0.0).astype(np.float32)
+    log.info("background: method %s, columns %s, median level %.4g %s", method,
+             _ranges(cols), float(np.median(bkg)), rates.units)
+    return rates.replace(data=(rates.data - bkg).astype(np.float32)), bkg
+
+
+def _weighted_line(x, y, w):
+    """Weighted least-squares line ``y = a + b x`` along the last axis (vectorised over the rest)."""
+    sw = w.sum(-1)
+    sx = (w * x).sum(-1)
+    sy = (w * y).sum(-1)
+    sxx = (w * x * x).sum(-1)
+    sxy = (w * x * y).sum(-1)
+    den = sw * sxx - sx * sx
+    with np.errstate(all="ignore"):
+        b = np.where(den > 0, (sw * sxy - sx * sy) / den, 0.0)
+        a = np.where(sw > 0, (sy - b * sx) / sw, np.nan)
+    return a, b
+
+
+def _masked_median(x, mask):
+    with _quiet_nanwarnings():
+        return np.nanmedian(np.where(mask, x, np.nan), axis=-1)
+
+
+def _ranges(cols):
+    cols = np.asarray(cols)
+    breaks = np.flatnonzero(np.diff(cols) != 1)
+    starts = np.r_[cols[0], cols[breaks + 1]]
+    ends = np.r_[cols[breaks], cols[-1]]
+    return ", ".join(f"{s}-{e}" for s, e in zip(starts, ends))
+
+
+# ------------------------------------------------------------------------------------- 4. bad pixels
+
+def _local_median_rows(cube, bad, halfwidth, where=None):
+    """Median of the ``2*halfwidth`` neighbours along rows (same column), bad pixels excluded.
+
+    cube, bad: ``(nints, nrows, ncols)``.  Along-dispersion neighbours are used because the LRS spatial
+    profile changes by orders of magnitude across columns but slowly along rows.  With ``where`` (a
+    boolean mask) only those positions are evaluated (memory O(number flagged)); returns a full-shape
+    array, NaN where not evaluated or without a good neighbour.
+    """
+    n, ny, nx = cube.shape
+    if where is None:
+        where = np.ones(cube.shape, bool)
+    ii, yy, xx = np.nonzero(where)
+    vals = np.full((2 * halfwidth, ii.size), np.nan, np.float64)
+    j = 0
+    for k in range(-halfwidth, halfwidth + 1):
+        if k == 0:
+            continue
+        y2 = yy + k
+        ok = (y2 >= 0) & (y2 < ny)
+        y2c = np.clip(y2, 0, ny - 1)
+        v = cube[ii, y2c, xx].astype(np.float64)
+        ok &= ~bad[ii, y2c, xx] & np.isfinite(v)
+        vals[j] = np.where(ok, v, np.nan)
+        j += 1
+    out = np.full(cube.shape, np.nan, np.float32)
+    with _quiet_nanwarnings():
+        out[ii, yy, xx] = np.nanmedian(vals, axis=0)
+    return out
+
+
+def clean_bad_pixels(rates: RateData, *, space_thresh=10.0, space_halfwidth=3, time_thresh=10.0,
+                     time_window=5, skip_temporal=False, baseline_ints=None):
+    """Replace spatial and temporal outliers (anchors.md 2.7, exoTEDRF ``badpixstep``).
+
+    (a) Spatial: on the deep frame M, a pixel is bad when ``|M - med| > space_thresh * s`` with ``med``
+    the median of its ``space_halfwidth`` neighbours either side along rows (same column) and ``s`` the
+    robust (1.4826 MAD) scatter of ``M - med`` in that column; also every pixel that is non-finite or
+    flagged DO_NOT_USE/DEAD/HOT/SATURATED in an integration (there, only in that integration).
+    Reference columns 0-3 are left untouched.  Bad values are replaced by the local median in space
+    (same along-row neighbourhood, in that integration); DO_NOT_USE is cleared and FLUX_ESTIMATED set.
+    (b) Temporal: with F the running median over ``time_window`` integrations and
+    ``sigma = median|R_i - (R_{i-1}+R_{i+1})/2| / (0.6745 sqrt(1.5))`` per pixel (Gaussian-equivalent
+    point-to-point scatter), values with ``|R - F| > time_thresh * sigma`` are replaced by F and flagged
+    OUTLIER|FLUX_ESTIMATED.  Needs >= 5 integrations (else skipped with a log line).
+
+    Returns
+    -------
+    (RateData, diagnostics) with ``hot_pixel_map`` bool ``(nrows, ncols)`` (spatial map from the deep
+    frame and persistent DQ flags), ``n_replaced_spatial`` (replaced pixel-integration values),
+    ``n_replaced_temporal``, ``temporal_count_map`` int ``(nrows, ncols)``.
+    """
+    nints, nrows, ncols = rates.data.shape
+    data = rates.data.copy()
+    dq = rates.dq.copy()
+    refcols = np.zeros((nrows, ncols), bool)
+    refcols[:, : reference.N_REFERENCE_COLUMNS] = True
+
+    bad_int = (~np.isfinite(data) | dq_has(dq, BAD_PIXEL_FLAGS)) & ~refcols[None]
+    deep = make_deep_frame(rates, baseline_ints)
+    dmed = _local_median_rows(deep[None], ~np.isfinite(deep)[None], space_halfwidth)[0]
+    resid = deep - dmed
+    with _quiet_nanwarnings():
+        s = 1.4826 * np.nanmedian(np.abs(resid - np.nanmedian(resid, axis=0)), axis=0)
+    s = np.where(np.isfinite(s) & (s > 0), s, np.inf)
+    hot = (np.abs(resid) > space_thresh * s[None, :]) & ~refcols
+    hot |= ~np.isfinite(deep) & ~refcols
+    persistent = bad_int.mean(axis=0) > 0.5
+    hot_map = hot | persistent
+    replace = bad_int | hot_map[None]
+    n_sp = int(replace.sum())
+    if n_sp:
+        lm = _local_median_rows(data, replace, space_halfwidth, where=replace)
+        # a whole flagged run along rows has no good neighbour: fall back to the deep-frame value
+        lm = np.where(np.isfinite(lm), lm, np.where(np.isfinite(deep), deep, 0.0)[None])
+        data = np.where(replace, lm, data).astype(np.float32)
+        dq = np.where(replace, (dq & ~np.uint32(DQ.DO_NOT_USE)) | np.uint32(DQ.FLUX_ESTIMATED), dq)
+    log.info("bad pixels (spatial): %d pixels in the hot-pixel map, %d pixel-integration values "
+             "replaced", int(hot_map.sum()), n_sp)
+
+    n_t = 0
+    tcount = np.zeros((nrows, ncols), np.int32)
+    if skip_temporal:
+        log.info("bad pixels (temporal): skipped by configuration")
+    elif nints < 5:
+        log.info("bad pixels (temporal): skipped, only %d integrations (need >= 5)", nints)
+    else:
+        win = int(time_window) | 1
+        filt = ndimage.median_filter(data, size=(win, 1, 1), mode="nearest")
+        p2p = np.abs(data[1:-1] - 0.5 * (data[:-2] + data[2:]))
+        sig = np.median(p2p, axis=0) / (0.6745 * np.sqrt(1.5))
+        pos = sig[sig > 0]
+        sig = np.where(sig > 0, sig, np.median(pos) if pos.size else np.inf)
+        out = (np.abs(data - filt) > time_thresh * sig[None]) & ~refcols[None]
+        n_t = int(out.sum())
+        tcount = out.sum(axis=0).astype(np.int32)
+        data = np.where(out, filt, data).astype(np.float32)
+        dq = np.where(out, dq | np.uint32(DQ.OUTLIER | DQ.FLUX_ESTIMATED), dq)
+        log.info("bad pixels (temporal): %d values replaced (%d pixels affected)", n_t,
+                 int((tcount > 0).sum()))
+    diag = {"hot_pixel_map": hot_map, "n_replaced_spatial": n_sp, "n_replaced_temporal": n_t,
+            "temporal_count_map": tcount, "n_hot_pixels": int(hot_map.sum())}
+    return rates.replace(data=data, dq=dq.astype(np.uint32)), diag
+
+
+# ------------------------------------------------------------------------------------------- 5. PCA
+
+class PCAResult(dict):
+    """Results of :func:`pca_reconstruct` (a dict with attribute access).
+
+    Keys: ``eigenimages`` float32 ``(K, nrows, ncols)`` (NaN outside the PCA columns),
+    ``timeseries`` float64 ``(K, nints)`` (PC scores, data units), ``explained_variance_ratio`` ``(K,)``,
+    ``removed`` list of 1-based components subtracted, ``columns`` (start, stop),
+    ``removed_variance_map`` float32 ``(nrows, ncols)`` (variance over time of what was subtracted).
+    """
+
+    __getattr__ = dict.__getitem__
+
+
+def pca_reconstruct(rates: RateData, *, n_components=10, remove_components=(), columns=(12, 61)):
+    """PCA of the integration x pixel matrix and removal of chosen components (anchors.md 2.8).
+
+    With X the ``(nints, P)`` matrix of the pixels in ``columns`` (NaN filled with the pixel's time
+    median), scikit-learn PCA centres each pixel over time and computes X - mu = U S V^T (truncated to
+    K components): rows of V^T are the **eigenimages**, columns of U S the **eigen-time-series**
+    (component scores).  Removing component k subtracts exactly ``(U S)_k V^T_k`` -- never the mean, so
+    the data level is kept; no re-fit (the exoTEDRF k=1 mean edge case is avoided).  PC1 of a transit
+    observation is usually the transit itself: only remove components you have identified as
+    systematics (e.g. by their correlation with trace position).
+
+    Returns (RateData, PCAResult).  Raises ConfigError for a component number > n_components.
+    """
+    from sklearn.decomposition import PCA
+
+    nints, nrows, ncols = rates.data.shape
+    c0, c1 = int(columns[0]), int(columns[1])
+    c0 = max(c0, reference.N_REFERENCE_COLUMNS)
+    c1 = min(c1, ncols)
+    if c1 - c0 < 2:
+        raise ConfigError(f"stage2.pca.columns {columns!r} leave fewer than 2 columns")
+    sub = rates.data[:, :, c0:c1].astype(np.float64).reshape(nints, -1)
+    with _quiet_nanwarnings():
+        med = np.nanmedian(sub, axis=0)
+    med = np.where(np.isfinite(med), med, 0.0)
+    sub = np.where(np.isfinite(sub), sub, med[None])
+    k = int(min(n_components, nints - 1, sub.shape[1]))
+    if k < 1:
+        raise ConfigError(f"PCA needs at least 2 integrations (got {nints})")
+    remove = sorted({int(r) for r in remove_components})
+    if remove and max(remove) > k:
+        raise ConfigError(f"stage2.pca.remove_components {remove} exceeds the {k} components computed")
+    pca = PCA(n_components=k, svd_solver="full" if min(sub.shape) < 500 else "randomized",
+              random_state=0)
+    scores = pca.fit_transform(sub)  # (nints, K) = U S
+    comps = pca.components_  # (K, P) = V^T
+    eig = np.full((k, nrows, ncols), np.nan, np.float32)
+    eig[:, :, c0:c1] = comps.reshape(k, nrows, c1 - c0)
+    removed_var = np.zeros((nrows, ncols), np.float32)
+    data = rates.data
+    if remove:
+        idx = np.asarray(remove) - 1
+        model = scores[:, idx] @ comps[idx]  # (nints, P)
+        data = rates.data.copy()
+        data[:, :, c0:c1] -= model.reshape(nints, nrows, c1 - c0).astype(np.float32)
+        removed_var[:, c0:c1] = model.var(axis=0).reshape(nrows, c1 - c0)
+        log.info("PCA: removed components %s (%.3g %% of the variance)", remove,
+                 100 * pca.explained_variance_ratio_[idx].sum())
+    else:
+        log.info("PCA: %d components computed, none removed (explained variance ratio of PC1-3: %s)",
+                 k, np.array2string(pca.explained_variance_ratio_[:3], precision=3))
+    res = PCAResult(eigenimages=eig, timeseries=scores.T.copy(),
+                    explained_variance_ratio=pca.explained_variance_ratio_.copy(),
+                    removed=remove, columns=(c0, c1), removed_variance_map=removed_var)
+    return rates.replace(data=data), res
+
+
+# --------------------------------------------------------------------------------------------- runner
+
+def run_stage2(rates: RateData, config: dict | None = None, *, plot_dir=None, references=None):
+    """Run Stage 2 (rateints -> calints) from a ``stage2`` config section.
+
+    Parameters
+    ----------
+    rates : RateData ``(nints, 416, 72)``, DN/s (our or the STScI pipeline's rateints) or MJy/sr
+        (calints; units kept).
+    config : the ``stage2`` section (validated against :data:`CONFIG_SCHEMA`; None -> defaults).
+    plot_dir : directory for diagnostic figures (None -> no figures).
+    references : optional dict; ``references["flat"]`` (path or array) overrides ``flat_field.path``,
+        ``references["specwcs"]`` overrides ``wavelength.specwcs_path``.
+
+    Returns
+    -------
+    (calints RateData, diagnostics dict) -- diagnostics: ``deep_frame`` float32 ``(nrows, ncols)``,
+    ``background`` ``(nints, nrows, ncols)`` or None, ``background_columns``, ``trace_center``,
+    ``hot_pixel_map``, ``n_replaced_spatial``, ``n_replaced_temporal``, ``pca`` (PCAResult or None).
+
+    Raises ConfigError (bad config), EmptyDataError (all-NaN input), ShapeError, ReferenceFileError.
+    """
+    cfg = validate(config, CONFIG_SCHEMA, "stage2")
+    _check_rates(rates)
+    references = dict(references or {})
+    log.info("Stage 2 on %d integrations of %s, units %s (kept)", rates.nints,
+             rates.data.shape[1:], rates.units)
+    diag: dict = {}
+    wc = cfg["wavelength"]
+    out = assign_wavelength(rates, wc["source"], references.get("specwcs") or wc["specwcs_path"])
+
+    fc = cfg["flat_field"]
+    if fc["skip"]:
+        log.info("flat_field: skipped by configuration")
+    else:
+        out = flat_field(out, references.get("flat", fc["path"]))
+
+    base = cfg["deep_frame"]["baseline_ints"]
+    bc = cfg["background"]
+    center = bc["trace_center"]
+    if center is None:
+        center = estimate_trace_column(make_deep_frame(out, base))
+    diag["trace_center"] = float(center)
+    diag["background"] = None
+    if bc["skip"]:
+        log.info("background: skipped by configuration")
+    else:
+        out, bkg = subtract_background(out, method=bc["method"], trace_center=center,
+                                       trace_halfwidth=bc["trace_halfwidth"],
+                                       region_width=bc["region_width"], clip_sigma=bc["clip_sigma"],
+                                       smooth_rows=bc["smooth_rows"])
+        diag["background"] = bkg
+        diag["background_columns"] = _background_columns(out.data.shape[2], center,
+                                                         bc["trace_halfwidth"], bc["region_width"])
+
+    bp = cfg["bad_pixels"]
+    if bp["skip"]:
+        log.info("bad_pixels: skipped by configuration")
+        diag.update(hot_pixel_map=np.zeros(out.data.shape[1:], bool), n_replaced_spatial=0,
+                    n_replaced_temporal=0)
+    else:
+        out, bdiag = clean_bad_pixels(out, space_thresh=bp["space_thresh"],
+                                      space_halfwidth=bp["space_halfwidth"], time_thresh=bp["time_thresh"],
+                                      time_window=bp["time_window"], skip_temporal=bp["skip_temporal"],
+                                      baseline_ints=base)
+        diag.update(bdiag)
+
+    pc = cfg["pca"]
+    diag["pca"] = None
+    if pc["skip"]:
+        log.info("pca: skipped by configuration (deep frame still produced)")
+    elif out.nints < 3:
+        log.info("pca: skipped, only %d integrations", out.nints)
+    else:
+        out, pres = pca_reconstruct(out, n_components=pc["n_components"],
+                                    remove_components=pc["remove_components"], columns=pc["columns"])
+        diag["pca"] = pres
+
+    diag["deep_frame"] = make_deep_frame(out, base)
+    meta = dict(out.meta)
+    meta["S_TSOS2"] = "COMPLETE"
+    out = out.replace(meta=meta)
+    if plot_dir is not None:
+        _plots(out, diag, plot_dir)
+    return out, diag
+
+
+def _plots(out, diag, plot_dir):
+    from pathlib import Path
+
+    from .plotting import spectroscopic as P
+
+    d = Path(plot_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    if diag.get("background") is not None:
+        P.plot_background(diag["background"], diag["deep_frame"], diag.get("background_columns"),
+                          path=d / "stage2_background.png")
+    P.plot_bad_pixels(diag["deep_frame"], diag["hot_pixel_map"], diag.get("temporal_count_map"),
+                      path=d / "stage2_bad_pixels.png")
+    if diag.get("pca") is not None:
+        P.plot_pca(diag["pca"], path=d / "stage2_pca.png")
