@@ -220,8 +220,10 @@ def _int_times_from_table(path, hdul, nints, meta):
                         start + nints - 1)
             return None
     cols = [np.asarray(tab[names[c.lower()]], np.float64)[rows] for c in INT_TIMES_COLUMNS[1:]]
+    # TIMERECO: our flag that the stored times were themselves rebuilt from keywords
     return IntTimes(num[rows], start_bjd_tdb=cols[3], mid_bjd_tdb=cols[4], end_bjd_tdb=cols[5],
-                    start_mjd_utc=cols[0], mid_mjd_utc=cols[1], end_mjd_utc=cols[2])
+                    start_mjd_utc=cols[0], mid_mjd_utc=cols[1], end_mjd_utc=cols[2],
+                    reconstructed=bool(hdul["INT_TIMES"].header.get("TIMERECO", False)))
 
 
 def reconstruct_int_times(meta: dict, nints: int, *, path=None, warn: bool = True) -> IntTimes:
@@ -347,7 +349,7 @@ def _set_key(header, key, value):
         header[key if len(key) <= 8 else f"HIERARCH {key}"] = v
 
 
-def _headers(product, kind: str, provenance: dict | None, units: str | None):
+def _headers(product, kind: str, provenance: dict | None, units: str | None, path):
     primary = fits.Header()
     sci = fits.Header()
     meta = {k: v for k, v in product.meta.items() if not str(k).startswith("_")}
@@ -361,6 +363,7 @@ def _headers(product, kind: str, provenance: dict | None, units: str | None):
     if kind == "uncal":
         meta["NGROUPS"] = product.ngroups  # the header must describe the SCI cube actually written
     meta[PRODUCT_KEYWORD] = kind
+    meta["FILENAME"] = Path(path).name
     meta["DATAMODL"] = _DATAMODL[kind]
     if units is not None:
         meta["BUNIT"] = units
@@ -384,9 +387,12 @@ def _headers(product, kind: str, provenance: dict | None, units: str | None):
 
 def _check_target(path, product, overwrite):
     path = Path(path)
-    src = product.meta.get("_source_path")
-    if src is not None and path.exists() and os.path.samefile(path, src):
-        raise OverwriteError(f"{path}: refusing to overwrite the file this product was read from")
+    sources = list(product.meta.get("_source_paths", []))
+    if product.meta.get("_source_path") is not None:
+        sources.append(product.meta["_source_path"])
+    for src in sources:
+        if path.exists() and os.path.exists(src) and os.path.samefile(path, src):
+            raise OverwriteError(f"{path}: refusing to overwrite the file this product was read from")
     if path.exists() and not overwrite:
         raise OverwriteError(f"{path}: file exists; pass overwrite=True to replace it")
     if not path.parent.is_dir():
@@ -420,7 +426,7 @@ def write_uncal(path, ramp: RampData, *, overwrite: bool = False, provenance: di
     header is set to the SCI cube's group count.  Returns the path.  Raises OverwriteError.
     """
     _check_target(path, ramp, overwrite)
-    primary, sci = _headers(ramp, "uncal", provenance, "DN")
+    primary, sci = _headers(ramp, "uncal", provenance, "DN", path)
     gdq = ramp.groupdq
     if gdq.max(initial=0) > 255:
         log.warning("%s: group DQ flags above 255 are set; writing GROUPDQ as uint32", path)
@@ -437,7 +443,7 @@ def write_uncal(path, ramp: RampData, *, overwrite: bool = False, provenance: di
 
 def _write_rate(path, rate: RateData, kind, overwrite, provenance):
     _check_target(path, rate, overwrite)
-    primary, sci = _headers(rate, kind, provenance, rate.units)
+    primary, sci = _headers(rate, kind, provenance, rate.units, path)
     hdus = [fits.PrimaryHDU(header=primary), _image_hdu("SCI", rate.data, sci),
             _image_hdu("ERR", rate.err), _image_hdu("DQ", rate.dq)]
     for name, arr in (("VAR_POISSON", rate.var_poisson), ("VAR_RNOISE", rate.var_rnoise)):
@@ -470,7 +476,7 @@ def write_x1dints(path, spec: SpectraData, *, overwrite: bool = False, provenanc
     then TSO_AUX (one float64 column of ``nints`` rows per ``spec.aux`` regressor).  Returns the path.
     """
     _check_target(path, spec, overwrite)
-    primary, _ = _headers(spec, "x1dints", provenance, None)
+    primary, _ = _headers(spec, "x1dints", provenance, None, path)
     primary["TSOUNITS"] = (spec.units, "flux unit of the EXTRACT1D tables")
     wave = spec.wavelength
     if wave is None:
