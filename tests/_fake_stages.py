@@ -81,6 +81,18 @@ def make_modules(fail_stage2_once=False):
         return types.SimpleNamespace(white=types.SimpleNamespace(params={"rp_rs": 0.1}))
     lcm.run_stage4 = run_stage4
 
+    mrs = types.ModuleType("tsoreduce.mrs")
+    mrs.CONFIG_SCHEMA = {"aperture_radius": Param(2.0, float, "aperture radius (spaxels)", min=0.5)}
+    mrs.INPUT_SCHEMA = {"cubes": Param("*_s3d.fits", str, "glob of s3d cubes")}
+
+    def run_mrs(config, mrs_input, *, outdir=None, plot_dir=None):
+        _count("mrs")
+        n = np.arange(6)
+        flux = np.vstack([1 - 0.002 * ((n >= 2) & (n < 4))] * 3)
+        return None, LightCurves(time=n * 0.01, flux=flux, err=np.full(flux.shape, 1e-4),
+                                 wavelength=[5.0, 6.0, 7.0])
+    mrs.run_mrs = run_mrs
+
     sim = types.ModuleType("tsoreduce.simulate.lrs")
 
     from dataclasses import dataclass
@@ -122,7 +134,8 @@ def make_modules(fail_stage2_once=False):
     sim.LRSSimConfig = LRSSimConfig
     sim.write_lrs_simulation = write_lrs_simulation
     return {"tsoreduce.detector": det, "tsoreduce.spectroscopic": spec,
-            "tsoreduce.extraction": ext, "tsoreduce.lightcurve": lcm, "tsoreduce.simulate.lrs": sim}
+            "tsoreduce.extraction": ext, "tsoreduce.lightcurve": lcm, "tsoreduce.simulate.lrs": sim,
+            "tsoreduce.mrs": mrs}
 
 
 def _write(path, obj, overwrite=False, provenance=None):

@@ -144,3 +144,13 @@ def test_inputs_never_overwritten(fake, tmp_path):
 def test_product_names():
     assert pipeline._product_name("/a/jw01-seg001_uncal.fits", "rateints") == "jw01-seg001_rateints.fits"
     assert pipeline._product_name("x_rateints.fits", "calints") == "x_calints.fits"
+
+
+def test_mrs_branch_replaces_stage3(fake, tmp_path):
+    cfg = validate_run_config({"name": "m", "output_dir": str(tmp_path / "o"),
+                               "input": {"mrs": {"cubes": "cubes/*_s3d.fits"}}}, tmp_path)
+    assert cfg["stages"] == [3, 4] and cfg["input"]["mrs"]["cubes"] == str(tmp_path / "cubes/*_s3d.fits")
+    s = pipeline.run(cfg, progress=False)
+    assert fake == {"mrs": 1, "stage4": 1}
+    assert s["numbers"]["spectrum.nchannels"] == 3
+    assert s["numbers"]["spectrum.median_depth_ppm"] == pytest.approx(2000, rel=1e-6)

@@ -350,7 +350,7 @@ def first_stage(config: dict) -> int:
 
 def _resolve_path(p, base: Path) -> str:
     p = os.path.expanduser(os.path.expandvars(str(p)))
-    return str(Path(p) if os.path.isabs(p) else (base / p))
+    return os.path.normpath(str(Path(p) if os.path.isabs(p) else (base / p)))
 
 
 def _expand_files(kind: str, value, base: Path, must_exist: bool) -> list[str]:
@@ -502,7 +502,7 @@ def load_run_config(path, *, stages=None, output_dir=None, check_files: bool = T
         raise ConfigError(f"{path}: the file is empty")
     cfg = validate_run_config(user, path.parent, stages=stages, check_files=check_files)
     if output_dir is not None:
-        cfg["output_dir"] = str(Path(output_dir).resolve())
+        cfg["output_dir"] = os.path.abspath(os.path.expanduser(str(output_dir)))
     cfg["_source"] = str(path.resolve())
     cfg["_text"] = text
     return cfg

@@ -529,10 +529,23 @@ def _upstream_products(config, out_dir: Path, n: int, state: dict) -> tuple[list
     return [f for f in files if f.endswith(wanted)], m.get("run_id")
 
 
+def _remove_old_products(d: Path):
+    """--force: delete the products listed in the stage's previous done marker (inside ``d`` only),
+    so writers that refuse to overwrite (e.g. the simulator) can write them again."""
+    old = _read_marker(d / DONE) or {}
+    for rel in old.get("products", []):
+        f = (d / rel).resolve()
+        if d.resolve() in f.parents and f.is_file():
+            f.unlink()
+            log.info("--force: removed the previous product %s", f)
+
+
 def _run_one(config: dict, p: StagePlan, *, force: bool, progress: bool, state: dict) -> dict:
     out_dir = Path(config["output_dir"])
     d = p.directory
     d.mkdir(parents=True, exist_ok=True)
+    if p.action.startswith("rerun"):
+        _remove_old_products(d)
     (d / DONE).unlink(missing_ok=True)
     _write_json_atomic(d / RUNNING, {"config_hash": p.config_hash, "started": time.strftime("%FT%T")})
     plot_dir = (d / "figures") if config["plots"] else None

@@ -1,0 +1,88 @@
+"""Command line: options, exit codes, dry run, overrides, template writing (stand-in stages)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _fake_stages  # noqa: E402
+
+from tsoreduce import cli, pipeline  # noqa: E402
+
+REPO = Path(__file__).parents[1]
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    calls = _fake_stages.install(monkeypatch)
+    monkeypatch.setattr(pipeline, "_compare_with_truth", lambda *a, **k: [])
+    return calls
+
+
+@pytest.fixture
+def run_yaml(tmp_path):
+    p = tmp_path / "run.yaml"
+    p.write_text("name: c\noutput_dir: out\ninput:\n  simulate: {nints: 4, nsegments: 2}\n")
+    return p
+
+
+def test_dry_run_prints_plan_and_writes_nothing(fake, run_yaml, tmp_path, capsys):
+    assert cli.main([str(run_yaml), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "Stage 1 detector" in out and "[            run]" in out
+    assert not (tmp_path / "out").exists() and fake == {}
+
+
+def test_run_then_skip_then_start_at_force(fake, run_yaml, tmp_path, capsys):
+    assert cli.main([str(run_yaml), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "key numbers" in out and "spectrum.nchannels = 2" in out and "run.log" in out
+    assert (tmp_path / "out" / "run.log").exists()
+    fake.clear()
+    assert cli.main([str(run_yaml), "--no-progress"]) == 0
+    assert fake == {} and "skip" in capsys.readouterr().out
+    assert cli.main([str(run_yaml), "--start-at", "3", "--force", "--no-progress"]) == 0
+    assert fake == {"stage3": 1, "stage4": 1}
+    fake.clear()
+    assert cli.main([str(run_yaml), "--stages", "2", "--force", "--no-progress"]) == 0
+    assert fake == {"stage2": 1}
+
+
+def test_output_dir_override(fake, run_yaml, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([str(run_yaml), "--output-dir", "other", "--stages", "1", "-q", "--no-progress"]) == 0
+    assert (tmp_path / "other" / "stage1" / ".done.json").exists()
+    assert not (tmp_path / "out").exists()
+
+
+def test_exit_codes(fake, run_yaml, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("input: {simulate: {}}\nstage1: {drop_groups: 99}\n")
+    assert cli.main([str(bad)]) == 2
+    assert "stage1.drop_groups: 99 is above the maximum 10" in capsys.readouterr().err
+    assert cli.main([str(tmp_path / "missing.yaml")]) == 2
+    assert cli.main([str(run_yaml), "--stages", "1", "--no-progress"]) == 0
+    run_yaml.write_text(run_yaml.read_text() + "stage1: {drop_groups: 2}\n")
+    assert cli.main([str(run_yaml), "--stages", "1", "--no-progress"]) == 3
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert cli.main([str(run_yaml), "--stages", "1", "--force", "--no-progress"]) == 0
+    with pytest.raises(SystemExit):
+        cli.main([str(run_yaml), "--stages", "1", "--start-at", "2"])  # mutually exclusive
+
+
+def test_write_template(fake, tmp_path, capsys):
+    assert cli.main(["--write-template", str(tmp_path / "t.yaml")]) == 0
+    assert "drop_groups: 1  # groups dropped at the start" in (tmp_path / "t.yaml").read_text()
+    assert cli.main(["--write-template", "-"]) == 0
+    assert "input:" in capsys.readouterr().out
+
+
+def test_run_tso_script_and_console_entry():
+    r = subprocess.run([sys.executable, str(REPO / "run_tso.py"), "--help"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and "--start-at" in r.stdout and "--dry-run" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "tsoreduce.cli", "--version"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and "tsoreduce" in r.stdout

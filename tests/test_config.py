@@ -1,0 +1,118 @@
+"""YAML run validation: unknown keys, wrong types, out-of-range values stop a run before any work
+and name the key and the allowed values; paths resolve against the YAML file's directory; the
+committed runs/template.yaml equals the generated one."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _fake_stages  # noqa: E402
+
+from tsoreduce import config as C  # noqa: E402
+from tsoreduce.errors import ConfigError  # noqa: E402
+
+REPO = Path(__file__).parents[1]
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    return _fake_stages.install(monkeypatch)
+
+
+def _write(tmp_path, text, name="run.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_defaults_filled_and_paths_relative_to_yaml(fake, tmp_path, monkeypatch):
+    sub = tmp_path / "runs"
+    sub.mkdir()
+    (tmp_path / "data").mkdir()
+    for i in (1, 2):
+        (tmp_path / "data" / f"x-seg00{i}_uncal.fits").write_text("")
+    p = _write(sub, "name: r\noutput_dir: ../out\ninput:\n  uncal: ../data/*_uncal.fits\n")
+    monkeypatch.chdir("/")  # the current directory must not matter
+    cfg = C.load_run_config(p)
+    assert cfg["output_dir"] == str(tmp_path / "out")
+    assert [Path(f).name for f in cfg["input"]["uncal"]] == ["x-seg001_uncal.fits", "x-seg002_uncal.fits"]
+    assert cfg["stages"] == [1, 2, 3, 4] and cfg["plots"] is True
+    assert cfg["stage1"] == {"ramp_fit": {"method": "ols"}, "drop_groups": 1}
+    assert cfg["stage4"]["fit"]["nwalkers"] == 16
+    # --output-dir overrides, relative to the current directory
+    monkeypatch.chdir(tmp_path)
+    assert C.load_run_config(p, output_dir="elsewhere")["output_dir"] == str(tmp_path / "elsewhere")
+
+
+@pytest.mark.parametrize("text, match", [
+    ("input: {simulate: {}}\nstage1: {drop_grups: 2}\n", r"stage1\.drop_grups: unknown key; did you mean drop_groups"),
+    ("input: {simulate: {}}\nstage1: {drop_groups: 2.5}\n", r"stage1\.drop_groups: got 2\.5 of type float, expected type int"),
+    ("input: {simulate: {}}\nstage1: {drop_groups: 11}\n", r"stage1\.drop_groups: 11 is above the maximum 10"),
+    ("input: {simulate: {}}\nstage1: {ramp_fit: {method: wls}}\n", r"stage1\.ramp_fit\.method: 'wls' is not allowed; allowed values: 'ols', 'gls'"),
+    ("input: {simulate: {nints: -3.5}}\n", r"input\.simulate\.nints: got -3\.5"),
+    ("input: {simulate: {nint: 3}}\n", r"input\.simulate\.nint: unknown key; did you mean nints"),
+    ("input: {simulate: {}}\nstage: 1-4\n", r"stage: unknown key; did you mean stages"),
+    ("input: {simulate: {}}\nstages: 5\n", r"stages: 5 selects stage\(s\) \[5\].*allowed stages for this input: \[1, 2, 3, 4\]"),
+    ("input: {simulate: {}}\nstages: one\n", r"stages: 'one' is not a stage specification"),
+    ("input: {simulate: {}}\nplots: yes please\n", r"plots: got 'yes please' of type str, expected type bool"),
+    ("name: t\n", r"input: missing"),
+    ("input: {uncal: a.fits, rateints: b.fits}\n", r"input: give exactly one of"),
+    ("input: {uncal: nothing_*.fits}\n", r"input\.uncal: no file matches 'nothing_\*\.fits'.*relative to the YAML"),
+    ("input: {rateints: x}\nstages: 1-4\n", r"allowed stages for this input: \[2, 3, 4\]"),
+    ("input: {simulate: {}}\nname: a b\n", r"name: 'a b' must be"),
+    ("input: [1, 2]\n", r"input: expected a mapping"),
+    ("input: {simulate: {}\n", r"not valid YAML"),
+])
+def test_bad_configs_name_key_and_allowed_values(fake, tmp_path, text, match):
+    (tmp_path / "x").write_text("")
+    with pytest.raises(ConfigError, match=match):
+        C.load_run_config(_write(tmp_path, text))
+
+
+def test_missing_stage_module_only_matters_when_used(fake, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tsoreduce.detector", None)  # import fails
+    (tmp_path / "r_rateints.fits").write_text("")
+    cfg = C.load_run_config(_write(tmp_path, "input: {rateints: r_rateints.fits}\n"))
+    assert cfg["stages"] == [2, 3, 4] and cfg["stage1"] == {}
+    with pytest.raises(ConfigError, match="stage1: the stage module tsoreduce.detector cannot be imported"):
+        C.load_run_config(_write(tmp_path, "input: {simulate: {}}\n"))
+
+
+def test_parse_stages():
+    assert C.parse_stages("all") == [1, 2, 3, 4]
+    assert C.parse_stages("2-3") == [2, 3]
+    assert C.parse_stages("1,3") == [1, 3]
+    assert C.parse_stages([4, 2]) == [2, 4]
+    assert C.parse_stages(4, allowed=(4,)) == [4]
+    with pytest.raises(ConfigError):
+        C.parse_stages("3-1")
+
+
+def test_simulate_schema_from_dataclass(fake):
+    s = C.simulate_schema()
+    assert s["nints"].default == 6 and s["nints"].type is int
+    assert s["depth"].type is float and "transit depth" in s["depth"].doc
+
+
+def test_template_is_valid_and_lists_every_key(fake, tmp_path):
+    text = C.render_template()
+    p = _write(tmp_path, text, "template.yaml")
+    cfg = C.load_run_config(p)
+    assert cfg["input"]["kind"] == "simulate"
+    user = yaml.safe_load(text)
+    assert set(user) == {"name", "output_dir", "stages", "plots", "input", "stage1", "stage2",
+                         "stage3", "stage4", "mrs"}
+    assert user["stage1"] == {"ramp_fit": {"method": "ols"}, "drop_groups": 1}
+    assert "# ramp fitting method (one of ols, gls)" in text
+    assert "range [0, 10]" in text
+
+
+def test_committed_template_is_up_to_date():
+    """runs/template.yaml must equal render_template() of the real stage modules (regenerate with
+    `tsoreduce --write-template runs/template.yaml`)."""
+    committed = (REPO / "runs" / "template.yaml").read_text()
+    assert committed == C.render_template(), (
+        "runs/template.yaml is stale: run `tsoreduce --write-template runs/template.yaml`")
