@@ -1,1 +1,346 @@
-__all__ = []  # being written (issue 7): MRS cube simulator
+"""Synthetic MIRI MRS spectral-cube (s3d) time series with known truth.
+
+Each integration is one cube per band, on a fixed grid (as cube_build gives with pinned ra_center /
+dec_center / cube_pa / nspax), in MJy/sr:
+
+    S(t, lambda, y, x) = F(lambda) T(t, lambda) P(lambda; y, x) / (1e6 PIXAR_SR) + B(lambda) + g_x dx + g_y dy
+
+* P: circular Gaussian integrated exactly over each spaxel (erf differences, mrs.md 5.1) with
+  FWHM(lambda) = 0.033 lambda + 0.106 arcsec (Law et al. 2023); optional pointing jitter per integration.
+* F(lambda) = flux_jy (lambda / 5 um)^flux_index; T = batman quadratic-limb-darkened transit with
+  Rp/Rs(lambda) = rp_rs + rp_rs_slope (lambda - 5 um).
+* B: background surface brightness (lambda / 5 um)^2 scaled, with a linear spatial gradient.
+* Defects: one hot spaxel in the background annulus (all integrations), one core spaxel next to the peak
+  that is NaN / DO_NOT_USE in ``flicker_integrations`` only, and a NaN border of ``nan_border`` spaxels
+  (outside the footprint, DQ = DO_NOT_USE + NON_SCIENCE as cube_build writes).
+* Noise (optional): Gaussian with sigma = sqrt(err_floor^2 + poisson_scale |S|) MJy/sr, which is also
+  the ERR array.
+
+Planes are far coarser than the real 0.0008-0.006 um steps (``nwave`` per band, spread over the band's
+range): enough to test extraction physics in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+from astropy.io import fits
+
+from ..datamodel import DQ, IntTimes
+from ..errors import NotImplementedStepError, OverwriteError
+from ..mrs.apertures import pixel_integrated_gaussian, psf_fwhm_arcsec
+from ..mrs.cubes import ARCSEC2_TO_SR, MRS_BANDS, CubeSeries
+
+__all__ = ["MRSSimConfig", "MRSTruth", "MRSBandTruth", "simulate_mrs_cubes", "write_mrs_cubes"]
+
+_BAND_WORDS = {"A": "SHORT", "B": "MEDIUM", "C": "LONG"}
+
+
+@dataclass
+class MRSSimConfig:
+    """Settings of a synthetic MRS cube time series (every effect switchable).
+
+    Sizes: ``nints`` integrations of ``integration_time_s`` s; per band ``nwave`` planes over the band's
+    range and a square field of ``field_arcsec`` (odd number of spaxels at the band's default scale).
+    Source: ``flux_jy`` at 5 um with ``flux_index``; centre offset ``source_offset`` (spaxels from the
+    field centre); pointing ``jitter_spaxels`` rms per integration.  Background ``background_mjysr`` at
+    5 um (scaled by (lambda/5)^2) with gradients ``gradient_mjysr`` (per spaxel in x, y).  Transit:
+    batman parameters (``t0`` BMJD_TDB, ``period`` d, ``a_rs``, ``inc`` deg, ``u1``, ``u2``, ``rp_rs``,
+    ``rp_rs_slope`` per um).  Defects: ``hot_spaxel`` (+``hot_mjysr`` in the annulus at 3 FWHM),
+    ``flicker`` (core spaxel ``flicker_offset`` from the peak NaN in ``flicker_integrations``),
+    ``nan_border``.  Noise: ``noise``, ``err_floor`` and ``poisson_scale`` (MJy/sr), ``seed``.
+    """
+
+    nints: int = 40
+    bands: tuple = ("1A",)
+    nwave: int = 12
+    field_arcsec: float = 3.6
+    integration_time_s: float = 360.0
+    t_start: float = 60000.0
+    flux_jy: float = 0.1
+    flux_index: float = -2.0
+    source_offset: tuple = (0.3, -0.4)
+    jitter_spaxels: float = 0.0
+    background: bool = True
+    background_mjysr: float = 5.0
+    gradient_mjysr: tuple = (0.05, -0.03)
+    transit: bool = True
+    t0: float | None = None
+    period: float = 2.0
+    a_rs: float = 8.0
+    inc: float = 88.0
+    u1: float = 0.1
+    u2: float = 0.1
+    rp_rs: float = 0.1
+    rp_rs_slope: float = 0.0
+    hot_spaxel: bool = True
+    hot_mjysr: float = 200.0
+    flicker: bool = True
+    flicker_offset: tuple = (1, 0)
+    flicker_integrations: tuple = (12, 13)
+    nan_border: int = 1
+    noise: bool = True
+    err_floor: float = 0.5
+    poisson_scale: float = 0.05
+    psf: str = "gaussian"
+    seed: int = 0
+
+
+@dataclass
+class MRSBandTruth:
+    """Truth of one band: ``wavelength`` (nwave,) um; ``flux_jy`` (nwave,) total source flux density
+    out of transit; ``background`` (nwave,) MJy/sr at the source centre; ``sigma_pix`` (nwave,) Gaussian
+    sigma in spaxels; ``centre`` (x, y) mean source position; ``centres`` (nints, 2) per integration;
+    ``rp_rs`` (nwave,); ``transit`` (nints, nwave) relative flux; ``hot_spaxel`` (y, x) or None;
+    ``flicker_spaxel`` (y, x) or None; ``pixar_sr``; ``pixel_scale`` arcsec."""
+
+    wavelength: np.ndarray
+    flux_jy: np.ndarray
+    background: np.ndarray
+    sigma_pix: np.ndarray
+    centre: tuple
+    centres: np.ndarray
+    rp_rs: np.ndarray
+    transit: np.ndarray
+    hot_spaxel: tuple | None
+    flicker_spaxel: tuple | None
+    pixar_sr: float
+    pixel_scale: float
+
+    def depth(self) -> np.ndarray:
+        """Injected transit depth (Rp/Rs)^2 per plane."""
+        return self.rp_rs ** 2
+
+    def psf_image(self, k: int, shape=None) -> np.ndarray:
+        """The noiseless, unit-integral pixelised PSF of plane ``k`` at the mean centre ``(ny, nx)``."""
+        return pixel_integrated_gaussian(shape, self.centre[0], self.centre[1], self.sigma_pix[k])
+
+
+@dataclass
+class MRSTruth:
+    """Truth of a simulation: ``bands`` (label -> :class:`MRSBandTruth`), ``int_times``, the transit
+    ``params`` dict (t0, per, a, inc, ecc, w, u) and the ``config``."""
+
+    bands: dict
+    int_times: IntTimes
+    params: dict
+    config: MRSSimConfig = field(repr=False, default=None)
+
+
+def _times(cfg):
+    dt = cfg.integration_time_s / 86400.0
+    start = cfg.t_start + dt * np.arange(cfg.nints)
+    return IntTimes(np.arange(1, cfg.nints + 1), start, start + dt / 2, start + dt,
+                    start - 69.184 / 86400, start + dt / 2 - 69.184 / 86400, start + dt - 69.184 / 86400)
+
+
+def _transit(cfg, t, rp_rs):
+    import batman
+    p = batman.TransitParams()
+    p.t0 = cfg.t0 if cfg.t0 is not None else float(t.mean())
+    p.per, p.a, p.inc, p.ecc, p.w = cfg.period, cfg.a_rs, cfg.inc, 0.0, 90.0
+    p.u, p.limb_dark, p.rp = [cfg.u1, cfg.u2], "quadratic", float(rp_rs[0])
+    m = batman.TransitModel(p, t)
+    out = np.empty((t.size, rp_rs.size))
+    for k, rp in enumerate(rp_rs):
+        p.rp = float(rp)
+        out[:, k] = m.light_curve(p)
+    return out, {"t0": p.t0, "per": p.per, "a": p.a, "inc": p.inc, "ecc": 0.0, "w": 90.0,
+                 "u": [cfg.u1, cfg.u2]}
+
+
+def simulate_mrs_cubes(cfg: MRSSimConfig | None = None):
+    """Simulate MRS cube time series.
+
+    Returns
+    -------
+    (cubes, truth): ``cubes`` is a dict band label -> :class:`~tsoreduce.mrs.CubeSeries`
+    ``(nints, nwave, ny, nx)`` MJy/sr; ``truth`` an :class:`MRSTruth`.
+
+    Raises NotImplementedStepError for a PSF other than "gaussian", KeyError for an unknown band.
+    """
+    cfg = cfg or MRSSimConfig()
+    if cfg.psf != "gaussian":
+        raise NotImplementedStepError(f"simulate_mrs_cubes: psf {cfg.psf!r} (only 'gaussian')")
+    rng = np.random.default_rng(cfg.seed)
+    times = _times(cfg)
+    t = times.mid_bjd_tdb
+    cubes, truths, params = {}, {}, {}
+    jitter = rng.normal(0.0, cfg.jitter_spaxels, (cfg.nints, 2)) if cfg.jitter_spaxels > 0 \
+        else np.zeros((cfg.nints, 2))
+    for label in cfg.bands:
+        if label not in MRS_BANDS:
+            raise KeyError(f"unknown MRS band {label!r}; known: {', '.join(MRS_BANDS)}")
+        lo, hi, scale, _ = MRS_BANDS[label]
+        dl = (hi - lo) / cfg.nwave
+        wl = lo + dl * (np.arange(cfg.nwave) + 0.5)
+        n = int(round(cfg.field_arcsec / scale)) | 1
+        shape = (n, n)
+        pixar = scale ** 2 * ARCSEC2_TO_SR
+        sig = psf_fwhm_arcsec(wl) / scale / (2 * np.sqrt(2 * np.log(2)))
+        xc0 = (n - 1) / 2 + cfg.source_offset[0]
+        yc0 = (n - 1) / 2 + cfg.source_offset[1]
+        cen = np.column_stack([xc0 + jitter[:, 0], yc0 + jitter[:, 1]])
+        fnu = cfg.flux_jy * (wl / 5.0) ** cfg.flux_index
+        rp = cfg.rp_rs + cfg.rp_rs_slope * (wl - 5.0)
+        if cfg.transit:
+            tr, params = _transit(cfg, t, rp)
+        else:
+            tr = np.ones((cfg.nints, cfg.nwave))
+        yy, xx = np.mgrid[:n, :n].astype(float)
+        b0 = cfg.background_mjysr * (wl / 5.0) ** 2 if cfg.background else np.zeros(cfg.nwave)
+        grad = (cfg.gradient_mjysr[0] * (xx - xc0) + cfg.gradient_mjysr[1] * (yy - yc0)) \
+            if cfg.background else np.zeros(shape)
+        bkg = b0[:, None, None] + grad[None]                        # (nwave, ny, nx)
+        data = np.empty((cfg.nints, cfg.nwave, n, n))
+        for i in range(cfg.nints):
+            P = pixel_integrated_gaussian(shape, np.full(cfg.nwave, cen[i, 0]),
+                                          np.full(cfg.nwave, cen[i, 1]), sig)
+            data[i] = (fnu * tr[i])[:, None, None] * P / (1e6 * pixar) + bkg
+        hot = flick = None
+        if cfg.hot_spaxel:
+            r3 = 3.0 * np.median(sig) * 2 * np.sqrt(2 * np.log(2))
+            hot = (int(round(yc0)), int(round(xc0 + r3)))
+            data[:, :, hot[0], hot[1]] += cfg.hot_mjysr
+        err = np.sqrt(cfg.err_floor ** 2 + cfg.poisson_scale * np.abs(data))
+        if cfg.noise:
+            data = data + rng.normal(size=data.shape) * err
+        dq = np.zeros(data.shape, np.uint32)
+        if cfg.nan_border > 0:
+            b = cfg.nan_border
+            edge = np.ones(shape, bool)
+            edge[b:-b, b:-b] = False
+            data[:, :, edge] = np.nan
+            err[:, :, edge] = np.nan
+            dq[:, :, edge] = DQ.DO_NOT_USE | DQ.NON_SCIENCE
+        if cfg.flicker and cfg.flicker_integrations:
+            flick = (int(round(yc0)) + cfg.flicker_offset[1], int(round(xc0)) + cfg.flicker_offset[0])
+            ints = np.asarray(cfg.flicker_integrations, int)
+            data[ints, :, flick[0], flick[1]] = np.nan
+            err[ints, :, flick[0], flick[1]] = np.nan
+            dq[ints, :, flick[0], flick[1]] = DQ.DO_NOT_USE
+        ch, sb = label[0], _BAND_WORDS[label[1]]
+        meta = {"TELESCOP": "JWST", "INSTRUME": "MIRI", "EXP_TYPE": "MIR_MRS", "CHANNEL": ch,
+                "BAND": sb, "DETECTOR": "MIRIFUSHORT" if ch in "12" else "MIRIFULONG",
+                "TSOVISIT": True, "NINTS": cfg.nints, "SRCTYPE": "POINT", "TARGNAME": "SIM-MRS"}
+        cubes[label] = CubeSeries(data.astype(np.float32), err.astype(np.float32), dq, wl, pixar, scale,
+                                  None, times, label, meta)
+        truths[label] = MRSBandTruth(wl, fnu, b0 + 0.0, sig, (xc0, yc0), cen, rp, tr, hot, flick,
+                                     pixar, scale)
+    return cubes, MRSTruth(truths, times, params, cfg)
+
+
+def _int_times_hdu(times: IntTimes):
+    cols = [fits.Column("integration_number", "J", array=times.integration_number)]
+    for name, attr in (("int_start_MJD_UTC", "start_mjd_utc"), ("int_mid_MJD_UTC", "mid_mjd_utc"),
+                       ("int_end_MJD_UTC", "end_mjd_utc"), ("int_start_BJD_TDB", "start_bjd_tdb"),
+                       ("int_mid_BJD_TDB", "mid_bjd_tdb"), ("int_end_BJD_TDB", "end_bjd_tdb")):
+        cols.append(fits.Column(name, "D", array=getattr(times, attr)))
+    return fits.BinTableHDU.from_columns(cols, name="INT_TIMES")
+
+
+def _cube_hdul(cubes: CubeSeries, sl, wave_axis, intstart):
+    nw = cubes.nwave
+    ny, nx = cubes.data.shape[2:]
+    ph = fits.Header()
+    for k, v in cubes.meta.items():
+        if not k.startswith("_") and len(k) <= 8 and isinstance(v, (str, int, float, bool)):
+            ph[k] = v
+    nint = (sl.stop - sl.start)
+    ph["INTSTART"], ph["INTEND"] = intstart, intstart + nint - 1
+    sh = fits.Header()
+    sh["BUNIT"] = "MJy/sr"
+    sh["CTYPE1"], sh["CTYPE2"] = "RA---TAN", "DEC--TAN"
+    sh["CUNIT1"], sh["CUNIT2"] = "deg", "deg"
+    sh["CDELT1"] = sh["CDELT2"] = cubes.pixel_scale / 3600.0
+    sh["CRPIX1"], sh["CRPIX2"] = (nx + 1) / 2, (ny + 1) / 2
+    sh["CRVAL1"], sh["CRVAL2"] = 150.0, 2.0
+    sh["PC1_1"], sh["PC2_2"] = -1.0, 1.0
+    wl = cubes.wavelength
+    if wave_axis == "linear":
+        d = float(np.mean(np.diff(wl))) if nw > 1 else 0.001
+        if nw > 1 and not np.allclose(np.diff(wl), d, rtol=1e-9, atol=1e-12):
+            raise ValueError("write_mrs_cubes: wave_axis='linear' needs an evenly spaced wavelength axis")
+        sh["CTYPE3"], sh["CUNIT3"], sh["CRPIX3"] = "WAVE", "um", 1.0
+        sh["CRVAL3"], sh["CDELT3"] = float(wl[0]), d
+    elif wave_axis == "tab":
+        sh["CTYPE3"], sh["CUNIT3"], sh["CRPIX3"], sh["CRVAL3"] = "WAVE-TAB", "um", 1.0, 1.0
+        sh["PS3_0"], sh["PS3_1"] = "WCS-TABLE", "wavelength"
+    else:
+        raise ValueError(f"write_mrs_cubes: wave_axis {wave_axis!r} is not 'linear' or 'tab'")
+    sh["PIXAR_SR"] = cubes.pixar_sr
+    sh["PIXAR_A2"] = cubes.pixar_sr / ARCSEC2_TO_SR
+    squeeze = (lambda a: a[sl][0]) if nint == 1 else (lambda a: a[sl])  # noqa: E731
+    hdus = [fits.PrimaryHDU(header=ph),
+            fits.ImageHDU(squeeze(cubes.data), sh, name="SCI"),
+            fits.ImageHDU(squeeze(cubes.err), name="ERR"),
+            fits.ImageHDU(squeeze(cubes.dq), name="DQ")]
+    if cubes.wmap is not None:
+        hdus.append(fits.ImageHDU(squeeze(cubes.wmap), name="WMAP"))
+    hdus[2].header["BUNIT"] = "MJy/sr"
+    col = fits.Column("wavelength", f"{nw}D", unit="um", dim=f"(1,{nw})", array=wl.reshape(1, nw, 1))
+    if wave_axis == "tab" or True:  # cube_build always writes WCS-TABLE (mrs.md 1.1)
+        hdus.append(fits.BinTableHDU.from_columns([col], name="WCS-TABLE"))
+    if cubes.int_times is not None:
+        hdus.append(_int_times_hdu(cubes.int_times))
+    return fits.HDUList(hdus)
+
+
+def _atomic_write(hdul, path, overwrite):
+    if os.path.exists(path) and not overwrite:
+        raise OverwriteError(f"{path} exists; pass overwrite=True to replace it")
+    fd, tmp = tempfile.mkstemp(suffix=".fits.tmp", dir=os.path.dirname(path) or ".")
+    os.close(fd)
+    try:
+        hdul.writeto(tmp, overwrite=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_mrs_cubes(cubes, outdir, *, layout: str = "per_integration", wave_axis: str = "linear",
+                    prefix: str = "jw99999001001_04101_00001", overwrite: bool = False,
+                    include_wcs_table: bool = True) -> list[str]:
+    """Write cubes as ``s3d`` FITS files (PRIMARY, SCI, ERR, DQ, [WMAP], WCS-TABLE, INT_TIMES).
+
+    Parameters
+    ----------
+    cubes : :class:`~tsoreduce.mrs.CubeSeries` or dict of them (one per band).
+    outdir : directory (created).
+    layout : ``"per_integration"`` (one 3-D cube per integration, INTSTART = INTEND = i + 1, each carrying
+        the full INT_TIMES table as analysts attach the calints one) or ``"stack"`` (one 4-D file).
+    wave_axis : ``"linear"`` (CTYPE3 = WAVE, CRVAL3/CDELT3/CRPIX3) or ``"tab"`` (CTYPE3 = WAVE-TAB).
+    include_wcs_table : write WCS-TABLE for linear cubes too (cube_build does); it is always written
+        for ``"tab"``.
+
+    Returns the list of paths written (sorted by integration).  Writes atomically; raises
+    OverwriteError for an existing file unless ``overwrite``.
+    """
+    if isinstance(cubes, CubeSeries):
+        cubes = {cubes.band: cubes}
+    os.makedirs(outdir, exist_ok=True)
+    paths = []
+    for label, c in cubes.items():
+        tag = f"ch{label}".lower()
+        if layout == "per_integration":
+            for i in range(c.nints):
+                hdul = _cube_hdul(c, slice(i, i + 1), wave_axis, i + 1)
+                if not include_wcs_table and wave_axis == "linear":
+                    del hdul["WCS-TABLE"]
+                p = os.path.join(str(outdir), f"{prefix}_int{i + 1:05d}_{tag}_s3d.fits")
+                _atomic_write(hdul, p, overwrite)
+                paths.append(p)
+        elif layout == "stack":
+            hdul = _cube_hdul(c, slice(0, c.nints), wave_axis, 1)
+            if not include_wcs_table and wave_axis == "linear":
+                del hdul["WCS-TABLE"]
+            p = os.path.join(str(outdir), f"{prefix}_{tag}_s3d4d.fits")
+            _atomic_write(hdul, p, overwrite)
+            paths.append(p)
+        else:
+            raise ValueError(f"write_mrs_cubes: layout {layout!r} is not 'per_integration' or 'stack'")
+    return paths

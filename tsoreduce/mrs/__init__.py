@@ -1,0 +1,18 @@
+"""MIRI MRS branch: time series of 1-D spectra from per-integration spectral cubes (s3d).
+
+Read cubes (:func:`read_cubes`, :func:`read_cube_bands`), extract point-source photometry per
+wavelength plane with a fixed centre and a time-fixed bad-spaxel mask
+(:func:`extract_cube_photometry`), and build the same products as Stage 3 -- a
+:class:`~tsoreduce.datamodel.SpectraData` (Jy) and :class:`~tsoreduce.datamodel.LightCurves` with band
+labels -- so Stage 4 fits MRS light curves unchanged (:func:`extract_cube_timeseries`, :func:`run_mrs`).
+Method notes: /work/shared/research/mrs.md (sections cited in each function).
+"""
+
+from .apertures import *  # noqa: F401,F403
+from .apertures import __all__ as _ap_all
+from .cubes import *  # noqa: F401,F403
+from .cubes import __all__ as _cu_all
+from .photometry import *  # noqa: F401,F403
+from .photometry import __all__ as _ph_all
+
+__all__ = list(_ap_all) + list(_cu_all) + list(_ph_all)
