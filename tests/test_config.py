@@ -116,3 +116,16 @@ def test_committed_template_is_up_to_date():
     committed = (REPO / "runs" / "template.yaml").read_text()
     assert committed == C.render_template(), (
         "runs/template.yaml is stale: run `tsoreduce --write-template runs/template.yaml`")
+
+
+def test_path_keys_in_stage_sections_resolve_against_yaml(fake, tmp_path, monkeypatch):
+    import types
+    mod = sys.modules["tsoreduce.spectroscopic"]
+    monkeypatch.setattr(mod, "CONFIG_SCHEMA", {"wavelength": {
+        "specwcs_path": C.Param(None, str, "specwcs file", nullable=True),
+        "source": C.Param("auto", str, "source")}})
+    p = _write(tmp_path, "input: {simulate: {}}\nstage2: {wavelength: {specwcs_path: refs/s.fits, "
+                         "source: refs/x}}\n")
+    cfg = C.load_run_config(p)
+    assert cfg["stage2"]["wavelength"]["specwcs_path"] == str(tmp_path / "refs" / "s.fits")
+    assert cfg["stage2"]["wavelength"]["source"] == "refs/x"  # not a path key

@@ -21,7 +21,7 @@ from tsoreduce.errors import ConfigError, OverwriteError  # noqa: E402
 @pytest.fixture
 def fake(monkeypatch):
     calls = _fake_stages.install(monkeypatch)
-    monkeypatch.setattr(pipeline, "_compare_with_truth", lambda *a, **k: [])
+    monkeypatch.setattr(pipeline, "_compare_with_truth", lambda *a, **k: ([], {}))
     return calls
 
 
@@ -91,7 +91,7 @@ def test_stale_downstream_after_upstream_rerun(fake, tmp_path):
 
 def test_interrupted_run_resumes(monkeypatch, tmp_path):
     calls = _fake_stages.install(monkeypatch, fail_stage2_once=True)
-    monkeypatch.setattr(pipeline, "_compare_with_truth", lambda *a, **k: [])
+    monkeypatch.setattr(pipeline, "_compare_with_truth", lambda *a, **k: ([], {}))
     cfg = _cfg(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run(cfg, progress=False)

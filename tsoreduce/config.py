@@ -169,7 +169,7 @@ import os
 from pathlib import Path
 
 __all__ += ["SECTION_MODULES", "INPUT_KINDS", "RUN_SCHEMA", "load_run_config", "validate_run_config",
-            "stage_schema", "simulate_schema", "parse_stages", "render_template", "first_stage",
+            "stage_schema", "simulate_schema", "lrs_sim_config", "parse_stages", "render_template", "first_stage",
             "possible_stages"]
 
 log = logging.getLogger(__name__)
@@ -239,10 +239,13 @@ def _sim_config_class():
 
 
 def _docstring_params(cls) -> dict:
-    """Parse numpydoc-style ``name : text`` lines of a class docstring into {name: text}."""
+    """Field docs from a class docstring: numpydoc ``name : text`` lines, or the prose style
+    ``Heading\n    name (default, meaning), ...`` -> {name: "Heading: default, meaning"}."""
     import inspect
+    import re
+    doc = inspect.getdoc(cls) or ""
     out, current = {}, None
-    for line in (inspect.getdoc(cls) or "").splitlines():
+    for line in doc.splitlines():
         stripped = line.strip()
         if line and not line[0].isspace() and " : " in line:
             names, _, rest = line.partition(" : ")
@@ -254,7 +257,38 @@ def _docstring_params(cls) -> dict:
                 out[n] = (out[n] + " " + stripped).strip()
         elif not stripped:
             current = None
+    if out:
+        return out
+    # prose style: remember the section heading (unindented line), then find "name (...)" fragments
+    heading, text_by_heading = "", {}
+    for line in doc.splitlines():
+        if line and not line[0].isspace():
+            heading = line.strip()
+        text_by_heading.setdefault(heading, []).append(line.strip())
+    for heading, lines in text_by_heading.items():
+        text = " ".join(lines)
+        for m in re.finditer(r"\b([a-z][a-z0-9_]*) \(", text):
+            name, i, depth = m.group(1), m.end(), 1
+            j = i
+            while j < len(text) and depth:
+                depth += {"(": 1, ")": -1}.get(text[j], 0)
+                j += 1
+            inner = " ".join(text[i:j - 1].split())
+            if name not in out and inner:
+                out[name] = f"{heading}: {inner}" if heading and heading != name else inner
     return out
+
+
+def _annotation_type(annotation) -> tuple | None:
+    """(type, nullable) from a field annotation such as ``"float | None"`` (string or type)."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    parts = {p.strip() for p in str(text).split("|")}
+    nullable = "None" in parts or "Optional" in str(text)
+    for name, ty in (("float", (int, float)), ("int", int), ("str", str), ("bool", bool),
+                     ("tuple", list), ("list", list)):
+        if name in parts:
+            return ty, nullable
+    return None
 
 
 def simulate_schema() -> dict:
@@ -280,7 +314,8 @@ def simulate_schema() -> dict:
             default = None
         md = dict(f.metadata or {})
         if default is None:
-            ptype, nullable = (int, float, str, list), True
+            ptype, nullable = _annotation_type(f.type) or ((int, float, str, list), True)
+            nullable = True
         elif isinstance(default, bool):
             ptype, nullable = bool, False
         elif isinstance(default, int):
@@ -296,11 +331,35 @@ def simulate_schema() -> dict:
             ptype, nullable = dict, False
         else:  # arrays or objects cannot be written in YAML: leave them at their default
             continue
-        doc = md.get("doc") or docs.get(f.name) or f.name.replace("_", " ")
-        schema[f.name] = Param(default, md.get("type", ptype), " ".join(str(doc).split()),
+        fallback = (f"switch: simulate the {f.name.replace('_', ' ')} effect" if ptype is bool
+                    else f.name.replace("_", " "))
+        doc = " ".join(str(md.get("doc") or docs.get(f.name) or fallback).split())
+        if len(doc) > 160:
+            doc = doc[:157].rsplit(" ", 1)[0] + " ..."
+        schema[f.name] = Param(default, md.get("type", ptype), doc,
                                choices=md.get("choices"), min=md.get("min"), max=md.get("max"),
                                nullable=md.get("nullable", nullable))
     return schema
+
+
+def _tupleize(v):
+    return tuple(_tupleize(x) for x in v) if isinstance(v, list) else v
+
+
+def lrs_sim_config(section: dict):
+    """Build a :class:`tsoreduce.simulate.LRSSimConfig` from a validated ``input.simulate`` section
+    (YAML lists become the tuples the dataclass uses).  Raises ConfigError for impossible values."""
+    import dataclasses
+    cls = _sim_config_class()
+    tuple_fields = {f.name for f in dataclasses.fields(cls)
+                    if isinstance(f.default, tuple)}
+    kwargs = {k: (_tupleize(v) if k in tuple_fields else v) for k, v in section.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"input.simulate: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"input.simulate: {type(exc).__name__}: {exc}") from exc
 
 
 def parse_stages(spec, allowed=(1, 2, 3, 4)) -> list[int]:
@@ -387,6 +446,7 @@ def _validate_input(user, base: Path, check_files: bool) -> dict:
     out: dict = {"kind": kind}
     if kind == "simulate":
         out["simulate"] = validate(user["simulate"], simulate_schema(), "input.simulate")
+        lrs_sim_config(out["simulate"])  # the dataclass's own checks, before any work
     elif kind == "mrs":
         mod = _import_stage_module(SECTION_MODULES["mrs"][0], "input.mrs")
         schema = getattr(mod, "INPUT_SCHEMA", None)
@@ -467,7 +527,7 @@ def validate_run_config(user: dict, base_dir=".", *, stages=None, check_files: b
     for section in SECTION_MODULES:
         given = user.get(section)
         if section in running:
-            cfg[section] = validate(given, stage_schema(section), section)
+            cfg[section] = _resolve_section_paths(validate(given, stage_schema(section), section), base)
             continue
         try:
             schema = stage_schema(section)
@@ -476,8 +536,27 @@ def validate_run_config(user: dict, base_dir=".", *, stages=None, check_files: b
                 log.warning("%s is not validated now (that stage does not run): %s", section, exc)
             cfg[section] = given or {}
             continue
-        cfg[section] = validate(given, schema, section)
+        cfg[section] = _resolve_section_paths(validate(given, schema, section), base)
     return cfg
+
+
+_PATH_KEY_ENDINGS = ("path", "file", "_dir", "files")
+
+
+def _resolve_section_paths(section: dict, base: Path) -> dict:
+    """Resolve every string value whose key ends in ``path``, ``file``, ``files`` or ``_dir``
+    (e.g. ``stage2.wavelength.specwcs_path``) against the YAML file's directory."""
+    out = {}
+    for k, v in section.items():
+        if isinstance(v, dict):
+            out[k] = _resolve_section_paths(v, base)
+        elif isinstance(v, str) and str(k).endswith(_PATH_KEY_ENDINGS):
+            out[k] = _resolve_path(v, base)
+        elif isinstance(v, list) and str(k).endswith(_PATH_KEY_ENDINGS) and all(isinstance(x, str) for x in v):
+            out[k] = [_resolve_path(x, base) for x in v]
+        else:
+            out[k] = v
+    return out
 
 
 def load_run_config(path, *, stages=None, output_dir=None, check_files: bool = True) -> dict:

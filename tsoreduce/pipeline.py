@@ -275,9 +275,10 @@ def run_simulation(sim_config: dict, outdir) -> dict:
     -------
     dict(uncal=[paths], truth=path, references={reftype: path}) as written by the simulator.
     """
+    from .config import lrs_sim_config
     lrs = importlib.import_module("tsoreduce.simulate.lrs")
     Path(outdir).mkdir(parents=True, exist_ok=True)
-    out = lrs.write_lrs_simulation(lrs.LRSSimConfig(**sim_config), outdir)
+    out = lrs.write_lrs_simulation(lrs_sim_config(sim_config), outdir)
     return {"uncal": [str(p) for p in out["uncal"]], "truth": str(out.get("truth")),
             "references": {k: str(v) for k, v in (out.get("references") or {}).items()}}
 
@@ -329,9 +330,10 @@ def run_stage1_files(uncal_paths, config: dict | None, outdir, *, references=Non
 
 
 def run_stage2_files(rateints_paths, config: dict | None, outdir, *, name="tso", plot_dir=None,
-                     overwrite=False, provenance=None, progress=True) -> str:
+                     references=None, overwrite=False, provenance=None, progress=True) -> str:
     """Stage 2 on rateints segments: read and join them in time order (``read_segments``), run
-    ``tsoreduce.spectroscopic.run_stage2`` and write ``<name>_calints.fits`` in ``outdir``.
+    ``tsoreduce.spectroscopic.run_stage2(rates, config, plot_dir=, references=)`` and write
+    ``<name>_calints.fits`` in ``outdir``.  ``references``: optional {"flat": path, "specwcs": path}.
 
     Returns the calints path.  Raises OverwriteError for an existing product unless ``overwrite``.
     """
@@ -339,7 +341,8 @@ def run_stage2_files(rateints_paths, config: dict | None, outdir, *, name="tso",
     io = _io()
     Path(outdir).mkdir(parents=True, exist_ok=True)
     rates = io.read_segments([str(p) for p in rateints_paths])
-    calints, _diag = _call(run_stage2, rates, config, plot_dir=plot_dir, progress=progress)
+    kw = {"references": references} if references else {}
+    calints, _diag = _call(run_stage2, rates, config, plot_dir=plot_dir, progress=progress, **kw)
     dst = Path(outdir) / f"{name}_calints.fits"
     io.write_calints(dst, calints, overwrite=overwrite, provenance=provenance)
     log.info("Stage 2: wrote %s (%d integrations)", dst.name, calints.nints)
@@ -351,7 +354,7 @@ def run_stage3_files(calints_paths, config: dict | None, outdir, *, name="tso", 
     """Stage 3 on calints: ``tsoreduce.extraction.run_stage3`` -> ``<name>_x1dints.fits`` and the
     spectroscopic + white light curves ``<name>_lightcurves.h5`` (``tsoreduce.io.write_lightcurves``).
 
-    Returns (x1dints path, light-curve path).
+    Returns (x1dints path, light-curve path), or (x1dints path,) when light curves are skipped.
     """
     run_stage3 = _stage_function("stage3", "run_stage3")
     io = _io()
@@ -362,6 +365,9 @@ def run_stage3_files(calints_paths, config: dict | None, outdir, *, name="tso", 
     x1d_path = outdir / f"{name}_x1dints.fits"
     lc_path = outdir / f"{name}_lightcurves.h5"
     io.write_x1dints(x1d_path, x1d, overwrite=overwrite, provenance=provenance)
+    if lc is None:  # stage3.lightcurves.skip
+        log.info("Stage 3: wrote %s (light curves skipped by configuration)", x1d_path.name)
+        return (str(x1d_path),)
     _write_lightcurves(lc_path, lc, overwrite=overwrite, provenance=provenance)
     log.info("Stage 3: wrote %s and %s (%d channels x %d integrations)", x1d_path.name,
              lc_path.name, lc.nchan, lc.nints)
@@ -576,6 +582,7 @@ def _run_one(config: dict, p: StagePlan, *, force: bool, progress: bool, state: 
     elif p.stage == 2:
         files, upstream_id = _upstream_products(config, out_dir, 2, state)
         products = [run_stage2_files(files, config["stage2"], d, name=name, plot_dir=plot_dir,
+                                     references=config["input"].get("references") or None,
                                      overwrite=overwrite, provenance=prov, progress=progress)]
     elif p.stage == 3 and config["input"]["kind"] == "mrs":
         products = [run_mrs_files(config["input"]["mrs"], config["mrs"], d, name=name,
@@ -591,9 +598,11 @@ def _run_one(config: dict, p: StagePlan, *, force: bool, progress: bool, state: 
         result = run_stage4_files(files[0], config["stage4"], d, plot=config["plots"], fmt=fmt,
                                   provenance=prov, progress=progress)
         products = sorted(str(x) for x in d.iterdir() if x.is_file() and not x.name.startswith("."))
-        if config["input"]["kind"] == "simulate":
-            products += _compare_with_truth(config, out_dir, d, plot=config["plots"])
         extra = {"result": _result_numbers(result)}
+        if config["input"]["kind"] == "simulate":
+            written, nums = _compare_with_truth(config, out_dir, d, plot=config["plots"])
+            products += [w for w in written if w.endswith(".ecsv")]
+            extra["result"].update(nums)
     marker = {"stage": p.stage, "config_hash": p.config_hash, "run_id": uuid.uuid4().hex,
               "upstream_run_id": upstream_id, "version": __version__,
               "finished": time.strftime("%FT%T"),
@@ -605,31 +614,35 @@ def _run_one(config: dict, p: StagePlan, *, force: bool, progress: bool, state: 
 
 # ---- demo truth comparison, key numbers, summary -------------------------------------------------
 
-def _compare_with_truth(config: dict, out_dir: Path, d: Path, *, plot: bool) -> list[str]:
+def _compare_with_truth(config: dict, out_dir: Path, d: Path, *, plot: bool):
     """Write injected_spectrum.ecsv beside spectrum.ecsv (same wavelength columns, transit_depth in
     ppm, binned with the simulator's own ``LRSTruth.injected_spectrum``) and the recovered-vs-injected
-    figure.  Returns the paths written."""
+    figure.  Returns (paths written, comparison numbers)."""
     from . import pipeline_truth
-    return pipeline_truth.compare_with_truth(out_dir / STAGE_DIRS[0], d, plot=plot)
+    sim = _read_marker(out_dir / STAGE_DIRS[0] / DONE)["simulation"]
+    return pipeline_truth.compare_with_truth(out_dir / STAGE_DIRS[0] / sim["truth"], d, plot=plot)
 
 
 def _result_numbers(result) -> dict:
-    """Key numbers of a Stage4Result that can go into JSON (best effort, for the summary)."""
+    """Key numbers of a Stage4Result for the summary: the white-light fit's free parameters
+    (median +- mean error) and reduced chi2."""
     out = {}
-    if result is None:
+    white = getattr(result, "white", None)
+    if white is None:
         return out
-    white = getattr(result, "white", None) or getattr(result, "white_fit", None)
-    params = getattr(white, "params", None) or getattr(white, "best", None)
-    if isinstance(params, dict):
-        for k, v in params.items():
-            try:
-                out[f"white.{k}"] = float(v)
-            except (TypeError, ValueError):
-                pass
-    for attr in ("chi2_reduced", "reduced_chi2", "rms_ppm"):
-        v = getattr(white, attr, None)
-        if isinstance(v, (int, float)):
-            out[f"white.{attr}"] = float(v)
+    med = getattr(white, "median", None) or getattr(white, "params", None) or {}
+    free = getattr(white, "free", None) or list(med)
+    for k in free:
+        try:
+            out[f"white.{k}"] = float(med[k])
+            el, eu = getattr(white, "err_lower", {}), getattr(white, "err_upper", {})
+            if k in el and k in eu:
+                out[f"white.{k}_err"] = float(0.5 * (el[k] + eu[k]))
+        except (TypeError, ValueError, KeyError):
+            pass
+    chi2 = getattr(white, "chi2_red", None)
+    if isinstance(chi2, (int, float)):
+        out["white.chi2_red"] = float(chi2)
     return out
 
 

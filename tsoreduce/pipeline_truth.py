@@ -1,48 +1,157 @@
 """Demo support: compare the recovered spectrum of a simulated run with the injected one.
 
-Used by :mod:`tsoreduce.pipeline` when ``input.simulate`` is used; also callable directly.
+Used by :mod:`tsoreduce.pipeline` when the run's input is ``simulate``; also callable directly::
+
+    compare_with_truth("output/demo/simulation/truth.npz", "output/demo/stage4")
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["spectrum_numbers", "compare_with_truth"]
+__all__ = ["read_spectrum", "spectrum_numbers", "injected_for", "compare_with_truth",
+           "comparison_numbers", "plot_recovered_vs_injected"]
 
 log = logging.getLogger(__name__)
 
-_DEPTH_COLS = ("transit_depth", "depth", "rp_rs2")
-_ERR_COLS = ("transit_depth_err", "depth_err", "transit_depth_error")
+
+def read_spectrum(path):
+    """Read a spectrum ECSV (Stage 4's spectrum.ecsv or injected_spectrum.ecsv; ppm units need
+    astropy's cds units enabled)."""
+    from astropy.table import Table
+    from astropy.units import cds
+    with cds.enable():
+        return Table.read(path, format="ascii.ecsv")
 
 
-def _col(table, names):
-    for n in names:
-        if n in table.colnames:
-            return n
+def _err(t, name):
+    lo, hi = f"{name}_err_lower", f"{name}_err_upper"
+    if lo in t.colnames and hi in t.colnames:
+        return 0.5 * (np.asarray(t[lo], float) + np.asarray(t[hi], float))
+    if f"{name}_err" in t.colnames:
+        return np.asarray(t[f"{name}_err"], float)
     return None
 
 
 def spectrum_numbers(path) -> dict:
     """Key numbers of a spectrum table: number of channels, wavelength range (um), median depth and
-    median 1-sigma error (ppm)."""
-    from astropy.table import Table
-    t = Table.read(path, format="ascii.ecsv")
+    median 1-sigma error (ppm), for transit and/or eclipse depths."""
+    t = read_spectrum(path)
     out = {"spectrum.nchannels": len(t)}
-    wcol = _col(t, ("wavelength", "wave", "wavelength_um"))
-    if wcol:
-        w = np.asarray(t[wcol], float)
+    if "wavelength" in t.colnames and len(t):
+        w = np.asarray(t["wavelength"], float)
         out["spectrum.wavelength_min_um"] = float(np.nanmin(w))
         out["spectrum.wavelength_max_um"] = float(np.nanmax(w))
-    d, e = _col(t, _DEPTH_COLS), _col(t, _ERR_COLS)
-    if d:
-        out["spectrum.median_depth_ppm"] = float(np.nanmedian(np.asarray(t[d], float)))
-    if e:
-        out["spectrum.median_depth_err_ppm"] = float(np.nanmedian(np.asarray(t[e], float)))
+    for name in ("transit_depth", "eclipse_depth"):
+        if name in t.colnames and len(t) and np.isfinite(np.asarray(t[name], float)).any():
+            out[f"spectrum.median_{name}_ppm"] = float(np.nanmedian(np.asarray(t[name], float)))
+            e = _err(t, name)
+            if e is not None:
+                out[f"spectrum.median_{name}_err_ppm"] = float(np.nanmedian(e))
+    if "transit_depth" in out and "depth" not in out:
+        pass
+    # short alias used by tests and the README
+    if "spectrum.median_transit_depth_ppm" in out:
+        out["spectrum.median_depth_ppm"] = out["spectrum.median_transit_depth_ppm"]
     return out
 
 
-def compare_with_truth(sim_dir, stage4_dir, *, plot: bool = True) -> list[str]:
-    raise NotImplementedError  # wired when the simulator's truth file format is known
+def injected_for(truth, spectrum):
+    """The injected spectrum binned exactly as ``spectrum``'s channels (``LRSTruth.injected_spectrum``
+    per [wavelength_lower, wavelength_upper]); an astropy Table with the same wavelength columns and
+    transit_depth in ppm."""
+    from astropy import units as u
+    from astropy.table import Table, vstack
+    rows = [truth.injected_spectrum([float(lo), float(hi)]) for lo, hi in
+            zip(np.asarray(spectrum["wavelength_lower"], float), np.asarray(spectrum["wavelength_upper"], float))]
+    inj = vstack(rows) if rows else Table()
+    out = Table()
+    out["wavelength"] = np.asarray(spectrum["wavelength"], float) * u.um
+    out["wavelength_lower"] = np.asarray(spectrum["wavelength_lower"], float) * u.um
+    out["wavelength_upper"] = np.asarray(spectrum["wavelength_upper"], float) * u.um
+    out["transit_depth"] = np.asarray(inj["transit_depth"], float)
+    out["transit_depth"].unit = "ppm"
+    out["rp_rs"] = np.asarray(inj["rp_rs"], float)
+    out["wavelength_injected_mean"] = np.asarray(inj["wavelength"], float) * u.um
+    out.meta["source"] = inj.meta.get("source", "tsoreduce.simulate")
+    out.meta["comment"] = ("injected transit depth binned like spectrum.ecsv; 'wavelength' repeats "
+                           "spectrum.ecsv's channel centres")
+    return out
+
+
+def comparison_numbers(spectrum, injected) -> dict:
+    """chi2 of recovered - injected with the recovered 1-sigma errors, the number of channels, and
+    the fractions of channels within 1 and 2 sigma."""
+    rec = np.asarray(spectrum["transit_depth"], float)
+    inj = np.asarray(injected["transit_depth"], float)
+    err = _err(spectrum, "transit_depth")
+    ok = np.isfinite(rec) & np.isfinite(inj) & np.isfinite(err) & (err > 0)
+    z = (rec[ok] - inj[ok]) / err[ok]
+    n = int(ok.sum())
+    return {"truth.nchannels": n, "truth.chi2": float(np.sum(z**2)),
+            "truth.chi2_per_channel": float(np.sum(z**2) / max(n, 1)),
+            "truth.frac_within_1sigma": float(np.mean(np.abs(z) < 1)) if n else float("nan"),
+            "truth.frac_within_2sigma": float(np.mean(np.abs(z) < 2)) if n else float("nan"),
+            "truth.mean_offset_ppm": float(np.mean(rec[ok] - inj[ok])) if n else float("nan")}
+
+
+def plot_recovered_vs_injected(spectrum, injected, path=None):
+    """Figure: recovered transit depth (points, 1-sigma) and injected (line) vs wavelength, with the
+    residuals in sigma below.  Returns the Figure; saves it when ``path`` is given."""
+    import matplotlib.pyplot as plt
+    w = np.asarray(spectrum["wavelength"], float)
+    rec = np.asarray(spectrum["transit_depth"], float)
+    lo = np.asarray(spectrum["transit_depth_err_lower"], float) if "transit_depth_err_lower" in spectrum.colnames else _err(spectrum, "transit_depth")
+    hi = np.asarray(spectrum["transit_depth_err_upper"], float) if "transit_depth_err_upper" in spectrum.colnames else lo
+    inj = np.asarray(injected["transit_depth"], float)
+    fig, (ax, axr) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True, height_ratios=[3, 1])
+    ax.errorbar(w, rec, yerr=[lo, hi], fmt="o", color="k", ms=4, label="recovered (tsoreduce)")
+    ax.step(np.r_[np.asarray(injected["wavelength_lower"], float), np.asarray(injected["wavelength_upper"], float)[-1:]],
+            np.r_[inj, inj[-1:]], where="post", color="C3", label="injected (binned)")
+    ax.set_ylabel("transit depth (ppm)")
+    ax.legend()
+    z = (rec - inj) / (0.5 * (lo + hi))
+    axr.axhline(0, color="C3")
+    axr.plot(w, z, "ko", ms=4)
+    axr.set_ylabel("(rec - inj) / sigma")
+    axr.set_xlabel("wavelength (um)")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def compare_with_truth(truth_path, stage4_dir, *, plot: bool = True) -> tuple[list[str], dict]:
+    """Write ``injected_spectrum.ecsv`` beside ``spectrum.ecsv`` in ``stage4_dir`` and the figure
+    ``figures/recovered_vs_injected.png``; returns (paths written, comparison numbers).
+
+    ``truth_path`` is the truth file written by ``tsoreduce.simulate.write_lrs_simulation``.
+    """
+    from astropy.units import cds
+
+    from .simulate import load_lrs_truth
+    stage4_dir = Path(stage4_dir)
+    spec = read_spectrum(stage4_dir / "spectrum.ecsv")
+    truth = load_lrs_truth(truth_path)
+    inj = injected_for(truth, spec)
+    dst = stage4_dir / "injected_spectrum.ecsv"
+    tmp = stage4_dir / f".injected_spectrum.{os.getpid()}.tmp.ecsv"
+    with cds.enable():
+        inj.write(tmp, format="ascii.ecsv", overwrite=True)
+    os.replace(tmp, dst)
+    written = [str(dst)]
+    nums = comparison_numbers(spec, inj)
+    log.info("recovered vs injected spectrum: chi2 = %.1f for %d channels, %.0f %% within 1 sigma",
+             nums["truth.chi2"], nums["truth.nchannels"], 100 * nums["truth.frac_within_1sigma"])
+    if plot:
+        import matplotlib.pyplot as plt
+        (stage4_dir / "figures").mkdir(exist_ok=True)
+        fig_path = stage4_dir / "figures" / "recovered_vs_injected.png"
+        fig = plot_recovered_vs_injected(spec, inj, fig_path)
+        plt.close(fig)
+        written.append(str(fig_path))
+    return written, nums
