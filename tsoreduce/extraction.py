@@ -592,7 +592,7 @@ def run_stage3(calints: RateData, config: dict | None = None, *, plot_dir=None, 
     Returns
     -------
     (SpectraData x1dints, LightCurves) -- spectra ``(nints, nwave)`` one element per row with a valid
-    wavelength (row order), ``aux`` = trace_x, trace_width (px) per integration; ``meta['trace']`` is
+    wavelength (row order), ``aux`` = trace_x, trace_width (px) per integration; ``meta["_trace"]`` is
     the trace column per row.  LightCurves is None when ``lightcurves.skip``.
 
     Raises ConfigError, EmptyDataError, ShapeError.
@@ -648,7 +648,7 @@ def run_stage3(calints: RateData, config: dict | None = None, *, plot_dir=None, 
     scale, units = _spectral_units(calints)
     meta = {k: v for k, v in calints.meta.items() if not str(k).startswith("_")}
     meta.update({"S_TSOS3": "COMPLETE", "EXTRMETH": extr["method"],
-                 "trace": trace[keep], "rows": np.flatnonzero(keep)})
+                 "_trace": trace[keep], "_rows": np.flatnonzero(keep)})
     if extr["method"] == "box":
         meta["EXTRWID"] = float(extr["width"])
     else:

@@ -381,7 +381,7 @@ def _ranges(cols):
 
 # ------------------------------------------------------------------------------------- 4. bad pixels
 
-def _local_median_rows(cube, bad, halfwidth, where=None):
+def _local_median_rows(cube, bad, halfwidth, where=None, side="both"):
     """Median of the ``2*halfwidth`` neighbours along rows (same column), bad pixels excluded.
 
     cube, bad: ``(nints, nrows, ncols)``.  Along-dispersion neighbours are used because the LRS spatial
@@ -393,11 +393,11 @@ def _local_median_rows(cube, bad, halfwidth, where=None):
     if where is None:
         where = np.ones(cube.shape, bool)
     ii, yy, xx = np.nonzero(where)
-    vals = np.full((2 * halfwidth, ii.size), np.nan, np.float64)
+    ks = [k for k in range(-halfwidth, halfwidth + 1) if k != 0
+          and (side == "both" or (side == "up" and k > 0) or (side == "down" and k < 0))]
+    vals = np.full((len(ks), ii.size), np.nan, np.float64)
     j = 0
-    for k in range(-halfwidth, halfwidth + 1):
-        if k == 0:
-            continue
+    for k in ks:
         y2 = yy + k
         ok = (y2 >= 0) & (y2 < ny)
         y2c = np.clip(y2, 0, ny - 1)
@@ -415,9 +415,11 @@ def clean_bad_pixels(rates: RateData, *, space_thresh=10.0, space_halfwidth=3, t
                      time_window=5, skip_temporal=False, baseline_ints=None):
     """Replace spatial and temporal outliers (anchors.md 2.7, exoTEDRF ``badpixstep``).
 
-    (a) Spatial: on the deep frame M, a pixel is bad when ``|M - med| > space_thresh * s`` with ``med``
-    the median of its ``space_halfwidth`` neighbours either side along rows (same column) and ``s`` the
-    robust (1.4826 MAD) scatter of ``M - med`` in that column; also every pixel that is non-finite or
+    (a) Spatial: on the deep frame M, a pixel is bad when ``|M - med| > space_thresh * s``, with ``med``
+    the median of its ``space_halfwidth`` neighbours either side along rows (same column) and ``s``
+    the robust (1.4826 MAD) scatter of ``M - med`` in that column, AND it also deviates by more than
+    ``space_thresh * s / 2`` from the one-sided medians above and below (so a real sharp spectral edge,
+    which matches one side, is kept); also every pixel that is non-finite or
     flagged DO_NOT_USE/DEAD/HOT/SATURATED in an integration (there, only in that integration).
     Reference columns 0-3 are left untouched.  Bad values are replaced by the local median in space
     (same along-row neighbourhood, in that integration); DO_NOT_USE is cleared and FLUX_ESTIMATED set.
@@ -440,12 +442,22 @@ def clean_bad_pixels(rates: RateData, *, space_thresh=10.0, space_halfwidth=3, t
 
     bad_int = (~np.isfinite(data) | dq_has(dq, BAD_PIXEL_FLAGS)) & ~refcols[None]
     deep = make_deep_frame(rates, baseline_ints)
-    dmed = _local_median_rows(deep[None], ~np.isfinite(deep)[None], space_halfwidth)[0]
+    dbad = ~np.isfinite(deep)[None]
+    dmed = _local_median_rows(deep[None], dbad, space_halfwidth)[0]
     resid = deep - dmed
     with _quiet_nanwarnings():
         s = 1.4826 * np.nanmedian(np.abs(resid - np.nanmedian(resid, axis=0)), axis=0)
     s = np.where(np.isfinite(s) & (s > 0), s, np.inf)
-    hot = (np.abs(resid) > space_thresh * s[None, :]) & ~refcols
+    # a hot pixel deviates from its neighbours on both sides along the dispersion direction; a sharp
+    # spectral feature (e.g. the steep short-wavelength cut-off near row 395) agrees with one side
+    dev = []
+    for side in ("up", "down"):
+        m = _local_median_rows(deep[None], dbad, space_halfwidth, side=side)[0]
+        dev.append(np.abs(deep - m))
+    with _quiet_nanwarnings():
+        dev = np.nanmin(np.stack(dev), axis=0)
+    hot = ((np.abs(np.nan_to_num(resid)) > space_thresh * s[None, :])
+           & (np.nan_to_num(dev) > 0.5 * space_thresh * s[None, :]) & ~refcols)
     hot |= ~np.isfinite(deep) & ~refcols
     persistent = bad_int.mean(axis=0) > 0.5
     hot_map = hot | persistent

@@ -1,0 +1,260 @@
+"""Stage 2 (tsoreduce.spectroscopic): injection-recovery on synthetic SLITLESSPRISM frames with known
+truth, plus the MIRISim rateints/calints (real STScI pipeline products) in ../shared/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.special import erf
+
+from tsoreduce import reference
+from tsoreduce.datamodel import DQ, RateData
+from tsoreduce.errors import ConfigError, ShapeError
+from tsoreduce.spectroscopic import (CONFIG_SCHEMA, assign_wavelength, clean_bad_pixels, flat_field,
+                                     make_deep_frame, pca_reconstruct, read_specwcs_wavelength_map,
+                                     run_stage2, subtract_background)
+
+DATA = Path(__file__).parents[1].parent / "shared" / "data"
+MIRISIM = DATA / "mirisim_ngts10"
+SPECWCS = DATA / "miri_lrs_reference" / "jwst_miri_specwcs_0006.fits"
+
+
+def synth_rates(nints=40, *, seed=1, sigma=1.1, x_offset=0.0, shifts=None, widths=None, white=None,
+                bkg_level=20.0, bkg_slope=0.0, noise=True, peak_flux=2000.0, k_poisson=1 / 31.0,
+                read_noise=0.3):
+    """A synthetic LRS rateints (DN/s) with known truth.
+
+    Star: per row y a Gaussian spatial profile integrated over each pixel (exact pixel fluxes), centre
+    ``trace0(y) + shifts[i]`` with trace0 the specwcs_0006 trace + ``x_offset`` and width
+    ``sigma * widths[i]``, row flux ``spec(y) * white[i]`` (spec bright around row 300).  Background
+    ``bkg_level * (1 + bkg_slope * (x - 36)) * (1 + 0.3 y / 416)``.  Noise: Gaussian with variance
+    ``k_poisson * (star + bkg) + read_noise^2`` (a 10-s integration with gain 3.1), reported in ERR.
+    """
+    rng = np.random.default_rng(seed)
+    ny, nx = reference.SUBARRAY_SHAPE
+    y = np.arange(ny, dtype=float)
+    x = np.arange(nx, dtype=float)
+    trace0 = reference.trace_x_center(y) + x_offset
+    spec = peak_flux * np.exp(-0.5 * ((y - 290) / 85) ** 2) + 20.0
+    spec[y > 395] *= 0.05
+    shifts = np.zeros(nints) if shifts is None else np.asarray(shifts, float)
+    widths = np.ones(nints) if widths is None else np.asarray(widths, float)
+    white = np.ones(nints) if white is None else np.asarray(white, float)
+    c = trace0[None, :, None] + shifts[:, None, None]
+    s = sigma * widths[:, None, None]
+    prof = 0.5 * (erf((x[None, None, :] + 0.5 - c) / (np.sqrt(2) * s))
+                  - erf((x[None, None, :] - 0.5 - c) / (np.sqrt(2) * s)))
+    star = spec[None, :, None] * white[:, None, None] * prof
+    bkg = bkg_level * (1 + bkg_slope * (x[None, :] - 36.0)) * (1 + 0.3 * y[:, None] / ny)
+    bkg = np.broadcast_to(bkg, star.shape)
+    var = k_poisson * np.clip(star + bkg, 0, None) + read_noise**2
+    data = star + bkg + (rng.normal(size=star.shape) * np.sqrt(var) if noise else 0.0)
+    dq = np.zeros(star.shape, np.uint32)
+    dq[:, :, :4] = DQ.REFERENCE_PIXEL
+    rates = RateData(data=data, err=np.sqrt(var), dq=dq, var_poisson=k_poisson * np.clip(star + bkg, 0, None),
+                     var_rnoise=np.full(star.shape, read_noise**2), units="DN/s")
+    truth = dict(star=star, bkg=np.array(bkg), trace0=trace0, spec=spec, shifts=shifts, widths=widths,
+                 white=white, sigma=sigma)
+    return rates, truth
+
+
+# ------------------------------------------------------------------------------------- wavelength
+
+def test_wavelength_sources():
+    r, _ = synth_rates(3, noise=False)
+    out = assign_wavelength(r, "auto")
+    ref = reference.default_wavelength_map()
+    np.testing.assert_allclose(out.wavelength, ref, equal_nan=True)
+    assert r.wavelength is None  # input untouched
+    with pytest.raises(ConfigError, match="WAVELENGTH"):
+        assign_wavelength(r, "extension")
+    ext = r.replace(wavelength=ref + 0.01)
+    np.testing.assert_allclose(assign_wavelength(ext, "auto").wavelength, ref + 0.01, equal_nan=True)
+    # jwst #6963: an all-zero WAVELENGTH extension must not be used
+    zero = r.replace(wavelength=np.zeros(reference.SUBARRAY_SHAPE))
+    np.testing.assert_allclose(assign_wavelength(zero, "auto").wavelength, ref, equal_nan=True)
+
+
+@pytest.mark.skipif(not SPECWCS.exists(), reason=f"shared CRDS specwcs file absent ({SPECWCS})")
+def test_specwcs_file_matches_bundled_default():
+    wm = read_specwcs_wavelength_map(SPECWCS)
+    ref = reference.default_wavelength_map()
+    assert np.array_equal(np.isfinite(wm), np.isfinite(ref))
+    assert np.nanmax(np.abs(wm - ref)) < 1e-3
+    r, _ = synth_rates(2, noise=False)
+    out = run_stage2(r, {"wavelength": {"source": "specwcs", "specwcs_path": str(SPECWCS)},
+                         "pca": {"skip": True}})[0]
+    assert abs(out.wavelength[257, 36] - 9.70) < 0.05  # PROVENANCE.md: row 257 ~ 9.70 um
+
+
+# ---------------------------------------------------------------------------------------- flat
+
+def test_flat_field_divides_and_flags():
+    r, _ = synth_rates(3, noise=False)
+    flat = np.full(reference.SUBARRAY_SHAPE, 2.0)
+    flat[100, 40] = np.nan
+    out = flat_field(r, flat)
+    np.testing.assert_allclose(out.data[:, 200, 30], r.data[:, 200, 30] / 2, rtol=1e-6)
+    np.testing.assert_allclose(out.err[:, 200, 30], r.err[:, 200, 30] / 2, rtol=1e-6)
+    assert (out.dq[:, 100, 40] & DQ.NO_FLAT_FIELD).all()
+    assert out.data[0, 100, 40] == r.data[0, 100, 40]
+    assert flat_field(r, None) is r
+    with pytest.raises(ShapeError):
+        flat_field(r, np.ones((10, 10)))
+
+
+# ---------------------------------------------------------------------------------- background
+
+@pytest.mark.parametrize("method", ["median", "slope"])
+def test_background_gradient_removed(method):
+    """A background with a strong row gradient (and, for 'slope', a column gradient) is removed to
+    < 1 % of its level at the trace (issue 4, Stage 2 step 3)."""
+    slope = 0.02 if method == "slope" else 0.0  # 2 % per column: 50 % across the background regions
+    r, t = synth_rates(20, bkg_slope=slope, seed=3)
+    out, bkg = subtract_background(r, method=method, trace_center=37.0)
+    ys = slice(150, 380)
+    # background level at the trace, per row and integration, against its estimate
+    true_at_trace = t["bkg"][:, ys, 37]
+    err = bkg[:, ys, 37] - true_at_trace
+    rel = np.abs(err.mean(axis=0)) / true_at_trace.mean(axis=0)
+    assert rel.max() < 0.01, rel.max()
+    # residual sky off the trace averages to zero
+    resid = out.data[:, ys, 14:24] - t["star"][:, ys, 14:24]
+    assert abs(resid.mean()) < 0.01 * t["bkg"][:, ys, 37].mean()
+    assert bkg.shape == r.data.shape
+
+
+def test_background_bad_config():
+    r, _ = synth_rates(2, noise=False)
+    with pytest.raises(ConfigError):
+        subtract_background(r, trace_center=5, trace_halfwidth=10, region_width=2)
+    with pytest.raises(ConfigError, match="unknown key"):
+        run_stage2(r, {"background": {"mehtod": "median"}})
+    with pytest.raises(ConfigError):
+        run_stage2(r, {"background": {"method": "mean"}})
+
+
+# ---------------------------------------------------------------------------------- bad pixels
+
+def test_bad_pixels_spatial_and_temporal():
+    r, t = synth_rates(30, seed=4)
+    out0, _ = subtract_background(r, trace_center=37.0)
+    data = out0.data.copy()
+    dq = out0.dq.copy()
+    hot = [(50, 20), (120, 45), (200, 60), (310, 30), (260, 41)]  # (row, col) persistent hot pixels
+    for y, x in hot:
+        data[:, y, x] += 300.0
+    dq[:, 222, 50] |= np.uint32(DQ.DO_NOT_USE)  # a DQ-flagged pixel
+    data[:, 222, 50] = np.nan
+    rng = np.random.default_rng(9)
+    crs = [(int(i), int(y), int(x)) for i, y, x in zip(rng.integers(0, 30, 12), rng.integers(20, 400, 12),
+                                                      rng.integers(10, 66, 12))]
+    for i, y, x in crs:
+        data[i, y, x] += 400.0  # cosmic-ray residuals in single integrations
+    dirty = out0.replace(data=data, dq=dq)
+    clean, diag = clean_bad_pixels(dirty, space_thresh=10, time_thresh=10)
+    hm = diag["hot_pixel_map"]
+    for y, x in hot + [(222, 50)]:
+        assert hm[y, x], (y, x)
+    # few false positives: the trace peak must not be flagged
+    assert hm.sum() <= len(hot) + 1 + 5
+    assert not hm[200:300, 36:39].any()
+    assert diag["n_replaced_spatial"] >= 6 * 30
+    assert diag["n_replaced_temporal"] >= len(crs) - 1
+    truth = t["star"]
+    noise = r.err
+    for y, x in hot + [(222, 50)]:
+        assert np.all(np.abs(clean.data[:, y, x] - truth[:, y, x]) < 6 * noise[:, y, x] + 2), (y, x)
+    for i, y, x in crs:
+        assert abs(clean.data[i, y, x] - truth[i, y, x]) < 8 * noise[i, y, x], (i, y, x)
+    assert np.isfinite(clean.data).all()
+    assert (clean.dq[:, 222, 50] & DQ.DO_NOT_USE == 0).all()
+    assert (clean.dq[:, 222, 50] & DQ.FLUX_ESTIMATED).all()
+    assert np.isnan(dirty.data[0, 222, 50])  # input not mutated
+
+
+# ----------------------------------------------------------------------------------------- PCA
+
+def _fixed_box_white(rates, c0=33, c1=40, rows=slice(150, 390)):
+    """White light with a fixed integer aperture (columns c0..c1-1, as ExoTiC-MIRI's col 36 +- 4):
+    off-centre against the trace, hence sensitive to trace motion."""
+    return rates.data[:, rows, c0:c1].sum(axis=(1, 2))
+
+
+def test_pca_finds_and_removes_trace_shift():
+    rng = np.random.default_rng(11)
+    nints = 60
+    shifts = 0.1 * rng.standard_normal(nints)
+    r, t = synth_rates(nints, shifts=shifts, seed=5)
+    r, _ = subtract_background(r, trace_center=37.0)
+    _, res = pca_reconstruct(r, n_components=5)
+    corr = [abs(np.corrcoef(ts, shifts)[0, 1]) for ts in res["timeseries"]]
+    k = int(np.argmax(corr))
+    assert corr[k] > 0.95, corr
+    assert res["eigenimages"].shape == (5, 416, 72)
+    assert np.isnan(res["eigenimages"][0, :, :12]).all()
+    cleaned, res2 = pca_reconstruct(r, n_components=5, remove_components=[k + 1])
+    w0 = _fixed_box_white(r)
+    w1 = _fixed_box_white(cleaned)
+    s0, s1 = np.std(w0 / w0.mean()), np.std(w1 / w1.mean())
+    assert s1 < 0.5 * s0, (s0, s1)
+    # the mean level is kept (only the component's time variation is removed)
+    assert abs(w1.mean() / w0.mean() - 1) < 1e-4
+    assert res2["removed"] == [k + 1] and res2["removed_variance_map"].max() > 0
+    with pytest.raises(ConfigError):
+        pca_reconstruct(r, n_components=3, remove_components=[4])
+
+
+# ------------------------------------------------------------------------------------- runner
+
+def test_run_stage2_defaults_and_outputs(tmp_path):
+    r, t = synth_rates(20, seed=6, white=1 - 0.01 * (np.arange(20) % 7 == 3))
+    out, diag = run_stage2(r, None, plot_dir=tmp_path)
+    assert diag["deep_frame"].shape == (416, 72)
+    assert diag["hot_pixel_map"].shape == (416, 72) and diag["hot_pixel_map"].dtype == bool
+    assert {"n_replaced_spatial", "n_replaced_temporal", "pca"} <= set(diag)
+    assert abs(diag["trace_center"] - t["trace0"][250:350].mean()) < 0.5
+    assert out.wavelength is not None and out.units == "DN/s"
+    # background removed: the deep frame at the trace core matches the noiseless star
+    np.testing.assert_allclose(diag["deep_frame"][250:330, 37], t["star"][:, 250:330, 37].mean(0),
+                               rtol=0.03)
+    # the (default: none) PCA removal did not touch the transit-like dips
+    assert np.allclose(out.data[3].sum() / out.data[2].sum(), 0.99, atol=2e-3)
+    for name in ("stage2_background.png", "stage2_bad_pixels.png", "stage2_pca.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+    assert set(CONFIG_SCHEMA) == {"wavelength", "flat_field", "background", "bad_pixels", "pca", "deep_frame"}
+
+
+def test_deep_frame_baseline_selection():
+    r, _ = synth_rates(10, noise=False, white=np.r_[np.ones(5), 0.5 * np.ones(5)])
+    d_all = make_deep_frame(r)
+    d_pre = make_deep_frame(r, [0, 5])
+    assert np.isclose(d_pre[300, 37], r.data[0, 300, 37], rtol=1e-6)
+    assert d_all[300, 37] < d_pre[300, 37]
+    with pytest.raises(ConfigError):
+        make_deep_frame(r, [20, 30])
+
+
+def _read_mirisim(kind):
+    path = MIRISIM / f"ERS_NGTS10_2022_new_drift_041_{kind}.fits"
+    if not path.exists():
+        pytest.skip(f"MIRISim file absent: {path}")
+    from tsoreduce import io
+
+    return (io.read_rateints if kind == "rateints" else io.read_calints)(path)
+
+
+@pytest.mark.parametrize("kind", ["rateints", "calints"])
+def test_stage2_on_mirisim(kind):
+    r = _read_mirisim(kind)
+    out, diag = run_stage2(r)
+    assert 36.0 <= diag["trace_center"] <= 38.5
+    assert np.isfinite(out.data[:, :, 4:]).all()
+    assert np.isfinite(diag["deep_frame"][:, 4:]).all()
+    # background ~ 17.8 DN/s removed from off-trace pixels
+    assert abs(np.median(out.data[:, 100:390, 14:28])) < 0.3
+    if kind == "calints":  # the pipeline's own WAVELENGTH extension is used
+        assert np.isclose(out.wavelength[257, 37], r.wavelength[257, 37])
+    assert r.data is not out.data
