@@ -1,0 +1,366 @@
+"""Fitting one light curve: vectorised log-posterior, least squares, emcee, summaries.
+
+Procedure (anchors.md 2.14: Eureka! S5 'lsq start then emcee', SPARTA): scipy ``least_squares``
+(trust-region reflective, bounds from the priors, normal priors as extra residuals) with the noise
+parameter held at its start value; covariance from the Jacobian scaled by the reduced chi^2; optional
+sigma-clipping of outlying integrations on the best-fit residuals and a re-fit; then emcee with the
+log-posterior vectorised over walkers (``vectorize=True``), walkers started in a small ball around the
+least-squares solution.  Convergence: integrated autocorrelation time (emcee ``get_autocorr_time``,
+Goodman & Weare 2010; Foreman-Mackey et al. 2013).  Summaries are posterior medians and the distances
+to the 16th / 84th percentiles.
+"""
+
+from __future__ import annotations
+
+import logging
+import time as _time
+from dataclasses import dataclass, field
+
+import emcee
+import numpy as np
+from scipy import optimize
+
+from ..errors import ConfigError
+from .models import LightCurveModel
+from .parameters import ParameterSet
+
+__all__ = ["LogPosterior", "FitResult", "fit_lsq", "run_emcee", "fit_lightcurve", "NOISE_PARAMS"]
+
+log = logging.getLogger(__name__)
+
+NOISE_PARAMS = ("err_mult", "jitter_ppm")
+_LOG2PI = np.log(2.0 * np.pi)
+
+
+class LogPosterior:
+    """log p(theta | data) for free vectors ``theta`` ``(nw, nfree)`` -> ``(nw,)`` (emcee ``vectorize=True``).
+
+    Gaussian likelihood with per-point sigma from :meth:`LightCurveModel.sigma` (error multiplier or
+    jitter added in quadrature).  ``single(theta)`` is the naive one-walker path, kept as the
+    benchmark baseline.
+    """
+
+    def __init__(self, model: LightCurveModel, params: ParameterSet, flux, err):
+        self.model, self.params = model, params
+        self.flux = np.asarray(flux, float)
+        self.err = np.asarray(err, float)
+        self.n = self.flux.size
+        self.ncalls = 0
+
+    def __call__(self, theta) -> np.ndarray:
+        theta = np.atleast_2d(np.asarray(theta, float))
+        lp = self.params.log_prior(theta)
+        out = np.full(theta.shape[0], -np.inf)
+        ok = np.isfinite(lp)
+        self.ncalls += theta.shape[0]
+        if ok.any():
+            P = self.params.expand(theta[ok])
+            m = self.model.evaluate(P)
+            sig = self.model.sigma(P, self.err)
+            r = (self.flux[None, :] - m) / sig
+            ll = -0.5 * np.einsum("ij,ij->i", r, r) - np.log(sig).sum(axis=1) - 0.5 * self.n * _LOG2PI
+            out[ok] = lp[ok] + ll
+        out[~np.isfinite(out)] = -np.inf
+        return out
+
+    def single(self, theta) -> float:
+        """Non-vectorised log-posterior of one free vector ``(nfree,)`` (benchmark baseline)."""
+        theta = np.asarray(theta, float)
+        lp = float(self.params.log_prior(theta[None, :])[0])
+        if not np.isfinite(lp):
+            return -np.inf
+        P = self.params.expand(theta)
+        m = self.model.evaluate(P)
+        sig = self.model.sigma(P, self.err)
+        r = (self.flux - m) / sig
+        val = lp - 0.5 * float(r @ r) - float(np.log(sig).sum()) - 0.5 * self.n * _LOG2PI
+        return val if np.isfinite(val) else -np.inf
+
+
+@dataclass
+class FitResult:
+    """Outcome of fitting one light curve.
+
+    Attributes
+    ----------
+    label : 'white' or 'channel_NN'.
+    names : all parameter names (model order); ``free`` the sampled subset.
+    median, err_lower, err_upper : dict name -> float (16th/84th-percentile distances; 0 for fixed).
+    fixed : dict name -> bool.
+    lsq_values, lsq_errors : least-squares solution and covariance errors (free parameters).
+    chain : ``(nsteps, nwalkers, nfree)`` emcee chain (None for method 'lsq'); ``log_prob`` ``(nsteps, nwalkers)``.
+    samples : flat post-burn-in samples ``(nsamples, nfree)`` (None for 'lsq').
+    burn_in, tau (autocorrelation time per free parameter), acceptance (mean fraction).
+    time, flux, err : the fitted points ``(nt,)``; model, systematics, astro : best-fit (median) curves ``(nt,)``.
+    sigma : per-point inflated sigma at the median; chi2_red; n_logprob (evaluations); runtime_s.
+    wavelength, wavelength_lower, wavelength_upper : um (NaN when unknown).
+    """
+
+    label: str
+    names: list
+    free: list
+    median: dict
+    err_lower: dict
+    err_upper: dict
+    fixed: dict
+    lsq_values: dict = field(default_factory=dict)
+    lsq_errors: dict = field(default_factory=dict)
+    chain: np.ndarray | None = None
+    log_prob: np.ndarray | None = None
+    samples: np.ndarray | None = None
+    burn_in: int = 0
+    tau: np.ndarray | None = None
+    acceptance: float = float("nan")
+    time: np.ndarray | None = None
+    flux: np.ndarray | None = None
+    err: np.ndarray | None = None
+    model: np.ndarray | None = None
+    systematics: np.ndarray | None = None
+    astro: np.ndarray | None = None
+    sigma: np.ndarray | None = None
+    chi2_red: float = float("nan")
+    n_logprob: int = 0
+    runtime_s: float = 0.0
+    method: str = "emcee"
+    n_clipped: int = 0
+    wavelength: float = float("nan")
+    wavelength_lower: float = float("nan")
+    wavelength_upper: float = float("nan")
+
+    def derived_samples(self, name) -> np.ndarray | None:
+        """Posterior samples of a free parameter (None when fixed or for an lsq-only fit)."""
+        if self.samples is None or name not in self.free:
+            return None
+        return self.samples[:, self.free.index(name)]
+
+    def table(self):
+        """astropy Table: name, median, err_lower, err_upper, fixed (one row per parameter)."""
+        from astropy.table import Table
+
+        t = Table()
+        t["name"] = list(self.names)
+        t["median"] = [self.median[n] for n in self.names]
+        t["err_lower"] = [self.err_lower[n] for n in self.names]
+        t["err_upper"] = [self.err_upper[n] for n in self.names]
+        t["fixed"] = [bool(self.fixed[n]) for n in self.names]
+        t.meta.update({"label": self.label, "method": self.method, "chi2_red": float(self.chi2_red),
+                       "acceptance": float(self.acceptance), "burn_in": int(self.burn_in),
+                       "n_points": int(0 if self.time is None else self.time.size),
+                       "n_clipped": int(self.n_clipped)})
+        if self.tau is not None:
+            t.meta["autocorr_time"] = {n: float(x) for n, x in zip(self.free, self.tau)}
+        return t
+
+
+# ---------------------------------------------------------------------------------- least squares
+def fit_lsq(post: LogPosterior, *, max_nfev=2000):
+    """Least-squares fit of the non-noise free parameters.
+
+    Returns (x_free (nfree,), err_free (nfree,), chi2_red, noise_value or None).  The noise
+    parameter (err_mult / jitter_ppm) is held at its start value in the minimisation and then set so
+    that the reduced chi^2 is 1; the covariance is scaled by the reduced chi^2 accordingly.
+    """
+    ps, model = post.params, post.model
+    x0 = ps.start()
+    lo, hi = ps.bounds()
+    free = ps.free_names
+    fit_idx = np.array([i for i, n in enumerate(free) if n not in NOISE_PARAMS], int)
+    noise_idx = [i for i, n in enumerate(free) if n in NOISE_PARAMS]
+    specs = [ps[free[i]] for i in fit_idx]
+    nor = [(k, s.mean, s.sigma) for k, s in enumerate(specs) if s.prior == "normal"]
+    P0 = ps.expand(x0)
+    sig0 = model.sigma(P0, post.err)
+
+    def resid(x):
+        th = x0.copy()
+        th[fit_idx] = x
+        r = (post.flux - model.evaluate(ps.expand(th))) / sig0
+        if nor:
+            r = np.concatenate([r, [(x[k] - mu) / sd for k, mu, sd in nor]])
+        return r
+
+    xs = x0[fit_idx]
+    l, h = lo[fit_idx], hi[fit_idx]
+    # x_scale: typical sizes of each parameter, so that trf steps are well conditioned
+    scale = np.where(np.isfinite(h - l), 0.01 * (h - l), np.maximum(np.abs(xs) * 0.01, 1e-6))
+    sol = optimize.least_squares(resid, xs, bounds=(l, h), x_scale=scale, method="trf", max_nfev=max_nfev)
+    r = sol.fun[:post.n]
+    dof = max(post.n - fit_idx.size, 1)
+    chi2_red = float(r @ r / dof)
+    J = sol.jac
+    try:
+        cov = np.linalg.inv(J.T @ J)
+    except np.linalg.LinAlgError:
+        cov = np.linalg.pinv(J.T @ J)
+    x = x0.copy()
+    x[fit_idx] = sol.x
+    err = np.full(x.size, np.nan)
+    noise_value = None
+    if noise_idx:
+        cov = cov * chi2_red
+        k = noise_idx[0]
+        name = free[k]
+        if name == "err_mult":
+            noise_value = float(x0[k] * np.sqrt(chi2_red))
+        else:
+            noise_value = _solve_jitter(post, ps.expand(x), dof)
+        x[k] = np.clip(noise_value, lo[k] + 1e-9 * abs(lo[k]) if np.isfinite(lo[k]) else -np.inf,
+                       hi[k] - 1e-9 * abs(hi[k]) if np.isfinite(hi[k]) else np.inf)
+        err[k] = abs(x[k]) / np.sqrt(2.0 * dof)
+    err[fit_idx] = np.sqrt(np.clip(np.diag(cov), 0, None))
+    if not sol.success:
+        log.warning("least-squares did not converge: %s", sol.message)
+    return x, err, chi2_red, noise_value
+
+
+def _solve_jitter(post, P, dof):
+    """Jitter (ppm) making the reduced chi^2 equal to 1 (0 if the errors already suffice)."""
+    m = post.model.evaluate(P)
+    r2 = (post.flux - m) ** 2
+    f0 = P[post.model.index["f0"]]
+
+    def g(j_ppm):
+        return float(np.sum(r2 / (post.err ** 2 + (1e-6 * j_ppm * f0) ** 2)) / dof - 1.0)
+
+    if g(0.0) <= 0:
+        return 1e-3
+    hi = 1e6
+    if g(hi) > 0:
+        return hi
+    return float(optimize.brentq(g, 0.0, hi, xtol=1e-3))
+
+
+# ---------------------------------------------------------------------------------- emcee
+def run_emcee(post: LogPosterior, x0, scale, *, nwalkers, nsteps, seed=0, progress=False):
+    """Run emcee from a Gaussian ball around ``x0`` (``scale`` per free parameter) with the vectorised posterior.
+
+    Returns the :class:`emcee.EnsembleSampler` after ``nsteps`` steps.  Walkers starting outside the
+    prior support are redrawn (then pulled to x0 if they keep failing).
+    """
+    rng = np.random.default_rng(seed)
+    nd = x0.size
+    if nwalkers < 2 * nd:
+        raise ConfigError(f"stage4.fitter.nwalkers: {nwalkers} walkers for {nd} free parameters; emcee needs "
+                          f">= 2 x ndim = {2 * nd}")
+    p0 = x0[None, :] + scale[None, :] * rng.standard_normal((nwalkers, nd))
+    for _ in range(50):
+        bad = ~np.isfinite(post(p0))
+        if not bad.any():
+            break
+        p0[bad] = x0[None, :] + 0.3 * scale[None, :] * rng.standard_normal((int(bad.sum()), nd))
+    else:
+        bad = ~np.isfinite(post(p0))
+        p0[bad] = x0
+    sampler = emcee.EnsembleSampler(nwalkers, nd, post, vectorize=True)
+    sampler.random_state = np.random.RandomState(seed).get_state()
+    sampler.run_mcmc(p0, nsteps, progress=progress)
+    return sampler
+
+
+# ---------------------------------------------------------------------------------- one light curve
+def fit_lightcurve(model: LightCurveModel, params: ParameterSet, flux, err, *, label="white", method="emcee",
+                   nwalkers=None, nsteps=2000, burn_in=500, seed=0, clip_sigma=None, progress=False,
+                   wavelength=(np.nan, np.nan, np.nan)) -> FitResult:
+    """Fit one light curve with ``model`` (built on the fitted times) and priors ``params``.
+
+    Parameters
+    ----------
+    model : :class:`LightCurveModel` on the ``(nt,)`` fitted integrations.
+    params : :class:`ParameterSet` covering exactly ``model.names``.
+    flux, err : float64 ``(nt,)``.
+    method : 'lsq' (least squares only; errors from the covariance) or 'emcee'.
+    nwalkers (default max(32, 2 nfree + 2), even), nsteps, burn_in (steps discarded), seed.
+    clip_sigma : reject integrations whose least-squares residual exceeds this many robust sigma, then
+        re-fit (None: no clipping).
+
+    Raises ConfigError when the parameters do not match the model or the chain settings are invalid.
+    """
+    t_begin = _time.perf_counter()
+    missing = [n for n in model.names if n not in params]
+    extra = [n for n in params.names if n not in model.index]
+    if missing or extra:
+        raise ConfigError(f"{label}: parameters do not match the model; missing {missing}, unknown {extra}")
+    params = ParameterSet({n: params[n] for n in model.names})  # model order
+    flux = np.asarray(flux, float)
+    err = np.asarray(err, float)
+    post = LogPosterior(model, params, flux, err)
+    x, xerr, chi2, _ = fit_lsq(post)
+    n_clipped = 0
+    if clip_sigma is not None:
+        P = params.expand(x)
+        r = (flux - model.evaluate(P)) / model.sigma(P, err)
+        med = np.median(r)
+        mad = 1.4826 * np.median(np.abs(r - med))
+        keep = np.abs(r - med) < clip_sigma * mad
+        n_clipped = int((~keep).sum())
+        if n_clipped:
+            log.info("%s: clipped %d of %d integrations beyond %.1f sigma; re-fitting", label, n_clipped,
+                     flux.size, clip_sigma)
+            model = model.subset(keep)
+            flux, err = flux[keep], err[keep]
+            params = _restart(params, x)
+            post = LogPosterior(model, params, flux, err)
+            x, xerr, chi2, _ = fit_lsq(post)
+    free = params.free_names
+    lsq_values = dict(zip(free, x))
+    lsq_errors = dict(zip(free, xerr))
+    result = dict(label=label, names=list(params.names), free=list(free), fixed={n: not params[n].free
+                                                                                  for n in params.names},
+                  lsq_values=lsq_values, lsq_errors=lsq_errors, n_clipped=n_clipped, method=method,
+                  wavelength=wavelength[0], wavelength_lower=wavelength[1], wavelength_upper=wavelength[2])
+    if method == "lsq":
+        med = params.as_dict()
+        med.update(lsq_values)
+        lo = {n: 0.0 for n in params.names}
+        lo.update({n: float(e) for n, e in lsq_errors.items()})
+        fr = FitResult(median=med, err_lower=lo, err_upper=dict(lo), **result)
+    elif method == "emcee":
+        nd = len(free)
+        nw = nwalkers or max(32, 2 * nd + 2)
+        nw += nw % 2
+        if burn_in >= nsteps:
+            raise ConfigError(f"stage4.fitter.burn_in ({burn_in}) must be smaller than nsteps ({nsteps})")
+        lo_b, hi_b = params.bounds()
+        width = np.where(np.isfinite(hi_b - lo_b), hi_b - lo_b, np.inf)
+        scale = np.where(np.isfinite(xerr) & (xerr > 0), 0.5 * xerr, 1e-6 * np.maximum(np.abs(x), 1e-3))
+        scale = np.minimum(scale, 0.01 * width)
+        sampler = run_emcee(post, x, scale, nwalkers=nw, nsteps=nsteps, seed=seed, progress=progress)
+        chain = sampler.get_chain()
+        lp = sampler.get_log_prob()
+        flat = chain[burn_in:].reshape(-1, nd)
+        q = np.percentile(flat, [16, 50, 84], axis=0)
+        med = params.as_dict()
+        med.update(dict(zip(free, q[1])))
+        lo = {n: 0.0 for n in params.names}
+        hi = dict(lo)
+        lo.update(dict(zip(free, q[1] - q[0])))
+        hi.update(dict(zip(free, q[2] - q[1])))
+        tau = sampler.get_autocorr_time(discard=burn_in, quiet=True)
+        acc = float(np.mean(sampler.acceptance_fraction))
+        n_eff = (nsteps - burn_in) / np.nanmax(tau) if np.all(np.isfinite(tau)) else np.nan
+        log.info("%s: emcee %d walkers x %d steps (burn-in %d): acceptance %.2f, max autocorr time %.1f steps "
+                 "(chain = %.1f tau)", label, nw, nsteps, burn_in, acc, np.nanmax(tau), n_eff)
+        if np.isfinite(n_eff) and n_eff < 50:
+            log.warning("%s: chain shorter than 50 autocorrelation times (%.1f); posteriors may be unconverged",
+                        label, n_eff)
+        fr = FitResult(median=med, err_lower=lo, err_upper=hi, chain=chain, log_prob=lp, samples=flat,
+                       burn_in=burn_in, tau=tau, acceptance=acc, **result)
+    else:
+        raise ConfigError(f"stage4.fitter.method: {method!r} is not 'lsq' or 'emcee'")
+    P = np.array([fr.median[n] for n in params.names])
+    fr.time, fr.flux, fr.err = model.time, flux, err
+    fr.model = model.evaluate(P)
+    fr.systematics = model.systematics_model(P)
+    fr.astro = model.astro(P)
+    fr.sigma = model.sigma(P, err)
+    r = (flux - fr.model) / fr.sigma
+    fr.chi2_red = float(r @ r / max(flux.size - len(free), 1))
+    fr.n_logprob = post.ncalls
+    fr.runtime_s = _time.perf_counter() - t_begin
+    return fr
+
+
+def _restart(params: ParameterSet, x) -> ParameterSet:
+    """Parameter set whose free starting values are ``x``."""
+    return ParameterSet({n: (params[n].with_value(v) if params[n].free else params[n])
+                         for n, v in zip(params.names, params.expand(x))})

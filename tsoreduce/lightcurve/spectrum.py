@@ -1,0 +1,181 @@
+"""Stage 4 products: the spectrum table, parameter tables and the posterior chains (HDF5).
+
+``spectrum.ecsv``: one row per channel; wavelength, wavelength_lower, wavelength_upper (um); rp_rs,
+rp_rs_err_lower, rp_rs_err_upper; transit_depth (= rp_rs^2), transit_depth_err_lower/_upper (ppm); where
+an eclipse is fitted, eclipse_depth (= fp), eclipse_depth_err_lower/_upper (ppm) (and for a phase curve
+nightside_flux = Fp(phase 0), pc_offset1 in degrees).  Errors are the distances from the median to the
+16th / 84th percentiles of the posterior samples (least squares: 1-sigma covariance errors, propagated
+linearly for the depth).  Units use ``astropy.units.cds.ppm``; read them back with
+``astropy.units.cds.enable()`` active.  All files are written atomically (temporary file in the same
+directory + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+from astropy import units as u
+from astropy.table import Table
+from astropy.units import cds
+
+from .fitting import FitResult
+
+__all__ = ["spectrum_table", "parameter_table", "channel_parameter_table", "write_table", "write_chains",
+           "read_chains"]
+
+
+def _summary(res: FitResult, name, transform=None, dtransform=None):
+    """(value, err_lower, err_upper) of ``transform(param)`` from samples, or linear propagation for lsq."""
+    if name not in res.median:
+        return np.nan, np.nan, np.nan
+    transform = transform or (lambda x: x)
+    s = res.derived_samples(name)
+    if s is not None:
+        q = np.percentile(transform(s), [16, 50, 84])
+        return q[1], q[1] - q[0], q[2] - q[1]
+    v = res.median[name]
+    d = abs(dtransform(v)) if dtransform else 1.0
+    return transform(np.asarray(v)), d * res.err_lower[name], d * res.err_upper[name]
+
+
+def _nightside(res: FitResult):
+    """Planet flux at transit (phase 0, the nightside), Fp(theta = pi), ppm."""
+    if "pc_amp1" not in res.median:
+        return np.nan, np.nan, np.nan
+
+    def night(fp, a1, d1, a2=0.0, d2=0.0):
+        d1, d2 = np.deg2rad(d1), np.deg2rad(d2)
+        return fp + a1 * (np.cos(np.pi + d1) - np.cos(d1)) + a2 * (np.cos(2 * np.pi + d2) - np.cos(d2))
+
+    keys = ["fp", "pc_amp1", "pc_offset1"] + (["pc_amp2", "pc_offset2"] if "pc_amp2" in res.median else [])
+    if res.samples is not None:
+        cols = [res.derived_samples(k) if k in res.free else np.full(res.samples.shape[0], res.median[k])
+                for k in keys]
+        q = np.percentile(night(*cols) * 1e6, [16, 50, 84])
+        return q[1], q[1] - q[0], q[2] - q[1]
+    v = night(*[res.median[k] for k in keys]) * 1e6
+    e = 1e6 * np.sqrt(sum((res.err_lower[k] if k in ("fp", "pc_amp1") else 0.0) ** 2 for k in keys))
+    return v, e, e
+
+
+def spectrum_table(results: list[FitResult], *, meta=None) -> Table:
+    """The transmission / emission spectrum, one row per fit result (see module doc for columns)."""
+    t = Table()
+    t["wavelength"] = [r.wavelength for r in results] * u.um
+    t["wavelength_lower"] = [r.wavelength_lower for r in results] * u.um
+    t["wavelength_upper"] = [r.wavelength_upper for r in results] * u.um
+    rows = [_summary(r, "rp_rs") for r in results]
+    t["rp_rs"] = [x[0] for x in rows]
+    t["rp_rs_err_lower"] = [x[1] for x in rows]
+    t["rp_rs_err_upper"] = [x[2] for x in rows]
+    rows = [_summary(r, "rp_rs", lambda x: 1e6 * np.asarray(x) ** 2, lambda x: 2e6 * x) for r in results]
+    t["transit_depth"] = [x[0] for x in rows] * cds.ppm
+    t["transit_depth_err_lower"] = [x[1] for x in rows] * cds.ppm
+    t["transit_depth_err_upper"] = [x[2] for x in rows] * cds.ppm
+    if any("fp" in r.median for r in results):
+        rows = [_summary(r, "fp", lambda x: 1e6 * np.asarray(x), lambda x: 1e6) for r in results]
+        t["eclipse_depth"] = [x[0] for x in rows] * cds.ppm
+        t["eclipse_depth_err_lower"] = [x[1] for x in rows] * cds.ppm
+        t["eclipse_depth_err_upper"] = [x[2] for x in rows] * cds.ppm
+    if any("pc_amp1" in r.median for r in results):
+        rows = [_nightside(r) for r in results]
+        t["nightside_flux"] = [x[0] for x in rows] * cds.ppm
+        t["nightside_flux_err_lower"] = [x[1] for x in rows] * cds.ppm
+        t["nightside_flux_err_upper"] = [x[2] for x in rows] * cds.ppm
+        rows = [_summary(r, "pc_offset1") for r in results]
+        t["pc_offset1"] = [x[0] for x in rows] * u.deg
+        t["pc_offset1_err_lower"] = [x[1] for x in rows] * u.deg
+        t["pc_offset1_err_upper"] = [x[2] for x in rows] * u.deg
+    t["label"] = [r.label for r in results]
+    t.meta["description"] = ("tsoreduce Stage 4 spectrum; errors are distances from the posterior median to "
+                             "the 16th/84th percentiles; ppm columns use astropy.units.cds.ppm")
+    t.meta.update(meta or {})
+    return t
+
+
+def parameter_table(res: FitResult) -> Table:
+    """white_fit.ecsv content: name, median, err_lower, err_upper, fixed (+ autocorrelation time meta)."""
+    return res.table()
+
+
+def channel_parameter_table(results: list[FitResult]) -> Table:
+    """Every parameter of every channel fit, long format: channel label, wavelength, name, median, errors, fixed."""
+    rows = []
+    for r in results:
+        for n in r.names:
+            rows.append((r.label, r.wavelength, n, r.median[n], r.err_lower[n], r.err_upper[n], bool(r.fixed[n])))
+    t = Table(rows=rows, names=("label", "wavelength", "name", "median", "err_lower", "err_upper", "fixed"),
+              dtype=(str, float, str, float, float, float, bool)) if rows else Table()
+    if rows:
+        t["wavelength"].unit = u.um
+    return t
+
+
+def write_table(table: Table, path) -> Path:
+    """Write an astropy Table as ECSV atomically (temporary file in the same directory, then os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.ecsv", dir=path.parent)
+    os.close(fd)
+    try:
+        table.write(tmp, format="ascii.ecsv", overwrite=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def write_chains(path, results: list[FitResult], *, config=None) -> Path:
+    """Posterior chains to HDF5 (h5py), one group per fit ('white', 'channel_00', ...), atomically.
+
+    Each group: ``chain`` (nsteps, nwalkers, nfree), ``log_prob`` (nsteps, nwalkers), attributes
+    ``free_names`` (JSON list), ``burn_in``, ``acceptance``, ``autocorr_time`` and ``wavelength`` (um).
+    Least-squares-only fits store ``lsq_values`` / ``lsq_errors`` instead of a chain.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = "tsoreduce-stage4-chains"
+            if config is not None:
+                f.attrs["config"] = json.dumps(config, default=str)
+            for r in results:
+                g = f.create_group(r.label)
+                g.attrs["free_names"] = json.dumps(list(r.free))
+                g.attrs["method"] = r.method
+                g.attrs["wavelength"] = float(r.wavelength)
+                g.attrs["burn_in"] = int(r.burn_in)
+                g.attrs["acceptance"] = float(r.acceptance)
+                if r.tau is not None:
+                    g.attrs["autocorr_time"] = np.asarray(r.tau, float)
+                if r.chain is not None:
+                    g.create_dataset("chain", data=r.chain.astype(np.float64), compression="gzip",
+                                     compression_opts=1)
+                    g.create_dataset("log_prob", data=r.log_prob, compression="gzip", compression_opts=1)
+                g.create_dataset("lsq_values", data=np.array([r.lsq_values[n] for n in r.free], float))
+                g.create_dataset("lsq_errors", data=np.array([r.lsq_errors[n] for n in r.free], float))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def read_chains(path) -> dict:
+    """Read a chains file: label -> dict(free_names, chain, log_prob, burn_in, acceptance, ...)."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        for label, g in f.items():
+            d = {k: (json.loads(v) if k == "free_names" else v) for k, v in g.attrs.items()}
+            for k in g:
+                d[k] = g[k][()]
+            out[label] = d
+    return out

@@ -1,0 +1,423 @@
+"""Stage 4 runner: white-light fit, spectroscopic channel fits in parallel processes, products and figures.
+
+``run_stage4(lc, config, outdir)`` fits the white light curve (all parameters free as declared), then
+each spectroscopic channel with the parameters declared ``shared`` (by default the orbit: t0, per, a_rs,
+inc, ecc, w) fixed at their white-light posterior medians and the others (Rp/Rs, fp, phase-curve
+terms, limb darkening, systematics, noise) free per channel, started at the white-light values
+(Eureka! ``white_fixed``, exoTEDRF / SPARTA practice; anchors.md 2.14).  Channels run in a
+``ProcessPoolExecutor`` (``n_processes`` workers, default 2; batman nthreads=1, ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Param, validate
+from ..datamodel import LightCurves
+from ..errors import ConfigError, EmptyDataError, OverwriteError
+from .fitting import NOISE_PARAMS, FitResult, fit_lightcurve
+from .models import LD_LAWS, MODEL_KINDS, NOISE_KINDS, LightCurveModel, ld_coefficients
+from .parameters import ORBIT_PARAMS, ParameterSet, ParamSpec, parse_parameter
+from .spectrum import channel_parameter_table, spectrum_table, write_chains, write_table
+from .systematics import RAMP_KINDS
+
+__all__ = ["CONFIG_SCHEMA", "Stage4Result", "validate_config", "build_model", "build_parameters", "fit_white",
+           "fit_channels", "run_stage4"]
+
+log = logging.getLogger(__name__)
+
+CONFIG_SCHEMA = {
+    "model": Param("transit", str, "astrophysical model", choices=MODEL_KINDS),
+    "limb_darkening": {
+        "law": Param("quadratic", str, "batman limb-darkening law", choices=tuple(LD_LAWS)),
+        "parametrisation": Param("kipping", str, "kipping: q1, q2 in [0, 1] (quadratic law only); u: u1 ... un",
+                                 choices=("kipping", "u")),
+    },
+    "phase_curve_order": Param(1, int, "harmonics of the phase variation (phasecurve model)", choices=(1, 2)),
+    "supersample_factor": Param(1, int, "time supersampling for long integrations", min=1, max=100),
+    "exposure_time": Param(None, float, "integration duration in s for supersampling (null: median cadence)",
+                           nullable=True, min=0),
+    "systematics": {
+        "ramp": Param("single", str, "exponential settling ramp: none, single or double exponential",
+                      choices=RAMP_KINDS),
+        "polynomial_order": Param(1, int, "order of the polynomial in time (0: normalisation only)", min=0,
+                                  max=5),
+        "decorrelate": Param(None, list, "regressors for linear decorrelation (null: every regressor of the "
+                             "light-curve table, [] for none)", nullable=True, item_type=str),
+        "noise": Param("err_mult", str, "error inflation: err_mult (multiplier), jitter (ppm in quadrature), "
+                       "none", choices=NOISE_KINDS),
+    },
+    "exclude_first": Param(0, int, "integrations dropped at the start of the exposure", min=0),
+    "clip_sigma": Param(5.0, float, "reject integrations beyond this many robust sigma of the least-squares "
+                        "residuals (null: keep all)", nullable=True, min=2.0),
+    "parameters": Param({}, dict, "name -> {value, prior: fixed|uniform|loguniform|normal, bounds, sigma, "
+                        "mean, shared}"),
+    "fit_white": Param(True, bool, "fit the white light curve first"),
+    "fit_channels": Param(True, bool, "fit the spectroscopic channels"),
+    "channels": Param(None, list, "channel indices to fit (null: all)", nullable=True, item_type=int),
+    "fitter": {
+        "method": Param("emcee", str, "lsq (least squares only) or emcee (least-squares start)",
+                        choices=("lsq", "emcee")),
+        "nwalkers": Param(None, int, "emcee walkers (null: max(32, 2 nfree + 2))", nullable=True, min=4),
+        "nsteps": Param(2000, int, "emcee steps per walker", min=10),
+        "burn_in": Param(500, int, "steps discarded as burn-in", min=0),
+        "channel_nsteps": Param(None, int, "steps for channel fits (null: nsteps)", nullable=True, min=10),
+        "channel_burn_in": Param(None, int, "burn-in for channel fits (null: burn_in)", nullable=True, min=0),
+        "seed": Param(42, int, "random seed (channel k uses seed + k + 1)"),
+        "progress": Param(False, bool, "show emcee progress bars"),
+    },
+    "n_processes": Param(2, int, "worker processes for the channel fits", min=1, max=64),
+}
+
+_REQUIRED = {"transit": ("t0", "per", "rp_rs", "a_rs", "inc"),
+             "eclipse": ("t0", "per", "rp_rs", "a_rs", "inc", "fp"),
+             "phasecurve": ("t0", "per", "rp_rs", "a_rs", "inc", "fp")}
+
+
+def validate_config(section: dict | None) -> dict:
+    """Validate a ``stage4`` section (schema + every parameter declaration); return it completed.
+
+    Raises ConfigError for unknown keys, bad values, unknown prior types, bad bounds, parameters the
+    model does not have or missing required parameters (t0, per, rp_rs, a_rs, inc; fp for eclipses).
+    """
+    cfg = validate(section, CONFIG_SCHEMA, "stage4")
+    cfg["parameters"] = dict(cfg["parameters"] or {})
+    kind = cfg["model"]
+    ld = ld_coefficients(cfg["limb_darkening"]["law"], cfg["limb_darkening"]["parametrisation"]) \
+        if kind != "eclipse" else []
+    allowed = set(ORBIT_PARAMS) | {"rp_rs", "f0", "ramp_amp1", "ramp_tau1", "ramp_amp2", "ramp_tau2",
+                                   "err_mult", "jitter_ppm"} | set(ld)
+    allowed |= {f"poly{k}" for k in range(1, 6)}
+    if kind in ("eclipse", "phasecurve"):
+        allowed.add("fp")
+    if kind == "phasecurve":
+        allowed |= {"pc_amp1", "pc_offset1", "pc_amp2", "pc_offset2"}
+    for name, decl in cfg["parameters"].items():
+        if name not in allowed and not str(name).startswith("decorr_"):
+            raise ConfigError(f"stage4.parameters.{name}: not a parameter of the {kind!r} model with this limb "
+                              f"darkening; allowed: {', '.join(sorted(allowed))}, decorr_<regressor>")
+        parse_parameter(name, decl, default_shared=name in ORBIT_PARAMS)
+    missing = [n for n in _REQUIRED[kind] if n not in cfg["parameters"]]
+    if missing:
+        raise ConfigError(f"stage4.parameters: the {kind!r} model needs {', '.join(missing)} (value and prior)")
+    if cfg["fitter"]["burn_in"] >= cfg["fitter"]["nsteps"]:
+        raise ConfigError(f"stage4.fitter.burn_in ({cfg['fitter']['burn_in']}) must be < nsteps "
+                          f"({cfg['fitter']['nsteps']})")
+    return cfg
+
+
+def _regressor_names(lc: LightCurves, cfg) -> list:
+    names = cfg["systematics"]["decorrelate"]
+    if names is None:
+        names = sorted(lc.regressors)
+        if names:
+            log.info("stage4: decorrelating against every regressor of the table: %s", ", ".join(names))
+        return names
+    missing = [n for n in names if n not in lc.regressors]
+    if missing:
+        raise ConfigError(f"stage4.systematics.decorrelate: regressor(s) {missing} not in the light curves "
+                          f"(available: {sorted(lc.regressors)})")
+    return list(names)
+
+
+def build_model(time, cfg: dict, regressors=None, t_start=None) -> LightCurveModel:
+    """A :class:`LightCurveModel` for ``time`` (BMJD_TDB) from a validated stage4 section."""
+    exp_time = cfg["exposure_time"]
+    if cfg["supersample_factor"] > 1:
+        exp_time = (exp_time / 86400.0) if exp_time else float(np.median(np.diff(time)))
+    return LightCurveModel(time, cfg["model"], ld_law=cfg["limb_darkening"]["law"],
+                           ld_parametrisation=cfg["limb_darkening"]["parametrisation"],
+                           pc_order=cfg["phase_curve_order"], ramp=cfg["systematics"]["ramp"],
+                           poly_order=cfg["systematics"]["polynomial_order"], regressors=regressors,
+                           t_start=t_start, noise=cfg["systematics"]["noise"],
+                           supersample_factor=cfg["supersample_factor"], exp_time=exp_time)
+
+
+def _auto_spec(name, flux, user) -> ParamSpec:
+    """Default prior of a parameter the user did not declare (announced in the log)."""
+    med = float(np.median(flux))
+    n_early = max(5, flux.size // 100)
+    early = float(np.median(flux[:n_early]) / med - 1.0)
+    fp = user["fp"].value if "fp" in user else 1e-3
+    table = {
+        "f0": (med, "uniform", (0.5 * med, 1.5 * med)),
+        "ramp_amp1": (early if abs(early) > 1e-4 else 1e-4, "uniform", (-0.5, 0.5)),
+        "ramp_tau1": (0.01, "loguniform", (2e-4, 0.5)),
+        "ramp_amp2": (0.3 * early if abs(early) > 1e-4 else 1e-4, "uniform", (-0.5, 0.5)),
+        "ramp_tau2": (0.1, "loguniform", (2e-4, 1.0)),
+        "err_mult": (1.0, "uniform", (0.1, 20.0)),
+        "jitter_ppm": (100.0, "loguniform", (1e-2, 1e5)),
+        "q1": (0.1, "uniform", (0.0, 1.0)),
+        "q2": (0.3, "uniform", (0.0, 1.0)),
+        "ecc": (0.0, "fixed", None),
+        "w": (90.0, "fixed", None),
+        "pc_amp1": (0.5 * abs(fp), "uniform", (0.0, 1.0)),
+        "pc_offset1": (5.0, "uniform", (-90.0, 90.0)),
+        "pc_amp2": (0.05 * abs(fp), "uniform", (0.0, 1.0)),
+        "pc_offset2": (5.0, "uniform", (-180.0, 180.0)),
+    }
+    if name in table:
+        v, prior, b = table[name]
+    elif name.startswith("poly"):
+        v, prior, b = 0.0, "uniform", (-1.0, 1.0)
+    elif name.startswith("decorr_"):
+        v, prior, b = 0.0, "uniform", (-0.1, 0.1)
+    elif name.startswith("u"):
+        v, prior, b = 0.1, "uniform", (-1.0, 1.0)
+    else:
+        raise ConfigError(f"stage4.parameters.{name}: required (no default exists)")
+    return ParamSpec(name, v, prior, b, shared=name in ORBIT_PARAMS)
+
+
+def build_parameters(model: LightCurveModel, cfg: dict, flux) -> ParameterSet:
+    """The :class:`ParameterSet` of ``model``: user declarations, defaults for the others (logged)."""
+    user = {n: parse_parameter(n, d, default_shared=n in ORBIT_PARAMS) for n, d in cfg["parameters"].items()}
+    specs, defaulted = {}, []
+    for n in model.names:
+        if n in user:
+            specs[n] = user[n]
+        else:
+            specs[n] = _auto_spec(n, np.asarray(flux, float), user)
+            defaulted.append(n)
+    if defaulted:
+        log.info("stage4: default priors for %s", ", ".join(defaulted))
+    unused = [n for n in user if n not in model.index]
+    if unused:
+        raise ConfigError(f"stage4.parameters: {unused} are not parameters of this model (names: {model.names})")
+    return ParameterSet(specs)
+
+
+def _valid_points(lc: LightCurves, flux, err, reg_names, exclude_first):
+    ok = ~lc.mask & np.isfinite(flux) & np.isfinite(err) & (err > 0) & np.isfinite(lc.time)
+    for n in reg_names:
+        ok &= np.isfinite(lc.regressors[n])
+    ok[:exclude_first] = False
+    return ok
+
+
+def _white_curve(lc: LightCurves):
+    if lc.white_flux is not None:
+        err = lc.white_err if lc.white_err is not None else np.full(lc.nints, np.nan)
+        return lc.white_flux, err
+    if lc.nchan == 0:
+        raise EmptyDataError(lc.meta.get("_source_path", "<LightCurves>"), "no white light curve and no channels")
+    log.info("stage4: no white light curve in the table; using the mean of the %d normalised channels", lc.nchan)
+    med = np.nanmedian(lc.flux, axis=1, keepdims=True)
+    f = lc.flux / med
+    e = lc.err / med
+    n = np.sum(np.isfinite(f), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nanmean(f, axis=0), np.sqrt(np.nansum(e ** 2, axis=0)) / n
+
+
+def _white_band(lc: LightCurves):
+    lo = lc.meta.get("white_wavelength_lower")
+    hi = lc.meta.get("white_wavelength_upper")
+    if lo is None and lc.nchan and np.isfinite(lc.wavelength_lower).any():
+        lo, hi = float(np.nanmin(lc.wavelength_lower)), float(np.nanmax(lc.wavelength_upper))
+    if lo is None:
+        return (np.nan, np.nan, np.nan)
+    return (0.5 * (lo + hi), float(lo), float(hi))
+
+
+def _fit_args(cfg, channel=False):
+    f = cfg["fitter"]
+    nsteps = f["channel_nsteps"] if (channel and f["channel_nsteps"]) else f["nsteps"]
+    burn = f["channel_burn_in"] if (channel and f["channel_burn_in"] is not None) else f["burn_in"]
+    if burn >= nsteps:
+        raise ConfigError(f"stage4.fitter: burn-in {burn} must be < steps {nsteps}")
+    return dict(method=f["method"], nwalkers=f["nwalkers"], nsteps=nsteps, burn_in=burn,
+                clip_sigma=cfg["clip_sigma"], progress=f["progress"])
+
+
+def fit_white(lc: LightCurves, config: dict) -> FitResult:
+    """Fit the white light curve of ``lc`` (or the mean of its channels) with every declared parameter free.
+
+    ``config`` is a stage4 section (validated here).  Returns a :class:`FitResult` labelled 'white'.
+    Raises ConfigError / EmptyDataError.
+    """
+    cfg = validate_config(config)
+    flux, err = _white_curve(lc)
+    regs = _regressor_names(lc, cfg)
+    ok = _valid_points(lc, flux, err, regs, cfg["exclude_first"])
+    if ok.sum() < 10:
+        raise EmptyDataError(lc.meta.get("_source_path", "<LightCurves>"),
+                             f"only {ok.sum()} usable integrations in the white light curve")
+    model = build_model(lc.time[ok], cfg, {n: lc.regressors[n][ok] for n in regs}, t_start=lc.time[0])
+    params = build_parameters(model, cfg, flux[ok])
+    log.info("stage4: white light curve, %d integrations, %d free parameters (%s)", ok.sum(), params.nfree,
+             ", ".join(params.free_names))
+    return fit_lightcurve(model, params, flux[ok], err[ok], label="white", seed=cfg["fitter"]["seed"],
+                          wavelength=_white_band(lc), **_fit_args(cfg))
+
+
+def _channel_specs(model: LightCurveModel, cfg, flux, white: FitResult | None) -> ParameterSet:
+    base = build_parameters(model, cfg, flux)
+    specs = {}
+    for n in model.names:
+        s = base[n]
+        if white is not None and n in white.median:
+            if s.shared:
+                s = s.fixed_at(white.median[n])
+            elif s.free and n not in NOISE_PARAMS and n != "f0":
+                s = s.with_value(white.median[n])
+        elif s.shared and s.free:
+            log.info("stage4: no white-light fit; shared parameter %s fixed at its configured value %g", n,
+                     s.value)
+            s = s.fixed_at(s.value)
+        specs[n] = s
+    return ParameterSet(specs)
+
+
+def _fit_channel_task(task):
+    """Worker: build the batman models once for this channel and fit it (runs in a child process)."""
+    label, time, flux, err, regs, t_start, cfg, specs, wl, seed = task
+    model = build_model(time, cfg, regs, t_start=t_start)
+    params = ParameterSet(specs)
+    if all(not params[n].free for n in ORBIT_PARAMS):
+        rp = params["rp_rs"]
+        model.freeze_orbit(params.as_dict(), rp.upper() if rp.free and np.isfinite(rp.upper()) else
+                           max(2 * abs(rp.value), 0.5))
+    return fit_lightcurve(model, params, flux, err, label=label, seed=seed, wavelength=wl,
+                          **_fit_args(cfg, channel=True))
+
+
+def fit_channels(lc: LightCurves, config: dict, white: FitResult | None = None, *, channels=None,
+                 n_processes=None) -> list[FitResult]:
+    """Fit spectroscopic channels with shared parameters fixed at the white-light medians.
+
+    Parameters
+    ----------
+    lc : LightCurves with ``flux`` ``(nchan, nints)``; non-finite points of a channel are excluded.
+    config : stage4 section.  white : the white-light :class:`FitResult` (None: shared parameters are
+        fixed at their configured values).  channels : indices (default config ``channels`` or all).
+    n_processes : worker processes (default config ``n_processes``); 1 runs in this process.
+
+    Returns one :class:`FitResult` per channel (label ``channel_NN``), in channel order.
+    """
+    cfg = validate_config(config)
+    if channels is None:
+        channels = cfg["channels"] if cfg["channels"] is not None else list(range(lc.nchan))
+    bad = [c for c in channels if not 0 <= c < lc.nchan]
+    if bad:
+        raise ConfigError(f"stage4.channels: {bad} outside 0..{lc.nchan - 1}")
+    regs = _regressor_names(lc, cfg)
+    tasks = []
+    for c in channels:
+        ok = _valid_points(lc, lc.flux[c], lc.err[c], regs, cfg["exclude_first"])
+        if ok.sum() < 10:
+            raise EmptyDataError(lc.meta.get("_source_path", "<LightCurves>"),
+                                 f"channel {c}: only {ok.sum()} usable integrations")
+        model = build_model(lc.time[ok], cfg, {n: lc.regressors[n][ok] for n in regs}, t_start=lc.time[0])
+        params = _channel_specs(model, cfg, lc.flux[c][ok], white)
+        wl = (float(lc.wavelength[c]), float(lc.wavelength_lower[c]), float(lc.wavelength_upper[c]))
+        tasks.append((f"channel_{c:02d}", lc.time[ok], lc.flux[c][ok], lc.err[c][ok],
+                      {n: lc.regressors[n][ok] for n in regs}, float(lc.time[0]), cfg, dict(params.specs), wl,
+                      cfg["fitter"]["seed"] + c + 1))
+    nproc = n_processes or cfg["n_processes"]
+    nproc = max(1, min(nproc, len(tasks)))
+    log.info("stage4: fitting %d channels with %d process(es)", len(tasks), nproc)
+    if nproc == 1:
+        return [_fit_channel_task(t) for t in tasks]
+    ctx = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+    with ProcessPoolExecutor(max_workers=nproc, mp_context=ctx) as ex:
+        return list(ex.map(_fit_channel_task, tasks))
+
+
+@dataclass
+class Stage4Result:
+    """Output of :func:`run_stage4`: white fit, channel fits, the spectrum table and the files written."""
+
+    white: FitResult | None
+    channels: list
+    spectrum: object
+    white_table: object | None
+    files: dict = field(default_factory=dict)
+
+
+def run_stage4(lc: LightCurves, config: dict, outdir, *, plot=True) -> Stage4Result:
+    """Run Stage 4 on ``lc`` with the stage4 ``config`` section, writing products to ``outdir``.
+
+    Writes ``spectrum.ecsv`` (one row per fitted channel, or one row for the white light curve when no
+    channel is fitted), ``white_fit.ecsv`` (name, median, err_lower, err_upper, fixed),
+    ``channel_fits.ecsv`` (every channel parameter), ``chains.h5`` and, with ``plot``, figures under
+    ``outdir/figures``.  Raises ConfigError, EmptyDataError, OverwriteError (an output would replace the
+    input table).
+    """
+    cfg = validate_config(config)
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    src = lc.meta.get("_source_path")
+    names = ("spectrum.ecsv", "white_fit.ecsv", "channel_fits.ecsv", "chains.h5")
+    if src is not None and any(Path(src).resolve() == (outdir / n).resolve() for n in names):
+        raise OverwriteError(f"stage4 output would overwrite its input {src}")
+    white = None
+    if cfg["fit_white"]:
+        white = fit_white(lc, cfg)
+        _log_fit(white)
+    else:
+        log.info("stage4: white-light fit skipped (fit_white: false)")
+    chans = []
+    if cfg["fit_channels"] and lc.nchan > 0:
+        chans = fit_channels(lc, cfg, white)
+        for r in chans:
+            log.info("stage4: %s %.3f um: rp_rs %.5f +%.5f/-%.5f%s", r.label, r.wavelength, r.median["rp_rs"],
+                     r.err_upper["rp_rs"], r.err_lower["rp_rs"],
+                     f", fp {1e6 * r.median['fp']:.0f} ppm" if "fp" in r.median else "")
+    elif cfg["fit_channels"]:
+        log.info("stage4: the table has no spectroscopic channels; the spectrum is the white-light row")
+    else:
+        log.info("stage4: channel fits skipped (fit_channels: false)")
+    rows = chans if chans else ([white] if white is not None else [])
+    meta = {"model": cfg["model"], "target": lc.meta.get("target", ""), "source": str(src or "")}
+    spec = spectrum_table(rows, meta=meta)
+    files = {"spectrum": write_table(spec, outdir / "spectrum.ecsv")}
+    wt = None
+    if white is not None:
+        wt = white.table()
+        files["white_fit"] = write_table(wt, outdir / "white_fit.ecsv")
+    if chans:
+        files["channel_fits"] = write_table(channel_parameter_table(chans), outdir / "channel_fits.ecsv")
+    fits = ([white] if white is not None else []) + chans
+    if fits:
+        files["chains"] = write_chains(outdir / "chains.h5", fits, config=_jsonable(cfg))
+    if plot and fits:
+        files.update(_make_figures(white, chans, spec, outdir / "figures"))
+    return Stage4Result(white=white, channels=chans, spectrum=spec, white_table=wt, files=files)
+
+
+def _jsonable(cfg):
+    return copy.deepcopy(cfg)
+
+
+def _log_fit(r: FitResult):
+    parts = [f"{n} = {r.median[n]:.6g} +{r.err_upper[n]:.2g}/-{r.err_lower[n]:.2g}" for n in r.free]
+    log.info("stage4: %s fit (%s, reduced chi2 %.2f, %d points, %.1f s): %s", r.label, r.method, r.chi2_red,
+             r.time.size, r.runtime_s, "; ".join(parts))
+
+
+def _make_figures(white, chans, spec, figdir) -> dict:
+    from ..plotting import lightcurve as pl
+
+    figdir.mkdir(parents=True, exist_ok=True)
+    out = {}
+    if white is not None:
+        out["fig_white_fit"] = pl.plot_lightcurve_fit(white, path=figdir / "white_fit.png")
+        out["fig_white_rms"] = pl.plot_rms_vs_binsize(white, path=figdir / "white_rms_binning.png")
+        if white.samples is not None:
+            out["fig_white_corner"] = pl.plot_corner(white, path=figdir / "white_corner.png")
+    if chans:
+        out["fig_channels"] = pl.plot_channel_fits(chans, path=figdir / "channel_fits.png")
+        out["fig_channel_rms"] = pl.plot_rms_vs_binsize(chans, path=figdir / "channel_rms_binning.png")
+        out["fig_spectrum"] = pl.plot_spectrum(spec, path=figdir / "spectrum.png")
+    for k in list(out):
+        out[k] = Path(out[k]) if out[k] is not None else None
+    return {k: v for k, v in out.items() if v is not None}
+
