@@ -190,7 +190,8 @@ INPUT_KINDS = {
     "uncal": (1, "glob or list of uncal FITS files (segments), e.g. data/*_uncal.fits"),
     "rateints": (2, "glob or list of rateints FITS files (ours or the STScI pipeline's)"),
     "calints": (3, "glob or list of calints FITS files (ours or the STScI pipeline's)"),
-    "lightcurves": (4, "a light-curve table (tsoreduce HDF5/ECSV, or a supported published table)"),
+    "lightcurves": (4, "a light-curve table read by tsoreduce.io.read_lightcurves: ours (HDF5/ECSV), "
+                       "SPARTA-style HDF5 or a Eureka!-style white-light ECSV"),
     "mrs": (3, "MRS cube time series: a mapping validated by tsoreduce.mrs.INPUT_SCHEMA"),
 }
 
@@ -204,8 +205,6 @@ RUN_SCHEMA = {
                     "[1, 2]; the command line --stages/--start-at override it"),
     "plots": Param(True, bool, "write the diagnostic figures of every stage"),
 }
-
-_LIGHTCURVE_FORMATS = ("auto", "tsoreduce", "wasp43b_sparta", "eureka_white")
 
 
 def _import_stage_module(module_name: str, section: str):
@@ -433,12 +432,12 @@ def _validate_input(user, base: Path, check_files: bool) -> dict:
         raise ConfigError("input: expected a mapping with exactly one of "
                           + ", ".join(INPUT_KINDS) + " (and optionally references)")
     kinds = [k for k in user if k in INPUT_KINDS]
-    unknown = [k for k in user if k not in INPUT_KINDS and k not in ("references", "lightcurves_format")]
+    unknown = [k for k in user if k not in INPUT_KINDS and k != "references"]
     if unknown:
         close = difflib.get_close_matches(str(unknown[0]), list(INPUT_KINDS) + ["references"], n=2)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"input.{unknown[0]}: unknown key{hint} Allowed keys here: "
-                          + ", ".join(list(INPUT_KINDS) + ["references", "lightcurves_format"]))
+                          + ", ".join(list(INPUT_KINDS) + ["references"]))
     if len(kinds) != 1:
         raise ConfigError(f"input: give exactly one of {', '.join(INPUT_KINDS)}; got "
                           f"{kinds or 'none'}")
@@ -463,15 +462,8 @@ def _validate_input(user, base: Path, check_files: bool) -> dict:
             raise ConfigError("input.lightcurves: expected one path string")
         out["lightcurves"] = _expand_files(kind, user["lightcurves"], base, check_files)[:1] or [
             _resolve_path(user["lightcurves"], base)]
-        fmt = user.get("lightcurves_format", "auto")
-        if fmt not in _LIGHTCURVE_FORMATS:
-            raise ConfigError(f"input.lightcurves_format: {fmt!r} is not allowed; allowed values: "
-                              + ", ".join(repr(f) for f in _LIGHTCURVE_FORMATS))
-        out["lightcurves_format"] = fmt
     else:
         out[kind] = _expand_files(kind, user[kind], base, check_files)
-    if "lightcurves_format" in user and kind != "lightcurves":
-        raise ConfigError("input.lightcurves_format: only allowed together with input.lightcurves")
     refs = user.get("references") or {}
     if not isinstance(refs, dict) or not all(isinstance(v, str) for v in refs.values()):
         raise ConfigError("input.references: expected a mapping {reftype: path}, e.g. "
@@ -658,8 +650,6 @@ def render_template() -> str:
                        "calints": "'stage2/*_calints.fits'",
                        "lightcurves": "'lightcurves.h5'"}[kind]
             lines.append(f"  # {kind}: {example}  # {doc} (stages {first}-4)")
-    lines.append("  # lightcurves_format: auto  # with input.lightcurves: one of "
-                 + ", ".join(_LIGHTCURVE_FORMATS))
     lines.append("  # references: {linearity: refs/linearity.fits}  # optional reference files "
                  "{reftype: path} for Stage 1 (a simulation supplies its own)")
     for section, (module, doc) in SECTION_MODULES.items():

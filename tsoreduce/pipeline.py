@@ -396,49 +396,18 @@ def _write_lightcurves(path, lc, *, overwrite, provenance):
         raise OverwriteError(f"{path} exists; pass overwrite=True (--force) to replace it")
     lc = lc.replace(meta={**lc.meta, "TSOVER": __version__,
                           "CFGHASH": (provenance or {}).get("config_hash", "")})
-    fn = io.write_lightcurves
-    kwargs = {}
-    params = inspect.signature(fn).parameters
-    if "overwrite" in params:
-        kwargs["overwrite"] = True
-    if "provenance" in params:
-        kwargs["provenance"] = provenance
-    fn(path, lc, **kwargs)
+    io.write_lightcurves(path, lc, overwrite=True)
 
 
-def read_input_lightcurves(path, fmt: str = "auto"):
-    """Read a light-curve table for Stage 4: ours (HDF5/ECSV) or a supported published table.
-
-    ``fmt``: "tsoreduce" (``read_lightcurves``), "wasp43b_sparta" / "eureka_white" (the readers of
-    the shared real tables in ``tsoreduce.io.lightcurves``), or "auto" (tries them in that order).
-    """
-    io = _io()
-    readers = {"tsoreduce": "read_lightcurves", "wasp43b_sparta": "read_sparta_h5",
-               "eureka_white": "read_eureka_white"}
-    order = list(readers) if fmt == "auto" else [fmt]
-    errors = []
-    for f in order:
-        fn = getattr(io, readers[f], None)
-        if fn is None:
-            errors.append(f"{f}: tsoreduce.io has no {readers[f]}()")
-            continue
-        try:
-            return fn(path)
-        except Exception as exc:  # try the next reader in auto mode
-            if fmt != "auto":
-                raise
-            errors.append(f"{f}: {type(exc).__name__}: {exc}")
-    raise ConfigError(f"input.lightcurves: {path} could not be read: " + " | ".join(errors))
-
-
-def run_stage4_files(lightcurves, config: dict | None, outdir, *, plot=True, fmt="auto",
-                     provenance=None, progress=True):
-    """Stage 4: read the light curves (path or LightCurves) and run
+def run_stage4_files(lightcurves, config: dict | None, outdir, *, plot=True, provenance=None,
+                     progress=True):
+    """Stage 4: read the light curves (a path for ``tsoreduce.io.read_lightcurves``: ours, SPARTA-style
+    HDF5 or Eureka!-style ECSV; or a LightCurves) and run
     ``tsoreduce.lightcurve.run_stage4(lc, config, outdir, plot=)``, which writes spectrum.ecsv,
     white_fit.ecsv, chains and figures in ``outdir``.  Returns its Stage4Result."""
     run_stage4 = _stage_function("stage4", "run_stage4")
-    lc = lightcurves if not isinstance(lightcurves, (str, os.PathLike)) else read_input_lightcurves(
-        lightcurves, fmt)
+    lc = lightcurves if not isinstance(lightcurves, (str, os.PathLike)) else _io().read_lightcurves(
+        lightcurves)
     Path(outdir).mkdir(parents=True, exist_ok=True)
     return _call(run_stage4, lc, config, outdir, plot=plot, progress=progress)
 
@@ -594,8 +563,7 @@ def _run_one(config: dict, p: StagePlan, *, force: bool, progress: bool, state: 
                                          overwrite=overwrite, provenance=prov, progress=progress))
     else:
         files, upstream_id = _upstream_products(config, out_dir, 4, state)
-        fmt = config["input"].get("lightcurves_format", "auto") if first_stage(config) == 4 else "tsoreduce"
-        result = run_stage4_files(files[0], config["stage4"], d, plot=config["plots"], fmt=fmt,
+        result = run_stage4_files(files[0], config["stage4"], d, plot=config["plots"],
                                   provenance=prov, progress=progress)
         products = sorted(str(x) for x in d.iterdir() if x.is_file() and not x.name.startswith("."))
         extra = {"result": _result_numbers(result)}
@@ -648,6 +616,21 @@ def _result_numbers(result) -> dict:
 
 def _key_numbers(config: dict, out_dir: Path) -> dict:
     nums: dict = {}
+    m3 = _read_marker(out_dir / STAGE_DIRS[3] / DONE)
+    lcs = [p for p in (m3 or {}).get("products", []) if p.endswith("_lightcurves.h5")]
+    if lcs:
+        import numpy as np
+        try:
+            lc = _io().read_lightcurves(out_dir / STAGE_DIRS[3] / lcs[0])
+            nums["lightcurves.nints"] = int(lc.nints)
+            nums["lightcurves.nchannels"] = int(lc.nchan)
+            if lc.white_flux is not None and lc.nints > 2:
+                w = lc.white_flux[~lc.mask]
+                # point-to-point scatter: robust to the transit and slow trends
+                nums["lightcurves.white_p2p_ppm"] = float(
+                    np.nanmedian(np.abs(np.diff(w))) * 1.4826 / np.sqrt(2) / np.nanmedian(w) * 1e6)
+        except Exception as exc:  # the summary must never fail a finished run
+            log.warning("summary: could not read %s (%s)", lcs[0], exc)
     m4 = _read_marker(out_dir / STAGE_DIRS[4] / DONE)
     if m4:
         nums.update(m4.get("result", {}))
