@@ -520,6 +520,9 @@ def validate_run_config(user: dict, base_dir=".", *, stages=None, check_files: b
         given = user.get(section)
         if section in running:
             cfg[section] = _resolve_section_paths(validate(given, stage_schema(section), section), base)
+            deep = getattr(importlib.import_module(SECTION_MODULES[section][0]), "validate_config", None)
+            if callable(deep):  # a stage's own cross-key checks (e.g. Stage 4 priors), before any work
+                deep(cfg[section])
             continue
         try:
             schema = stage_schema(section)

@@ -211,7 +211,7 @@ def plan(config: dict, stages=None, *, force: bool = False) -> list[StagePlan]:
             done = None  # products made from an older run of the upstream stage
         running = _read_marker(d / RUNNING)
         keep = False
-        existing = [p for p in d.iterdir() if not p.name.startswith(".")] if d.is_dir() else []
+        existing = [f for f in d.rglob("*") if f.is_file() and not f.name.startswith(".")] if d.is_dir() else []
         if force:
             action, reason = ("rerun (--force)" if existing else "run"), ""
         elif done is not None and not upstream_changes:
@@ -219,7 +219,7 @@ def plan(config: dict, stages=None, *, force: bool = False) -> list[StagePlan]:
         elif running is not None and running.get("config_hash") == h:
             action, reason = "resume", "interrupted earlier with the same configuration"
             keep = not upstream_changes
-        elif existing or (d / DONE).exists():
+        elif existing:
             why = ("its upstream stage is re-run now" if upstream_changes else
                    "they were made with another configuration or from an older upstream product")
             raise OverwriteError(
