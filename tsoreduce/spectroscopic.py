@@ -417,7 +417,8 @@ def clean_bad_pixels(rates: RateData, *, space_thresh=10.0, space_halfwidth=3, t
 
     (a) Spatial: on the deep frame M, a pixel is bad when ``|M - med| > space_thresh * s``, with ``med``
     the median of its ``space_halfwidth`` neighbours either side along rows (same column) and ``s``
-    the robust (1.4826 MAD) scatter of ``M - med`` in that column, AND it also deviates by more than
+    the robust (1.4826 MAD) scatter of ``M - med`` over 21 rows of that column (at least the column's
+    overall MAD), AND it also deviates by more than
     ``space_thresh * s / 2`` from the one-sided medians above and below (so a real sharp spectral edge,
     which matches one side, is kept); also every pixel that is non-finite or
     flagged DO_NOT_USE/DEAD/HOT/SATURATED in an integration (there, only in that integration).
@@ -445,8 +446,13 @@ def clean_bad_pixels(rates: RateData, *, space_thresh=10.0, space_halfwidth=3, t
     dbad = ~np.isfinite(deep)[None]
     dmed = _local_median_rows(deep[None], dbad, space_halfwidth)[0]
     resid = deep - dmed
+    # the scatter is measured locally (21 rows along the column): along the trace it grows with the
+    # spectrum's brightness, and a per-column scale would flag the bright part of the trace
+    a = np.abs(np.nan_to_num(resid, nan=0.0))
+    s = 1.4826 * ndimage.median_filter(a, size=(21, 1), mode="nearest")
     with _quiet_nanwarnings():
-        s = 1.4826 * np.nanmedian(np.abs(resid - np.nanmedian(resid, axis=0)), axis=0)
+        floor = 1.4826 * np.nanmedian(np.abs(resid), axis=0)  # per column, for flat (zero-MAD) regions
+    s = np.maximum(s, np.where(np.isfinite(floor), floor, 0.0)[None, :])
     s = np.where(np.isfinite(s) & (s > 0), s, np.inf)
     # a hot pixel deviates from its neighbours on both sides along the dispersion direction; a sharp
     # spectral feature (e.g. the steep short-wavelength cut-off near row 395) agrees with one side
@@ -456,8 +462,8 @@ def clean_bad_pixels(rates: RateData, *, space_thresh=10.0, space_halfwidth=3, t
         dev.append(np.abs(deep - m))
     with _quiet_nanwarnings():
         dev = np.nanmin(np.stack(dev), axis=0)
-    hot = ((np.abs(np.nan_to_num(resid)) > space_thresh * s[None, :])
-           & (np.nan_to_num(dev) > 0.5 * space_thresh * s[None, :]) & ~refcols)
+    hot = ((np.abs(np.nan_to_num(resid)) > space_thresh * s)
+           & (np.nan_to_num(dev) > 0.5 * space_thresh * s) & ~refcols)
     hot |= ~np.isfinite(deep) & ~refcols
     persistent = bad_int.mean(axis=0) > 0.5
     hot_map = hot | persistent
