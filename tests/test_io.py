@@ -14,7 +14,7 @@ from tsoreduce import io
 from tsoreduce.datamodel import DQ, IntTimes, RampData, RateData, SpectraData, dq_has
 from tsoreduce.errors import (EmptyDataError, MissingExtensionError, OverwriteError, ProductError,
                               TruncatedFileError, WrongInstrumentError, WrongSubarrayError)
-from tsoreduce.io import IntTimesReconstructedWarning
+from tsoreduce.io import IntTimesMissingWarning, IntTimesReconstructedWarning
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
 MIRISIM = DATA / "mirisim_ngts10"
@@ -204,6 +204,29 @@ def test_read_autodetects_without_suffix(tmp_path):
         assert io.product_type(tmp_path / ("bare_" + name)) == kind
 
 
+def test_products_without_times_wavelength_and_ascii_headers(tmp_path):
+    rng = np.random.default_rng(12)
+    rate = _rate(rng, wavelength=False).replace(int_times=None)
+    prov = {"config": "wavelength: 5\u201312 \u00b5m  # range\n\tbins: 10", "version": "0.1.0"}
+    p = io.write_rateints(tmp_path / "nt_rateints.fits", rate, provenance=prov)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a product written without times reads back quietly
+        back = io.read_rateints(p)
+    assert back.int_times is None and back.wavelength is None
+    hist = "\n".join(fits.getheader(p)["HISTORY"])
+    assert "\\u2013" in hist and "\\xb5m" in hist and "bins: 10" in hist  # escaped, never lost
+    spec = _spectra(rng).replace(wavelength=None)
+    back = io.read_x1dints(io.write_x1dints(tmp_path / "nw_x1dints.fits", spec))
+    assert back.wavelength is None
+    # a foreign file with an empty INT_TIMES and no EXPSTART: warned, times None
+    with fits.open(p) as h:
+        del h["INT_TIMES"].header["TIMENONE"]
+        del h[0].header["EXPSTART"]
+        h.writeto(tmp_path / "foreign_rateints.fits")
+    with pytest.warns(IntTimesMissingWarning, match="EXPSTART"):
+        assert io.read_rateints(tmp_path / "foreign_rateints.fits").int_times is None
+
+
 # ---------------------------------------------------------------------------------- overwrite / atomic
 def test_overwrite_rules_and_atomicity(tmp_path, monkeypatch):
     rng = np.random.default_rng(6)
@@ -312,6 +335,8 @@ def test_bad_subarray(tmp_path, good_rateints):
               lambda h: setattr(h["SCI"], "data", h["SCI"].data[0]))
     with pytest.raises(WrongSubarrayError, match="expected 3-D"):
         io.read_rateints(p)
+    with pytest.raises(WrongSubarrayError, match="2-D"):
+        io.read(p)
 
 
 def test_missing_extensions(tmp_path, good_rateints):
@@ -333,7 +358,7 @@ def test_missing_extensions(tmp_path, good_rateints):
 
 def test_truncated_file(tmp_path, good_rateints):
     raw = good_rateints.read_bytes()
-    for frac in (0.5, 0.97):
+    for frac in (0.001, 0.5, 0.97):  # inside the primary header, in SCI, in a later extension
         p = tmp_path / f"cut{frac}_rateints.fits"
         p.write_bytes(raw[: int(len(raw) * frac)])
         with pytest.raises(TruncatedFileError) as e:

@@ -62,7 +62,7 @@ from ..reference import SUBARRAY_NAME, SUBARRAY_SHAPE
 __all__ = [
     "read", "read_uncal", "read_rateints", "read_calints", "read_x1dints", "read_segments",
     "write_uncal", "write_rateints", "write_calints", "write_x1dints",
-    "reconstruct_int_times", "IntTimesReconstructedWarning", "product_type",
+    "reconstruct_int_times", "IntTimesReconstructedWarning", "IntTimesMissingWarning", "product_type",
     "DEFAULT_EXP_TYPES", "INT_TIMES_COLUMNS",
 ]
 
@@ -93,6 +93,10 @@ class IntTimesReconstructedWarning(UserWarning):
     """A product's INT_TIMES table was empty or absent; times were rebuilt from header keywords."""
 
 
+class IntTimesMissingWarning(UserWarning):
+    """A product has no usable INT_TIMES and its header cannot rebuild them: ``int_times`` is None."""
+
+
 # ----------------------------------------------------------------------------------------- opening
 def _open(path, *, what: str) -> fits.HDUList:
     """Open ``path`` read-only, all HDUs loaded lazily, after checking the file is complete.
@@ -107,6 +111,13 @@ def _open(path, *, what: str) -> fits.HDUList:
             warnings.simplefilter("always")
             hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
     except (OSError, ValueError, TypeError, IndexError) as exc:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            looks_fits = fh.read(9) == b"SIMPLE  ="
+        if looks_fits and size % 2880:
+            # FITS files are whole 2880-byte blocks: a broken one of odd length was cut short
+            raise TruncatedFileError(path, f"{what}: unreadable and {size} bytes long, not a multiple of "
+                                     f"2880 (interrupted download or copy?): {exc}") from exc
         raise ProductError(path, f"{what}: not a readable FITS file ({exc})") from exc
     if any("truncated" in str(w.message).lower() for w in caught):
         hdul.close()
@@ -305,9 +316,14 @@ def reconstruct_int_times(meta: dict, nints: int, *, path=None, warn: bool = Tru
 
 
 def _read_int_times(path, hdul, nints, meta):
+    if "INT_TIMES" in hdul and hdul["INT_TIMES"].header.get("TIMENONE", False):
+        return None  # written by us from a product that had no times: nothing to rebuild
     t = _int_times_from_table(path, hdul, nints, meta)
     if t is None:
-        t = reconstruct_int_times(meta, nints, path=path)
+        try:
+            t = reconstruct_int_times(meta, nints, path=path)
+        except ProductError as exc:
+            warnings.warn(f"{exc}; int_times set to None", IntTimesMissingWarning, stacklevel=3)
     return t
 
 
@@ -319,8 +335,10 @@ def _int_times_hdu(t: IntTimes | None) -> fits.BinTableHDU:
         cols = [fits.Column(name=c, format="J" if c == "integration_number" else "D",
                             array=getattr(t, f)) for c, f in zip(INT_TIMES_COLUMNS, _INT_TIMES_FIELDS)]
     hdu = fits.BinTableHDU.from_columns(cols, name="INT_TIMES")
-    if t is not None and t.reconstructed:
-        hdu.header["TIMERECO"] = (True, "times rebuilt from header keywords (tsoreduce)")
+    if t is None:
+        hdu.header["TIMENONE"] = (True, "product had no int. times (tsoreduce)")
+    elif t.reconstructed:
+        hdu.header["TIMERECO"] = (True, "times rebuilt from keywords (tsoreduce)")
     return hdu
 
 
@@ -333,7 +351,9 @@ def _header_value(value):
     if isinstance(value, (float, np.floating)):
         return float(value)
     if isinstance(value, str):
-        return value
+        # FITS headers hold printable ASCII only: escape the rest (e.g. "µm" in config comments)
+        value = value.replace("\t", " ").encode("ascii", "backslashreplace").decode("ascii")
+        return "".join(c if 32 <= ord(c) < 127 or c == "\n" else " " for c in value)
     return None
 
 
@@ -344,9 +364,14 @@ def _set_key(header, key, value):
         return
     if isinstance(v, float) and not np.isfinite(v):
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", fits.verify.VerifyWarning)  # HIERARCH for long keys is intended
-        header[key if len(key) <= 8 else f"HIERARCH {key}"] = v
+    if isinstance(v, str):
+        v = v.replace("\n", " ")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fits.verify.VerifyWarning)  # HIERARCH for long keys is intended
+            header[key if len(key) <= 8 else f"HIERARCH {key}"] = v
+    except ValueError as exc:
+        log.warning("meta[%r] cannot be written as a FITS keyword (%s); skipped", key, exc)
 
 
 def _headers(product, kind: str, provenance: dict | None, units: str | None, path):
@@ -625,6 +650,8 @@ def read_x1dints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES) -> SpectraData:
         _check_not_empty(path, flux, what=what, name="FLUX")
         if wave is not None and np.array_equal(wave, wave[:1].repeat(len(wave), 0), equal_nan=True):
             wave = wave[0]
+        if wave is not None and not np.isfinite(wave).any():
+            wave = None  # our writer stores a missing wavelength as NaN
         aux = {}
         if "TSO_AUX" in hdul:
             aux = {c: np.array(hdul["TSO_AUX"].data[c], np.float64) for c in hdul["TSO_AUX"].columns.names}
@@ -668,6 +695,9 @@ def product_type(path) -> str:
                 return "uncal"
             if nd == 3:
                 return "calints" if "WAVELENGTH" in hdul else "rateints"
+            if nd == 2:
+                raise WrongSubarrayError(path, "SCI is 2-D (a _rate/_cal image averaged over "
+                                         "integrations); time series need rateints/calints")
         raise ProductError(path, "cannot tell the product type (no TSOPROD, known file suffix, DATAMODL, "
                            "EXTRACT1D table or 3/4-D SCI extension)")
 
