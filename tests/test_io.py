@@ -207,7 +207,8 @@ def test_read_autodetects_without_suffix(tmp_path):
 def test_products_without_times_wavelength_and_ascii_headers(tmp_path):
     rng = np.random.default_rng(12)
     rate = _rate(rng, wavelength=False).replace(int_times=None)
-    prov = {"config": "wavelength: 5\u201312 \u00b5m  # range\n\tbins: 10", "version": "0.1.0"}
+    prov = {"config": "wavelength: 5\u201312 \u00b5m  # range\n\tbins: 10", "version": "0.1.0",
+            "config_hash": "0123456789abcdef" * 4, "stage": 2, "extra": {"nested": 1}}
     p = io.write_rateints(tmp_path / "nt_rateints.fits", rate, provenance=prov)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a product written without times reads back quietly
@@ -215,6 +216,9 @@ def test_products_without_times_wavelength_and_ascii_headers(tmp_path):
     assert back.int_times is None and back.wavelength is None
     hist = "\n".join(fits.getheader(p)["HISTORY"])
     assert "\\u2013" in hist and "\\xb5m" in hist and "bins: 10" in hist  # escaped, never lost
+    assert "extra: {'nested': 1}" in hist
+    meta = io.read_rateints(p).meta
+    assert meta["TSO CONFIG_HASH"] == "0123456789abcdef" * 4 and meta["TSO STAGE"] == 2
     spec = _spectra(rng).replace(wavelength=None)
     back = io.read_x1dints(io.write_x1dints(tmp_path / "nw_x1dints.fits", spec))
     assert back.wavelength is None

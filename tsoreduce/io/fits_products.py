@@ -357,21 +357,30 @@ def _header_value(value):
     return None
 
 
-def _set_key(header, key, value):
+def _set_key(header, key, value, *, quiet=False) -> bool:
+    """Set one keyword (HIERARCH for names > 8 characters); False when it cannot be a FITS card."""
     v = _header_value(value)
     if v is None:
         log.debug("meta[%r] of type %s is not a header value; not written", key, type(value).__name__)
-        return
+        return False
     if isinstance(v, float) and not np.isfinite(v):
-        return
+        return False
     if isinstance(v, str):
         v = v.replace("\n", " ")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", fits.verify.VerifyWarning)  # HIERARCH for long keys is intended
-            header[key if len(key) <= 8 else f"HIERARCH {key}"] = v
-    except ValueError as exc:
-        log.warning("meta[%r] cannot be written as a FITS keyword (%s); skipped", key, exc)
+            card = fits.Card(key if len(key) <= 8 else f"HIERARCH {key}", v)
+            card.image  # noqa: B018 -- formats (and validates) the card now
+            if card.keyword in header:
+                header[card.keyword] = v  # e.g. 'ngroups' and 'NGROUPS' in meta: the last one wins
+            else:
+                header.append(card)
+    except (ValueError, fits.verify.VerifyError) as exc:
+        if not quiet:
+            log.warning("meta[%r] cannot be written as a FITS keyword (%s); skipped", key, exc)
+        return False
+    return True
 
 
 def _headers(product, kind: str, provenance: dict | None, units: str | None, path):
@@ -403,10 +412,8 @@ def _headers(product, kind: str, provenance: dict | None, units: str | None, pat
             if isinstance(v1, str) and ("\n" in v1 or len(v1) > 60):
                 for line in v1.splitlines() or [""]:
                     primary.add_history(f"{k}: {line}")
-            elif v1 is not None:
-                _set_key(primary, f"TSO {str(k).upper()}", v1)
-            else:
-                primary.add_history(f"{k}: {v!r}")
+            elif v1 is None or not _set_key(primary, f"TSO {str(k).upper()}", v1, quiet=True):
+                primary.add_history(f"{k}: {v1 if v1 is not None else _header_value(repr(v))}")
     return primary, sci
 
 
