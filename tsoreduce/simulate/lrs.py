@@ -838,15 +838,39 @@ def simulate_lrs_rateints(cfg: LRSSimConfig | None = None):
     return rates, truth
 
 
-def write_lrs_simulation(cfg: LRSSimConfig, outdir, *, overwrite: bool = False) -> dict:
-    """Write a simulation to ``outdir``; see :mod:`tsoreduce.simulate._lrs_files`."""
-    from ._lrs_files import write_simulation
+def write_lrs_simulation(cfg: LRSSimConfig | None, outdir, *, overwrite: bool = False,
+                         spectrum_edges_um=None) -> dict:
+    """Simulate (:func:`simulate_lrs`) and write the result to ``outdir`` (created if needed).
 
-    return write_simulation(cfg, outdir, simulate_lrs, overwrite=overwrite)
+    Files
+    -----
+    * uncal segments named like JWST's, ``jw00000001001_01101_00001-seg001_mirimage_uncal.fits``
+      (no ``-segNNN`` for an unsegmented exposure), via :func:`tsoreduce.io.write_uncal`;
+    * ``simulation_truth.npz`` (read back with :func:`load_lrs_truth`);
+    * ``injected_spectrum.ecsv``: :meth:`LRSTruth.injected_spectrum` for ``spectrum_edges_um``
+      (default 5-12 um in 0.5 um bins);
+    * ``references/tsoreduce_sim_miri_{linearity,dark,gain,readnoise,saturation}.fits``: CRDS-layout
+      reference files equal to the injected detector properties (loadable with
+      ``tsoreduce.reference.load_linearity`` etc.).
+
+    Returns
+    -------
+    dict(uncal=[Path, ...], truth=Path, spectrum=Path, references={reftype: Path}).
+
+    Raises :class:`~tsoreduce.errors.OverwriteError` if a target file exists and ``overwrite`` is False
+    (checked before simulating).
+    """
+    from ._lrs_files import DEFAULT_SPECTRUM_EDGES_UM, write_simulation
+
+    cfg = LRSSimConfig() if cfg is None else cfg
+    edges = DEFAULT_SPECTRUM_EDGES_UM if spectrum_edges_um is None else spectrum_edges_um
+    return write_simulation(cfg, outdir, simulate_lrs, overwrite=overwrite, spectrum_edges_um=edges)
 
 
 def load_lrs_truth(path) -> LRSTruth:
-    """Read a truth file written by :func:`write_lrs_simulation` (``.npz``)."""
+    """Read the ``simulation_truth.npz`` written by :func:`write_lrs_simulation`.
+
+    Raises FileNotFoundError if absent, ValueError if the file is not an LRS truth file."""
     from ._lrs_files import load_truth
 
     return load_truth(path)

@@ -1,0 +1,229 @@
+"""Files of an LRS simulation: uncal segments, truth (.npz), injected spectrum (ECSV) and CRDS-format
+reference files that match the truth (linearity, dark, gain, readnoise, saturation).
+
+Private helpers of :mod:`tsoreduce.simulate.lrs` (public entry points: ``write_lrs_simulation`` and
+``load_lrs_truth``).  Every file is written atomically (temporary file in the target folder, then
+``os.replace``) and an existing file is never replaced unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .. import reference as ref
+from ..datamodel import DQ
+from ..errors import OverwriteError, ReferenceFileError
+
+log = logging.getLogger(__name__)
+
+#: default bins of the injected-spectrum table: 5-12 um in 0.5 um (the binning of Bell et al. 2024)
+DEFAULT_SPECTRUM_EDGES_UM = tuple(np.round(np.arange(5.0, 12.0001, 0.5), 3))
+
+_ARRAY_FIELDS = ("wavelength", "rp_rs", "star_spectrum", "trace_x", "trace_sigma", "trace_width_scale",
+                 "rate_star", "rate_background", "transit_lc", "settling", "white_flux", "times_bjd_tdb",
+                 "cosmic_rays", "nonlinearity_coeffs", "dark", "bias", "gain", "read_noise_dn",
+                 "saturation_dn")
+_DICT_FIELDS = ("transit", "rscd", "config")
+
+
+def _check_new(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise OverwriteError(f"{path}: file exists; pass overwrite=True to replace it")
+
+
+def _atomic(path: Path, write) -> Path:
+    """Call ``write(tmp_path)`` then move the temporary file onto ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        return obj.item()
+    return obj
+
+
+def save_truth(truth, path, *, overwrite: bool = False) -> Path:
+    """Write an :class:`LRSTruth` to ``path`` (``.npz``: arrays as-is, dicts as JSON strings)."""
+    path = Path(path)
+    _check_new(path, overwrite)
+    arrays = {name: np.asarray(getattr(truth, name)) for name in _ARRAY_FIELDS}
+    for key in ("frequencies", "amplitudes", "phases"):
+        arrays[f"emi_{key}"] = np.asarray(truth.emi[key], float)
+    for name in _DICT_FIELDS:
+        arrays[f"json_{name}"] = np.array(json.dumps(_jsonable(getattr(truth, name))))
+    arrays["format"] = np.array("tsoreduce LRS truth v1")
+
+    def write(tmp):
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    return _atomic(path, write)
+
+
+def load_truth(path):
+    """Read a truth ``.npz`` written by :func:`save_truth`; returns :class:`LRSTruth`.
+
+    Raises :class:`FileNotFoundError` if absent and ``ValueError`` if it is not an LRS truth file."""
+    from .lrs import LRSTruth
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: truth file does not exist")
+    with np.load(path, allow_pickle=False) as z:
+        if "format" not in z.files or not str(z["format"]).startswith("tsoreduce LRS truth"):
+            raise ValueError(f"{path}: not a tsoreduce LRS truth file")
+        kw = {name: z[name] for name in _ARRAY_FIELDS}
+        kw["emi"] = {key: z[f"emi_{key}"] for key in ("frequencies", "amplitudes", "phases")}
+        for name in _DICT_FIELDS:
+            kw[name] = json.loads(str(z[f"json_{name}"]))
+    return LRSTruth(**kw)
+
+
+# ------------------------------------------------------------------------------------------------
+# CRDS-format reference files
+# ------------------------------------------------------------------------------------------------
+def _ref_primary(reftype: str, description: str, meta: dict):
+    from astropy.io import fits
+
+    h = fits.Header()
+    h["REFTYPE"] = reftype
+    h["INSTRUME"] = "MIRI"
+    h["DETECTOR"] = "MIRIMAGE"
+    h["SUBARRAY"] = ref.SUBARRAY_NAME
+    h["SUBSTRT1"] = ref.SUBSTRT1
+    h["SUBSTRT2"] = ref.SUBSTRT2
+    h["SUBSIZE1"] = ref.SUBARRAY_SHAPE[1]
+    h["SUBSIZE2"] = ref.SUBARRAY_SHAPE[0]
+    h["READPATT"] = "FAST"
+    h["EXP_TYPE"] = "MIR_LRS-SLITLESS"
+    h["PEDIGREE"] = "SIMULATION"
+    h["USEAFTER"] = "2022-01-01T00:00:00"
+    h["AUTHOR"] = "tsoreduce.simulate"
+    h["DESCRIP"] = description[:68]
+    for k in ("NGROUPS", "SIMSEED"):
+        if k in meta:
+            h[k] = meta[k]
+    h.add_history("Matches the truth of a tsoreduce LRS simulation exactly.")
+    return h
+
+
+def _write_ref(path: Path, reftype: str, description: str, meta: dict, ext: str, data,
+               dq=None, *, overwrite: bool) -> Path:
+    from astropy.io import fits
+
+    _check_new(path, overwrite)
+    hdus = [fits.PrimaryHDU(header=_ref_primary(reftype, description, meta)),
+            fits.ImageHDU(np.ascontiguousarray(data, np.float32 if ext != "COEFFS" else np.float64),
+                          name=ext)]
+    if dq is not None:
+        hdus.append(fits.ImageHDU(np.ascontiguousarray(dq, np.uint32), name="DQ"))
+    hdul = fits.HDUList(hdus)
+    return _atomic(path, lambda tmp: hdul.writeto(tmp, overwrite=True))
+
+
+def write_reference_files(truth, cfg, refdir, meta: dict, *, overwrite: bool = False) -> dict:
+    """CRDS-layout MIRI reference files equal to what was injected.
+
+    * linearity: COEFFS float64 ``(ncoeffs, 416, 72)`` (corrected = sum_k c_k raw**k) + DQ.
+    * dark: SCI float32 ``(ngroups, 416, 72)`` DN = dark rate x (g + 1) x TFRAME (group g holds g + 1
+      frames) plus the flux-independent part of the RSCD transient ``-A0 (1 - exp(-g / tau))`` when
+      RSCD is on (a MIRI dark exposure shows it too; anchors.md 2.2); DQ HOT (2048) where the dark rate
+      exceeds 5x the median.
+    * gain (e-/DN), readnoise (DN per read), saturation (DN): SCI float32 ``(416, 72)`` (+ DQ zeros).
+
+    Returns ``{reftype: Path}`` (lower-case reftypes).
+    """
+    refdir = Path(refdir)
+    refdir.mkdir(parents=True, exist_ok=True)
+    shape = ref.SUBARRAY_SHAPE
+    ng = cfg.ngroups
+    g = np.arange(ng, dtype=float)
+    dark_cube = truth.dark[None] * ((g + 1.0) * cfg.tframe)[:, None, None]
+    if truth.rscd.get("enabled"):
+        dark_cube = dark_cube - (truth.rscd["amplitude_dn"]
+                                 * (1.0 - np.exp(-g / truth.rscd["tau_groups"])))[:, None, None]
+    med = np.median(truth.dark)
+    dark_dq = np.where(truth.dark > 5 * med, DQ.HOT, 0).astype(np.uint32) if med > 0 else \
+        np.zeros(shape, np.uint32)
+    zero_dq = np.zeros(shape, np.uint32)
+    name = lambda t: refdir / f"tsoreduce_sim_miri_{t}.fits"  # noqa: E731
+    out = {
+        "linearity": _write_ref(name("linearity"), "LINEARITY", "simulated linearity (truth)", meta,
+                                "COEFFS", truth.nonlinearity_coeffs, zero_dq, overwrite=overwrite),
+        "dark": _write_ref(name("dark"), "DARK", "simulated dark + RSCD base (truth)", meta, "SCI",
+                           dark_cube, dark_dq, overwrite=overwrite),
+        "gain": _write_ref(name("gain"), "GAIN", "simulated gain e-/DN (truth)", meta, "SCI", truth.gain,
+                           overwrite=overwrite),
+        "readnoise": _write_ref(name("readnoise"), "READNOISE", "simulated read noise DN/read (truth)",
+                                meta, "SCI", truth.read_noise_dn, zero_dq, overwrite=overwrite),
+        "saturation": _write_ref(name("saturation"), "SATURATION", "simulated saturation DN (truth)", meta,
+                                 "SCI", truth.saturation_dn, zero_dq, overwrite=overwrite),
+    }
+    # the references must load through the project's own loaders, cut to the data's subarray
+    for reftype, path in out.items():
+        if ref.find_reference(reftype, path=path) is None:  # pragma: no cover - find_reference raises
+            raise ReferenceFileError(f"{path}: written {reftype} reference cannot be found")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+def uncal_name(segment: int, nsegments: int) -> str:
+    """JWST-style uncal file name, e.g. ``jw00000001001_01101_00001-seg001_mirimage_uncal.fits``
+    (segment suffix only when the exposure is segmented, as for JWST)."""
+    seg = f"-seg{segment + 1:03d}" if nsegments > 1 else ""
+    return f"jw00000001001_01101_00001{seg}_mirimage_uncal.fits"
+
+
+def write_simulation(cfg, outdir, simulate, *, overwrite: bool = False,
+                     spectrum_edges_um=DEFAULT_SPECTRUM_EDGES_UM) -> dict:
+    """Simulate with ``simulate(cfg)`` and write everything to ``outdir`` (created if needed).
+
+    Returns dict(uncal=[Path per segment], truth=Path (.npz), spectrum=Path (ECSV),
+    references={reftype: Path}).  Raises OverwriteError if a file exists and not ``overwrite``.
+    """
+    from ..io import write_uncal
+
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    uncal_paths = [outdir / uncal_name(s, cfg.nsegments) for s in range(cfg.nsegments)]
+    truth_path = outdir / "simulation_truth.npz"
+    spec_path = outdir / "injected_spectrum.ecsv"
+    if not overwrite:
+        for p in uncal_paths + [truth_path, spec_path]:
+            _check_new(p, overwrite)
+    sim = simulate(cfg)
+    provenance = {"simulator": "tsoreduce.simulate.lrs", "seed": int(cfg.seed),
+                  "config": json.dumps(_jsonable(cfg.to_dict()))}
+    for path, seg in zip(uncal_paths, sim.segments):
+        write_uncal(path, seg, overwrite=overwrite, provenance=provenance)
+    save_truth(sim.truth, truth_path, overwrite=overwrite)
+    table = sim.truth.injected_spectrum(np.asarray(spectrum_edges_um, float))
+    table.meta["seed"] = int(cfg.seed)
+    _check_new(spec_path, overwrite)
+    _atomic(spec_path, lambda tmp: table.write(tmp, format="ascii.ecsv", overwrite=True))
+    refs = write_reference_files(sim.truth, cfg, outdir / "references", sim.segments[0].meta,
+                                 overwrite=overwrite)
+    log.info("wrote LRS simulation to %s: %d uncal segment(s), truth, spectrum, %d reference files",
+             outdir, len(uncal_paths), len(refs))
+    return dict(uncal=uncal_paths, truth=truth_path, spectrum=spec_path, references=refs)
