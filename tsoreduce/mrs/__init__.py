@@ -10,9 +10,13 @@ Method notes: /work/shared/research/mrs.md (sections cited in each function).
 
 from .apertures import *  # noqa: F401,F403
 from .apertures import __all__ as _ap_all
+from .bands import *  # noqa: F401,F403
+from .bands import __all__ as _bd_all
 from .cubes import *  # noqa: F401,F403
 from .cubes import __all__ as _cu_all
 from .photometry import *  # noqa: F401,F403
 from .photometry import __all__ as _ph_all
+from .runner import *  # noqa: F401,F403
+from .runner import __all__ as _rn_all
 
-__all__ = list(_ap_all) + list(_cu_all) + list(_ph_all)
+__all__ = list(_ap_all) + list(_bd_all) + list(_cu_all) + list(_ph_all) + list(_rn_all)

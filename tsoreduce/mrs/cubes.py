@@ -190,6 +190,9 @@ def cube_wavelengths(sci_header, hdul=None, path="<memory>") -> np.ndarray:
     naxis = int(sci_header.get("NAXIS", 0))
     nwave = int(sci_header.get("NAXIS3", 0)) if naxis >= 3 else 0
     ctype3 = str(sci_header.get("CTYPE3", "")).strip().upper()
+    if ctype3 and not ctype3.startswith("WAVE"):
+        raise MalformedCubeError(path, f"CTYPE3 = {ctype3!r}: axis 3 is not a wavelength axis "
+                                       "(expected 'WAVE' or 'WAVE-TAB')")
     if hdul is not None and "WCS-TABLE" in hdul:
         tab = hdul["WCS-TABLE"].data
         names = [n.lower() for n in tab.columns.names]
@@ -327,7 +330,7 @@ def _read_one(path):
             for k in ("BUNIT", "CDELT1", "CDELT2", "CTYPE3", "PIXAR_SR", "PIXAR_A2"):
                 if k in sci_h:
                     meta[k] = sci_h[k]
-    except (OSError, TypeError, IndexError) as exc:  # astropy raises these on a cut-short file
+    except (OSError, TypeError, IndexError, ValueError) as exc:  # astropy's errors on a cut-short file
         if isinstance(exc, FileNotFoundError):
             raise
         raise TruncatedFileError(path, f"cannot read the FITS data ({exc}); the file may be truncated"

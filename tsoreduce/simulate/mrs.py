@@ -216,9 +216,9 @@ def simulate_mrs_cubes(cfg: MRSSimConfig | None = None):
             data[:, :, edge] = np.nan
             err[:, :, edge] = np.nan
             dq[:, :, edge] = DQ.DO_NOT_USE | DQ.NON_SCIENCE
-        if cfg.flicker and cfg.flicker_integrations:
+        ints = np.asarray([i for i in cfg.flicker_integrations if 0 <= i < cfg.nints], int)
+        if cfg.flicker and ints.size:  # integrations beyond nints are ignored (short test runs)
             flick = (int(round(yc0)) + cfg.flicker_offset[1], int(round(xc0)) + cfg.flicker_offset[0])
-            ints = np.asarray(cfg.flicker_integrations, int)
             data[ints, :, flick[0], flick[1]] = np.nan
             err[ints, :, flick[0], flick[1]] = np.nan
             dq[ints, :, flick[0], flick[1]] = DQ.DO_NOT_USE

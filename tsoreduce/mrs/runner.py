@@ -1,0 +1,316 @@
+"""The MRS branch as a stage: config schema, cubes -> (SpectraData, LightCurves), and the run entry.
+
+``run_mrs`` replaces Stage 3 for MRS input: it reads (or simulates) the cubes, extracts every band
+with :func:`~tsoreduce.mrs.photometry.extract_cube_photometry`, joins the bands
+(:func:`~tsoreduce.mrs.bands.combine_bands`) and builds band-aware light curves
+(:func:`~tsoreduce.mrs.bands.mrs_light_curves`) that Stage 4 (``tsoreduce.lightcurve.run_stage4``)
+fits unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Param, validate
+from ..datamodel import LightCurves, SpectraData
+from ..errors import ConfigError, OverwriteError
+from .bands import combine_bands, mrs_light_curves, stitch_spectrum, band_labels_of
+from .cubes import CubeSeries, read_cube_bands
+from .photometry import collapsed_image, extract_cube_photometry
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CONFIG_SCHEMA", "INPUT_SCHEMA", "extract_cube_timeseries", "run_mrs"]
+
+CONFIG_SCHEMA = {
+    "centre": {
+        "method": Param("moment", str, "fixed aperture centre: 'moment' (iterated first moment) or "
+                        "'gaussian' (2-D Gaussian fit) on the time- and wavelength-collapsed, background-"
+                        "subtracted image, or 'fixed' (use xy)", choices=("moment", "gaussian", "fixed")),
+        "xy": Param(None, list, "[x, y] centre in 0-based spaxels (method 'fixed'; one pair used for "
+                    "every band)", nullable=True, item_type=(int, float)),
+        "track": Param(True, bool, "measure per-integration centroids as decorrelation regressors"),
+    },
+    "aperture": {
+        "k_fwhm": Param(2.0, float, "aperture radius in FWHM(lambda) = 0.033 lambda + 0.106 arcsec "
+                        "(Law et al. 2023; 2 as the STScI MRS reference)", min=0.25, max=6.0),
+        "overlap": Param("exact", str, "circle-spaxel overlap: 'exact' or 'subpixel'",
+                         choices=("exact", "subpixel")),
+        "subpixels": Param(21, int, "samples per spaxel side for 'subpixel'", min=1, max=101),
+    },
+    "background": {
+        "subtract": Param(True, bool, "subtract the annulus background"),
+        "k_in": Param(2.5, float, "annulus inner radius in FWHM(lambda)", min=0.5, max=10.0),
+        "k_out": Param(3.5, float, "annulus outer radius in FWHM(lambda)", min=0.6, max=12.0),
+        "model": Param("mean", str, "'mean' (sigma-clipped mean SB of the annulus) or 'plane' (tilted "
+                       "plane fitted to the annulus: exact for background gradients)",
+                       choices=("mean", "plane")),
+        "sigma": Param(3.0, float, "sigma-clipping threshold in the annulus (0 = no clipping)",
+                       min=0.0, max=20.0),
+        "maxiters": Param(5, int, "sigma-clipping iterations", min=1, max=50),
+    },
+    "mask": {
+        "mode": Param("union", str, "bad spaxels held fixed in time: 'union' (bad in any integration -> "
+                      "out of the aperture in all), 'fill' (scaled time-median PSF), or "
+                      "'per_integration' (pipeline behaviour; fakes dips when a core spaxel flickers)",
+                      choices=("union", "fill", "per_integration")),
+    },
+    "apcorr": {
+        "method": Param("none", str, "aperture correction: 'none', analytic 'gaussian' / 'airy', or "
+                        "'table' (columns wavelength, apcorr)", choices=("none", "gaussian", "airy", "table")),
+        "table": Param(None, str, "aperture-correction table (ECSV/CSV/FITS) for method 'table'",
+                       nullable=True),
+    },
+    "errors": {
+        "covar_scale": Param(1.0, float, "multiplies the propagated errors (drizzle covariance, "
+                             "Law et al. 2023: ~1.5-3)", min=0.1, max=10.0),
+    },
+    "lightcurves": {
+        "channels": Param("width", str, "channels inside each band: 'width' (bin_width um bins), 'nbins' "
+                          "(nbins per band), 'band' (one per band) or 'native' (every plane); bands are "
+                          "never mixed", choices=("width", "nbins", "band", "native")),
+        "bin_width": Param(0.1, float, "channel width (um) for channels = 'width'", min=1e-4),
+        "nbins": Param(4, int, "channels per band for channels = 'nbins'", min=1),
+        "normalise": Param(True, bool, "divide each light curve by its baseline median"),
+        "baseline_ints": Param(None, list, "baseline integrations as [start, stop) pairs (0-based, "
+                               "flat list); null -> all", nullable=True, item_type=int, min=0),
+    },
+    "stitch": {
+        "method": Param("median_ratio", str, "stitching of the time-median spectrum for display: "
+                        "'median_ratio' or 'inverse_variance'", choices=("median_ratio", "inverse_variance")),
+        "reference": Param(None, str, "band the others are scaled to (median_ratio); null -> reddest",
+                           nullable=True),
+    },
+    "chunk_planes": Param(64, int, "wavelength planes processed together (memory bound)", min=1),
+}
+
+_SIM_KEYS = {
+    "nints": Param(40, int, "integrations", min=3),
+    "bands": Param(["1A"], list, "MRS sub-bands to simulate, e.g. [1A, 2A]", item_type=str),
+    "nwave": Param(12, int, "planes per band", min=2),
+    "integration_time_s": Param(360.0, float, "integration duration (s)", min=1.0),
+    "flux_jy": Param(0.1, float, "source flux density at 5 um (Jy)", min=0.0),
+    "rp_rs": Param(0.1, float, "planet-to-star radius ratio at 5 um", min=0.0, max=0.5),
+    "rp_rs_slope": Param(0.0, float, "d(Rp/Rs)/d(lambda) per um"),
+    "jitter_spaxels": Param(0.0, float, "pointing jitter rms (spaxels)", min=0.0),
+    "noise": Param(True, bool, "add Gaussian noise"),
+    "flicker": Param(True, bool, "a core spaxel NaN in two integrations"),
+    "hot_spaxel": Param(True, bool, "a hot spaxel in the annulus"),
+    "seed": Param(0, int, "random seed"),
+}
+
+INPUT_SCHEMA = {
+    "cubes": Param(None, (str, list), "s3d cube files: a path, glob or list (one file per integration "
+                   "or 4-D stacks; several bands allowed)", nullable=True),
+    "simulate": dict({"enabled": Param(False, bool, "simulate cubes instead of reading files")},
+                     **_SIM_KEYS),
+    "write_cubes": Param(True, bool, "simulated cubes are written as s3d files under <outdir>/cubes and "
+                         "read back (exercises the reader)"),
+    "layout": Param("per_integration", str, "file layout of written simulated cubes",
+                    choices=("per_integration", "stack")),
+}
+
+
+def _photometry_kwargs(cfg: dict) -> dict:
+    c = cfg
+    apc = c["apcorr"]["method"]
+    if apc == "table":
+        if not c["apcorr"]["table"]:
+            raise ConfigError("mrs.apcorr.table: method 'table' needs a table path")
+        apc = c["apcorr"]["table"]
+    if c["centre"]["method"] == "fixed" and not c["centre"]["xy"]:
+        raise ConfigError("mrs.centre.xy: method 'fixed' needs [x, y]")
+    if c["background"]["subtract"] and not (c["aperture"]["k_fwhm"] <= c["background"]["k_in"]
+                                           < c["background"]["k_out"]):
+        raise ConfigError("mrs.background: need aperture.k_fwhm <= k_in < k_out, got "
+                          f"{c['aperture']['k_fwhm']}, {c['background']['k_in']}, "
+                          f"{c['background']['k_out']}")
+    return dict(centre=c["centre"]["xy"] if c["centre"]["method"] == "fixed" else None,
+                centre_method=c["centre"]["method"] if c["centre"]["method"] != "fixed" else "moment",
+                track_centroids=c["centre"]["track"], k_ap=c["aperture"]["k_fwhm"],
+                overlap=c["aperture"]["overlap"], subpixels=c["aperture"]["subpixels"],
+                subtract_background=c["background"]["subtract"], k_in=c["background"]["k_in"],
+                k_out=c["background"]["k_out"], bkg_model=c["background"]["model"],
+                bkg_sigma=c["background"]["sigma"], bkg_maxiters=c["background"]["maxiters"],
+                mask_mode=c["mask"]["mode"], apcorr=apc, covar_scale=c["errors"]["covar_scale"],
+                chunk_planes=c["chunk_planes"])
+
+
+def _as_bands(cubes) -> dict:
+    if isinstance(cubes, CubeSeries):
+        return {cubes.band: cubes}
+    if isinstance(cubes, dict):
+        return dict(cubes)
+    if isinstance(cubes, (list, tuple)) and cubes and all(isinstance(c, CubeSeries) for c in cubes):
+        return {c.band: c for c in cubes}
+    return read_cube_bands(cubes)
+
+
+def extract_cube_timeseries(cubes, config: dict | None = None, *, progress: bool = False):
+    """MRS cubes -> (SpectraData, LightCurves), the same products as Stage 3.
+
+    Parameters
+    ----------
+    cubes : :class:`CubeSeries`, dict / list of them (one per band), or path(s) / glob(s) of s3d files
+        (read with :func:`~tsoreduce.mrs.cubes.read_cube_bands`).
+    config : the ``mrs`` section (validated against :data:`CONFIG_SCHEMA`; None -> defaults).
+
+    Returns
+    -------
+    spectra : SpectraData ``(nints, nwave_total)`` in Jy, bands joined bluest first;
+        ``meta['_band']`` per-plane band labels, ``meta['MRSBANDS']``, ``meta['_photometry']`` the
+        :class:`~tsoreduce.mrs.photometry.CubePhotometry` of each band; ``aux`` per-band centroids.
+    lc : LightCurves with ``meta['band']`` (band of each channel).
+
+    Raises ConfigError, the reader's ProductError subclasses, EmptyDataError.
+    """
+    cfg = validate(config, CONFIG_SCHEMA, "mrs")
+    kw = _photometry_kwargs(cfg)
+    bands = _as_bands(cubes)
+    items = list(bands.items())
+    if progress:
+        from tqdm.auto import tqdm
+        items = tqdm(items, desc="MRS bands", unit="band")
+    per_band = []
+    for label, c in items:
+        ph = extract_cube_photometry(c, **kw)
+        log.info("MRS %s: %d integrations x %d planes, centre (%.3f, %.3f), median aperture %.2f spaxels",
+                 label, c.nints, c.nwave, ph.centre[0], ph.centre[1], float(np.median(ph.radius)))
+        per_band.append(ph.to_spectra())
+    spectra = combine_bands(per_band)
+    if len(per_band) == 1:
+        spectra.meta["_photometry"] = [per_band[0].meta["_photometry"]]
+    lcc = cfg["lightcurves"]
+    lc = mrs_light_curves(spectra, channels=lcc["channels"], bin_width=lcc["bin_width"],
+                          nbins=lcc["nbins"], normalise=lcc["normalise"],
+                          baseline_ints=lcc["baseline_ints"])
+    return spectra, lc
+
+
+def _atomic_table_write(table, path, overwrite):
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OverwriteError(f"{path} exists; pass overwrite=True (--force) to replace it")
+    fd, tmp = tempfile.mkstemp(suffix=".ecsv", dir=str(path.parent))
+    os.close(fd)
+    try:
+        table.write(tmp, format="ascii.ecsv", overwrite=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _photometry_table(spectra: SpectraData):
+    from astropy.table import Table, vstack
+    rows = []
+    for ph in spectra.meta["_photometry"]:
+        with np.errstate(all="ignore"):
+            t = Table({"band": np.full(ph.wavelength.size, ph.band), "wavelength": ph.wavelength,
+                       "flux_median": np.nanmedian(ph.flux, axis=0),
+                       "flux_err_median": np.nanmedian(ph.flux_err, axis=0),
+                       "background_median": np.nanmedian(ph.background, axis=0),
+                       "npix": ph.npix, "npix_lost": ph.npix_lost, "psf_lost": ph.psf_lost,
+                       "radius_pix": ph.radius, "r_in_pix": ph.r_in, "r_out_pix": ph.r_out,
+                       "apcorr": ph.apcorr})
+        t["wavelength"].unit = "um"
+        t["flux_median"].unit = t["flux_err_median"].unit = "Jy"
+        t["background_median"].unit = "MJy/sr"
+        t.meta.update({"band": ph.band, "centre_x": ph.centre[0], "centre_y": ph.centre[1],
+                       "pixar_sr": ph.pixar_sr, "pixel_scale_arcsec": ph.pixel_scale})
+        rows.append(t)
+    out = vstack(rows, metadata_conflicts="silent")
+    out.meta["centres"] = {ph.band: list(ph.centre) for ph in spectra.meta["_photometry"]}
+    return out
+
+
+def _cubes_from_input(mrs_input: dict, outdir):
+    sim = mrs_input.get("simulate") or {}
+    if sim.get("enabled") and mrs_input.get("cubes"):
+        raise ConfigError("input.mrs: give either cubes or simulate.enabled, not both")
+    if sim.get("enabled"):
+        from ..simulate.mrs import MRSSimConfig, simulate_mrs_cubes, write_mrs_cubes
+        kw = {k: v for k, v in sim.items() if k != "enabled"}
+        kw["bands"] = tuple(kw.get("bands", ("1A",)))
+        cubes, truth = simulate_mrs_cubes(MRSSimConfig(**kw))
+        log.info("MRS: simulated %s (%d integrations)", ", ".join(cubes), kw.get("nints", 40))
+        if mrs_input.get("write_cubes", True) and outdir is not None:
+            d = Path(outdir) / "cubes"
+            paths = write_mrs_cubes(cubes, d, layout=mrs_input.get("layout", "per_integration"),
+                                    overwrite=True)
+            log.info("MRS: wrote %d simulated s3d files to %s; reading them back", len(paths), d)
+            return read_cube_bands(paths), truth
+        return cubes, truth
+    if not mrs_input.get("cubes"):
+        raise ConfigError("input.mrs: needs cubes (path, glob or list) or simulate.enabled: true")
+    return read_cube_bands(mrs_input["cubes"]), None
+
+
+def run_mrs(config: dict | None = None, mrs_input: dict | None = None, outdir=None, *, plot_dir=None,
+            progress: bool = False, cubes=None, name: str = "tso", overwrite: bool = False):
+    """Run the MRS branch from a config section (the pipeline's Stage-3 replacement for MRS input).
+
+    Parameters
+    ----------
+    config : the ``mrs`` section (validated against :data:`CONFIG_SCHEMA`), or a whole validated run
+        config holding ``mrs`` and ``input.mrs`` sections.
+    mrs_input : the ``input.mrs`` section (:data:`INPUT_SCHEMA`): ``cubes`` (path / glob / list) or
+        ``simulate`` settings.  Ignored when ``cubes`` (in-memory CubeSeries or dict) is given.
+    outdir : directory for ``<name>_mrs_x1dints.fits`` (JWST x1dints layout, Jy),
+        ``<name>_mrs_photometry.ecsv`` (per-plane aperture diagnostics) and
+        ``<name>_mrs_stitched_spectrum.ecsv``; None -> nothing written.
+    plot_dir : directory for the figures (None -> none).
+
+    Returns
+    -------
+    (SpectraData, LightCurves) as :func:`extract_cube_timeseries`; the light curves go to Stage 4
+    (the pipeline writes them as ``<name>_lightcurves.h5``).
+
+    Raises ConfigError, OverwriteError, and the reader's / extractor's named errors.
+    """
+    if config is not None and "mrs" in config and "input" in config:
+        mrs_input = mrs_input or config["input"].get("mrs")
+        config = config["mrs"]
+    cfg = validate(config, CONFIG_SCHEMA, "mrs")
+    if cubes is None:
+        inp = validate(mrs_input, INPUT_SCHEMA, "input.mrs")
+        cubes, _truth = _cubes_from_input(inp, outdir)
+    bands = _as_bands(cubes)
+    spectra, lc = extract_cube_timeseries(bands, cfg, progress=progress)
+    labels = band_labels_of(spectra)
+    with np.errstate(all="ignore"):
+        med = np.nanmedian(spectra.data, axis=0)
+        med_err = np.nanmedian(spectra.err, axis=0) / np.sqrt(spectra.nints)
+    st = stitch_spectrum(spectra.wavelength, med, med_err, labels, method=cfg["stitch"]["method"],
+                         reference=cfg["stitch"]["reference"])
+    spectra.meta["_stitched"] = st
+    if outdir is not None:
+        from astropy.table import Table
+        from .. import io
+        outdir = Path(outdir)
+        outdir.mkdir(parents=True, exist_ok=True)
+        io.write_x1dints(outdir / f"{name}_mrs_x1dints.fits", spectra, overwrite=overwrite)
+        _atomic_table_write(_photometry_table(spectra), outdir / f"{name}_mrs_photometry.ecsv", overwrite)
+        t = Table({"wavelength": st.wavelength, "flux": st.flux, "flux_err": st.err, "band": st.band})
+        t["wavelength"].unit = "um"
+        t["flux"].unit = t["flux_err"].unit = spectra.units
+        t.meta.update({"method": st.method, "scale": st.scale})
+        _atomic_table_write(t, outdir / f"{name}_mrs_stitched_spectrum.ecsv", overwrite)
+    if plot_dir is not None:
+        from ..plotting import mrs as pm
+        pdir = Path(plot_dir)
+        pdir.mkdir(parents=True, exist_ok=True)
+        for label, c in bands.items():
+            ph = next(p for p in spectra.meta["_photometry"] if p.band == label)
+            pm.plot_aperture(ph, collapsed_image(c), path=pdir / f"mrs_aperture_{label}.png")
+        pm.plot_mrs_spectrum(spectra, stitched=st, path=pdir / "mrs_spectrum.png")
+        pm.plot_mrs_lightcurves(lc, path=pdir / "mrs_lightcurves.png")
+        pm.plot_mrs_background(spectra, path=pdir / "mrs_background.png")
+        if cfg["centre"]["track"]:
+            pm.plot_mrs_centroids(spectra, path=pdir / "mrs_centroids.png")
+    return spectra, lc
