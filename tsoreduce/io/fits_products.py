@@ -409,7 +409,7 @@ def _headers(product, kind: str, provenance: dict | None, units: str | None, pat
         primary["TSOVER"] = (__version__, "tsoreduce version that wrote this file")
         for k, v in provenance.items():
             v1 = _header_value(v)
-            if isinstance(v1, str) and ("\n" in v1 or len(v1) > 60):
+            if isinstance(v1, str) and "\n" in v1:
                 for line in v1.splitlines() or [""]:
                     primary.add_history(f"{k}: {line}")
             elif v1 is None or not _set_key(primary, f"TSO {str(k).upper()}", v1, quiet=True):
