@@ -189,6 +189,28 @@ def test_x1dints_round_trip(tmp_path):
     assert back2.units == "DN/s"
 
 
+def test_x1dints_single_table_layout(tmp_path):
+    """jwst >= 1.17 writes one EXTRACT1D table with a row per integration and vector columns."""
+    rng = np.random.default_rng(13)
+    nints, nwave = 3, 40
+    flux = rng.normal(0.01, 1e-4, (nints, nwave))
+    wave = np.tile(np.linspace(14, 5, nwave), (nints, 1))
+    dq = np.zeros((nints, nwave), np.uint32)
+    dq[1, 5] = DQ.DO_NOT_USE
+    cols = [fits.Column(name="WAVELENGTH", format=f"{nwave}D", unit="um", array=wave),
+            fits.Column(name="FLUX", format=f"{nwave}D", unit="Jy", array=flux),
+            fits.Column(name="FLUX_ERROR", format=f"{nwave}D", unit="Jy", array=flux * 0.01),
+            fits.Column(name="DQ", format=f"{nwave}J", bzero=2147483648, array=dq)]
+    ph = fits.Header({"INSTRUME": "MIRI", "EXP_TYPE": "MIR_LRS-SLITLESS", "DATAMODL": "TSOMultiSpecModel"})
+    fits.HDUList([fits.PrimaryHDU(header=ph), io.fits_products._int_times_hdu(_times(nints)),
+                  fits.BinTableHDU.from_columns(cols, name="EXTRACT1D")]).writeto(tmp_path / "new_x1dints.fits")
+    spec = io.read(tmp_path / "new_x1dints.fits")
+    assert isinstance(spec, SpectraData) and spec.data.shape == (nints, nwave) and spec.units == "Jy"
+    np.testing.assert_array_equal(spec.data, flux)
+    np.testing.assert_array_equal(spec.dq, dq)
+    np.testing.assert_array_equal(spec.wavelength, wave[0])
+
+
 def test_read_autodetects_without_suffix(tmp_path):
     rng = np.random.default_rng(5)
     io.write_rateints(tmp_path / "a.fits", _rate(rng, wavelength=False))
