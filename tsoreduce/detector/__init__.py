@@ -1,0 +1,37 @@
+"""Stage 1 (detector): uncal ramps -> rateints (DN/s).
+
+Steps, in the MIRI order applied by :func:`run_stage1` (one function per step):
+
+=================  ==========================================  ===============================
+step               function                                    module
+=================  ==========================================  ===============================
+DQ init            :func:`dq_init`                             ``detector/dq_init.py``
+EMI (390 Hz)       :func:`correct_emi`                         ``detector/emi.py``
+saturation         :func:`flag_saturation`                     ``detector/dq_init.py``
+reset / RSCD       :func:`flag_reset_groups`                   ``detector/reset.py``
+linearity          :func:`apply_linearity`,                    ``detector/calibrate.py``
+                   :func:`self_calibrate_linearity`
+dark               :func:`subtract_dark`                       ``detector/calibrate.py``
+jumps              :func:`detect_jumps_up_the_ramp`,           ``detector/jumps.py``
+                   :func:`detect_jumps_time_domain`
+ramp fit           :func:`fit_ramps`                           ``detector/rampfit.py``
+=================  ==========================================  ===============================
+
+:func:`run_stage1_files` processes uncal segments one at a time (memory bounded by one segment).
+"""
+
+from .calibrate import apply_linearity, self_calibrate_linearity, subtract_dark
+from .dq_init import dq_init, flag_saturation
+from .emi import correct_emi, emi_fit_pixels, emi_frequencies, emi_periodogram
+from .jumps import detect_jumps_time_domain, detect_jumps_up_the_ramp, jump_counts
+from .rampfit import fit_ramps, poisson_signal_per_group, usable_group_range
+from .reset import flag_reset_groups
+from .stage import CONFIG_SCHEMA, resolve_references, run_stage1, run_stage1_files
+
+__all__ = [
+    "CONFIG_SCHEMA", "run_stage1", "run_stage1_files", "resolve_references",
+    "dq_init", "correct_emi", "flag_saturation", "flag_reset_groups", "apply_linearity",
+    "self_calibrate_linearity", "subtract_dark", "detect_jumps_up_the_ramp", "detect_jumps_time_domain",
+    "fit_ramps", "poisson_signal_per_group", "usable_group_range", "jump_counts", "emi_frequencies",
+    "emi_fit_pixels", "emi_periodogram",
+]

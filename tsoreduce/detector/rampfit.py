@@ -1,0 +1,300 @@
+"""Ramp fitting: per-pixel, per-integration count rate from group-level data (rateints).
+
+Method (anchors.md 2.5; documented choice)
+-----------------------------------------
+Generalised least squares (GLS) on the **first differences** of each ramp.  With a single-read noise
+``R`` (DN) and a Poisson signal of ``S`` DN per group interval (``S / gain`` DN^2 of variance), the
+``n`` first differences ``d_j = D_{j+1} - D_j`` of an uninterrupted run of good groups have the
+tridiagonal covariance ``C = (2 R^2 + S/gain) I - R^2 (shift up + shift down)``.  The best linear
+unbiased slope is ``sum(w d) / sum(w)`` with ``w = C^-1 1`` and variance ``1 / sum(w)``; this is the
+exact "optimal" weighting for read + Poisson noise that the JWST OLS_C "optimal" weights (Fixsen et al.
+2000, SNR-power exponents P) approximate, and that SPARTA evaluates in closed form (anchors.md 2.5).
+``C`` is solved per segment with the Thomas algorithm in O(n).
+
+Segments: a difference is usable when both of its groups are free of DO_NOT_USE and SATURATED and
+the later group is not JUMP_DET.  Removing the jump difference makes the remaining runs of
+differences statistically independent (they share no read), so combining the per-segment GLS slopes by
+inverse variance is exactly the GLS solution of the whole ramp.
+
+Bias control: the weights depend on ``S``; if ``S`` were estimated from the same ramp the weights
+would correlate with the noise and bias faint slopes.  For a TSO we estimate ``S`` per pixel as the
+**median over integrations** (:func:`poisson_signal_per_group`), which is effectively noise-free, so
+the weights are fixed numbers and the slope is unbiased.  ``VAR_POISSON`` and ``VAR_RNOISE`` are the
+Poisson and read-noise parts of the variance of that estimator (they add up to ``ERR**2``).
+
+The kernel runs in numba, parallel over (integration, row) with ``prange``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numba
+import numpy as np
+
+from ..datamodel import DQ, RampData, RateData
+from ..errors import ShapeError
+from .. import reference as ref
+
+log = logging.getLogger(__name__)
+
+__all__ = ["fit_ramps", "poisson_signal_per_group", "usable_group_range", "group_time"]
+
+_DNU = np.uint32(DQ.DO_NOT_USE)
+_SAT = np.uint32(DQ.SATURATED)
+_JUMP = np.uint32(DQ.JUMP_DET)
+_BAD_GROUP = np.uint32(DQ.DO_NOT_USE | DQ.SATURATED)
+
+
+def group_time(meta: dict) -> float:
+    """Seconds between group starts: TGROUP, else TFRAME, else the SLITLESSPRISM FAST frame time."""
+    for key in ("TGROUP", "TFRAME"):
+        v = meta.get(key)
+        if v is not None and float(v) > 0:
+            return float(v)
+    return ref.TFRAME
+
+
+def usable_group_range(groupdq: np.ndarray) -> tuple[int, int]:
+    """``(first, last)`` group indices (inclusive) not flagged DO_NOT_USE in every pixel of integration 0.
+
+    The first/last-group and reset-drop flags are the same for every pixel, so they define the common
+    group range; pixel-level flags (saturation, jumps) are handled per pixel.  Returns ``(0, -1)``
+    when no group is usable.
+    """
+    plane_dnu = np.all((groupdq[0] & _DNU) != 0, axis=(1, 2))
+    good = np.flatnonzero(~plane_dnu)
+    if good.size == 0:
+        return 0, -1
+    return int(good[0]), int(good[-1])
+
+
+@numba.njit(cache=True)
+def _gls_segment(d, start, n, var_d, r2, work_c, work_d, w):
+    """GLS of ``n`` consecutive differences ``d[start:start+n]``; returns (slope, var, var_rn, var_ps)
+    in DN/group units.  ``var_d`` = 2R^2 + S/gain (diagonal), ``r2`` = R^2 (minus the off-diagonal)."""
+    a = var_d
+    b = -r2
+    if n == 1:
+        return d[start], a, 2.0 * r2, a - 2.0 * r2
+    # Thomas algorithm for C w = 1 (C symmetric tridiagonal Toeplitz)
+    work_c[0] = b / a
+    work_d[0] = 1.0 / a
+    for j in range(1, n):
+        m = a - b * work_c[j - 1]
+        work_c[j] = b / m
+        work_d[j] = (1.0 - b * work_d[j - 1]) / m
+    w[n - 1] = work_d[n - 1]
+    for j in range(n - 2, -1, -1):
+        w[j] = work_d[j] - work_c[j] * w[j + 1]
+    sw = 0.0
+    swd = 0.0
+    sww = 0.0
+    swx = 0.0
+    for j in range(n):
+        sw += w[j]
+        swd += w[j] * d[start + j]
+        sww += w[j] * w[j]
+    for j in range(n - 1):
+        swx += w[j] * w[j + 1]
+    slope = swd / sw
+    var_rn = r2 * (2.0 * sww - 2.0 * swx) / (sw * sw)
+    var_ps = (var_d - 2.0 * r2) * sww / (sw * sw)
+    return slope, 1.0 / sw, var_rn, var_ps
+
+
+@numba.njit(parallel=True, cache=True)
+def _fit_kernel(data, gdq, pixeldq, s_ref, rn, gain, g0, g1, rate, var_p, var_r, dq_out):
+    nint, ng, ny, nx = data.shape
+    for task in numba.prange(nint * ny):
+        i = task // ny
+        y = task % ny
+        nd = ng
+        d = np.empty(nd)
+        ok = np.empty(nd, np.bool_)
+        work_c = np.empty(nd)
+        work_d = np.empty(nd)
+        w = np.empty(nd)
+        for x in range(nx):
+            flags = np.uint32(0)
+            ndiff = 0
+            # differences inside the usable range
+            for g in range(g0, g1):
+                qa = gdq[i, g, y, x]
+                qb = gdq[i, g + 1, y, x]
+                flags |= qb & (_JUMP | _SAT)
+                good = ((qa | qb) & _BAD_GROUP) == 0 and (qb & _JUMP) == 0
+                k = g - g0
+                ok[k] = good
+                if good:
+                    d[k] = np.float64(data[i, g + 1, y, x]) - np.float64(data[i, g, y, x])
+                    ndiff += 1
+            if g1 >= g0:
+                flags |= gdq[i, g0, y, x] & _SAT
+            r = rn[y, x]
+            r2 = r * r
+            s = s_ref[y, x]
+            if s < 0.0:
+                # no reference signal (e.g. saturated in most integrations): this ramp's own mean
+                acc = 0.0
+                for k in range(g1 - g0):
+                    if ok[k]:
+                        acc += d[k]
+                s = acc / ndiff if ndiff > 0 else 0.0
+                if s < 0.0:
+                    s = 0.0
+            var_d = 2.0 * r2 + s / gain[y, x]
+            if var_d <= 0.0:
+                var_d = 1e-12
+            inv_sum = 0.0
+            num = 0.0
+            vr_acc = 0.0
+            vp_acc = 0.0
+            k = 0
+            nk = g1 - g0
+            while k < nk:
+                if not ok[k]:
+                    k += 1
+                    continue
+                start = k
+                while k < nk and ok[k]:
+                    k += 1
+                n = k - start
+                sl, v, vr, vp = _gls_segment(d, start, n, var_d, r2, work_c, work_d, w)
+                iv = 1.0 / v
+                inv_sum += iv
+                num += sl * iv
+                vr_acc += vr * iv * iv
+                vp_acc += vp * iv * iv
+            q = pixeldq[y, x] | flags
+            if inv_sum > 0.0:
+                rate[i, y, x] = num / inv_sum
+                var_r[i, y, x] = vr_acc / (inv_sum * inv_sum)
+                var_p[i, y, x] = vp_acc / (inv_sum * inv_sum)
+            else:
+                rate[i, y, x] = np.nan
+                var_r[i, y, x] = np.nan
+                var_p[i, y, x] = np.nan
+                q |= _DNU
+            dq_out[i, y, x] = q
+
+
+@numba.njit(parallel=True, cache=True)
+def _endpoint_rates(data, gdq, g0, g1, out):
+    """Per (integration, pixel) mean difference between groups g0 and g1, NaN if either is flagged."""
+    nint, ng, ny, nx = data.shape
+    span = g1 - g0
+    for task in numba.prange(nint * ny):
+        i = task // ny
+        y = task % ny
+        for x in range(nx):
+            if ((gdq[i, g0, y, x] | gdq[i, g1, y, x]) & _BAD_GROUP) != 0:
+                out[i, y, x] = np.nan
+            else:
+                out[i, y, x] = (data[i, g1, y, x] - data[i, g0, y, x]) / span
+
+
+def poisson_signal_per_group(ramp: RampData, g0: int | None = None, g1: int | None = None) -> np.ndarray:
+    """Robust per-pixel signal per group interval (DN/group) for noise models, float64 ``(nrows, ncols)``.
+
+    The median over integrations of ``(D[g1] - D[g0]) / (g1 - g0)`` with ``g0, g1`` the first and last
+    usable groups (only two group planes are read, so it is cheap).  Cosmic rays in single
+    integrations do not move the median.  Pixels whose end group is saturated or unusable in more than
+    half of the integrations get ``-1`` (the fit then uses each ramp's own mean difference).  Values
+    are clipped at 0 (negative signal carries no Poisson noise).
+    """
+    if g0 is None or g1 is None:
+        g0, g1 = usable_group_range(ramp.groupdq)
+    if g1 <= g0:
+        return np.full(ramp.data.shape[2:], -1.0)
+    est = np.empty((ramp.nints,) + ramp.data.shape[2:], np.float32)
+    _endpoint_rates(ramp.data, ramp.groupdq, g0, g1, est)
+    nvalid = np.sum(np.isfinite(est), axis=0)
+    with np.errstate(all="ignore"):
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(est, axis=0).astype(np.float64)
+    med = np.where(nvalid * 2 > ramp.nints, np.clip(med, 0.0, None), -1.0)
+    return med
+
+
+def _as_map(value, shape, name) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 0:
+        return np.full(shape, float(arr))
+    if arr.shape != tuple(shape):
+        raise ShapeError(f"{name} has shape {arr.shape}, expected a scalar or {tuple(shape)}")
+    return np.ascontiguousarray(arr)
+
+
+def fit_ramps(ramp: RampData, *, read_noise=None, gain=None, signal_per_group=None,
+              out: dict | None = None) -> RateData:
+    """Fit every ramp of ``ramp`` and return the rateints product (DN/s).
+
+    Parameters
+    ----------
+    ramp : RampData
+        ``data`` ``(nints, ngroups, nrows, ncols)`` in DN after Stage 1 corrections; ``groupdq`` flags
+        DO_NOT_USE / SATURATED / JUMP_DET; ``meta`` TGROUP (s) sets the time axis.
+    read_noise : float or ``(nrows, ncols)`` array, DN per single read (default
+        :data:`tsoreduce.reference.READ_NOISE_DN`).
+    gain : float or ``(nrows, ncols)`` array, e-/DN (default :data:`tsoreduce.reference.GAIN`); used only
+        for the Poisson variance -- the output stays in DN/s.
+    signal_per_group : ``(nrows, ncols)`` DN per group interval used in the weights and the Poisson
+        variance; default :func:`poisson_signal_per_group` (median over integrations).  Negative
+        entries mean "use this ramp's own mean difference".
+    out : optional dict of pre-allocated float32 ``(nints, nrows, ncols)`` arrays ``rate``, ``var_poisson``,
+        ``var_rnoise`` and uint32 ``dq`` to fill (avoids first-touch page faults on repeated calls).
+
+    Returns
+    -------
+    RateData with ``data`` (DN/s), ``err`` = sqrt(var_poisson + var_rnoise) (DN/s), ``var_poisson``,
+    ``var_rnoise`` (DN^2/s^2), ``dq`` = PIXELDQ | JUMP_DET / SATURATED seen in the ramp | DO_NOT_USE
+    (and NaN data) where no usable difference exists; ``int_times`` and ``meta`` propagated.
+
+    Raises
+    ------
+    ShapeError if ``read_noise``/``gain``/``signal_per_group`` do not match the frame shape.
+    """
+    nints, ngroups, ny, nx = ramp.data.shape
+    frame = (ny, nx)
+    rn = _as_map(ref.READ_NOISE_DN if read_noise is None else read_noise, frame, "read_noise")
+    gn = _as_map(ref.GAIN if gain is None else gain, frame, "gain")
+    g0, g1 = usable_group_range(ramp.groupdq)
+    if g1 - g0 < 1:
+        log.warning("ramp fit: fewer than 2 usable groups (range %d..%d); every rate is NaN", g0, g1)
+    if signal_per_group is None:
+        signal_per_group = poisson_signal_per_group(ramp, g0, g1)
+    s_ref = _as_map(signal_per_group, frame, "signal_per_group")
+    shape = (nints, ny, nx)
+    if out is None:
+        out = {}
+    rate = out.get("rate")
+    if rate is None or rate.shape != shape:
+        rate = np.empty(shape, np.float32)
+    vp = out.get("var_poisson")
+    if vp is None or vp.shape != shape:
+        vp = np.empty(shape, np.float32)
+    vr = out.get("var_rnoise")
+    if vr is None or vr.shape != shape:
+        vr = np.empty(shape, np.float32)
+    dq = out.get("dq")
+    if dq is None or dq.shape != shape:
+        dq = np.empty(shape, np.uint32)
+    if g1 - g0 < 1:
+        # no difference anywhere: still through the kernel path so DQ gets PIXELDQ | DO_NOT_USE
+        g1 = g0
+    _fit_kernel(ramp.data, ramp.groupdq, ramp.pixeldq, s_ref, rn, gn, g0, g1, rate, vp, vr, dq)
+    tg = group_time(ramp.meta)
+    inv_t2 = np.float32(1.0 / (tg * tg))
+    rate *= np.float32(1.0 / tg)
+    vp *= inv_t2
+    vr *= inv_t2
+    err = np.sqrt(vp + vr)
+    meta = dict(ramp.meta)
+    meta["S_RAMP"] = "COMPLETE"
+    meta["BUNIT"] = "DN/s"
+    return RateData(data=rate, err=err, dq=dq, var_poisson=vp, var_rnoise=vr,
+                    int_times=ramp.int_times, meta=meta, units="DN/s")

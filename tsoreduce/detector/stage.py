@@ -1,0 +1,373 @@
+"""Stage 1 runner: uncal ramps -> rateints (DN/s), in the MIRI calwebb_detector1 order.
+
+Order (anchors.md 2.1 / 2.2; jwst calwebb_detector1 for MIRI): dq_init -> emi -> saturation ->
+reset (RSCD group drop) -> linearity -> dark -> jump -> ramp_fit.
+
+Memory: :func:`run_stage1` makes one private working copy of the ramp data and GROUPDQ (or none with
+``copy=False``) and every step then works in place on it; :func:`run_stage1_files` reads one
+segment at a time and lets the runner work on the freshly read arrays, so the peak memory is one
+segment (plus its small rateints).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Param, validate
+from ..datamodel import RampData, RateData, concatenate
+from ..errors import ConfigError, ReferenceFileError
+from .. import reference as ref
+from . import calibrate, emi as emimod, jumps, rampfit, reset
+from .dq_init import dq_init as _dq_init, flag_saturation as _flag_saturation
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CONFIG_SCHEMA", "run_stage1", "run_stage1_files", "resolve_references"]
+
+CONFIG_SCHEMA = {
+    "dq_init": {
+        "skip": Param(False, bool, "skip DQ initialisation (first/last group flags, reference columns)"),
+        "flag_first_group": Param(True, bool, "flag group 0 of every integration DO_NOT_USE"),
+        "flag_last_group": Param(True, bool, "flag the last group of every integration DO_NOT_USE "
+                                             "(MIRI last-frame pull-down)"),
+    },
+    "emi": {
+        "skip": Param(False, bool, "skip the EMI (390 Hz) correction"),
+        "frequencies": Param(["Hz390"], list, "EMI tones to fit, names of reference.EMI_FREQUENCIES",
+                             item_type=str),
+        "harmonics": Param([1, 2, 3, 4], list, "harmonic numbers fitted for every named tone",
+                           item_type=int, min=1),
+        "fit_per": Param("integration", str, "fit amplitude/phase per integration or once per exposure",
+                         choices=("integration", "exposure")),
+        "trace_halfwidth": Param(10.0, float, "columns either side of the trace excluded from the EMI fit",
+                                 min=0),
+        "robust": Param(True, bool, "drop hot/unstable pixels from the EMI fit"),
+        "skip_reset_groups": Param(True, bool, "fit the EMI only on groups after the reset drop "
+                                               "(when >= 3 remain)"),
+    },
+    "saturation": {
+        "skip": Param(False, bool, "skip saturation flagging"),
+        "threshold_dn": Param(None, float, "saturation threshold in DN; null: the saturation reference "
+                                           "if given, else reference.SATURATION_DN", nullable=True, min=0),
+        "n_pix_grow": Param(1, int, "grow saturation flags to a (2n+1)^2 box", min=0, max=5),
+    },
+    "reset": {
+        "skip": Param(False, bool, "skip the RSCD / reset group drop"),
+        "n_groups": Param(12, int, "number of leading groups flagged DO_NOT_USE (clipped so >= 2 remain)",
+                          min=0),
+    },
+    "linearity": {
+        "skip": Param(False, bool, "skip the linearity correction"),
+        "method": Param("auto", str, "auto: the reference if available, else none with a WARNING; "
+                                     "reference (required); self (experimental self-calibration from "
+                                     "bright-ramp curvature); none (identity, WARNING)",
+                        choices=("auto", "reference", "self", "none")),
+        "n_bright": Param(300, int, "bright pixels used by the self-calibration", min=10),
+    },
+    "dark": {
+        "skip": Param(False, bool, "skip dark subtraction (without a dark reference it is skipped with a "
+                                   "log line: dark current is removed with the background in Stage 2)"),
+    },
+    "jump": {
+        "skip": Param(False, bool, "skip jump detection"),
+        "method": Param("time_domain", str, "time_domain (across integrations), up_the_ramp (within "
+                                            "each ramp) or both",
+                        choices=("time_domain", "up_the_ramp", "both")),
+        "up_the_ramp": {
+            "threshold": Param(4.0, float, "sigma threshold of the two-point difference test", min=1),
+            "flag_4_neighbors": Param(False, bool, "also flag the 4 neighbours of large jumps"),
+            "neighbor_threshold": Param(10.0, float, "sigma above which neighbours are flagged", min=1),
+        },
+        "time_domain": {
+            "threshold": Param(5.0, float, "sigma threshold against the pixel's temporal scatter", min=1),
+            "window": Param(15, int, "running-median window in integrations", min=3),
+            "noise_floor": Param(1.0, float, "floor on the noise as a multiple of the read+Poisson "
+                                             "model", min=0),
+            "min_integrations": Param(5, int, "below this number of integrations the up-the-ramp "
+                                              "method is used instead (WARNING)", min=3),
+        },
+    },
+    "ramp_fit": {
+        "skip": Param(False, bool, "must stay false: the ramp fit produces the rateints"),
+        "read_noise_dn": Param(None, float, "read noise per read (DN); null: readnoise reference or "
+                                            "reference.READ_NOISE_DN", nullable=True, min=0),
+        "gain": Param(None, float, "gain (e-/DN) for the Poisson variance; null: gain reference or "
+                                   "reference.GAIN", nullable=True, min=0),
+    },
+    "references": {
+        "saturation": Param(None, str, "saturation reference file (CRDS format)", nullable=True),
+        "linearity": Param(None, str, "linearity reference file", nullable=True),
+        "dark": Param(None, str, "dark reference file", nullable=True),
+        "gain": Param(None, str, "gain reference file", nullable=True),
+        "readnoise": Param(None, str, "read-noise reference file (CRDS READNOISE is per CDS pair; "
+                                      "divided by sqrt(2) to get DN per read)", nullable=True),
+        "use_crds_cache": Param(True, bool, "look up missing references in $CRDS_PATH (never downloads)"),
+    },
+}
+
+_REFTYPES = ("saturation", "linearity", "dark", "gain", "readnoise")
+
+
+def resolve_references(cfg_refs: dict, references: dict | None, meta: dict) -> dict:
+    """Arrays for each reference type: ``references[...]`` (array or path) first, then the config path,
+    then the CRDS cache (if enabled); missing types are absent from the result.
+
+    Raises ReferenceFileError for an unknown key or an unreadable file.
+    """
+    references = dict(references or {})
+    unknown = set(references) - set(_REFTYPES) - {"linearity_dq", "dark_dq"}
+    if unknown:
+        raise ReferenceFileError(f"references: unknown reference type(s) {sorted(unknown)}; "
+                                 f"known: {list(_REFTYPES)}")
+    out = {}
+    for rt in _REFTYPES:
+        val = references.get(rt)
+        if val is None:
+            val = cfg_refs.get(rt)
+        if val is None and cfg_refs.get("use_crds_cache", True) and hasattr(ref, "find_reference"):
+            val = ref.find_reference(rt, meta=meta)
+        if val is None:
+            continue
+        if isinstance(val, (str, Path)):
+            loader = getattr(ref, f"load_{rt}", None)
+            if loader is None:
+                raise ReferenceFileError(f"no loader for {rt} references in tsoreduce.reference")
+            arr, dq = loader(val, meta, with_dq=True)
+            out[rt] = arr
+            out[f"{rt}_dq"] = dq
+            if rt == "readnoise":
+                # CRDS MIRI READNOISE is the noise of a CDS pair; our noise model wants one read
+                out[rt] = arr / np.sqrt(2.0)
+        else:
+            out[rt] = np.asarray(val)
+    for k in ("linearity_dq", "dark_dq"):
+        if references.get(k) is not None:
+            out[k] = np.asarray(references[k])
+    return out
+
+
+def _emi_plot(before, after, plot_dir, diag):
+    from ..plotting import detector as pd
+    fb, pb = emimod.emi_periodogram(before)
+    fa, pa = emimod.emi_periodogram(after)
+    pd.plot_emi_periodogram(fb, pb, pa, diag.get("frequencies"), path=Path(plot_dir) / "stage1_emi.png")
+
+
+def run_stage1(ramp: RampData, config: dict | None = None, *, plot_dir=None, references: dict | None = None,
+               copy: bool = True) -> RateData:
+    """Run Stage 1 on one exposure or segment and return its rateints.
+
+    Parameters
+    ----------
+    ramp : RampData ``(nints, ngroups, 416, 72)`` raw DN (uncal).
+    config : the ``stage1`` section (validated against :data:`CONFIG_SCHEMA`; None = defaults).
+    plot_dir : directory for diagnostic figures (EMI periodogram, jump map, rate image), or None.
+    references : optional dict of reference arrays or file paths keyed ``saturation``, ``linearity``
+        (COEFFS ``(ncoeffs, ny, nx)``), ``dark``, ``gain``, ``readnoise`` (DN per read when an array),
+        plus optional ``linearity_dq`` / ``dark_dq``.  They override the config's ``references`` paths.
+    copy : work on a private copy of the data and GROUPDQ (default).  ``False`` lets the steps modify
+        ``ramp``'s arrays in place (for callers that drop the ramp afterwards; saves one segment of RAM).
+
+    Returns
+    -------
+    RateData (DN/s): data, err, dq, var_poisson, var_rnoise; ``int_times`` and ``meta`` propagated, with
+    the step status keywords (S_DQINIT, S_EMICOR, S_SATURA, S_RSCD, S_LINEAR, S_DARK, S_JUMP, S_RAMP).
+
+    Raises ConfigError for an invalid config, ReferenceFileError for unusable references,
+    NotImplementedStepError never (every option is implemented).
+    """
+    cfg = validate(config, CONFIG_SCHEMA, "stage1")
+    if cfg["ramp_fit"]["skip"]:
+        raise ConfigError("stage1.ramp_fit.skip: the ramp fit cannot be skipped (it makes the rateints)")
+    refs = resolve_references(cfg["references"], references, ramp.meta)
+    if copy:
+        ramp = ramp.replace(data=ramp.data.copy(), groupdq=ramp.groupdq.copy(), pixeldq=ramp.pixeldq.copy())
+    gdq = ramp.groupdq
+    nints, ngroups = ramp.nints, ramp.ngroups
+    log.info("Stage 1: %d integrations x %d groups x %d x %d", nints, ngroups, *ramp.data.shape[2:])
+    if plot_dir is not None:
+        Path(plot_dir).mkdir(parents=True, exist_ok=True)
+
+    # 1. DQ init
+    c = cfg["dq_init"]
+    if c["skip"]:
+        log.info("dq_init: skipped by configuration")
+    else:
+        ramp = _dq_init(ramp, flag_first_group=c["flag_first_group"],
+                             flag_last_group=c["flag_last_group"], out=gdq)
+
+    # 2. EMI
+    c = cfg["emi"]
+    if c["skip"]:
+        log.info("emi: skipped by configuration")
+    else:
+        first_fit = None
+        if c["skip_reset_groups"] and not cfg["reset"]["skip"]:
+            first_fit = cfg["reset"]["n_groups"]
+        before = None
+        if plot_dir is not None:
+            before = ramp.select_integrations(slice(0, 1)).copy()
+        ramp, diag = emimod.correct_emi(ramp, frequencies=c["frequencies"], harmonics=c["harmonics"],
+                                        fit_per=c["fit_per"], trace_halfwidth=c["trace_halfwidth"],
+                                        first_fit_group=first_fit, robust=c["robust"], inplace=True)
+        if plot_dir is not None and "skipped" not in diag:
+            _emi_plot(before, ramp.select_integrations(slice(0, 1)), plot_dir, diag)
+
+    # 3. saturation
+    c = cfg["saturation"]
+    if c["skip"]:
+        log.info("saturation: skipped by configuration")
+    else:
+        thr = c["threshold_dn"]
+        if thr is None:
+            thr = refs.get("saturation")
+            if thr is None:
+                log.info("saturation: no reference; using the default threshold %.0f DN", ref.SATURATION_DN)
+        ramp = _flag_saturation(ramp, saturation=thr, n_pix_grow=c["n_pix_grow"], out=gdq)
+
+    # 4. reset / RSCD group drop
+    c = cfg["reset"]
+    if c["skip"]:
+        log.info("reset: skipped by configuration")
+    else:
+        ramp = reset.flag_reset_groups(ramp, n_groups=c["n_groups"], out=gdq)
+
+    # 5. linearity
+    c = cfg["linearity"]
+    method = c["method"]
+    if c["skip"] or method == "none":
+        log.warning("linearity: NOT corrected (%s); slopes of bright pixels carry the detector "
+                    "non-linearity", "skipped by configuration" if c["skip"] else "method 'none'")
+    else:
+        coeffs = refs.get("linearity")
+        if method == "reference" and coeffs is None:
+            raise ReferenceFileError("stage1.linearity.method is 'reference' but no linearity reference "
+                                     "was given (references.linearity) or found in the CRDS cache")
+        if coeffs is not None and method in ("auto", "reference"):
+            ramp = calibrate.apply_linearity(ramp, coeffs, coeff_dq=refs.get("linearity_dq"), inplace=True)
+        elif method == "auto":
+            log.warning("linearity: no linearity reference given or found -- NO linearity correction "
+                        "(identity). Give references.linearity, or method 'self' for the experimental "
+                        "self-calibration; the non-linearity is mostly a multiplicative slope error that "
+                        "cancels in relative light curves")
+        else:
+            coeffs, info = calibrate.self_calibrate_linearity(ramp, n_bright=c["n_bright"])
+            if coeffs is None:
+                log.warning("linearity: no reference file and the self-calibration is not usable (%s): "
+                            "NO linearity correction applied", info["reason"])
+            else:
+                log.warning("linearity: no reference file -- SELF-CALIBRATED correction from the curvature "
+                            "of %d bright ramps: beta = %.3g +/- %.2g /DN (corrected = raw + beta raw^2 + "
+                            "2 beta^2 raw^3)", info["n_pixels"], info["beta"], info["beta_err"])
+                ramp = calibrate.apply_linearity(ramp, coeffs, inplace=True)
+                ramp.meta["LINSELF"] = float(info["beta"])
+
+    # 6. dark
+    c = cfg["dark"]
+    if c["skip"]:
+        log.info("dark: skipped by configuration")
+    elif refs.get("dark") is None:
+        log.info("dark: no dark reference given or found; skipped (the dark current is removed with the "
+                 "background in Stage 2)")
+    else:
+        ramp = calibrate.subtract_dark(ramp, refs["dark"], dark_dq=refs.get("dark_dq"), inplace=True)
+
+    # noise model shared by jump detection and ramp fitting
+    rf = cfg["ramp_fit"]
+    rn = rf["read_noise_dn"] if rf["read_noise_dn"] is not None else refs.get("readnoise", ref.READ_NOISE_DN)
+    gain = rf["gain"] if rf["gain"] is not None else refs.get("gain", ref.GAIN)
+    if isinstance(gain, np.ndarray):
+        gain = np.where(np.isfinite(gain) & (gain > 0), gain, ref.GAIN)
+    if isinstance(rn, np.ndarray):
+        rn = np.where(np.isfinite(rn) & (rn > 0), rn, ref.READ_NOISE_DN)
+    s_ref = rampfit.poisson_signal_per_group(ramp)
+
+    # 7. jumps
+    c = cfg["jump"]
+    if c["skip"]:
+        log.info("jump: skipped by configuration")
+    else:
+        method = c["method"]
+        td = c["time_domain"]
+        if method in ("time_domain", "both") and nints < td["min_integrations"]:
+            log.warning("jump: %d integrations < %d; using the up-the-ramp method instead of the time "
+                        "domain", nints, td["min_integrations"])
+            method = "up_the_ramp"
+        if method in ("up_the_ramp", "both"):
+            u = c["up_the_ramp"]
+            ramp = jumps.detect_jumps_up_the_ramp(
+                ramp, threshold=u["threshold"], flag_4_neighbors=u["flag_4_neighbors"],
+                neighbor_threshold=u["neighbor_threshold"], read_noise=rn, gain=gain,
+                signal_per_group=s_ref, out=gdq)
+        if method in ("time_domain", "both"):
+            ramp = jumps.detect_jumps_time_domain(ramp, threshold=td["threshold"], window=td["window"],
+                                                  noise_floor=td["noise_floor"], read_noise=rn, gain=gain,
+                                                  out=gdq)
+        if plot_dir is not None:
+            from ..plotting import detector as pd
+            pd.plot_jump_map(jumps.jump_counts(ramp), nints=nints, path=Path(plot_dir) / "stage1_jumps.png")
+
+    # 8. ramp fit
+    rates = rampfit.fit_ramps(ramp, read_noise=rn, gain=gain, signal_per_group=s_ref)
+    if plot_dir is not None:
+        from ..plotting import detector as pd
+        pd.plot_rate_image(rates, path=Path(plot_dir) / "stage1_rates.png")
+    nbad = int(np.count_nonzero(~np.isfinite(rates.data)))
+    log.info("Stage 1 done: rateints %s, %d NaN rates", rates.data.shape, nbad)
+    return rates
+
+
+def run_stage1_files(paths, config: dict | None = None, *, plot_dir=None, references: dict | None = None,
+                     output_dir=None, overwrite: bool = False, provenance: dict | None = None) -> RateData:
+    """Run Stage 1 segment by segment over uncal files and join the rateints in time order.
+
+    Each file is read with :func:`tsoreduce.io.read_uncal`, processed in place (no second copy) and
+    dropped before the next is read, so memory is bounded by one segment.  Segments are ordered by
+    INTSTART.  With ``output_dir`` each segment's rateints is written there (``*_rateints.fits``, via
+    :func:`tsoreduce.io.write_rateints`).
+
+    Parameters
+    ----------
+    paths : iterable of uncal paths (or a glob string).
+    config, plot_dir, references : as for :func:`run_stage1` (figures of the first segment only).
+    output_dir, overwrite, provenance : per-segment rateints output (optional).
+
+    Returns the concatenated RateData.  Raises ProductError subclasses for unreadable files.
+    """
+    from .. import io as tio
+    import gc
+    import glob
+
+    if isinstance(paths, (str, Path)):
+        paths = sorted(glob.glob(str(paths))) if any(ch in str(paths) for ch in "*?[") else [paths]
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ConfigError("run_stage1_files: no input files")
+    order = []
+    from astropy.io import fits
+    for p in paths:
+        try:
+            start = int(fits.getheader(p, 0).get("INTSTART", 1))
+        except OSError:
+            start = 1
+        order.append((start, str(p)))
+    parts = []
+    for k, (_, p) in enumerate(sorted(order)):
+        ramp = tio.read_uncal(p)
+        log.info("Stage 1: segment %d/%d %s", k + 1, len(order), Path(p).name)
+        rates = run_stage1(ramp, config, plot_dir=plot_dir if k == 0 else None, references=references,
+                           copy=False)
+        del ramp
+        gc.collect()
+        if output_dir is not None:
+            out = Path(output_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            name = Path(p).name.replace("_uncal", "_rateints")
+            if name == Path(p).name:
+                name = Path(p).stem + "_rateints.fits"
+            tio.write_rateints(out / name, rates, overwrite=overwrite, provenance=provenance)
+        parts.append(rates)
+    return parts[0] if len(parts) == 1 else concatenate(parts)

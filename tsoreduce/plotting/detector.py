@@ -1,0 +1,116 @@
+"""Stage 1 (detector) diagnostic figures: one function per figure; each returns the Figure and saves it
+when ``path`` is given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["plot_emi_periodogram", "plot_emi_amplitudes", "plot_jump_map", "plot_rate_image",
+           "plot_ramp_residuals"]
+
+
+def _save(fig, path):
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def plot_emi_periodogram(freq_hz, power_before, power_after, tone_hz=None, *, path=None):
+    """Lomb-Scargle periodogram of the EMI-fit pixels before/after the EMI correction.
+
+    ``freq_hz`` ``(nfreq,)`` Hz; ``power_before``/``power_after`` ``(nfreq,)`` (from
+    :func:`tsoreduce.detector.emi_periodogram`); ``tone_hz``: fitted tones marked as dotted lines.
+    """
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.semilogy(freq_hz, np.clip(power_before, 1e-8, None), lw=0.8, label="before EMI correction")
+    ax.semilogy(freq_hz, np.clip(power_after, 1e-8, None), lw=0.8, label="after")
+    for f in (tone_hz if tone_hz is not None else []):
+        ax.axvline(f, color="k", ls=":", lw=0.6)
+    ax.set_xlabel("frequency (Hz)")
+    ax.set_ylabel("Lomb-Scargle power")
+    ax.set_title("EMI: line-subtracted reads of off-trace + reference pixels (integration 0)")
+    ax.legend(loc="upper right", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_emi_amplitudes(diagnostics: dict, *, path=None):
+    """Fitted EMI amplitude (DN) per integration for each tone (``diagnostics`` from correct_emi)."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    amp = np.atleast_2d(diagnostics.get("amplitude", np.zeros((0, 0))))
+    for k, f in enumerate(diagnostics.get("frequencies", [])):
+        ax.plot(amp[:, k], ".", ms=3, label=f"{f:.3f} Hz")
+    ax.set_xlabel("integration")
+    ax.set_ylabel("amplitude (DN)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_jump_map(counts, *, nints: int | None = None, path=None):
+    """Image of the number of JUMP_DET groups per pixel ``(nrows, ncols)`` and the per-column totals."""
+    counts = np.asarray(counts)
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(8, 6), gridspec_kw=dict(width_ratios=(1, 1.4)))
+    im = a0.imshow(counts, origin="lower", aspect="auto", cmap="magma", interpolation="nearest")
+    fig.colorbar(im, ax=a0, label="jumps per pixel")
+    a0.set_xlabel("column")
+    a0.set_ylabel("row")
+    a1.plot(counts.sum(axis=0), drawstyle="steps-mid")
+    a1.set_xlabel("column")
+    a1.set_ylabel("jumps per column" + (f" ({nints} integrations)" if nints else ""))
+    fig.suptitle(f"Stage 1 jump detection: {int(counts.sum())} jumps")
+    return _save(fig, path)
+
+
+def plot_rate_image(rates, *, integration: int | None = None, path=None):
+    """Median rate image (DN/s, log stretch) and the median trace-summed rate per integration."""
+    data = rates.data if integration is None else rates.data[integration:integration + 1]
+    with np.errstate(all="ignore"):
+        med = np.nanmedian(data, axis=0)
+        flux = np.nansum(rates.data, axis=(1, 2))
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(9, 5), gridspec_kw=dict(width_ratios=(1, 1.6)))
+    pos = med[np.isfinite(med) & (med > 0)]
+    vmin = np.percentile(pos, 5) if pos.size else 1e-3
+    im = a0.imshow(np.clip(med, vmin, None), origin="lower", aspect="auto",
+                   norm=matplotlib.colors.LogNorm(vmin=vmin), cmap="viridis")
+    fig.colorbar(im, ax=a0, label="DN/s")
+    a0.set_xlabel("column")
+    a0.set_ylabel("row")
+    a1.plot(flux / np.nanmedian(flux), ".", ms=2)
+    a1.set_xlabel("integration")
+    a1.set_ylabel("summed rate / median")
+    fig.suptitle("Stage 1 rateints")
+    return _save(fig, path)
+
+
+def plot_ramp_residuals(ramp_data, rate_dn_s, tgroup_s, *, pixel, integration=0, usable=None, path=None):
+    """One pixel's ramp (DN vs group) with the fitted slope, and the residuals.
+
+    ``ramp_data`` ``(nints, ngroups, nrows, ncols)``; ``rate_dn_s`` ``(nints, nrows, ncols)``;
+    ``pixel`` = (row, col); ``usable`` optional boolean ``(ngroups,)`` of groups used in the fit.
+    """
+    y, x = pixel
+    d = np.asarray(ramp_data[integration, :, y, x], float)
+    g = np.arange(d.size)
+    use = np.ones(d.size, bool) if usable is None else np.asarray(usable, bool)
+    slope = rate_dn_s[integration, y, x] * tgroup_s
+    icpt = np.mean(d[use] - slope * g[use]) if use.any() else 0.0
+    model = icpt + slope * g
+    fig, (a0, a1) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
+    a0.plot(g[use], d[use], "o", ms=3, label="used")
+    a0.plot(g[~use], d[~use], "x", ms=4, label="not used")
+    a0.plot(g, model, "-", lw=1, label="fit")
+    a0.set_ylabel("DN")
+    a0.legend(fontsize=8)
+    a1.plot(g, d - model, "o", ms=3)
+    a1.axhline(0, color="k", lw=0.6)
+    a1.set_xlabel("group")
+    a1.set_ylabel("residual (DN)")
+    fig.suptitle(f"ramp of pixel (row {y}, col {x}), integration {integration}")
+    return _save(fig, path)
