@@ -122,7 +122,7 @@ class LightCurveModel:
         p = batman.TransitParams()
         p.t0, p.per, p.rp, p.a = v["t0"], v["per"], v["rp_rs"], v["a_rs"]
         p.inc, p.ecc, p.w = v["inc"], v["ecc"], v["w"]
-        p.limb_dark = self.ld_law
+        p.limb_dark = self.ld_law if self.kind != "eclipse" else "uniform"
         p.u = self._u_from(v)
         p.fp = 1.0
         p.t_secondary = v["t0"] + 0.5 * v["per"]
@@ -332,6 +332,108 @@ class LightCurveModel:
             s = np.broadcast_to(err, (P.shape[0], err.shape[1]))
         return s[0] if one else s
 
+    def loglike(self, P, flux, err) -> np.ndarray:
+        """Gaussian log-likelihood ``(nw,)`` of parameter matrix ``P`` ``(nw, nparams)`` (fused numba kernel).
+
+        Same value as -0.5 sum(((flux - evaluate(P)) / sigma)^2) - sum(log sigma) - n/2 log(2 pi).
+        """
+        from ._kernels import loglike_kernel
+
+        P = np.atleast_2d(np.asarray(P, float))
+        nw, nt = P.shape[0], self.time.size
+        ix = self.index
+        if self._tm is None and self._em is None:
+            self._build(dict(zip(self.names, P[0])))
+        A = E = None
+        if self.kind in ("transit", "phasecurve"):
+            A = self._buffer("A", nw, self._window_tr is None)
+            for k in range(nw):
+                self._transit_into(P[k], ix, A[k])
+        if self.kind in ("eclipse", "phasecurve"):
+            E = self._buffer("E", nw, self._window_ec is None)
+            for k in range(nw):
+                self._eclipse_into(P[k], ix, E[k])
+        dummy2 = np.zeros((1, 1))
+        trig = dummy2
+        pc = np.zeros((nw, 4))
+        fp = P[:, ix["fp"]] if "fp" in ix else np.zeros(nw)
+        if self.kind == "transit":
+            mode = 0
+        elif self.kind == "eclipse":
+            mode, A = 1, dummy2
+        else:
+            same = all(np.all(P[:, ix[k]] == P[0, ix[k]]) for k in ("t0", "per", "ecc", "w"))
+            if same:
+                self._planet_flux(P[:1])  # fills the cached trig arrays for this orbit
+                trig = np.array(self._trig)
+                mode = 2
+                d1 = np.deg2rad(P[:, ix["pc_offset1"]])
+                pc[:, 0] = P[:, ix["pc_amp1"]] * np.cos(d1)
+                pc[:, 1] = P[:, ix["pc_amp1"]] * np.sin(d1)
+                if self.pc_order == 2:
+                    d2 = np.deg2rad(P[:, ix["pc_offset2"]])
+                    pc[:, 2] = P[:, ix["pc_amp2"]] * np.cos(d2)
+                    pc[:, 3] = P[:, ix["pc_amp2"]] * np.sin(d2)
+            else:
+                A = A + self._planet_flux(P) * E
+                mode = 0
+        if E is None:
+            E = dummy2
+        sysm = self.systematics
+        ramp = np.zeros((nw, 4))
+        nramp = {"none": 0, "single": 1, "double": 2}[sysm.ramp]
+        if nramp >= 1:
+            ramp[:, 0], ramp[:, 1] = P[:, ix["ramp_amp1"]], P[:, ix["ramp_tau1"]]
+        if nramp == 2:
+            ramp[:, 2], ramp[:, 3] = P[:, ix["ramp_amp2"]], P[:, ix["ramp_tau2"]]
+        if not sysm._sorted:
+            raise ValueError("LightCurveModel.loglike needs times sorted in increasing order")
+        poly = np.ascontiguousarray(P[:, [ix[f"poly{k}"] for k in range(1, sysm.poly_order + 1)]])
+        decorr = np.ascontiguousarray(P[:, [ix[f"decorr_{n}"] for n in sysm.regressor_names]])
+        noise_kind = {"none": 0, "err_mult": 1, "jitter": 2}[self.noise]
+        noise = P[:, ix["err_mult"]] if noise_kind == 1 else (P[:, ix["jitter_ppm"]] if noise_kind == 2
+                                                                  else np.zeros(nw))
+        err = np.asarray(err, float)
+        return loglike_kernel(np.asarray(flux, float), err, mode, A, E, np.ascontiguousarray(fp), pc, trig,
+                              np.ascontiguousarray(P[:, ix["f0"]]), ramp, nramp, sysm.dt_start, poly,
+                              np.ascontiguousarray(sysm._powers.reshape(sysm.poly_order, nt)), decorr,
+                              np.ascontiguousarray(sysm._z.reshape(len(sysm.regressor_names), nt)),
+                              noise_kind, np.ascontiguousarray(noise), float(np.log(err).sum()),
+                              sysm._rk, sysm._reps, sysm._rstep)
+
+    def _buffer(self, name, nw, full):
+        """Reused ``(nw, nt)`` work array of ones (first touch of fresh memory is slow on these VMs).
+
+        With a window only the window columns are ever overwritten, so the ones elsewhere stay valid.
+        """
+        bufs = self.__dict__.setdefault("_bufs", {})
+        b = bufs.get(name)
+        if b is None or b.shape[0] != nw:
+            b = np.ones((nw, self.time.size))
+            bufs[name] = b
+        return b
+
+    def _transit_into(self, row, ix, out):
+        if self._tm is None:
+            return
+        p = self._tp
+        p.t0, p.per, p.a, p.inc, p.ecc, p.w = self._orbit_tuple(row, ix)
+        p.rp = row[ix["rp_rs"]]
+        p.t_secondary = self._tm.t_secondary
+        p.u = self._u_from({n: row[ix[n]] for n in self.ld_names})
+        if self._window_tr is None:
+            out[:] = self._tm.light_curve(p)
+        else:
+            out[self._window_tr] = self._tm.light_curve(p)
+
+    def _eclipse_into(self, row, ix, out):
+        if self._em is None:
+            return
+        if self._window_ec is None:
+            out[:] = self._eclipse(row, ix)
+        else:
+            out[self._window_ec] = self._eclipse(row, ix)[self._window_ec]
+
     def subset(self, keep) -> "LightCurveModel":
         """A new model on ``time[keep]`` with the same options and time origins (used after clipping)."""
         keep = np.asarray(keep, bool)
@@ -340,6 +442,7 @@ class LightCurveModel:
         new.time = self.time[keep]
         new.systematics = self.systematics.subset(keep)
         new._tm = new._em = None
+        new._bufs = {}
         new._window_tr = new._window_ec = None
         frozen = getattr(self, "_orbit_frozen", None)
         if frozen is not None and (self._window_tr is not None or self._window_ec is not None):

@@ -48,6 +48,7 @@ class Systematics:
         self.dt_start = self.time - self.t_start
         self.dt_ref = self.time - self.t_ref
         self._sorted = bool(np.all(np.diff(self.dt_start) >= 0))
+        self._ramp_grid()
         self._powers = np.array([self.dt_ref ** k for k in range(1, self.poly_order + 1)])
         self.regressor_names = []
         zs = []
@@ -61,6 +62,20 @@ class Systematics:
             zs.append((r - r.mean()) / sd)
             self.regressor_names.append(name)
         self._z = np.array(zs) if zs else np.zeros((0, self.time.size))
+
+    def _ramp_grid(self):
+        """Integer cadence index k and offset eps with dt = k step + eps (for the fused kernel's ramp)."""
+        d = np.diff(self.dt_start)
+        d = d[d > 0]
+        step = float(np.median(d)) if d.size else 0.0
+        if step > 0:
+            k = np.round(self.dt_start / step)
+            eps = self.dt_start - k * step
+            # the Taylor term needs |eps/tau| small for every allowed tau (>= ~1e-4 d)
+            if np.max(np.abs(eps)) < 1e-6 and np.all(np.diff(k) >= 0):
+                self._rk, self._reps, self._rstep = k.astype(np.int64), eps, step
+                return
+        self._rk, self._reps, self._rstep = np.zeros(self.time.size, np.int64), np.zeros(self.time.size), -1.0
 
     @property
     def names(self) -> list:
@@ -81,6 +96,7 @@ class Systematics:
         new.dt_start = self.dt_start[keep]
         new.dt_ref = self.dt_ref[keep]
         new._sorted = bool(np.all(np.diff(new.dt_start) >= 0))
+        new._ramp_grid()
         new._powers = self._powers[:, keep]
         new._z = self._z[:, keep]
         return new

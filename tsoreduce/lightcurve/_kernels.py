@@ -1,0 +1,120 @@
+"""Fused numba kernel: systematics x astrophysics -> Gaussian log-likelihood, for many walkers at once.
+
+One pass over the integrations per walker instead of ~20 temporary ``(nwalkers, nt)`` numpy arrays
+(the numpy version is memory-bound and spends most of its time in np.exp / np.cos on this machine;
+see benchmarks/bench_stage4.py).  The formulas are those of :mod:`.systematics` and :mod:`.models`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+__all__ = ["loglike_kernel"]
+
+
+@njit(cache=True)
+def loglike_kernel(flux, err, mode, A, E, fp, pc, trig, f0, ramp, nramp, dt_start, poly, powers, decorr, z,
+                   noise_kind, noise, sum_log_err, ramp_k, ramp_eps, ramp_step):
+    """Log-likelihood per walker ``(nw,)``.
+
+    mode 0: astro = A;  mode 1: astro = 1 + fp E;  mode 2: astro = A + Fp E with
+    Fp = fp + pc0 (cos th - 1) - pc1 sin th + pc2 (cos 2th - 1) - pc3 sin 2th, ``trig`` = (cos th, sin th,
+    cos 2th, sin 2th) ``(4, nt)``.  Systematics f0 (1 + a1 e^{-dt/tau1} + a2 e^{-dt/tau2})
+    (1 + sum c_k powers_k) (1 + sum d_j z_j); ``ramp`` ``(nw, 4)`` = a1, tau1, a2, tau2, ``nramp`` 0/1/2.
+    noise_kind 0: sigma = err; 1: sigma = noise * err; 2: sigma^2 = err^2 + (1e-6 noise f0)^2.
+
+    Ramp exponentials without one exp per point: on a regular cadence dt_i = k_i * step + eps_i, so
+    e^{-dt_i/tau} = q^{k_i} e^{-eps_i/tau} with q = e^{-step/tau} updated multiplicatively and the small
+    eps term by its Taylor series (|eps/tau| < 1e-2 is checked by the caller; ramp_step <= 0 means
+    irregular times: plain exp).  Exact to ~1e-12 relative.
+    """
+    nw = f0.shape[0]
+    nt = flux.shape[0]
+    npoly = powers.shape[0]
+    nreg = z.shape[0]
+    out = np.empty(nw)
+    half_log2pi = 0.5 * math.log(2.0 * math.pi)
+    for w in range(nw):
+        a1 = ramp[w, 0]
+        a2 = ramp[w, 2]
+        inv1 = 1.0 / ramp[w, 1] if nramp >= 1 else 0.0
+        inv2 = 1.0 / ramp[w, 3] if nramp >= 2 else 0.0
+        regular = ramp_step > 0.0
+        q1 = math.exp(-ramp_step * inv1) if regular else 0.0
+        q2 = math.exp(-ramp_step * inv2) if regular else 0.0
+        c1 = math.exp(-ramp_k[0] * ramp_step * inv1) if regular else 0.0
+        c2 = math.exp(-ramp_k[0] * ramp_step * inv2) if regular else 0.0
+        kprev = ramp_k[0]
+        chi2 = 0.0
+        slog = 0.0
+        done1 = nramp < 1
+        done2 = nramp < 2
+        for i in range(nt):
+            dt = dt_start[i]
+            r = 1.0
+            if regular and not (done1 and done2):
+                m = ramp_k[i] - kprev
+                if m != 0:
+                    if m == 1:
+                        c1 *= q1
+                        c2 *= q2
+                    else:
+                        c1 *= q1 ** m
+                        c2 *= q2 ** m
+                    kprev = ramp_k[i]
+            if not done1:
+                x = dt * inv1
+                if x > 30.0 and dt >= 0.0:
+                    done1 = True  # times are sorted: the term stays below e^-30 from here
+                elif regular:
+                    e = ramp_eps[i] * inv1
+                    r += a1 * c1 * (1.0 - e * (1.0 - e * (0.5 - e / 6.0)))
+                else:
+                    r += a1 * math.exp(-x)
+            if not done2:
+                x = dt * inv2
+                if x > 30.0 and dt >= 0.0:
+                    done2 = True
+                elif regular:
+                    e = ramp_eps[i] * inv2
+                    r += a2 * c2 * (1.0 - e * (1.0 - e * (0.5 - e / 6.0)))
+                else:
+                    r += a2 * math.exp(-x)
+            s = f0[w] * r
+            if npoly > 0:
+                p = 1.0
+                for k in range(npoly):
+                    p += poly[w, k] * powers[k, i]
+                s *= p
+            if nreg > 0:
+                d = 1.0
+                for j in range(nreg):
+                    d += decorr[w, j] * z[j, i]
+                s *= d
+            if mode == 0:
+                astro = A[w, i]
+            elif mode == 1:
+                astro = 1.0 + fp[w] * E[w, i]
+            else:
+                planet = fp[w] + pc[w, 0] * (trig[0, i] - 1.0) - pc[w, 1] * trig[1, i] \
+                    + pc[w, 2] * (trig[2, i] - 1.0) - pc[w, 3] * trig[3, i]
+                astro = A[w, i] + planet * E[w, i]
+            res = flux[i] - astro * s
+            if noise_kind == 0:
+                chi2 += (res / err[i]) ** 2
+            elif noise_kind == 1:
+                chi2 += (res / (noise[w] * err[i])) ** 2
+            else:
+                j = 1e-6 * noise[w] * f0[w]
+                v = err[i] * err[i] + j * j
+                chi2 += res * res / v
+                slog += 0.5 * math.log(v)
+        if noise_kind == 0:
+            slog = sum_log_err
+        elif noise_kind == 1:
+            slog = sum_log_err + nt * math.log(noise[w])
+        out[w] = -0.5 * chi2 - slog - nt * half_log2pi
+    return out
