@@ -26,6 +26,10 @@ keywords by :func:`reconstruct_int_times`, which warns with :class:`IntTimesReco
 
 Header keywords: everything in ``meta`` whose key does not start with ``_`` goes to the primary header,
 except keywords belonging to the SCI extension (BUNIT, SRCTYPE, PHOTMJSR, PHOTUJA2, PIXAR_SR, PIXAR_A2).
+Keywords missing from ``meta`` get defaults: TELESCOP JWST, INSTRUME MIRI, DETECTOR MIRIMAGE, EXP_TYPE
+MIR_LRS-SLITLESS, SUBARRAY SLITLESSPRISM, NINTS = nints, INTSTART 1, INTEND, NFRAMES 1, EXSEGNUM/EXSEGTOT 1
+and, for SLITLESSPRISM, READPATT FASTR1, TFRAME 0.15904 s, TGROUP = TFRAME * NFRAMES; the uncal writer
+sets NGROUPS to the SCI cube's group count; TSOPROD (product kind), DATAMODL and FILENAME are always set.
 Readers put the primary header keywords (and those SCI keywords) into ``meta`` and the file name into
 ``meta["_source_path"]``.  Writers are atomic (temporary file in the target directory, then
 ``os.replace``), refuse to overwrite an existing file unless ``overwrite=True``, and always refuse to
@@ -57,7 +61,7 @@ from astropy.io import fits
 from ..datamodel import IntTimes, RampData, RateData, SpectraData, concatenate
 from ..errors import (EmptyDataError, MissingExtensionError, OverwriteError, ProductError,
                       ShapeError, TruncatedFileError, WrongInstrumentError, WrongSubarrayError)
-from ..reference import SUBARRAY_NAME, SUBARRAY_SHAPE
+from ..reference import SUBARRAY_NAME, SUBARRAY_SHAPE, TFRAME
 
 __all__ = [
     "read", "read_uncal", "read_rateints", "read_calints", "read_x1dints", "read_segments",
@@ -394,6 +398,13 @@ def _headers(product, kind: str, provenance: dict | None, units: str | None, pat
     meta.setdefault("INTSTART", 1)
     meta.setdefault("INTEND", int(meta["INTSTART"]) + nints - 1)
     meta.setdefault("NFRAMES", 1)
+    meta.setdefault("EXSEGNUM", 1)
+    meta.setdefault("EXSEGTOT", 1)
+    if str(meta.get("SUBARRAY")).strip() == SUBARRAY_NAME:
+        # the only science readout of SLITLESSPRISM: FASTR1, one frame per group (JDox)
+        meta.setdefault("READPATT", "FASTR1")
+        meta.setdefault("TFRAME", TFRAME)
+        meta.setdefault("TGROUP", float(meta["TFRAME"]) * int(meta["NFRAMES"]))
     if kind == "uncal":
         meta["NGROUPS"] = product.ngroups  # the header must describe the SCI cube actually written
     meta[PRODUCT_KEYWORD] = kind
