@@ -17,10 +17,10 @@ Constants (each with its source)
   (:func:`load_gain`) when one is available.
 * ``READ_NOISE_DN = 6.0`` -- read noise in DN; JDox "MIRI Detector Performance" Table 1 ("Read noise
   (DN) ~6", flight measurement).  A default used only when no readnoise reference file is given.
-* ``SATURATION_DN = 60000`` -- approximate MIRI hard saturation (CRDS MIRI saturation reference files
-  are ~55 000-65 000 DN per pixel; exoTEDRF flags at 80 % of a 56 600 DN full well; JDox gives a full
-  well of ~210 000 e-, i.e. ~52 000-68 000 DN for a gain of 4-3.1).  A default used only when no
-  saturation reference is given.
+* ``SATURATION_DN = 60000`` -- approximate MIRI hard saturation: JDox "MIRI Detector Performance" gives
+  a full well of ~210 000 e-, i.e. ~52 000-68 000 DN for a gain of 4-3.1 e-/DN; exoTEDRF flags at 80 % of
+  a 56 600 DN full well (research notes, anchors.md 2.x saturation).  The per-pixel CRDS saturation
+  reference (:func:`load_saturation`) should be preferred; this default is used only without one.
 * ``EMI_FREQUENCIES`` -- the MIRI EMI frequencies in Hz, with the names of the jwst ``emicorr``
   reference file (stdatamodels ``EmiModel``: Hz390, Hz218a, Hz218b, Hz218c, Hz164, Hz10) and the values
   of the jwst emicorr documentation ("The known frequencies to correct for are [Hz]: 390.625, 218.52055,
