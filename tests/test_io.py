@@ -296,6 +296,30 @@ def test_read_segments_orders_by_intstart(tmp_path):
         io.write_uncal(tmp_path / "jw_seg001_uncal.fits", joined, overwrite=True)
 
 
+def test_segment_with_whole_exposure_int_times(tmp_path):
+    """A segment may carry the exposure's whole INT_TIMES table: rows INTSTART..INTEND are selected."""
+    rng = np.random.default_rng(14)
+    seg = _ramp(rng, nints=2, ngroups=4, start=3, meta={"NINTS": 6})
+    p = io.write_uncal(tmp_path / "s2_uncal.fits", seg)
+    whole = _times(6)
+    with fits.open(p) as h:
+        h["INT_TIMES"] = io.fits_products._int_times_hdu(whole)
+        h.writeto(tmp_path / "whole_uncal.fits")
+    back = io.read_uncal(tmp_path / "whole_uncal.fits")
+    np.testing.assert_array_equal(back.int_times.integration_number, [3, 4])
+    np.testing.assert_array_equal(back.int_times.mid_bjd_tdb, whole.mid_bjd_tdb[2:4])
+    assert not back.int_times.reconstructed
+    # a table that does not hold this segment's integrations: rebuilt from EXPSTART, with a warning
+    with fits.open(p) as h:
+        h["INT_TIMES"] = io.fits_products._int_times_hdu(_times(3, start=10))
+        h.writeto(tmp_path / "other_uncal.fits")
+    with pytest.warns(IntTimesReconstructedWarning):
+        t = io.read_uncal(tmp_path / "other_uncal.fits").int_times
+    np.testing.assert_array_equal(t.integration_number, [3, 4])
+    # EXPSTART + 2 cycles of (4 groups + 1 reset) frames
+    assert (t.start_mjd_utc[0] - META["EXPSTART"]) * 86400 == pytest.approx(2 * 5 * 0.15904, abs=1e-4)
+
+
 def test_read_segments_rejects_inconsistent(tmp_path):
     rng = np.random.default_rng(8)
     a = _ramp(rng, nints=2, ngroups=4, start=1)
