@@ -37,8 +37,11 @@ from .config import Param, validate
 from .datamodel import DQ, IntTimes, LightCurves, RateData, SpectraData
 from .errors import ConfigError, EmptyDataError, ShapeError
 from .spectroscopic import BAD_PIXEL_FLAGS, baseline_index, estimate_trace_column, make_deep_frame
+from .spectroscopic import _quiet_nanwarnings as _quiet
 
 log = logging.getLogger(__name__)
+
+_BLOCK = 256  # integrations per block in the extraction loops (bounded memory)
 
 __all__ = ["CONFIG_SCHEMA", "run_stage3", "edgetrigger_centres", "fit_trace_polynomial", "find_trace",
            "measure_position_width", "box_weights", "box_extract", "optimize_box_width",
@@ -320,11 +323,17 @@ def box_extract(calints: RateData, trace, width=7.0):
     DO_NOT_USE.  Returns ``(flux, err, dq)``, each ``(nints, nrows)``, in the data units (summed).
     """
     w = box_weights(trace, width, calints.data.shape[2])
-    d, bad = _clean(calints)
-    flux = np.einsum("iyx,yx->iy", d, w)
-    e = np.nan_to_num(calints.err.astype(np.float64))
-    err = np.sqrt(np.einsum("iyx,yx->iy", e * e, w * w))
-    dq = np.where(np.einsum("iyx,yx->iy", bad.astype(float), w) > 0, np.uint32(DQ.DO_NOT_USE), 0)
+    nints, nrows = calints.data.shape[:2]
+    flux, err = np.empty((nints, nrows)), np.empty((nints, nrows))
+    nbad = np.empty((nints, nrows))
+    for i0 in range(0, nints, _BLOCK):  # blocks bound the float64 working copies
+        blk = slice(i0, min(i0 + _BLOCK, nints))
+        d, bad = _clean(calints.select_integrations(blk))
+        flux[blk] = np.einsum("iyx,yx->iy", d, w)
+        e = np.nan_to_num(calints.err[blk].astype(np.float64))
+        err[blk] = np.sqrt(np.einsum("iyx,yx->iy", e * e, w * w))
+        nbad[blk] = np.einsum("iyx,yx->iy", bad.astype(float), w)
+    dq = np.where(nbad > 0, np.uint32(DQ.DO_NOT_USE), 0)
     return flux, err, dq.astype(np.uint32)
 
 
@@ -356,6 +365,37 @@ def optimize_box_width(calints: RateData, trace, rows, widths=np.arange(2.0, 12.
 
 # ----------------------------------------------------------------------------------- 3. optimal
 
+def _horne_block(d, bad, P, V, clip_sigma, max_iter):
+    """Horne (1986) iterations for a block of integrations; d, bad ``(n, nrows, ncols)``."""
+    M = (~bad) & (P[None] > 0)
+    nrej = 0
+    for _ in range(max_iter):
+        Mf = M.astype(float)
+        num = np.einsum("iyx,yx->iy", Mf * d, P / V)
+        den = np.einsum("iyx,yx->iy", Mf, P * P / V)
+        with np.errstate(all="ignore"):
+            f = np.where(den > 0, num / den, 0.0)
+        # Horne's rule: only the single worst pixel of a row is rejected per pass, because one strong
+        # outlier biases f and would otherwise make its good neighbours look discrepant too
+        z2 = np.where(M, (d - f[:, :, None] * P[None]) ** 2 / V[None], -1.0)
+        worst = np.argmax(z2, axis=2)
+        zmax = np.take_along_axis(z2, worst[..., None], axis=2)[..., 0]
+        hit = zmax > clip_sigma**2
+        if not hit.any():
+            break
+        ii, yy = np.nonzero(hit)
+        M[ii, yy, worst[ii, yy]] = False
+        nrej += int(hit.sum())
+    Mf = M.astype(float)
+    num = np.einsum("iyx,yx->iy", Mf * d, P / V)
+    den = np.einsum("iyx,yx->iy", Mf, P * P / V)
+    sp = np.einsum("iyx,yx->iy", Mf, P)
+    with np.errstate(all="ignore"):
+        flux = np.where(den > 0, num / den, np.nan)
+        err = np.where(den > 0, np.sqrt(sp / den), np.nan)
+    return flux, err, sp, nrej
+
+
 def optimal_extract(calints: RateData, deep_frame, trace, *, aperture_halfwidth=6.0, clip_sigma=5.0,
                     max_iter=10):
     """Optimal extraction (Horne 1986, PASP 98, 609; anchors.md 2.11).
@@ -383,44 +423,33 @@ def optimal_extract(calints: RateData, deep_frame, trace, *, aperture_halfwidth=
     P[flat] = wap[flat]
     norm = P.sum(axis=1, keepdims=True)
     P = np.where(norm > 0, P / np.where(norm > 0, norm, 1), 0.0)
-    d, bad = _clean(calints)
-    e2 = np.where(np.isfinite(calints.err), calints.err.astype(float) ** 2, np.nan)
-    e2 = np.where(bad, np.nan, e2)
-    with np.errstate(all="ignore"):
-        V = np.nanmedian(e2, axis=0)
+    # only the aperture's columns are touched, in blocks of integrations: memory stays bounded
+    cols = np.flatnonzero(P.any(axis=0))
+    c0, c1 = int(cols.min()), int(cols.max()) + 1
+    P = P[:, c0:c1]
+    sub = calints.replace(data=calints.data[:, :, c0:c1], err=calints.err[:, :, c0:c1],
+                          dq=calints.dq[:, :, c0:c1], var_poisson=None, var_rnoise=None, wavelength=None)
+    e2 = np.where(np.isfinite(sub.err), sub.err.astype(np.float32) ** 2, np.nan)
+    e2[(sub.dq & np.uint32(int(BAD_PIXEL_FLAGS))) != 0] = np.nan
+    with np.errstate(all="ignore"), _quiet():
+        V = np.nanmedian(e2, axis=0).astype(float)
+    del e2
     pos = V[np.isfinite(V) & (V > 0)]
     if pos.size == 0:
         # no usable ERR: fall back to the temporal variance of each pixel (exoTEDRF variant)
         log.warning("optimal extraction: ERR unusable, using the temporal variance of each pixel")
-        V = np.var(d, axis=0)
+        V = np.var(_clean(sub)[0], axis=0)
         pos = V[V > 0]
     V = np.where(np.isfinite(V) & (V > 0), V, np.median(pos) if pos.size else 1.0)
-    M = (~bad) & (P[None] > 0)
+    flux = np.empty((nints, nrows))
+    err = np.empty((nints, nrows))
+    sp = np.empty((nints, nrows))
     n_prev = 0
-    for _ in range(max_iter):
-        Mf = M.astype(float)
-        num = np.einsum("iyx,yx->iy", Mf * d, P / V)
-        den = np.einsum("iyx,yx->iy", Mf, P * P / V)
-        with np.errstate(all="ignore"):
-            f = np.where(den > 0, num / den, 0.0)
-        # Horne's rule: only the single worst pixel of a row is rejected per pass, because one strong
-        # outlier biases f and would otherwise make its good neighbours look discrepant too
-        z2 = np.where(M, (d - f[:, :, None] * P[None]) ** 2 / V[None], -1.0)
-        worst = np.argmax(z2, axis=2)
-        zmax = np.take_along_axis(z2, worst[..., None], axis=2)[..., 0]
-        hit = zmax > clip_sigma**2
-        if not hit.any():
-            break
-        ii, yy = np.nonzero(hit)
-        M[ii, yy, worst[ii, yy]] = False
-        n_prev += int(hit.sum())
-    Mf = M.astype(float)
-    num = np.einsum("iyx,yx->iy", Mf * d, P / V)
-    den = np.einsum("iyx,yx->iy", Mf, P * P / V)
-    sp = np.einsum("iyx,yx->iy", Mf, P)
-    with np.errstate(all="ignore"):
-        flux = np.where(den > 0, num / den, np.nan)
-        err = np.where(den > 0, np.sqrt(sp / den), np.nan)
+    for i0 in range(0, nints, _BLOCK):
+        blk = slice(i0, min(i0 + _BLOCK, nints))
+        d, bad = _clean(sub.select_integrations(blk))
+        flux[blk], err[blk], sp[blk], nr = _horne_block(d, bad, P, V, clip_sigma, max_iter)
+        n_prev += nr
     # a row with less than half of its profile weight accepted is unreliable
     dq = np.where((sp < 0.5) | ~np.isfinite(flux), np.uint32(DQ.DO_NOT_USE), 0).astype(np.uint32)
     log.info("optimal extraction: aperture +-%.1f px, %d pixel values rejected (%.2g %%)",
