@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_spectroscopic import MIRISIM, _read_mirisim, synth_rates
+from test_spectroscopic import _read_mirisim, synth_rates
 from tsoreduce import reference
 from tsoreduce.datamodel import IntTimes, LightCurves, SpectraData
 from tsoreduce.errors import ConfigError, ShapeError

@@ -224,6 +224,17 @@ def test_run_stage2_defaults_and_outputs(tmp_path):
     assert np.allclose(out.data[3].sum() / out.data[2].sum(), 0.99, atol=2e-3)
     for name in ("stage2_background.png", "stage2_bad_pixels.png", "stage2_pca.png"):
         assert (tmp_path / name).stat().st_size > 1000
+    from astropy.io import fits
+
+    with fits.open(tmp_path / "stage2_diagnostics.fits") as h:
+        np.testing.assert_array_equal(h["DEEP"].data, diag["deep_frame"])
+        assert h["HOTPIX"].data.shape == (416, 72) and h["PCA_TS"].data.shape[1] == 20
+        assert h[0].header["NREPSPA"] == diag["n_replaced_spatial"]
+    from tsoreduce.errors import OverwriteError
+    from tsoreduce.spectroscopic import write_stage2_diagnostics
+
+    with pytest.raises(OverwriteError):
+        write_stage2_diagnostics(tmp_path / "stage2_diagnostics.fits", diag)
     assert set(CONFIG_SCHEMA) == {"wavelength", "flat_field", "background", "bad_pixels", "pca", "deep_frame"}
 
 

@@ -34,7 +34,7 @@ from scipy.optimize import least_squares
 
 from . import reference
 from .config import Param, validate
-from .datamodel import DQ, IntTimes, LightCurves, RateData, SpectraData
+from .datamodel import DQ, LightCurves, RateData, SpectraData
 from .errors import ConfigError, EmptyDataError, ShapeError
 from .spectroscopic import BAD_PIXEL_FLAGS, baseline_index, estimate_trace_column, make_deep_frame
 from .spectroscopic import _quiet_nanwarnings as _quiet

@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CONFIG_SCHEMA", "run_stage2", "assign_wavelength", "read_specwcs_wavelength_map",
            "flat_field", "estimate_trace_column", "subtract_background", "clean_bad_pixels",
-           "pca_reconstruct", "make_deep_frame", "PCAResult", "baseline_index"]
+           "pca_reconstruct", "make_deep_frame", "PCAResult", "baseline_index",
+           "write_stage2_diagnostics"]
 
 #: DQ flags that make a pixel value unusable in a given integration
 BAD_PIXEL_FLAGS = DQ.DO_NOT_USE | DQ.DEAD | DQ.HOT | DQ.SATURATED
@@ -584,7 +585,8 @@ def run_stage2(rates: RateData, config: dict | None = None, *, plot_dir=None, re
     rates : RateData ``(nints, 416, 72)``, DN/s (our or the STScI pipeline's rateints) or MJy/sr
         (calints; units kept).
     config : the ``stage2`` section (validated against :data:`CONFIG_SCHEMA`; None -> defaults).
-    plot_dir : directory for diagnostic figures (None -> no figures).
+    plot_dir : directory for diagnostic figures and ``stage2_diagnostics.fits`` (deep frame, hot-pixel
+        map, ...; see :func:`write_stage2_diagnostics`); None -> neither.
     references : optional dict; ``references["flat"]`` (path or array) overrides ``flat_field.path``,
         ``references["specwcs"]`` overrides ``wavelength.specwcs_path``.
 
@@ -661,6 +663,58 @@ def run_stage2(rates: RateData, config: dict | None = None, *, plot_dir=None, re
     return out, diag
 
 
+def write_stage2_diagnostics(path, diag: dict, *, overwrite: bool = False):
+    """Write the Stage 2 diagnostics to a FITS file (atomically: temporary file + ``os.replace``).
+
+    HDUs: DEEP (deep frame, float32 ``(nrows, ncols)``), HOTPIX (uint8 hot-pixel map, 1 = replaced in
+    every integration), TEMPOUT (int32 count of temporal replacements per pixel), BKGROW (float32
+    ``(nints, nrows)`` median background of each row) and, when PCA ran, PCA_EIGIMG ``(K, nrows,
+    ncols)`` and PCA_TS ``(K, nints)`` with the explained-variance ratios in the PCA_TS header
+    (EVR1...).  Primary header: NREPSPA, NREPTEM (replaced values), TRACECOL.
+    Raises OverwriteError when ``path`` exists and ``overwrite`` is False.
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from astropy.io import fits
+
+    from .errors import OverwriteError
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OverwriteError(f"{path} exists (pass overwrite=True to replace it)")
+    prim = fits.PrimaryHDU()
+    prim.header["NREPSPA"] = (int(diag.get("n_replaced_spatial", 0)), "spatially replaced values")
+    prim.header["NREPTEM"] = (int(diag.get("n_replaced_temporal", 0)), "temporally replaced values")
+    if "trace_center" in diag:
+        prim.header["TRACECOL"] = (float(diag["trace_center"]), "coarse trace column (0-based)")
+    hdus = [prim, fits.ImageHDU(np.asarray(diag["deep_frame"], np.float32), name="DEEP"),
+            fits.ImageHDU(np.asarray(diag["hot_pixel_map"], np.uint8), name="HOTPIX")]
+    if diag.get("temporal_count_map") is not None:
+        hdus.append(fits.ImageHDU(np.asarray(diag["temporal_count_map"], np.int32), name="TEMPOUT"))
+    if diag.get("background") is not None:
+        hdus.append(fits.ImageHDU(np.median(diag["background"], axis=2).astype(np.float32), name="BKGROW"))
+    pca = diag.get("pca")
+    if pca is not None:
+        hdus.append(fits.ImageHDU(pca["eigenimages"], name="PCA_EIGIMG"))
+        ts = fits.ImageHDU(np.asarray(pca["timeseries"], np.float64), name="PCA_TS")
+        for k, v in enumerate(pca["explained_variance_ratio"][:99]):
+            ts.header[f"EVR{k + 1}"] = float(v)
+        ts.header["REMOVED"] = ",".join(str(r) for r in pca["removed"]) or "none"
+        hdus.append(ts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".fits", dir=path.parent)
+    os.close(fd)
+    try:
+        fits.HDUList(hdus).writeto(tmp, overwrite=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
 def _plots(out, diag, plot_dir):
     from pathlib import Path
 
@@ -675,3 +729,4 @@ def _plots(out, diag, plot_dir):
                       path=d / "stage2_bad_pixels.png")
     if diag.get("pca") is not None:
         P.plot_pca(diag["pca"], path=d / "stage2_pca.png")
+    write_stage2_diagnostics(d / "stage2_diagnostics.fits", diag, overwrite=True)
