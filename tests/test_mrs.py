@@ -246,6 +246,28 @@ def test_round_trip_per_integration_and_stack(tmp_path):
         write_mrs_cubes(cubes["2A"], tmp_path / "st", layout="stack", wave_axis="tab")
 
 
+def test_multiband_wave_tab_cube_keeps_band_labels(tmp_path):
+    cubes, truth = simulate_mrs_cubes(MRSSimConfig(nints=6, nwave=4, bands=("1A", "1B"), noise=False,
+                                                   flicker=False))
+    a, b = cubes["1A"], cubes["1B"]
+    cat = lambda x, y: np.concatenate([x, y], axis=1)  # noqa: E731
+    meta = dict(a.meta, CHANNEL="1", BAND="SHORT-MEDIUM")
+    multi = a.replace(data=cat(a.data, b.data), err=cat(a.err, b.err), dq=cat(a.dq, b.dq),
+                      wavelength=np.concatenate([a.wavelength, b.wavelength]), band="1-SHORT-MEDIUM",
+                      meta=meta)
+    write_mrs_cubes(multi, tmp_path, layout="stack", wave_axis="tab")
+    got = mrs.read_cubes(str(tmp_path / "*.fits"))
+    assert got.band == "1-SHORT-MEDIUM"
+    with fits.open(next(tmp_path.glob("*.fits"))) as h:
+        assert h["SCI"].header["CTYPE3"] == "WAVE-TAB" and "CDELT3" not in h["SCI"].header
+    sp, lc = mrs.extract_cube_timeseries(got, {"lightcurves": {"channels": "band"}})
+    assert lc.meta["band"] == ["1A", "1B"]
+    np.testing.assert_allclose(lc.flux, 1.0 / np.median(
+        np.array([(truth.bands[k].flux_jy * truth.bands[k].transit).sum(1) for k in ("1A", "1B")]), axis=1
+    )[:, None] * np.array([(truth.bands[k].flux_jy * truth.bands[k].transit).sum(1) for k in ("1A", "1B")]),
+        rtol=1e-5)
+
+
 def test_linear_wavelength_axis_uses_crpix3(tmp_path):
     cubes, _ = simulate_mrs_cubes(MRSSimConfig(nints=1, nwave=4))
     p = write_mrs_cubes(cubes, tmp_path, layout="stack", include_wcs_table=False)[0]
@@ -419,3 +441,17 @@ def test_stage4_fits_mrs_light_curves(tmp_path):
         got = res.channels[i].median["rp_rs"]
         err = 0.5 * (res.channels[i].err_upper["rp_rs"] + res.channels[i].err_lower["rp_rs"])
         assert abs(got - inj) < 4 * err, (b, got, inj, err)
+
+
+@pytest.mark.slow
+def test_tutorial_04_executes(tmp_path):
+    """tutorials/04_mrs_cubes.ipynb runs headless end to end (nbclient)."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    from pathlib import Path
+    path = Path(__file__).parents[1] / "tutorials" / "04_mrs_cubes.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "white: Rp/Rs" in text

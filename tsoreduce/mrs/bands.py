@@ -51,13 +51,14 @@ def combine_bands(spectra: list[SpectraData]) -> SpectraData:
                                                                   rtol=0, atol=1e-7):
             raise ShapeError("bands have different integration times; they must come from one exposure")
     labels = [band_labels_of(s) for s in spectra]
+    cube_labels = [str(s.meta.get("MRSBANDS", lab[0])) for s, lab in zip(spectra, labels)]
     aux = {}
-    for s, lab in zip(spectra, labels):
+    for s, name in zip(spectra, cube_labels):
         for k, v in s.aux.items():
-            aux[f"{k}_{lab[0]}"] = v
+            aux[f"{k}_{name}"] = v
     meta = {k: v for k, v in spectra[0].meta.items() if k != "_photometry"}
     meta["_band"] = np.concatenate(labels)
-    meta["MRSBANDS"] = ",".join(str(lab[0]) for lab in labels)
+    meta["MRSBANDS"] = ",".join(cube_labels)
     meta["_photometry"] = [s.meta.get("_photometry") for s in spectra]
     return SpectraData(np.concatenate([s.data for s in spectra], axis=1),
                        np.concatenate([s.err for s in spectra], axis=1),

@@ -39,7 +39,7 @@ from ..datamodel import DQ, IntTimes, SpectraData
 from ..errors import EmptyDataError, NotImplementedStepError
 from .apertures import (airy_encircled_energy, circle_overlap, find_centre, gaussian_encircled_energy,
                         psf_fwhm_arcsec)
-from .cubes import CubeSeries
+from .cubes import MRS_BANDS, CubeSeries, band_of_wavelength
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,17 @@ class CubePhotometry:
     int_times: IntTimes | None = None
     meta: dict = field(default_factory=dict)
 
+    def plane_bands(self) -> np.ndarray:
+        """Band label of every plane ``(nwave,)``: the cube's label for a single-band cube; for a
+        multi-band (channel / multi, WAVE-TAB) cube the nominal sub-band of each wavelength (bluer band
+        in overlaps, :func:`~tsoreduce.mrs.cubes.band_of_wavelength`), so light-curve channels still
+        never mix bands."""
+        if self.band in MRS_BANDS:
+            return np.full(self.wavelength.size, self.band)
+        lab = band_of_wavelength(self.wavelength).astype(object)
+        lab[lab == ""] = self.band
+        return lab.astype(str)
+
     def to_spectra(self) -> SpectraData:
         """The x1dints-level :class:`~tsoreduce.datamodel.SpectraData` (Jy), with the centroids (if
         tracked) in ``aux`` and the band label / aperture in ``meta``."""
@@ -101,7 +112,7 @@ class CubePhotometry:
         meta = {k: v for k, v in self.meta.items() if not k.startswith("_")}
         meta.update({"EXP_TYPE": "MIR_MRS", "MRSBANDS": self.band, "SRCXPOS": self.centre[0],
                      "SRCYPOS": self.centre[1], "EXTRMETH": "aperture", "PIXAR_SR": self.pixar_sr,
-                     "_band": np.full(self.wavelength.size, self.band), "_photometry": self})
+                     "_band": self.plane_bands(), "_photometry": self})
         return SpectraData(self.flux, self.flux_err, self.dq, self.wavelength, self.int_times, aux,
                            meta, units="Jy")
 
