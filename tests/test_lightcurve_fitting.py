@@ -1,0 +1,193 @@
+"""Stage 4 injection-recovery on synthetic light curves (transit, eclipse, phase curve; each with a
+settling ramp, a linear baseline, a trace-position systematic and white noise), and run_stage4 products.
+"""
+
+import numpy as np
+import pytest
+from astropy.table import Table
+from astropy.units import cds
+
+from tsoreduce.datamodel import LightCurves
+from tsoreduce.lightcurve import (LightCurveModel, ParameterSet, fit_lightcurve, parse_parameter, read_chains,
+                                  run_stage4)
+
+ERR = 3e-4
+
+
+def _setup(kind, seed, n=None):
+    rng = np.random.default_rng(seed)
+    if kind == "phasecurve":
+        n = n or 2500
+        t = 60000.0 + np.linspace(-0.1, 0.95, n)
+        truth = dict(t0=60000.05, per=0.8135, rp_rs=0.16, a_rs=4.9, inc=82.0, ecc=0.0, w=90.0, fp=0.005,
+                     pc_amp1=0.0018, pc_offset1=12.0, q1=0.1, q2=0.3)
+    elif kind == "eclipse":
+        n = n or 1500
+        t = 60000.0 + np.linspace(0.25, 0.55, n)
+        truth = dict(t0=60000.0, per=0.8135, rp_rs=0.16, a_rs=4.9, inc=82.0, ecc=0.0, w=90.0, fp=0.004)
+    else:
+        n = n or 1500
+        t = 60000.0 + np.linspace(-0.15, 0.15, n)
+        truth = dict(t0=60000.01, per=3.0, rp_rs=0.12, a_rs=12.0, inc=87.0, ecc=0.0, w=90.0, q1=0.3, q2=0.3)
+    x = np.cumsum(rng.standard_normal(n)) * 0.01
+    truth.update(f0=1.0, ramp_amp1=0.004, ramp_tau1=0.02, poly1=0.002, decorr_trace_x=2e-4, err_mult=1.0)
+    model = LightCurveModel(t, kind, ramp="single", poly_order=1, regressors={"trace_x": x}, t_start=t[0] - 0.005)
+    flux = model.evaluate(truth) + ERR * rng.standard_normal(n)
+    err = np.full(n, ERR)
+    free = {"t0": (truth["t0"] - 0.02, truth["t0"] + 0.02), "rp_rs": (0.05, 0.3), "a_rs": (2.0, 30.0),
+            "inc": (70.0, 90.0), "fp": (0.0, 0.02), "pc_amp1": (0.0, 0.01), "pc_offset1": (-60.0, 60.0),
+            "q1": (0.0, 1.0), "q2": (0.0, 1.0), "f0": (0.9, 1.1), "ramp_amp1": (-0.1, 0.1),
+            "ramp_tau1": (1e-3, 0.2), "poly1": (-0.1, 0.1), "decorr_trace_x": (-0.01, 0.01),
+            "err_mult": (0.5, 3.0)}
+    if kind == "eclipse":
+        for k in ("rp_rs", "a_rs", "inc"):
+            free.pop(k)
+    if kind == "phasecurve":
+        free.pop("q1"), free.pop("q2")
+    specs = {}
+    for name in model.names:
+        v = truth[name]
+        if name in free:
+            lo, hi = free[name]
+            start = v + 0.02 * (hi - lo) * rng.uniform(-1, 1) if name not in ("err_mult",) else 1.0
+            prior = "loguniform" if name == "ramp_tau1" else "uniform"
+            if name == "ramp_tau1":
+                start = v * np.exp(0.3 * rng.uniform(-1, 1))
+            specs[name] = parse_parameter(name, {"value": float(np.clip(start, lo, hi)), "prior": prior,
+                                                 "bounds": [lo, hi]})
+        else:
+            specs[name] = parse_parameter(name, v)
+    return model, ParameterSet(specs), flux, err, truth
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["transit", "eclipse", "phasecurve"])
+def test_injection_recovery_lsq_many_seeds(kind):
+    """Least squares with covariance errors: every parameter within 2 sigma in >= 75 % of 20 seeds
+    (expected 95 %), and no systematic bias (mean pull within 3/sqrt(20))."""
+    nseed = 20
+    pulls = {}
+    for seed in range(nseed):
+        model, params, flux, err, truth = _setup(kind, seed)
+        r = fit_lightcurve(model, params, flux, err, method="lsq", clip_sigma=None)
+        for n in r.free:
+            if n == "err_mult":
+                continue
+            pulls.setdefault(n, []).append((r.median[n] - truth[n]) / r.err_lower[n])
+    for n, p in pulls.items():
+        p = np.array(p)
+        assert np.all(np.isfinite(p)), n
+        frac = np.mean(np.abs(p) < 2)
+        assert frac >= 0.75, f"{kind} {n}: only {frac:.0%} of seeds within 2 sigma (pulls {np.round(p, 2)})"
+        assert abs(p.mean()) < 3 / np.sqrt(nseed) + 0.1, f"{kind} {n}: biased, mean pull {p.mean():.2f}"
+
+
+@pytest.mark.slow
+def test_injection_recovery_emcee_transit():
+    model, params, flux, err, truth = _setup("transit", 123, n=1000)
+    r_lsq = fit_lightcurve(model, params, flux, err, method="lsq")
+    r = fit_lightcurve(model, params, flux, err, method="emcee", nwalkers=32, nsteps=500, burn_in=250, seed=1)
+    assert r.chain.shape == (500, 32, len(r.free)) and 0.1 < r.acceptance < 0.8
+    within2 = []
+    for n in r.free:
+        if n == "err_mult":
+            continue
+        # the error on the side of the truth (posteriors of bounded parameters are asymmetric)
+        sig = r.err_upper[n] if truth[n] > r.median[n] else r.err_lower[n]
+        pull = (r.median[n] - truth[n]) / sig
+        assert abs(pull) < 3, f"{n}: {r.median[n]} vs injected {truth[n]} ({pull:.1f} sigma)"
+        within2.append(abs(pull) < 2)
+    assert np.mean(within2) >= 0.8
+    sig_rp = 0.5 * (r.err_lower["rp_rs"] + r.err_upper["rp_rs"])
+    # the sampler agrees with the least-squares optimum
+    assert abs(r.median["rp_rs"] - r_lsq.median["rp_rs"]) < 0.5 * sig_rp
+    # posterior width agrees with the least-squares covariance
+    assert 0.6 < sig_rp / r_lsq.err_lower["rp_rs"] < 1.6
+
+
+def _synthetic_lc(kind="transit", nchan=3, seed=7):
+    rng = np.random.default_rng(seed)
+    model, params, _, _, truth = _setup(kind, seed)
+    t = model.time
+    rps = np.array([0.115, 0.12, 0.125])[:nchan]
+    flux, err = [], []
+    for k in range(nchan):
+        v = dict(truth, rp_rs=rps[k], ramp_amp1=0.004 + 0.001 * k)
+        if kind != "transit":
+            v["fp"] = truth["fp"] * (1 + 0.2 * k)
+        flux.append(model.evaluate(v) + 2 * ERR * rng.standard_normal(t.size))
+        err.append(np.full(t.size, 2 * ERR))
+    flux, err = np.array(flux), np.array(err)
+    white = model.evaluate(dict(truth)) + ERR * rng.standard_normal(t.size)
+    wl = np.array([6.0, 8.0, 10.0])[:nchan]
+    lc = LightCurves(time=t, flux=flux, err=err, wavelength=wl, wavelength_lower=wl - 1, wavelength_upper=wl + 1,
+                     white_flux=white, white_err=np.full(t.size, ERR),
+                     regressors={"trace_x": model.systematics._z[0].copy()}, meta={"target": "synthetic"})
+    return lc, truth, rps
+
+
+def _stage_cfg(truth, method="lsq", **fitter):
+    return {"model": "transit", "exclude_first": 0, "clip_sigma": 5.0, "n_processes": 2,
+            "parameters": {"t0": {"value": truth["t0"] + 0.002, "prior": "uniform",
+                                  "bounds": [truth["t0"] - 0.02, truth["t0"] + 0.02]},
+                           "per": truth["per"],
+                           "rp_rs": {"value": 0.11, "prior": "uniform", "bounds": [0.05, 0.3]},
+                           "a_rs": {"value": 11.0, "prior": "uniform", "bounds": [5, 20]},
+                           "inc": {"value": 88.0, "prior": "uniform", "bounds": [80, 90]}},
+            "fitter": {"method": method, **fitter}}
+
+
+def test_run_stage4_products_lsq(tmp_path):
+    lc, truth, rps = _synthetic_lc()
+    res = run_stage4(lc, _stage_cfg(truth), tmp_path, plot=True)
+    with cds.enable():
+        spec = Table.read(tmp_path / "spectrum.ecsv")
+    for c in ("wavelength", "wavelength_lower", "wavelength_upper", "rp_rs", "rp_rs_err_lower", "rp_rs_err_upper",
+              "transit_depth", "transit_depth_err_lower", "transit_depth_err_upper"):
+        assert c in spec.colnames
+    assert str(spec["wavelength"].unit) == "um" and str(spec["transit_depth"].unit) == "ppm"
+    assert len(spec) == 3
+    pull = (spec["rp_rs"] - rps) / spec["rp_rs_err_lower"]
+    assert np.all(np.abs(pull) < 3), pull
+    np.testing.assert_allclose(spec["transit_depth"], 1e6 * spec["rp_rs"] ** 2, rtol=1e-12)
+    wf = Table.read(tmp_path / "white_fit.ecsv")
+    assert list(wf.colnames) == ["name", "median", "err_lower", "err_upper", "fixed"]
+    row = wf[wf["name"] == "per"][0]
+    assert row["fixed"] and row["err_lower"] == 0
+    # channels hold the orbit at the white-light values
+    for ch in res.channels:
+        assert ch.fixed["t0"] and ch.median["t0"] == res.white.median["t0"]
+        assert not ch.fixed["rp_rs"]
+    for f in ("chains.h5", "channel_fits.ecsv", "figures/white_fit.png", "figures/spectrum.png",
+              "figures/white_rms_binning.png", "figures/channel_fits.png"):
+        assert (tmp_path / f).exists(), f
+
+
+@pytest.mark.slow
+def test_run_stage4_emcee_parallel(tmp_path):
+    lc, truth, rps = _synthetic_lc(nchan=2)
+    cfg = _stage_cfg(truth, "emcee", nwalkers=28, nsteps=80, burn_in=40)
+    res = run_stage4(lc, cfg, tmp_path, plot=True)
+    assert (tmp_path / "figures" / "white_corner.png").exists()
+    chains = read_chains(tmp_path / "chains.h5")
+    assert set(chains) == {"white", "channel_00", "channel_01"}
+    assert chains["white"]["chain"].shape[:2] == (80, 28)
+    assert "rp_rs" in chains["channel_00"]["free_names"] and "t0" not in chains["channel_00"]["free_names"]
+    for ch, rp in zip(res.channels, rps):
+        sig = 0.5 * (ch.err_lower["rp_rs"] + ch.err_upper["rp_rs"])
+        assert abs(ch.median["rp_rs"] - rp) < 4 * sig
+    assert res.white.tau is not None and res.white.tau.size == len(res.white.free)
+
+
+def test_eclipse_spectrum_has_eclipse_columns(tmp_path):
+    lc, truth, _ = _synthetic_lc("eclipse", nchan=2)
+    cfg = {"model": "eclipse", "n_processes": 1, "fitter": {"method": "lsq"},
+           "parameters": {"t0": {"value": truth["t0"], "prior": "uniform",
+                                 "bounds": [truth["t0"] - 0.02, truth["t0"] + 0.02]},
+                          "per": truth["per"], "rp_rs": 0.16, "a_rs": 4.9, "inc": 82.0,
+                          "fp": {"value": 0.003, "prior": "uniform", "bounds": [0, 0.02]}}}
+    res = run_stage4(lc, cfg, tmp_path, plot=False)
+    spec = res.spectrum
+    assert "eclipse_depth" in spec.colnames and "eclipse_depth_err_upper" in spec.colnames
+    expect = 1e6 * truth["fp"] * np.array([1.0, 1.2])
+    assert np.all(np.abs(spec["eclipse_depth"] - expect) < 4 * spec["eclipse_depth_err_lower"])
