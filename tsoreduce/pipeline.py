@@ -273,13 +273,15 @@ def run_simulation(sim_config: dict, outdir) -> dict:
 
     Returns
     -------
-    dict(uncal=[paths], truth=path, references={reftype: path}) as written by the simulator.
+    dict(uncal=[paths], truth=path, spectrum=path (injected, per row) or None,
+    references={reftype: path}) as written by the simulator.
     """
     from .config import lrs_sim_config
     lrs = importlib.import_module("tsoreduce.simulate.lrs")
     Path(outdir).mkdir(parents=True, exist_ok=True)
     out = lrs.write_lrs_simulation(lrs_sim_config(sim_config), outdir)
     return {"uncal": [str(p) for p in out["uncal"]], "truth": str(out.get("truth")),
+            "spectrum": str(out["spectrum"]) if out.get("spectrum") else None,
             "references": {k: str(v) for k, v in (out.get("references") or {}).items()}}
 
 
@@ -534,10 +536,11 @@ def _run_one(config: dict, p: StagePlan, *, force: bool, progress: bool, state: 
     extra: dict = {}
     if p.stage == 0:
         sim = run_simulation(config["input"]["simulate"], d)
-        products = sim["uncal"] + [sim["truth"]] + list(sim["references"].values())
-        extra = {"simulation": {"uncal": [Path(x).name for x in sim["uncal"]],
-                                "truth": Path(sim["truth"]).name,
-                                "references": {k: Path(v).name for k, v in sim["references"].items()}}}
+        products = sim["uncal"] + [sim["truth"]] + list(sim["references"].values()) + (
+            [sim["spectrum"]] if sim.get("spectrum") else [])
+        rel = lambda x: os.path.relpath(x, d)  # noqa: E731
+        extra = {"simulation": {"uncal": [rel(x) for x in sim["uncal"]], "truth": rel(sim["truth"]),
+                                "references": {k: rel(v) for k, v in sim["references"].items()}}}
     elif p.stage == 1:
         files, upstream_id = _upstream_products(config, out_dir, 1, state)
         refs = dict(config["input"].get("references") or {})
