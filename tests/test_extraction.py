@@ -162,6 +162,7 @@ def test_bin_lightcurves_recovers_depths():
         bin_lightcurves(sp, edges=[9, 7])
 
 
+@pytest.mark.slow
 def test_run_stage3_products(tmp_path):
     n = 30
     rng = np.random.default_rng(5)

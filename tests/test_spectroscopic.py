@@ -209,6 +209,7 @@ def test_pca_finds_and_removes_trace_shift():
 
 # ------------------------------------------------------------------------------------- runner
 
+@pytest.mark.slow
 def test_run_stage2_defaults_and_outputs(tmp_path):
     r, t = synth_rates(20, seed=6, white=1 - 0.01 * (np.arange(20) % 7 == 3))
     out, diag = run_stage2(r, None, plot_dir=tmp_path)

