@@ -133,6 +133,7 @@ def self_calibrate_linearity(ramp: RampData, *, n_bright: int = 300, min_groups:
     resid = c + beta * b2
     sig_c = 1.4826 * np.median(np.abs(resid - np.median(resid)))
     beta_err = float(sig_c / np.sqrt(np.sum(b2 * b2)))
+    info.update(beta=beta, beta_err=beta_err, n_pixels=int(b.size))
     if not np.isfinite(beta) or abs(beta) < min_significance * beta_err:
         info["reason"] = (f"curvature not significant (beta = {beta:.3g} +/- {beta_err:.2g} /DN from "
                           f"{b.size} pixels)")
