@@ -30,6 +30,8 @@ _ARRAY_FIELDS = ("wavelength", "rp_rs", "star_spectrum", "trace_x", "trace_sigma
                  "cosmic_rays", "nonlinearity_coeffs", "dark", "bias", "gain", "read_noise_dn",
                  "saturation_dn")
 _DICT_FIELDS = ("transit", "rscd", "config")
+#: reference files written next to a simulation (CRDS REFTYPE, lower case)
+REFTYPES = ("linearity", "dark", "gain", "readnoise", "saturation")
 
 
 def _check_new(path: Path, overwrite: bool) -> None:
@@ -195,12 +197,14 @@ def uncal_name(segment: int, nsegments: int) -> str:
     return f"jw00000001001_01101_00001{seg}_mirimage_uncal.fits"
 
 
-def write_simulation(cfg, outdir, simulate, *, overwrite: bool = False,
+def write_simulation(cfg, outdir, iter_segments, *, overwrite: bool = False,
                      spectrum_edges_um=DEFAULT_SPECTRUM_EDGES_UM) -> dict:
-    """Simulate with ``simulate(cfg)`` and write everything to ``outdir`` (created if needed).
+    """Simulate with ``iter_segments(cfg) -> (truth, segment iterator)`` and write everything to
+    ``outdir`` (created if needed), one segment in memory at a time.
 
     Returns dict(uncal=[Path per segment], truth=Path (.npz), spectrum=Path (ECSV),
-    references={reftype: Path}).  Raises OverwriteError if a file exists and not ``overwrite``.
+    references={reftype: Path}).  Raises OverwriteError (before simulating) if a target file exists and
+    not ``overwrite``.
     """
     from ..io import write_uncal
 
@@ -209,21 +213,23 @@ def write_simulation(cfg, outdir, simulate, *, overwrite: bool = False,
     uncal_paths = [outdir / uncal_name(s, cfg.nsegments) for s in range(cfg.nsegments)]
     truth_path = outdir / "simulation_truth.npz"
     spec_path = outdir / "injected_spectrum.ecsv"
-    if not overwrite:
-        for p in uncal_paths + [truth_path, spec_path]:
-            _check_new(p, overwrite)
-    sim = simulate(cfg)
+    refdir = outdir / "references"
+    ref_paths = [refdir / f"tsoreduce_sim_miri_{t}.fits" for t in REFTYPES]
+    for p in uncal_paths + [truth_path, spec_path] + ref_paths:
+        _check_new(p, overwrite)
+    truth, segments = iter_segments(cfg)
     provenance = {"simulator": "tsoreduce.simulate.lrs", "seed": int(cfg.seed),
                   "config": json.dumps(_jsonable(cfg.to_dict()))}
-    for path, seg in zip(uncal_paths, sim.segments):
+    first_meta = None
+    for path, seg in zip(uncal_paths, segments):
         write_uncal(path, seg, overwrite=overwrite, provenance=provenance)
-    save_truth(sim.truth, truth_path, overwrite=overwrite)
-    table = sim.truth.injected_spectrum(np.asarray(spectrum_edges_um, float))
+        first_meta = first_meta or dict(seg.meta)
+        del seg
+    save_truth(truth, truth_path, overwrite=overwrite)
+    table = truth.injected_spectrum(np.asarray(spectrum_edges_um, float))
     table.meta["seed"] = int(cfg.seed)
-    _check_new(spec_path, overwrite)
     _atomic(spec_path, lambda tmp: table.write(tmp, format="ascii.ecsv", overwrite=True))
-    refs = write_reference_files(sim.truth, cfg, outdir / "references", sim.segments[0].meta,
-                                 overwrite=overwrite)
+    refs = write_reference_files(truth, cfg, refdir, first_meta, overwrite=overwrite)
     log.info("wrote LRS simulation to %s: %d uncal segment(s), truth, spectrum, %d reference files",
              outdir, len(uncal_paths), len(refs))
     return dict(uncal=uncal_paths, truth=truth_path, spectrum=spec_path, references=refs)

@@ -51,20 +51,30 @@ def extended_wavelength(rows) -> np.ndarray:
     return np.where(rows > r[-1], np.polyval(hi, rows), out)
 
 
+_PCE_PEAK_UM, _PCE_SIGMA_UM, _PCE_CUTON_UM, _PCE_CUTON_WIDTH_UM = 8.0, 3.2, 4.8, 0.12
+
+
+def _pce_shape(lam):
+    return (np.exp(-0.5 * ((lam - _PCE_PEAK_UM) / _PCE_SIGMA_UM) ** 2)
+            / (1.0 + np.exp(-(lam - _PCE_CUTON_UM) / _PCE_CUTON_WIDTH_UM)))
+
+
 def p750l_throughput(wavelength_um) -> np.ndarray:
     """APPROXIMATE relative photon-to-electron efficiency of MIRI LRS P750L (prism + optics + Si:As QE),
-    peak-normalised to 1.
+    peak-normalised to 1; 0 where the wavelength is NaN.
 
-    A smooth stand-in for the PCE curve shown in JDox "MIRI Low Resolution Spectroscopy" and Kendrew et
-    al. 2015 (PASP 127, 623): a broad Gaussian peaking at 7.5 um (sigma 3 um) times a logistic cut-on at
-    4.8 um, so it falls toward 5 um and beyond 12 um.  Not a calibrated curve: only the shape of the
-    simulated spectrum depends on it (the absolute level is set by ``peak_rate_dn_s``).
+    A smooth stand-in for the PCE curve of JDox "MIRI Low Resolution Spectroscopy" / Kendrew et al.
+    2015 (PASP 127, 623): a broad Gaussian peaking at 8.0 um (sigma 3.2 um) times a logistic cut-on at
+    4.8 um, so it falls toward 5 um and beyond 12 um.  Checked against the MIRISim NGTS-10
+    SLITLESSPRISM rateints in ../shared/data (a 4400 K star through MIRISim's PCE): the row-summed
+    count-rate spectrum agrees within ~ 20 % from 5.4 to 11.7 um (MIRISim cuts off at 12 um; we keep a
+    gentle decline to 14 um).  Not a calibrated curve: only the spectral shape depends on it, the
+    absolute level is set by ``peak_rate_dn_s``.
     """
     lam = np.asarray(wavelength_um, float)
-    t = np.exp(-0.5 * ((lam - 7.5) / 3.0) ** 2) / (1.0 + np.exp(-(lam - 4.8) / 0.12))
-    lam_grid = np.linspace(4.0, 15.0, 2201)
-    peak = np.max(np.exp(-0.5 * ((lam_grid - 7.5) / 3.0) ** 2) / (1.0 + np.exp(-(lam_grid - 4.8) / 0.12)))
-    return np.where(np.isfinite(lam), t / peak, 0.0)
+    grid = np.linspace(4.0, 15.0, 2201)
+    t = _pce_shape(lam) / np.max(_pce_shape(grid))
+    return np.where(np.isfinite(lam), t, 0.0)
 
 
 def photon_spectrum_per_row(wavelength_um: np.ndarray, teff_k: float) -> np.ndarray:
