@@ -237,6 +237,12 @@ def test_round_trip_per_integration_and_stack(tmp_path):
         np.testing.assert_allclose(got[b].int_times.mid_bjd_tdb, truth.int_times.mid_bjd_tdb)
         np.testing.assert_array_equal(got[b].dq, cubes[b].dq)
     write_mrs_cubes(cubes["2A"], tmp_path / "st", layout="stack", wave_axis="tab")
+    crop = mrs.read_cube_bands(paths, wavelength_range=(5.0, 5.6), box=(3, 20, 4, 18))
+    assert list(crop) == ["1A"]
+    keep = (cubes["1A"].wavelength >= 5.0) & (cubes["1A"].wavelength <= 5.6)
+    np.testing.assert_allclose(crop["1A"].data, cubes["1A"].data[:, keep, 4:18, 3:20], equal_nan=True)
+    np.testing.assert_array_equal(crop["1A"].dq, cubes["1A"].dq[:, keep, 4:18, 3:20])
+    np.testing.assert_allclose(crop["1A"].wavelength, cubes["1A"].wavelength[keep], atol=1e-9)
     st = mrs.read_cubes(str(tmp_path / "st" / "*.fits"))
     assert st.shape == cubes["2A"].shape and st.band == "2A"
     np.testing.assert_allclose(st.wavelength, cubes["2A"].wavelength, atol=1e-12)

@@ -285,13 +285,13 @@ def _int_times_from(hdul, primary, nints, intstart, path):
     return None
 
 
-def _read_one(path):
-    """Arrays and metadata of one cube file (3-D or 4-D SCI)."""
+def _read_one(path, wavelength_range=None, box=None):
+    """Arrays and metadata of one cube file (3-D or 4-D SCI), optionally cropped on read."""
     path = str(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such cube file")
     try:
-        with fits.open(path, memmap=False) as hdul:
+        with fits.open(path, memmap=False) as hdul:  # .section reads only the cut from disk
             primary = hdul[0].header
             if "SCI" not in hdul:
                 if len(hdul) == 1 and hdul[0].data is not None:
@@ -301,32 +301,49 @@ def _read_one(path):
             sci_hdu = hdul["SCI"]
             sci_h = sci_hdu.header
             _check_mrs(primary, sci_h, path)
-            sci = sci_hdu.data
-            if sci is None:
+            shape = tuple(sci_hdu.shape) if sci_h.get("NAXIS", 0) else ()
+            if not shape:
                 raise MalformedCubeError(path, "SCI extension holds no data")
-            if sci.ndim not in (3, 4):
-                raise MalformedCubeError(path, f"SCI has {sci.ndim} axes (shape {sci.shape}); a cube "
+            if len(shape) not in (3, 4):
+                raise MalformedCubeError(path, f"SCI has {len(shape)} axes (shape {shape}); a cube "
                                                "needs 3 (wavelength, y, x) or 4 (integration, wavelength, "
                                                "y, x)")
             wl = cube_wavelengths(sci_h, hdul, path)
-            arrays = {"data": np.asarray(sci, np.float32)}
+            # crop on read (only the requested planes / box leave the disk: bounded memory)
+            ksel = np.arange(wl.size)
+            if wavelength_range is not None:
+                ksel = np.flatnonzero((wl >= wavelength_range[0]) & (wl <= wavelength_range[1]))
+                if ksel.size == 0:
+                    log.info("%s: no plane within wavelength_range %s; file skipped", path,
+                             wavelength_range)
+                    return None
+            ks = slice(int(ksel[0]), int(ksel[-1]) + 1)
+            x0, x1, y0, y1 = box if box is not None else (0, shape[-1], 0, shape[-2])
+            cut = (ks, slice(y0, y1), slice(x0, x1))
+            if len(shape) == 4:
+                cut = (slice(None),) + cut
+            wl = wl[ks]
+            arrays = {"data": np.asarray(sci_hdu.section[cut], np.float32)}
+            if arrays["data"].size == 0:
+                raise MalformedCubeError(path, f"box {box} selects no spaxel of the {shape[-2:]} field")
             for ext, dtype in (("ERR", np.float32), ("DQ", np.uint32), ("WMAP", np.float32)):
-                if ext in hdul and hdul[ext].data is not None:
-                    a = np.asarray(hdul[ext].data, dtype)
-                    if a.shape != sci.shape:
-                        raise MalformedCubeError(path, f"{ext} has shape {a.shape} but SCI has "
-                                                       f"{sci.shape}")
-                    arrays[ext.lower()] = a
+                if ext in hdul and hdul[ext].header.get("NAXIS", 0):
+                    eshape = tuple(hdul[ext].shape)
+                    if eshape != shape:
+                        raise MalformedCubeError(path, f"{ext} has shape {eshape} but SCI has {shape}")
+                    arrays[ext.lower()] = np.asarray(hdul[ext].section[cut], dtype)
                 elif ext == "ERR":
                     raise MissingExtensionError(path, "no ERR extension: flux errors cannot be "
                                                       "propagated")
-            if sci.ndim == 3:
+            if len(shape) == 3:
                 arrays = {k: v[None] for k, v in arrays.items()}
             nints = arrays["data"].shape[0]
             pixar, scale = _solid_angle_and_scale(sci_h, path)
             intstart = int(primary.get("INTSTART", 1))
             times = _int_times_from(hdul, primary, nints, intstart, path)
             meta = {k: primary[k] for k in primary if k and k not in ("COMMENT", "HISTORY", "")}
+            if box is not None:
+                meta["MRSBOXX0"], meta["MRSBOXY0"] = int(x0), int(y0)
             for k in ("BUNIT", "CDELT1", "CDELT2", "CTYPE3", "PIXAR_SR", "PIXAR_A2"):
                 if k in sci_h:
                     meta[k] = sci_h[k]
@@ -392,13 +409,17 @@ def _assemble(parts: list[dict]) -> CubeSeries:
     return cubes
 
 
-def read_cube_bands(source) -> dict[str, CubeSeries]:
+def read_cube_bands(source, *, wavelength_range=None, box=None) -> dict[str, CubeSeries]:
     """Read MRS ``s3d`` cubes of one or several bands.
 
     Parameters
     ----------
     source : path, glob pattern, or list of paths/patterns.  Files may hold one integration
         (3-D SCI) or a 4-D stack; files of one band are joined in INTSTART order.
+    wavelength_range : (min, max) um -- keep only these planes (read from disk plane by plane).
+    box : (x0, x1, y0, y1) -- keep only this spaxel box (0-based, end exclusive); positions measured on
+        the cropped cube are relative to (x0, y0) (stored as meta MRSBOXX0/MRSBOXY0).  Together they
+        bound the memory of long TSOs: the data held are nints x nplanes x box x 13 bytes.
 
     Returns
     -------
@@ -411,20 +432,24 @@ def read_cube_bands(source) -> dict[str, CubeSeries]:
     that differ within a band), TruncatedFileError, EmptyDataError.
     """
     groups: dict[str, list] = {}
-    for p in _expand(source):
-        part = _read_one(p)
-        groups.setdefault(part["band"], []).append(part)
+    paths = _expand(source)
+    for p in paths:
+        part = _read_one(p, wavelength_range, box)
+        if part is not None:
+            groups.setdefault(part["band"], []).append(part)
+    if not groups:
+        raise MalformedCubeError(paths[0], f"no cube has a plane within wavelength_range {wavelength_range}")
     out = {b: _assemble(parts) for b, parts in groups.items()}
     return dict(sorted(out.items(), key=lambda kv: kv[1].wavelength[0]))
 
 
-def read_cubes(source) -> CubeSeries:
+def read_cubes(source, *, wavelength_range=None, box=None) -> CubeSeries:
     """Read the ``s3d`` cubes of ONE band as a :class:`CubeSeries` ``(nints, nwave, ny, nx)``.
 
     Same inputs and errors as :func:`read_cube_bands`; raises
     :class:`~tsoreduce.errors.MalformedCubeError` if the files hold more than one band.
     """
-    bands = read_cube_bands(source)
+    bands = read_cube_bands(source, wavelength_range=wavelength_range, box=box)
     if len(bands) > 1:
         first = next(iter(bands.values())).meta["_source_path"]
         raise MalformedCubeError(first, f"the inputs hold several bands ({', '.join(bands)}); use "

@@ -253,8 +253,9 @@ def extract_cube_photometry(cubes: CubeSeries, *, centre=None, centre_method: st
     overlap, subpixels : circle-spaxel overlap method ("exact" or "subpixel").
     apcorr : None | "gaussian" | "airy" | table path (:func:`aperture_correction`).
     covar_scale : multiplies the propagated errors (drizzle covariance).
-    chunk_planes : wavelength planes processed together (bounds temporary memory to about
-        10 x nints x chunk x box^2 x 8 bytes).
+    chunk_planes : at most this many wavelength planes are processed together; fewer when the
+        temporaries (about 12 x nints x chunk x box^2 x 8 bytes, box = the largest annulus) would exceed
+        ~256 MB.
 
     Returns
     -------
@@ -310,8 +311,11 @@ def extract_cube_photometry(cubes: CubeSeries, *, centre=None, centre_method: st
     omega = 1e6 * cubes.pixar_sr
     sig_pix = fwhm_pix / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
-    for k0 in range(0, nwave, chunk_planes):
-        ks = slice(k0, min(nwave, k0 + chunk_planes))
+    # about 12 float64 temporaries of (nints, chunk, box) live at once: keep them near 256 MB
+    per_plane = 12 * 8 * nints * bshape[0] * bshape[1]
+    chunk = int(max(1, min(chunk_planes, 256e6 // max(per_plane, 1))))
+    for k0 in range(0, nwave, chunk):
+        ks = slice(k0, min(nwave, k0 + chunk))
         S = cubes.data[:, ks, y0:y1, x0:x1].astype(np.float64)
         E = cubes.err[:, ks, y0:y1, x0:x1].astype(np.float64)
         bad = ~np.isfinite(S) | ~np.isfinite(E)
