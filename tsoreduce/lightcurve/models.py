@@ -249,6 +249,14 @@ class LightCurveModel:
         out = np.ones(self.time.size)
         if self._em is None:
             return out
+        lc = self._eclipse_lc(row, ix)
+        if self._window_ec is None:
+            return lc
+        out[self._window_ec] = lc
+        return out
+
+    def _eclipse_lc(self, row, ix):
+        """Visible fraction on the batman eclipse model's own times (the window, or all points)."""
         p = self._ep
         orbit = self._orbit_tuple(row, ix)
         if orbit != getattr(self, "_ec_orbit", None):
@@ -263,11 +271,7 @@ class LightCurveModel:
             p.ecc, p.w, p.t_secondary = self._em.ecc, self._em.w, self._em.t_secondary
         p.rp = row[ix["rp_rs"]]
         p.fp = 1.0
-        lc = self._em.light_curve(p) - 1.0
-        if self._window_ec is None:
-            return lc
-        out[self._window_ec] = lc
-        return out
+        return self._em.light_curve(p) - 1.0
 
     def _planet_flux(self, P):
         """Phase variation Fp(t) ``(nw, nt)`` of the planet (relative to the star), vectorised."""
@@ -430,9 +434,9 @@ class LightCurveModel:
         if self._em is None:
             return
         if self._window_ec is None:
-            out[:] = self._eclipse(row, ix)
+            out[:] = self._eclipse_lc(row, ix)
         else:
-            out[self._window_ec] = self._eclipse(row, ix)[self._window_ec]
+            out[self._window_ec] = self._eclipse_lc(row, ix)
 
     def subset(self, keep) -> "LightCurveModel":
         """A new model on ``time[keep]`` with the same options and time origins (used after clipping)."""
