@@ -71,7 +71,7 @@ CONFIG_SCHEMA = {
         "channel_nsteps": Param(None, int, "steps for channel fits (null: nsteps)", nullable=True, min=10),
         "channel_burn_in": Param(None, int, "burn-in for channel fits (null: burn_in)", nullable=True, min=0),
         "seed": Param(42, int, "random seed (channel k uses seed + k + 1)"),
-        "progress": Param(False, bool, "show emcee progress bars"),
+        "progress": Param(False, bool, "show the emcee progress bar of the white-light fit"),
     },
     "n_processes": Param(2, int, "worker processes for the channel fits", min=1, max=64),
 }
@@ -234,7 +234,7 @@ def _fit_args(cfg, channel=False):
     if burn >= nsteps:
         raise ConfigError(f"stage4.fitter: burn-in {burn} must be < steps {nsteps}")
     return dict(method=f["method"], nwalkers=f["nwalkers"], nsteps=nsteps, burn_in=burn,
-                clip_sigma=cfg["clip_sigma"], progress=f["progress"])
+                clip_sigma=cfg["clip_sigma"], progress=f["progress"] and not channel)
 
 
 def fit_white(lc: LightCurves, config: dict) -> FitResult:
@@ -342,16 +342,18 @@ class Stage4Result:
     files: dict = field(default_factory=dict)
 
 
-def run_stage4(lc: LightCurves, config: dict, outdir, *, plot=True) -> Stage4Result:
+def run_stage4(lc: LightCurves, config: dict, outdir, *, plot=True, progress=None) -> Stage4Result:
     """Run Stage 4 on ``lc`` with the stage4 ``config`` section, writing products to ``outdir``.
 
     Writes ``spectrum.ecsv`` (one row per fitted channel, or one row for the white light curve when no
     channel is fitted), ``white_fit.ecsv`` (name, median, err_lower, err_upper, fixed),
     ``channel_fits.ecsv`` (every channel parameter), ``chains.h5`` and, with ``plot``, figures under
-    ``outdir/figures``.  Raises ConfigError, EmptyDataError, OverwriteError (an output would replace the
-    input table).
+    ``outdir/figures``.  ``progress`` (True/False) overrides ``fitter.progress`` (emcee progress bars).
+    Raises ConfigError, EmptyDataError, OverwriteError (an output would replace the input table).
     """
     cfg = validate_config(config)
+    if progress is not None:
+        cfg["fitter"]["progress"] = bool(progress)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     src = lc.meta.get("_source_path")
