@@ -85,7 +85,7 @@ def make_modules(fail_stage2_once=False):
     mrs.CONFIG_SCHEMA = {"aperture_radius": Param(2.0, float, "aperture radius (spaxels)", min=0.5)}
     mrs.INPUT_SCHEMA = {"cubes": Param("*_s3d.fits", str, "glob of s3d cubes")}
 
-    def run_mrs(config, mrs_input, *, outdir=None, plot_dir=None):
+    def run_mrs(config, mrs_input, outdir=None, *, plot_dir=None):
         _count("mrs")
         n = np.arange(6)
         flux = np.vstack([1 - 0.002 * ((n >= 2) & (n < 4))] * 3)

@@ -274,7 +274,7 @@ def _docstring_params(cls) -> dict:
                 j += 1
             inner = " ".join(text[i:j - 1].split())
             if name not in out and inner:
-                out[name] = f"{heading}: {inner}" if heading and heading != name else inner
+                out[name] = f"{heading}: {name} ({inner})" if heading and heading != name else inner
     return out
 
 
@@ -334,7 +334,7 @@ def simulate_schema() -> dict:
                     else f.name.replace("_", " "))
         doc = " ".join(str(md.get("doc") or docs.get(f.name) or fallback).split())
         if len(doc) > 160:
-            doc = doc[:157].rsplit(" ", 1)[0] + " ..."
+            doc = doc[:155].rsplit(" ", 1)[0].rstrip(" ,;:") + " [...]"
         schema[f.name] = Param(default, md.get("type", ptype), doc,
                                choices=md.get("choices"), min=md.get("min"), max=md.get("max"),
                                nullable=md.get("nullable", nullable))
@@ -455,8 +455,8 @@ def _validate_input(user, base: Path, check_files: bool) -> dict:
         elif not isinstance(section, dict):
             raise ConfigError("input.mrs: expected a mapping")
         # every string value that names a path is resolved relative to the YAML directory
-        out["mrs"] = {k: (_resolve_path(v, base) if isinstance(v, str) and k.endswith(
-            ("path", "cubes", "dir", "glob", "files")) else v) for k, v in section.items()}
+        # the cube paths (string or list) and any *path/*file key resolve against the YAML directory
+        out["mrs"] = _resolve_section_paths(section, base, extra_keys=("cubes",))
     elif kind == "lightcurves":
         if not isinstance(user["lightcurves"], str):
             raise ConfigError("input.lightcurves: expected one path string")
@@ -538,16 +538,17 @@ def validate_run_config(user: dict, base_dir=".", *, stages=None, check_files: b
 _PATH_KEY_ENDINGS = ("path", "file", "_dir", "files")
 
 
-def _resolve_section_paths(section: dict, base: Path) -> dict:
+def _resolve_section_paths(section: dict, base: Path, extra_keys=()) -> dict:
     """Resolve every string value whose key ends in ``path``, ``file``, ``files`` or ``_dir``
     (e.g. ``stage2.wavelength.specwcs_path``) against the YAML file's directory."""
     out = {}
     for k, v in section.items():
+        is_path = str(k).endswith(_PATH_KEY_ENDINGS) or k in extra_keys
         if isinstance(v, dict):
-            out[k] = _resolve_section_paths(v, base)
-        elif isinstance(v, str) and str(k).endswith(_PATH_KEY_ENDINGS):
+            out[k] = _resolve_section_paths(v, base, extra_keys)
+        elif isinstance(v, str) and is_path:
             out[k] = _resolve_path(v, base)
-        elif isinstance(v, list) and str(k).endswith(_PATH_KEY_ENDINGS) and all(isinstance(x, str) for x in v):
+        elif isinstance(v, list) and is_path and all(isinstance(x, str) for x in v):
             out[k] = [_resolve_path(x, base) for x in v]
         else:
             out[k] = v
@@ -652,7 +653,7 @@ def render_template() -> str:
             example = {"uncal": "'data/jw01234*_uncal.fits'", "rateints": "'stage1/*_rateints.fits'",
                        "calints": "'stage2/*_calints.fits'",
                        "lightcurves": "'lightcurves.h5'"}[kind]
-            lines.append(f"  # {kind}: {example}  # {doc} (stages {first}-4)")
+            lines.append(f"  # {kind}: {example}  # {doc} " + (f"(stages {first}-4)" if first < 4 else "(stage 4)"))
     lines.append("  # references: {linearity: refs/linearity.fits}  # optional reference files "
                  "{reftype: path} for Stage 1 (a simulation supplies its own)")
     for section, (module, doc) in SECTION_MODULES.items():

@@ -81,14 +81,20 @@ def _io():
     return importlib.import_module("tsoreduce.io")
 
 
-def _call(fn, *args, progress=None, **kwargs):
-    """Call a stage runner, passing ``progress`` only if it accepts it."""
-    if progress is not None:
-        try:
-            if "progress" in inspect.signature(fn).parameters:
-                kwargs["progress"] = progress
-        except (TypeError, ValueError):
-            pass
+_OPTIONAL_KWARGS = ("progress", "name", "overwrite", "copy")
+
+
+def _call(fn, *args, **kwargs):
+    """Call a stage runner, dropping the optional keywords (progress, name, overwrite, copy) it does
+    not accept, so stage modules can add them independently."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = None
+    if params is not None and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        for k in _OPTIONAL_KWARGS:
+            if k in kwargs and k not in params:
+                kwargs.pop(k)
     return fn(*args, **kwargs)
 
 
@@ -323,7 +329,7 @@ def run_stage1_files(uncal_paths, config: dict | None, outdir, *, references=Non
             log.info("Stage 1: %s already written, kept (resume)", dst.name)
             continue
         ramp = io.read_uncal(src)
-        rate = _call(run_stage1, ramp, config, plot_dir=plot_dir if i == 0 else None,
+        rate = _call(run_stage1, ramp, config, plot_dir=plot_dir if i == 0 else None, copy=False,
                      references=references, progress=progress)
         io.write_rateints(dst, rate, overwrite=overwrite, provenance=provenance)
         log.info("Stage 1: wrote %s (%d integrations)", dst.name, rate.nints)
@@ -377,18 +383,26 @@ def run_stage3_files(calints_paths, config: dict | None, outdir, *, name="tso", 
 
 
 def run_mrs_files(mrs_input: dict, config: dict | None, outdir, *, name="tso", plot_dir=None,
-                  overwrite=False, provenance=None, progress=True) -> str:
-    """MRS branch: ``tsoreduce.mrs.run_mrs(config, input=..., plot_dir=)`` -> light curves, written
-    as ``<name>_lightcurves.h5`` for Stage 4.  Returns the light-curve path."""
+                  overwrite=False, provenance=None, progress=True) -> list[str]:
+    """MRS branch (replaces Stage 3 for MRS cubes): ``tsoreduce.mrs.run_mrs(config, mrs_input, outdir,
+    plot_dir=, name=, overwrite=)`` reads (or simulates) the s3d cubes, extracts per-band aperture
+    photometry and writes ``<name>_mrs_x1dints.fits`` and tables; the light curves are written as
+    ``<name>_lightcurves.h5`` for Stage 4.  Returns the paths of the files written (light curves last).
+    """
     run_mrs = _stage_function("mrs", "run_mrs")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    res = _call(run_mrs, config, mrs_input, outdir=outdir, plot_dir=plot_dir, progress=progress)
+    before = {f for f in outdir.rglob("*") if f.is_file()}
+    res = _call(run_mrs, config, mrs_input, outdir, plot_dir=plot_dir, progress=progress, name=name,
+                overwrite=overwrite)
     lc = res[1] if isinstance(res, tuple) else res
     lc_path = outdir / f"{name}_lightcurves.h5"
     _write_lightcurves(lc_path, lc, overwrite=overwrite, provenance=provenance)
     log.info("MRS: wrote %s (%d channels x %d integrations)", lc_path.name, lc.nchan, lc.nints)
-    return str(lc_path)
+    written = sorted(str(f) for f in outdir.rglob("*") if f.is_file() and f not in before
+                     and "figures" not in f.relative_to(outdir).parts and not f.name.startswith(".")
+                     and f != lc_path)
+    return written + [str(lc_path)]
 
 
 def _write_lightcurves(path, lc, *, overwrite, provenance):
@@ -557,9 +571,9 @@ def _run_one(config: dict, p: StagePlan, *, force: bool, progress: bool, state: 
                                      references=config["input"].get("references") or None,
                                      overwrite=overwrite, provenance=prov, progress=progress)]
     elif p.stage == 3 and config["input"]["kind"] == "mrs":
-        products = [run_mrs_files(config["input"]["mrs"], config["mrs"], d, name=name,
-                                  plot_dir=plot_dir, overwrite=overwrite, provenance=prov,
-                                  progress=progress)]
+        products = run_mrs_files(config["input"]["mrs"], config["mrs"], d, name=name,
+                                 plot_dir=plot_dir, overwrite=overwrite, provenance=prov,
+                                 progress=progress)
     elif p.stage == 3:
         files, upstream_id = _upstream_products(config, out_dir, 3, state)
         products = list(run_stage3_files(files, config["stage3"], d, name=name, plot_dir=plot_dir,
