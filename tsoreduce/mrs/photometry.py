@@ -156,7 +156,10 @@ def collapsed_image(cubes: CubeSeries, *, max_wavelength=26.0, max_ints: int = 6
     sel = cubes.wavelength <= max_wavelength
     if not sel.any():
         sel[:] = True
-    d = np.where(cubes.bad_voxels()[::step][:, sel], np.nan, cubes.data[::step][:, sel])
+    sub = cubes.select_integrations(slice(None, None, step))
+    sub = sub.replace(data=sub.data[:, sel], err=sub.err[:, sel], dq=sub.dq[:, sel],
+                      wmap=None if sub.wmap is None else sub.wmap[:, sel], wavelength=sub.wavelength[sel])
+    d = np.where(sub.bad_voxels(), np.nan, sub.data)
     with np.errstate(all="ignore"), _quiet():
         med = np.nanmedian(d, axis=0)                       # (nw, ny, nx)
         med = med - np.nanmedian(med, axis=(1, 2))[:, None, None]

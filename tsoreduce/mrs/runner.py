@@ -113,6 +113,10 @@ INPUT_SCHEMA = {
                          "read back (exercises the reader)"),
     "layout": Param("per_integration", str, "file layout of written simulated cubes",
                     choices=("per_integration", "stack")),
+    "wavelength_range": Param(None, list, "[min, max] um: read only these planes (bounded memory)",
+                              nullable=True, item_type=(int, float)),
+    "box": Param(None, list, "[x0, x1, y0, y1] spaxel box read from every cube (0-based, end exclusive); "
+                 "null -> the whole field", nullable=True, item_type=int, min=0),
 }
 
 
@@ -231,6 +235,12 @@ def _photometry_table(spectra: SpectraData):
 
 def _cubes_from_input(mrs_input: dict, outdir):
     sim = mrs_input.get("simulate") or {}
+    wr, box = mrs_input.get("wavelength_range"), mrs_input.get("box")
+    if wr is not None and len(wr) != 2:
+        raise ConfigError(f"input.mrs.wavelength_range: expected [min, max] um, got {wr!r}")
+    if box is not None and len(box) != 4:
+        raise ConfigError(f"input.mrs.box: expected [x0, x1, y0, y1], got {box!r}")
+    crop = {"wavelength_range": tuple(wr) if wr else None, "box": tuple(box) if box else None}
     if sim.get("enabled") and mrs_input.get("cubes"):
         raise ConfigError("input.mrs: give either cubes or simulate.enabled, not both")
     if sim.get("enabled"):
@@ -244,11 +254,11 @@ def _cubes_from_input(mrs_input: dict, outdir):
             paths = write_mrs_cubes(cubes, d, layout=mrs_input.get("layout", "per_integration"),
                                     overwrite=True)
             log.info("MRS: wrote %d simulated s3d files to %s; reading them back", len(paths), d)
-            return read_cube_bands(paths), truth
+            return read_cube_bands(paths, **crop), truth
         return cubes, truth
     if not mrs_input.get("cubes"):
         raise ConfigError("input.mrs: needs cubes (path, glob or list) or simulate.enabled: true")
-    return read_cube_bands(mrs_input["cubes"]), None
+    return read_cube_bands(mrs_input["cubes"], **crop), None
 
 
 def run_mrs(config: dict | None = None, mrs_input: dict | None = None, outdir=None, *, plot_dir=None,
