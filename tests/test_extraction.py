@@ -251,24 +251,62 @@ def test_sim_trace_accuracy(sim_stage2):
 
 
 def test_sim_optimal_vs_box(sim_stage2):
-    """Optimal extraction: lower white-light scatter than the default 7-px box, and flux conserved to
-    < 0.5 % against the noiseless truth passed through the same background subtraction and aperture."""
+    """Optimal extraction (profile moved with the measured trace offsets) against the default 7-px box
+    on the simulator: lower noise and flux conserved to < 0.5 % against the noiseless truth passed
+    through the same background subtraction and aperture.
+
+    The simulator's star dominates the noise (3 DN/s background), where Horne's gain over a well-chosen
+    box is small (~1 %), so the comparison uses the summed per-row residual variance against the
+    noiseless truth (290 rows x 60 integrations: precise) and requires the white-light scatter to be
+    no worse than the box's within 2 %; the background-limited case, where the gain is large, is
+    tested on synthetic frames above."""
     from tsoreduce.datamodel import RateData
 
     _, truth, cal, diag = sim_stage2
     deep = diag["deep_frame"]
-    trace, _ = find_trace(deep)
+    trace, info = find_trace(deep)
+    tx, _ = measure_position_width(cal, deep, trace, rows=info["rows"])
+    shifts = tx - trace[info["rows"]].mean()
     rows = np.arange(100, 390)
+    true_rows = truth.rate_star[:, rows].sum(axis=2)
+
+    def noise(f):
+        resid = f[:, rows] - true_rows * (f[:, rows].sum() / true_rows.sum())
+        resid -= resid.mean(axis=0)
+        total = f[:, rows].sum(1).mean()
+        return np.sqrt(resid.var(axis=0).sum()) / total, resid.sum(axis=1).std() / total
+
     fb, _, _ = box_extract(cal, trace, 7.0)
-    fo, eo, _, _ = optimal_extract(cal, deep, trace, aperture_halfwidth=6.0)
-    sb = white_light_scatter(fb[:, rows].sum(1))
-    so = white_light_scatter(fo[:, rows].sum(1))
-    assert so < sb, (so, sb)
+    fo, eo, _, _ = optimal_extract(cal, deep, trace, aperture_halfwidth=6.0, shifts=shifts)
+    (ib, wb), (io_, wo) = noise(fb), noise(fo)
+    assert io_ < ib, (io_, ib)
+    assert wo < 1.02 * wb, (wo, wb)
     noiseless, _ = subtract_background(RateData(truth.rate_star + truth.rate_background),
                                        trace_center=diag["trace_center"])
     ta, _, _ = box_extract(noiseless, trace, 12.0)
     cons = fo[:, rows].sum() / ta[:, rows].sum() - 1
     assert abs(cons) < 0.005, cons
-    # and the quoted errors match the achieved white-light scatter (p2p metric, Gaussian-equivalent)
+    # the quoted errors match the achieved scatter (p2p metric, Gaussian-equivalent)
+    so = white_light_scatter(fo[:, rows].sum(1))
     expect = np.median(np.sqrt((eo[:, rows] ** 2).sum(1)) / fo[:, rows].sum(1)) * 0.6745 * np.sqrt(1.5)
     assert 0.8 < so / expect < 1.3, (so, expect)
+
+
+def test_optimal_shifted_profile_follows_trace_motion():
+    """With the trace moving by 0.1 px rms, a fixed deep-frame profile leaves position-correlated
+    white-light errors; moving the profile by the measured offsets removes them."""
+    rng = np.random.default_rng(21)
+    n = 40
+    shifts = 0.1 * rng.standard_normal(n)
+    r, t = _bkg_subtracted(n, shifts=shifts, seed=22, x_offset=0.3)
+    deep = make_deep_frame(r)
+    trace, info = find_trace(deep)
+    tx, _ = measure_position_width(r, deep, trace, rows=info["rows"])
+    truth = t["star"][:, BRIGHT].sum(axis=(1, 2))
+    f0 = optimal_extract(r, deep, trace)[0][:, BRIGHT].sum(1) / truth
+    f1 = optimal_extract(r, deep, trace, shifts=tx - trace[info["rows"]].mean())[0][:, BRIGHT].sum(1) / truth
+    s0, s1 = np.std(f0 / f0.mean()), np.std(f1 / f1.mean())
+    assert s1 < 0.8 * s0, (s0, s1)
+    assert abs(np.corrcoef(f1, shifts)[0, 1]) < 0.5
+    with pytest.raises(ShapeError):
+        optimal_extract(r, deep, trace, shifts=np.zeros(3))

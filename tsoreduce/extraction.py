@@ -72,6 +72,8 @@ CONFIG_SCHEMA = {
                                     min=1.0, max=20.0),
         "clip_sigma": Param(5.0, float, "outlier rejection threshold of optimal extraction", min=2.0),
         "max_iter": Param(10, int, "maximum rejection iterations of optimal extraction", min=1, max=50),
+        "shift_profile": Param(True, bool, "move the optimal-extraction profile with the measured "
+                               "per-integration trace offset"),
         "rows": Param(None, list, "[first, last] rows written to the x1dints; null -> rows with a valid "
                       "wavelength", nullable=True, item_type=int, min=0),
     },
@@ -366,18 +368,21 @@ def optimize_box_width(calints: RateData, trace, rows, widths=np.arange(2.0, 12.
 # ----------------------------------------------------------------------------------- 3. optimal
 
 def _horne_block(d, bad, P, V, clip_sigma, max_iter):
-    """Horne (1986) iterations for a block of integrations; d, bad ``(n, nrows, ncols)``."""
-    M = (~bad) & (P[None] > 0)
+    """Horne (1986) iterations for a block of integrations; d, bad, P ``(n, nrows, ncols)``
+    (P normalised per row), V ``(nrows, ncols)``."""
+    M = (~bad) & (P > 0)
+    PV = P / V[None]
+    PPV = P * PV
     nrej = 0
     for _ in range(max_iter):
         Mf = M.astype(float)
-        num = np.einsum("iyx,yx->iy", Mf * d, P / V)
-        den = np.einsum("iyx,yx->iy", Mf, P * P / V)
+        num = np.einsum("iyx,iyx->iy", Mf * d, PV)
+        den = np.einsum("iyx,iyx->iy", Mf, PPV)
         with np.errstate(all="ignore"):
             f = np.where(den > 0, num / den, 0.0)
         # Horne's rule: only the single worst pixel of a row is rejected per pass, because one strong
         # outlier biases f and would otherwise make its good neighbours look discrepant too
-        z2 = np.where(M, (d - f[:, :, None] * P[None]) ** 2 / V[None], -1.0)
+        z2 = np.where(M, (d - f[:, :, None] * P) ** 2 / V[None], -1.0)
         worst = np.argmax(z2, axis=2)
         zmax = np.take_along_axis(z2, worst[..., None], axis=2)[..., 0]
         hit = zmax > clip_sigma**2
@@ -387,21 +392,46 @@ def _horne_block(d, bad, P, V, clip_sigma, max_iter):
         M[ii, yy, worst[ii, yy]] = False
         nrej += int(hit.sum())
     Mf = M.astype(float)
-    num = np.einsum("iyx,yx->iy", Mf * d, P / V)
-    den = np.einsum("iyx,yx->iy", Mf, P * P / V)
-    sp = np.einsum("iyx,yx->iy", Mf, P)
+    num = np.einsum("iyx,iyx->iy", Mf * d, PV)
+    den = np.einsum("iyx,iyx->iy", Mf, PPV)
+    sp = np.einsum("iyx,iyx->iy", Mf, P)
     with np.errstate(all="ignore"):
         flux = np.where(den > 0, num / den, np.nan)
         err = np.where(den > 0, np.sqrt(sp / den), np.nan)
     return flux, err, sp, nrej
 
 
+def _profiles(deep, wap, c0, c1, shifts):
+    """Normalised spatial profiles ``(len(shifts), nrows, c1 - c0)``: the deep frame (negatives -> 0)
+    moved by ``shifts`` columns (cubic spline along each row), times the aperture weights."""
+    nrows, ncols = deep.shape
+    x = np.arange(ncols, dtype=float)
+    pos = np.clip(np.nan_to_num(deep), 0, None)
+    spl = CubicSpline(x, pos, axis=1) if np.any(shifts != 0) else None
+    out = np.empty((len(shifts), nrows, c1 - c0))
+    w = wap[:, c0:c1]
+    for k, dx in enumerate(shifts):
+        prof = pos[:, c0:c1] if (spl is None or dx == 0) else np.clip(spl(x[c0:c1] - dx), 0, None)
+        prof = prof * w
+        # rows with no positive deep-frame signal (far ends of the spectrum) get a flat profile, i.e. a
+        # variance-weighted box, so every row with a wavelength yields a finite flux
+        flat = prof.sum(axis=1) <= 0
+        prof[flat] = w[flat]
+        norm = prof.sum(axis=1, keepdims=True)
+        out[k] = np.where(norm > 0, prof / np.where(norm > 0, norm, 1), 0.0)
+    return out
+
+
 def optimal_extract(calints: RateData, deep_frame, trace, *, aperture_halfwidth=6.0, clip_sigma=5.0,
-                    max_iter=10):
+                    max_iter=10, shifts=None):
     """Optimal extraction (Horne 1986, PASP 98, 609; anchors.md 2.11).
 
     Profile P(y,x): the deep frame (negatives set to 0) inside the aperture
-    [trace - h, trace + h] (fractional edge weights), normalised to sum 1 per row.  Variance V(y,x): the
+    [trace - h, trace + h] (fractional edge weights), normalised to sum 1 per row; with ``shifts``
+    ``(nints,)`` (columns, e.g. the measured trace offsets) the deep frame is moved by that amount for
+    each integration by cubic-spline interpolation along the row (SPARTA's shifted profile,
+    anchors.md 2.11) -- a fixed profile makes the optimal flux first-order sensitive to trace motion
+    wherever the sampled profile is asymmetric about the pixel grid.  Variance V(y,x): the
     median over integrations of ERR^2 -- a noise-free estimate independent of each integration's own
     fluctuation (ERR computed from the data would bias the weights of that integration; the transit
     changes V by < 1 %).  Then per integration and row
@@ -415,18 +445,18 @@ def optimal_extract(calints: RateData, deep_frame, trace, *, aperture_halfwidth=
     Returns ``(flux, err, dq, n_rejected)``; flux/err/dq ``(nints, nrows)`` in the data units.
     """
     nints, nrows, ncols = calints.data.shape
+    deep = np.asarray(deep_frame, float)
+    if shifts is None:
+        shifts = np.zeros(nints)
+    shifts = np.asarray(shifts, float)
+    if shifts.shape != (nints,):
+        raise ShapeError(f"optimal_extract: shifts has shape {shifts.shape}, expected ({nints},)")
     wap = box_weights(trace, 2 * aperture_halfwidth, ncols)
-    P = np.clip(np.nan_to_num(np.asarray(deep_frame, float)), 0, None) * wap
-    # rows with no positive deep-frame signal (far ends of the spectrum) get a flat profile, i.e. a
-    # variance-weighted box, so every row with a wavelength yields a finite flux
-    flat = P.sum(axis=1) <= 0
-    P[flat] = wap[flat]
-    norm = P.sum(axis=1, keepdims=True)
-    P = np.where(norm > 0, P / np.where(norm > 0, norm, 1), 0.0)
     # only the aperture's columns are touched, in blocks of integrations: memory stays bounded
-    cols = np.flatnonzero(P.any(axis=0))
+    cols = np.flatnonzero(wap.any(axis=0))
     c0, c1 = int(cols.min()), int(cols.max()) + 1
-    P = P[:, c0:c1]
+    same = not np.any(shifts)
+    P0 = _profiles(deep, wap, c0, c1, np.zeros(1))
     sub = calints.replace(data=calints.data[:, :, c0:c1], err=calints.err[:, :, c0:c1],
                           dq=calints.dq[:, :, c0:c1], var_poisson=None, var_rnoise=None, wavelength=None)
     e2 = np.where(np.isfinite(sub.err), sub.err.astype(np.float32) ** 2, np.nan)
@@ -448,12 +478,13 @@ def optimal_extract(calints: RateData, deep_frame, trace, *, aperture_halfwidth=
     for i0 in range(0, nints, _BLOCK):
         blk = slice(i0, min(i0 + _BLOCK, nints))
         d, bad = _clean(sub.select_integrations(blk))
+        P = np.broadcast_to(P0, d.shape) if same else _profiles(deep, wap, c0, c1, shifts[blk])
         flux[blk], err[blk], sp[blk], nr = _horne_block(d, bad, P, V, clip_sigma, max_iter)
         n_prev += nr
     # a row with less than half of its profile weight accepted is unreliable
     dq = np.where((sp < 0.5) | ~np.isfinite(flux), np.uint32(DQ.DO_NOT_USE), 0).astype(np.uint32)
     log.info("optimal extraction: aperture +-%.1f px, %d pixel values rejected (%.2g %%)",
-             aperture_halfwidth, n_prev, 100 * n_prev / max(1, int(((P > 0).sum()) * nints)))
+             aperture_halfwidth, n_prev, 100 * n_prev / max(1, int(((P0 > 0).sum()) * nints)))
     return flux, err, dq, n_prev
 
 
@@ -673,9 +704,11 @@ def run_stage3(calints: RateData, config: dict | None = None, *, plot_dir=None, 
         flux, err, sdq = box_extract(calints, trace, width)
         extr = {"method": "box", "width": width}
     else:
+        shifts = trace_x - float(np.mean(trace[bright])) if ec["shift_profile"] else None
         flux, err, sdq, nrej = optimal_extract(calints, deep_frame, trace,
                                                aperture_halfwidth=ec["aperture_halfwidth"],
-                                               clip_sigma=ec["clip_sigma"], max_iter=ec["max_iter"])
+                                               clip_sigma=ec["clip_sigma"], max_iter=ec["max_iter"],
+                                               shifts=shifts)
         extr = {"method": "optimal", "aperture_halfwidth": ec["aperture_halfwidth"], "n_rejected": nrej}
 
     wave = wavelength_at_trace(calints, trace)
