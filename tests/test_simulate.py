@@ -10,8 +10,8 @@ from tsoreduce import reference as ref
 from tsoreduce.datamodel import DQ, concatenate
 from tsoreduce.errors import ConfigError, OverwriteError
 from tsoreduce.simulate import (COSMIC_RAY_DTYPE, LRSSimConfig, apply_linearity_polynomial,
-                                invert_linearity_polynomial, load_lrs_truth, simulate_lrs,
-                                simulate_lrs_rateints, write_lrs_simulation)
+                                invert_linearity_polynomial, iter_lrs_segments, load_lrs_truth,
+                                simulate_lrs, simulate_lrs_rateints, write_lrs_simulation)
 
 # every detector effect off: ramps are exact integrations of the scene (up to integer rounding)
 QUIET = dict(poisson=False, read_noise=False, nonlinearity=False, dark=False, rscd=False,
@@ -157,6 +157,22 @@ def test_white_light_depth_matches_flux_weighted_rp_rs_squared():
         sel = (truth.wavelength >= r["wavelength_lower"]) & (truth.wavelength < r["wavelength_upper"])
         lc = row_flux[:, sel].sum(1)
         assert 1 - lc.min() / lc.max() == pytest.approx(r["transit_depth"] * 1e-6, rel=1e-5)
+
+
+def test_custom_transmission_spectrum():
+    table = ([5.0, 8.0, 12.0], [0.10, 0.13, 0.10])
+    _, truth = simulate_lrs_rateints(small(nints=2, rp_rs_spectrum=table))
+    lam = truth.wavelength
+    ok = np.isfinite(lam)
+    assert np.allclose(truth.rp_rs[ok], np.interp(lam[ok], *table))
+    _, truth2 = simulate_lrs_rateints(small(nints=2, rp_rs_spectrum=lambda w: 0.1 + 0.001 * w))
+    assert np.allclose(truth2.rp_rs[ok], 0.1 + 0.001 * lam[ok])
+    # a bin narrow enough to hold one row gives that row's depth exactly
+    r = 200
+    edges = [lam[r] - 1e-4, lam[r] + 1e-4]
+    assert truth.injected_spectrum(edges)["transit_depth"][0] == pytest.approx(truth.rp_rs[r] ** 2 * 1e6)
+    # an empty bin is NaN
+    assert np.isnan(truth.injected_spectrum([20.0, 21.0])["transit_depth"][0])
 
 
 def test_settling_ramp():
@@ -343,6 +359,9 @@ def test_segments_are_consecutive_and_identical_to_one_exposure():
     assert all(s.meta["EXSEGTOT"] == 3 and s.meta["NINTS"] == 7 for s in sim3.segments)
     joined = concatenate(sim3.segments)
     assert np.array_equal(joined.data, sim1.segments[0].data)
+    truth_it, lazy = iter_lrs_segments(cfg3)
+    for a, b in zip(lazy, sim3.segments):
+        assert np.array_equal(a.data, b.data) and a.meta == b.meta
     it = joined.int_times
     assert np.array_equal(it.integration_number, np.arange(1, 8))
     cycle = (5 + 1) * ref.TFRAME / 86400

@@ -77,6 +77,9 @@ class LRSSimConfig:
         diffraction sigma, JWST D = 6.5 m, 0.11"/pix: sigma = 0.75 px at 5 um, 1.52 px at 12 um,
         matching the flight MIRI imager FWHMs), psf_wing_fraction (0.03) and psf_wing_scale (4x sigma)
         for the PSF halo.  Trace centre per row from the bundled specwcs (``reference.trace_x_center``).
+        Spectrum per row: blackbody photon flux x row bandwidth |d lambda / d row| x an APPROXIMATE
+        P750L efficiency curve (``_lrs_scene.p750l_throughput``), so the brightest pixel sits near
+        5.1 um (row ~ 385) as in the MIRISim NGTS-10 rateints of ../shared/data.
 
     Transit (batman, quadratic limb darkening)
         rp_rs (0.12) + a Gaussian feature of feature_amplitude (0.005 in Rp/Rs) at feature_center_um
@@ -108,19 +111,21 @@ class LRSSimConfig:
         6 DN per read, 5 % pixel scatter), bias_dn (12000 DN: the raw MIRI pedestal; per-amplifier
         offsets +-100 DN and 50 DN pixel scatter; never subtracted by a MIRI pipeline, it cancels in
         slopes), dark_rate_dn_s (0.1 DN/s with 30 % log-normal pattern) and hot_pixel_fraction (0.002,
-        10-100x dark), nonlinearity_coeffs ((0, 1, 8e-7, 1.5e-11): corrected = sum c_k raw**k, i.e. a
-        response 3.6 % low at 30000 DN and 9 % at 60000 DN, the scale of the CRDS MIRI linearity files)
+        10-100x dark), nonlinearity_coeffs ((0, 1, 8e-7, 1.5e-11): corrected = sum c_k raw**k, i.e. the
+        correction is +3.8 % at raw 30000 DN and +10 % at 60000 DN, of the order of the MIRI
+        non-linearity described by Morrison et al. 2023, PASP 135, 075004)
         with nonlinearity_scatter (0.05 fractional pixel scatter of c_2, c_3), saturation_dn
         (reference.SATURATION_DN = 60000 DN, 1 % pixel scatter).
 
-    RSCD / reset transient (jwst rscd and reset steps; anchors.md 2.2)
+    RSCD / reset transient (jwst rscd and reset steps; Morrison et al. 2023; anchors.md 2.2)
         An additive offset ``-A (1 - exp(-g / rscd_tau_groups))`` on group g (lowers the slope of the
         first ~ 3 tau groups), ``A = rscd_amplitude_dn (15 DN) + rscd_flux_fraction (0.003) x the
         previous integration's accumulated charge`` (reset-switch charge decay); rscd_tau_groups (3.0);
         rscd_first_int_anomaly (True: integration 0 has no previous charge, so it differs).
 
     Cosmic rays
-        cosmic_ray_rate_cm2_s (5 /cm^2/s, the JWST L2 design value; pixel 25 um), amplitudes
+        cosmic_ray_rate_cm2_s (5 /cm^2/s, the galactic cosmic-ray flux expected at L2 quoted for JWST
+        detectors; MIRI pixel pitch 25 um -> ~ 4 hits per 30-group integration), amplitudes
         log-uniform in [cosmic_ray_min_dn, cosmic_ray_max_dn] = [50, 5000] DN, in light-sensitive
         columns 4-71, arriving between two reads (group 1 .. ngroups-1) so each one is a jump.
 
