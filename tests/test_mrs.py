@@ -448,16 +448,3 @@ def test_stage4_fits_mrs_light_curves(tmp_path):
         err = 0.5 * (res.channels[i].err_upper["rp_rs"] + res.channels[i].err_lower["rp_rs"])
         assert abs(got - inj) < 4 * err, (b, got, inj, err)
 
-
-@pytest.mark.slow
-def test_tutorial_04_executes(tmp_path):
-    """tutorials/04_mrs_cubes.ipynb runs headless end to end (nbclient)."""
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    from pathlib import Path
-    path = Path(__file__).parents[1] / "tutorials" / "04_mrs_cubes.ipynb"
-    nb = nbformat.read(path, as_version=4)
-    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert "white: Rp/Rs" in text
