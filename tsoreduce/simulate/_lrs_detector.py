@@ -76,6 +76,8 @@ def detector_maps(cfg: LRSSimConfig, rng: np.random.Generator, shape) -> dict:
     coeffs = np.broadcast_to(c[:, None, None], (c.size,) + tuple(shape)).copy()
     scat = 1.0 + cfg.nonlinearity_scatter * rng.standard_normal(shape)
     coeffs[2:] *= scat[None]
+    if not cfg.read_noise:
+        rn = np.zeros(shape)
     if not cfg.dark:
         dark = np.zeros(shape)
     if not cfg.nonlinearity:

@@ -316,7 +316,7 @@ class LRSTruth:
     Attributes
     ----------
     wavelength : ``(416,)`` um per row (NaN outside rows 7-394).
-    rp_rs : ``(416,)`` injected Rp/Rs per row.
+    rp_rs : ``(416,)`` injected Rp/Rs per row (zeros when ``transit`` is off).
     star_spectrum : ``(416,)`` DN/s per row summed over columns, before transit and settling.
     trace_x : ``(nints, 416)`` column of the trace centre (0-based pixel centres).
     trace_sigma : ``(416,)`` px, cross-dispersion Gaussian sigma of the PSF core.
@@ -327,12 +327,14 @@ class LRSTruth:
     white_flux : ``(nints,)`` total star flux relative to its no-transit, no-settling value.
     times_bjd_tdb : ``(nints,)`` mid-integration BMJD_TDB (days, as IntTimes.mid_bjd_tdb).
     transit : dict t0 (BMJD_TDB), period (d), a_rs, inc (deg), ecc, w (deg), u1, u2, plus
-        exp_time_days and supersample.
+        exp_time_days, supersample and enabled.
     cosmic_rays : structured array, :data:`COSMIC_RAY_DTYPE`.
     emi : dict frequencies (Hz), amplitudes (DN), phases (rad), arrays of equal length.
     nonlinearity_coeffs : ``(ncoeffs, 416, 72)`` (corrected = sum_k c_k raw**k).
     dark : ``(416, 72)`` DN/s;  bias : ``(416, 72)`` DN;  gain : ``(416, 72)`` e-/DN;
     read_noise_dn : ``(416, 72)`` DN per read;  saturation_dn : ``(416, 72)`` DN.
+    Detector truths of a switched-off effect are neutral: dark 0, read noise 0, identity linearity
+    (0, 1, 0, ...), saturation 65535 (the ADC limit), no cosmic rays, no EMI components.
     rscd : dict amplitude_dn, flux_fraction, tau_groups, first_int_anomaly (enabled=False if off).
     config : dict, the :class:`LRSSimConfig` that produced it.
     """
@@ -466,11 +468,13 @@ def _scene(cfg: LRSSimConfig, rng: np.random.Generator, times: IntTimes, shape) 
     rp = scene.rp_rs_per_row(lam, cfg)
     tp = cfg.transit_parameters()
     exp_time = cfg.ngroups * cfg.tframe / SECONDS_PER_DAY
-    tp_full = dict(tp, exp_time_days=exp_time, supersample=int(cfg.transit_supersample))
+    tp_full = dict(tp, exp_time_days=exp_time, supersample=int(cfg.transit_supersample),
+                   enabled=bool(cfg.transit))
     if cfg.transit:
         tlc = scene.transit_light_curves(times.mid_bjd_tdb, rp, tp, exp_time, cfg.transit_supersample)
     else:
         tlc = np.ones((nints, nr))
+        rp = np.zeros(nr)  # nothing injected: the truth spectrum is flat zero
     t_rel_s = (times.mid_bjd_tdb - cfg.start_bjd_tdb) * SECONDS_PER_DAY
     tau = cfg.settling_tau_s if cfg.settling_tau_s is not None else \
         0.1 * cfg.series_duration_days * SECONDS_PER_DAY
