@@ -66,6 +66,7 @@ def test_uncal_to_spectrum_recovers_injected_depths(tmp_path):
     z = (dep - inj) / err
     report = "\n".join(f"{w:5.2f} um: {d:8.0f} +- {e:5.0f} ppm, injected {i:8.0f}, z = {zz:+.2f}"
                        for w, d, e, i, zz in zip(lc.wavelength, dep, err, inj, z))
+    print(report)  # shown with pytest -s
     assert np.all(np.abs(z) < 3), report
     assert np.mean(np.abs(z) < 1) >= 0.5, report
     assert np.mean(z**2) < 2, report
