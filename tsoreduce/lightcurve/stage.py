@@ -400,7 +400,7 @@ def _jsonable(cfg):
 
 
 def _log_fit(r: FitResult):
-    parts = [f"{n} = {r.median[n]:.6g} +{r.err_upper[n]:.2g}/-{r.err_lower[n]:.2g}" for n in r.free]
+    parts = [f"{n} = {r.median[n]:.10g} +{r.err_upper[n]:.2g}/-{r.err_lower[n]:.2g}" for n in r.free]
     log.info("stage4: %s fit (%s, reduced chi2 %.2f, %d points, %.1f s): %s", r.label, r.method, r.chi2_red,
              r.time.size, r.runtime_s, "; ".join(parts))
 
