@@ -9,7 +9,7 @@ A parameter is declared in the ``stage4.parameters`` mapping of a YAML run as::
     jitter_ppm: {value: 100, prior: loguniform, bounds: [1, 1.0e4]}
 
 Prior types (anchors.md 2.14: the vocabulary of exoUPRF / Eureka! S5): ``fixed``, ``uniform``
-(bounds required), ``loguniform`` (0 < lower < upper), ``normal`` (``sigma`` > 0, ``mean`` defaults to
+(bounds required), ``loguniform`` (alias ``log-uniform``; 0 < lower < upper), ``normal`` (``sigma`` > 0, ``mean`` defaults to
 ``value``, optional ``bounds`` truncate it).  ``shared: true`` means: fitted on the white light curve,
 then held fixed at its white-light posterior median in every spectroscopic channel (Eureka!
 ``white_fixed``); the orbit (t0, per, a_rs, inc, ecc, w) is shared by default.
@@ -102,6 +102,7 @@ def parse_parameter(name: str, decl, *, default_shared: bool = False) -> ParamSp
         raise ConfigError(f"{where}: 'value' (the starting value) is required")
     value = _number(where + ".value", decl["value"])
     prior = decl.get("prior", "fixed")
+    prior = {"log-uniform": "loguniform", "log_uniform": "loguniform"}.get(prior, prior)
     if prior not in PRIOR_TYPES:
         raise ConfigError(f"{where}.prior: unknown prior type {prior!r}; allowed: {', '.join(PRIOR_TYPES)}")
     shared = decl.get("shared", default_shared)
