@@ -331,6 +331,10 @@ def test_truncated_and_inconsistent_files(tmp_path):
         del h["WCS-TABLE"]
     with pytest.raises(MalformedCubeError, match="wavelength axis differs"):
         mrs.read_cubes(paths)
+    with fits.open(paths[1], mode="update") as h:
+        h[0].header["INTSTART"] = 1
+    with pytest.raises(MalformedCubeError, match="INTSTART"):
+        mrs.read_cubes(paths)
     nan = cubes["1A"].replace(data=np.full(cubes["1A"].shape, np.nan, np.float32))
     p2 = write_mrs_cubes(nan, tmp_path / "nan", layout="stack")
     with pytest.raises(EmptyDataError):
@@ -403,6 +407,14 @@ def test_config_validation():
         mrs.extract_cube_timeseries(sim(nints=3)[0], {"aperture": {"radius": 2}})
     with pytest.raises(ConfigError, match="either cubes or simulate"):
         mrs.run_mrs({}, {"cubes": "x*.fits", "simulate": {"enabled": True}})
+
+
+def test_demo_yaml_validates():
+    from pathlib import Path
+    from tsoreduce.config import load_run_config
+    cfg = load_run_config(Path(__file__).parents[1] / "runs" / "mrs_demo.yaml")
+    assert cfg["input"]["kind"] == "mrs" and cfg["input"]["mrs"]["simulate"]["enabled"]
+    assert cfg["mrs"]["mask"]["mode"] == "fill" and cfg["mrs"]["background"]["model"] == "plane"
 
 
 def test_run_mrs_writes_products_and_refuses_overwrite(tmp_path):

@@ -378,6 +378,13 @@ def _expand(source) -> list[str]:
 def _assemble(parts: list[dict]) -> CubeSeries:
     parts = sorted(parts, key=lambda p: p["intstart"])
     ref = parts[0]
+    starts = [p["intstart"] for p in parts]
+    if len(set(starts)) != len(starts):
+        dup = sorted({s for s in starts if starts.count(s) > 1})
+        where = [p["meta"]["_source_path"] for p in parts if p["intstart"] in dup][:2]
+        raise MalformedCubeError(where[0], f"several cubes of band {ref['band']} have INTSTART = {dup[0]} "
+                                           f"(e.g. {', '.join(where)}): the integration order and times are "
+                                           "ambiguous; set INTSTART/INTEND in each per-integration file")
     for p in parts[1:]:
         where = p["meta"]["_source_path"]
         if p["arrays"]["data"].shape[1:] != ref["arrays"]["data"].shape[1:]:
