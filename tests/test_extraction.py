@@ -310,3 +310,18 @@ def test_optimal_shifted_profile_follows_trace_motion():
     assert abs(np.corrcoef(f1, shifts)[0, 1]) < 0.5
     with pytest.raises(ShapeError):
         optimal_extract(r, deep, trace, shifts=np.zeros(3))
+
+
+def test_mjy_per_sr_calints_converted_to_jy():
+    """MJy/sr calints (STScI photom) are kept in Stage 2 and converted to Jy in Stage 3 with PIXAR_SR
+    (flux = sum of surface brightness x pixel solid angle); without PIXAR_SR the units say so."""
+    r, _ = _bkg_subtracted(6, seed=30, noise=False)
+    pixar = 2.8e-13  # sr, MIRI imager pixel (0.11 arcsec)^2
+    cal = r.replace(units="MJy/sr", meta={"PIXAR_SR": pixar})
+    sp_dn, _ = run_stage3(r, {"extraction": {"method": "box"}, "lightcurves": {"skip": True}})
+    sp_jy, lc = run_stage3(cal, {"extraction": {"method": "box"}, "lightcurves": {"skip": True}})
+    assert lc is None and sp_jy.units == "Jy"
+    np.testing.assert_allclose(sp_jy.data, sp_dn.data * pixar * 1e6, rtol=1e-10)
+    sp_raw, _ = run_stage3(r.replace(units="MJy/sr"), {"extraction": {"method": "box"},
+                                                       "lightcurves": {"skip": True}})
+    assert "MJy/sr" in sp_raw.units
