@@ -183,6 +183,27 @@ def test_settling_ramp():
 
 
 # ----------------------------------------------------------------------------------- detector
+@pytest.mark.parametrize("lam", [0.05, 3.0, 20.0, 49.9, 60.0, 800.0])
+def test_frame_charge_is_exactly_poisson(lam):
+    """The per-frame sampler (CDF inversion below 50 e-, numpy above) against the Poisson pmf:
+    chi-square over bins with >= 20 expected counts, and the mean / variance."""
+    from scipy import stats
+
+    from tsoreduce.simulate._lrs_detector import poisson_frames
+
+    n = 200_000
+    x = poisson_frames(np.random.default_rng(11), np.array([[lam]]), n)[:, 0, 0].astype(int)
+    assert x.mean() == pytest.approx(lam, abs=5 * np.sqrt(lam / n))
+    assert x.var() == pytest.approx(lam, rel=0.02)
+    ks = np.arange(x.max() + 1)
+    expected = stats.poisson.pmf(ks, lam) * n
+    observed = np.bincount(x, minlength=ks.size)
+    keep = expected >= 20
+    exp_k = np.r_[expected[keep], n - expected[keep].sum()]
+    obs_k = np.r_[observed[keep], n - observed[keep].sum()]
+    assert stats.chisquare(obs_k, exp_k).pvalue > 1e-3
+
+
 def test_cosmic_rays_are_the_only_jumps():
     cfg = small(nints=6, ngroups=8, cosmic_ray_rate_cm2_s=20.0, nonlinearity=False)
     with_cr, truth = ramps(cfg)
