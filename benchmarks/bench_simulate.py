@@ -74,8 +74,8 @@ def main():
     for name, sel in (("trace", trace), ("background", bkg)):
         rf = cds_f[:, sel] - cds_f[:, sel].mean(0)
         rs = cds_s[:, sel] - cds_s[:, sel].mean(0)
-        print(f"{name:10s} last-first read: mean {cds_f[:, sel].mean():9.2f} vs {cds_s[:, sel].mean():9.2f} DN,"
-              f" scatter var {rf.var():9.2f} vs {rs.var():9.2f} DN^2")
+        print(f"{name:10s} last-first read: mean {cds_f[:, sel].mean():9.2f} vs "
+              f"{cds_s[:, sel].mean():9.2f} DN, scatter var {rf.var():9.2f} vs {rs.var():9.2f} DN^2")
 
 if __name__ == "__main__":
     main()

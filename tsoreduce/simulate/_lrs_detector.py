@@ -6,10 +6,15 @@ Private helpers of :mod:`tsoreduce.simulate.lrs` (which documents every effect a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .. import reference as ref
 from ._lrs_kernels import POISSON_INVERSION_MAX, poisson_by_inversion, raw_reads
+
+if TYPE_CHECKING:
+    from .lrs import LRSSimConfig
 
 #: MIRI Si:As pixel pitch 25 um (JDox "MIRI Detector Overview") -> pixel area in cm^2
 PIXEL_AREA_CM2 = (25e-4) ** 2
@@ -58,7 +63,6 @@ def invert_linearity_polynomial(corrected, coeffs, *, tol_dn: float = 1e-6, max_
         if np.max(np.abs(step), initial=0.0) < tol_dn:
             return x
     raise ArithmeticError("invert_linearity_polynomial did not converge")
-
 
 
 def detector_maps(cfg: LRSSimConfig, rng: np.random.Generator, shape) -> dict:
@@ -110,6 +114,7 @@ def cosmic_rays(cfg: LRSSimConfig, rng: np.random.Generator, shape) -> np.ndarra
 
 
 def emi_truth(cfg: LRSSimConfig, rng: np.random.Generator) -> dict:
+    """Frequencies (Hz), amplitudes (DN) and random phases (rad) of the EMI components (empty when off)."""
     comps = cfg.emi_list()
     phases = rng.uniform(0.0, 2 * np.pi, max(len(comps), 1))[:len(comps)]
     if not cfg.emi:
@@ -124,9 +129,10 @@ def emi_truth(cfg: LRSSimConfig, rng: np.random.Generator) -> dict:
 def poisson_frames(rng: np.random.Generator, per_frame: np.ndarray, nframes: int) -> np.ndarray:
     """Independent Poisson charge (e-) of ``nframes`` frames, float64 ``(nframes, ny, nx)``.
 
-    Exact in both regimes: faint pixels (mean < 50 e-/frame, ~ 95 % of the subarray) by CDF inversion
-    of numpy uniforms in a numba kernel (4-5x faster than ``Generator.poisson`` for small means), bright
-    trace pixels with ``Generator.poisson``.  Deterministic for a given generator state."""
+    Exact in both regimes: faint pixels (mean < 50 e-/frame, ~ 98 % of the subarray) by CDF inversion
+    of numpy uniforms in a numba kernel (faster than ``Generator.poisson`` for small means, see
+    benchmarks/bench_simulate.py), bright trace pixels with ``Generator.poisson``.  Deterministic for a
+    given generator state."""
     u = rng.random((nframes,) + per_frame.shape)
     frames = np.zeros_like(u)
     poisson_by_inversion(per_frame, u, frames)
@@ -164,7 +170,6 @@ class RampBuilder:
 
     def integration(self, i: int, out: np.ndarray | None = None) -> np.ndarray:
         """Raw reads of global integration ``i``, float32 ``(ngroups, nrows, ncols)`` integer DN."""
-
         cfg, m = self.cfg, self.maps
         ng = cfg.ngroups
         nr, nc = self.shape
@@ -185,9 +190,7 @@ class RampBuilder:
             rscd_amp = np.broadcast_to(cfg.rscd_amplitude_dn + cfg.rscd_flux_fraction * prev, (nr, nc))
         else:
             rscd_amp = np.zeros((nr, nc))
-        rn_draw = rng.standard_normal((ng, nr, nc), dtype=np.float32)
-        if not cfg.read_noise:
-            rn_draw[...] = 0.0
+        rn_draw = rng.standard_normal((ng, nr, nc), dtype=np.float32)  # x read-noise map (0 when off)
         ne = len(self.emi_pix)
         sin_g, cos_g = np.zeros((ne, ng)), np.zeros((ne, ng))
         cos_p, sin_p = np.zeros((ne, nr, nc)), np.zeros((ne, nr, nc))

@@ -529,7 +529,10 @@ def _meta(cfg: LRSSimConfig, seg: int, start: int, stop: int, times: IntTimes) -
         "TSOVISIT": True, "ZEROFRAM": False, "TARGNAME": cfg.target_name,
         "SUBSTRT1": ref.SUBSTRT1, "SUBSTRT2": ref.SUBSTRT2, "SUBSIZE1": ref.SUBARRAY_SHAPE[1],
         "SUBSIZE2": ref.SUBARRAY_SHAPE[0], "FASTAXIS": 1, "SLOWAXIS": 2,
-        "EXPSTART": float(cfg.start_bjd_tdb), "EXPMID": float(cfg.start_bjd_tdb + 0.5 * cfg.series_duration_days),
+        # EXPSTART/EXPMID/EXPEND are MJD UTC in JWST headers; the simulation has one time scale, so
+        # they hold the BMJD_TDB values (the INT_TIMES table carries the exact times)
+        "EXPSTART": float(cfg.start_bjd_tdb),
+        "EXPMID": float(cfg.start_bjd_tdb + 0.5 * cfg.series_duration_days),
         "EXPEND": float(cfg.start_bjd_tdb + cfg.series_duration_days),
         "DATE-OBS": iso[:10], "TIME-OBS": iso[11:], "PROGRAM": "00000", "OBSERVTN": "001", "VISIT": "001",
         "EXPOSURE": "00001", "BUNIT": "DN", "SIMULATD": True, "SIMSEED": int(cfg.seed),
