@@ -38,6 +38,7 @@ from .datamodel import DQ, LightCurves, RateData, SpectraData
 from .errors import ConfigError, EmptyDataError, ShapeError
 from .spectroscopic import BAD_PIXEL_FLAGS, baseline_index, estimate_trace_column, make_deep_frame
 from .spectroscopic import _quiet_nanwarnings as _quiet
+from .spectroscopic import nanmedian
 
 log = logging.getLogger(__name__)
 
@@ -462,7 +463,7 @@ def optimal_extract(calints: RateData, deep_frame, trace, *, aperture_halfwidth=
     e2 = np.where(np.isfinite(sub.err), sub.err.astype(np.float32) ** 2, np.nan)
     e2[(sub.dq & np.uint32(int(BAD_PIXEL_FLAGS))) != 0] = np.nan
     with np.errstate(all="ignore"), _quiet():
-        V = np.nanmedian(e2, axis=0).astype(float)
+        V = nanmedian(e2, axis=0).astype(float)
     del e2
     pos = V[np.isfinite(V) & (V > 0)]
     if pos.size == 0:

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 __all__ = ["CONFIG_SCHEMA", "run_stage2", "assign_wavelength", "read_specwcs_wavelength_map",
            "flat_field", "estimate_trace_column", "subtract_background", "clean_bad_pixels",
            "pca_reconstruct", "make_deep_frame", "PCAResult", "baseline_index",
-           "write_stage2_diagnostics"]
+           "write_stage2_diagnostics", "nanmedian"]
 
 #: DQ flags that make a pixel value unusable in a given integration
 BAD_PIXEL_FLAGS = DQ.DO_NOT_USE | DQ.DEAD | DQ.HOT | DQ.SATURATED
@@ -139,8 +139,24 @@ def make_deep_frame(rates: RateData, baseline_ints=None) -> np.ndarray:
     idx = baseline_index(rates.nints, baseline_ints)
     d = np.where(dq_has(rates.dq[idx], BAD_PIXEL_FLAGS), np.nan, rates.data[idx])
     with np.errstate(all="ignore"), _quiet_nanwarnings():
-        deep = np.nanmedian(d, axis=0)
+        deep = nanmedian(d, axis=0)
     return deep.astype(np.float32)
+
+
+def nanmedian(a, axis=0):
+    """NaN-ignoring median along ``axis``, fast for mostly-finite data.
+
+    numpy's ``nanmedian`` goes through masked arrays when the reduced axis is short (< 600), ~20x
+    slower than ``median``; here the plain median is used for every lane without NaN and ``nanmedian``
+    only for the few lanes that have one.  All-NaN lanes give NaN (no warning).
+    """
+    a = np.moveaxis(np.asarray(a), axis, 0)
+    out = np.median(a, axis=0)
+    lanes = np.isnan(a).any(axis=0)
+    if np.any(lanes):
+        with _quiet_nanwarnings():
+            out[lanes] = np.nanmedian(a[:, lanes], axis=0)
+    return out
 
 
 class _quiet_nanwarnings:
@@ -326,7 +342,7 @@ def subtract_background(rates: RateData, *, method="median", trace_center=None, 
     d = np.where(bad, np.nan, d)
     with _quiet_nanwarnings():
         if method == "median":
-            bkg_row = np.nanmedian(d, axis=2)  # (nints, nrows)
+            bkg_row = nanmedian(d, axis=2)  # (nints, nrows)
             bkg = np.repeat(bkg_row[:, :, None], ncols, axis=2)
         elif method == "slope":
             x = cols.astype(float) - trace_center
@@ -369,7 +385,7 @@ def _weighted_line(x, y, w):
 
 def _masked_median(x, mask):
     with _quiet_nanwarnings():
-        return np.nanmedian(np.where(mask, x, np.nan), axis=-1)
+        return nanmedian(np.where(mask, x, np.nan), axis=-1)
 
 
 def _ranges(cols):
@@ -541,7 +557,7 @@ def pca_reconstruct(rates: RateData, *, n_components=10, remove_components=(), c
         raise ConfigError(f"stage2.pca.columns {columns!r} leave fewer than 2 columns")
     sub = rates.data[:, :, c0:c1].astype(np.float64).reshape(nints, -1)
     with _quiet_nanwarnings():
-        med = np.nanmedian(sub, axis=0)
+        med = nanmedian(sub, axis=0)
     med = np.where(np.isfinite(med), med, 0.0)
     sub = np.where(np.isfinite(sub), sub, med[None])
     k = int(min(n_components, nints - 1, sub.shape[1]))
