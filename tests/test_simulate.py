@@ -258,13 +258,16 @@ def test_emi_frequency_and_amplitude_recovered_from_reference_pixels():
 
 
 def test_emi_harmonics_and_other_frequencies():
-    cfg = small(nints=2, ngroups=10, emi_harmonics=True,
-                emi_components=((390.625, 4.0), (ref.EMI_FREQUENCIES["Hz10"], 2.0)))
+    cfg = small(nints=2, ngroups=10, emi_harmonics=True, emi_components=((390.625, 4.0), ("Hz10", 2.0)))
     truth = simulate_lrs_rateints(cfg)[1]
     assert np.allclose(truth.emi["frequencies"], [390.625, 10.039216, 781.25, 1562.5])
     assert np.allclose(truth.emi["amplitudes"], [4.0, 2.0, 0.75, 0.22])
     off = simulate_lrs_rateints(small(nints=2, emi=False))[1]
     assert off.emi["frequencies"].size == 0
+    with pytest.raises(ConfigError, match="Hz999"):
+        LRSSimConfig(emi_components=(("Hz999", 1.0),))
+    with pytest.raises(ConfigError, match="emi_components"):
+        LRSSimConfig(emi_components=(390.625, 4.0))
 
 
 def test_saturation_clips_the_brightest_pixels():

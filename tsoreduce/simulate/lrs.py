@@ -130,8 +130,8 @@ class LRSSimConfig:
         columns 4-71, arriving between two reads (group 1 .. ngroups-1) so each one is a jump.
 
     EMI (jwst #7729, emicorr; anchors.md 2.1)
-        emi_components (((390.625, 4.0),): (frequency Hz, amplitude DN) pairs, e.g. add
-        ``(reference.EMI_FREQUENCIES["Hz10"], 1.0)``), emi_harmonics (False; True adds 781.25 Hz at
+        emi_components (((390.625, 4.0),): (frequency Hz, amplitude DN) pairs; a frequency may be a
+        jwst emicorr name from ``reference.EMI_FREQUENCIES``, e.g. ``("Hz10", 1.0)``), emi_harmonics (False; True adds 781.25 Hz at
         0.75 DN and 1562.5 Hz at 0.22 DN, the Eureka! remove390 waveform).  Each read gets
         ``sum A sin(2 pi f t + phase)`` with ``t`` from :func:`reference.pixel_read_time_offsets`;
         the phases are random and recorded.
@@ -248,6 +248,12 @@ class LRSSimConfig:
             bad("nonlinearity_coeffs", "need at least (c0, c1)")
         if self.saturation_dn > 65535:
             bad("saturation_dn", "exceeds the 16-bit ADC range")
+        try:
+            if any(len(c) != 2 for c in self.emi_components):
+                raise TypeError
+        except TypeError:
+            bad("emi_components", "must be a sequence of (frequency Hz or name, amplitude DN) pairs")
+        self.emi_list()  # unknown frequency names raise here
 
     # ---- derived timing -------------------------------------------------------------------------
     @property
@@ -282,7 +288,16 @@ class LRSSimConfig:
                     w=float(self.w_deg), u1=float(self.u1), u2=float(self.u2))
 
     def emi_list(self) -> list[tuple[float, float]]:
-        comps = [(float(f), float(a)) for f, a in self.emi_components]
+        """``[(frequency Hz, amplitude DN), ...]`` injected when ``emi`` is on: ``emi_components``
+        (a frequency may be given by its jwst emicorr name, e.g. ``"Hz10"``) plus the harmonics."""
+        comps = []
+        for f, a in self.emi_components:
+            if isinstance(f, str):
+                if f not in ref.EMI_FREQUENCIES:
+                    raise ConfigError(f"LRSSimConfig.emi_components: unknown EMI frequency name {f!r}; "
+                                      f"known: {', '.join(ref.EMI_FREQUENCIES)}")
+                f = ref.EMI_FREQUENCIES[f]
+            comps.append((float(f), float(a)))
         if self.emi_harmonics:
             f0 = ref.EMI_FREQUENCIES["Hz390"]
             comps += [(2 * f0, 0.75), (4 * f0, 0.22)]
