@@ -270,3 +270,26 @@ def test_stage2_on_mirisim(kind):
     if kind == "calints":  # the pipeline's own WAVELENGTH extension is used
         assert np.isclose(out.wavelength[257, 37], r.wavelength[257, 37])
     assert r.data is not out.data
+
+
+def test_flat_field_from_crds_format_file(tmp_path):
+    """A CRDS-layout FLAT file (full-frame 1024 x 1032 SCI) is cut to SLITLESSPRISM and divided."""
+    from astropy.io import fits
+
+    full = np.ones((1024, 1032), np.float32)
+    # SLITLESSPRISM: SUBSTRT1 = 1, SUBSTRT2 = 529 (1-based) -> rows 528-943, columns 0-71 (0-based)
+    full[528:944, :72] = 1.25
+    full[528 + 200, 40] = 0.5
+    prim = fits.PrimaryHDU()
+    for k, v in dict(REFTYPE="FLAT", INSTRUME="MIRI", DETECTOR="MIRIMAGE", SUBARRAY="FULL", SUBSTRT1=1,
+                     SUBSTRT2=1, SUBSIZE1=1032, SUBSIZE2=1024).items():
+        prim.header[k] = v
+    path = tmp_path / "miri_flat.fits"
+    fits.HDUList([prim, fits.ImageHDU(full, name="SCI")]).writeto(path)
+    r, _ = synth_rates(2, noise=False)
+    r = r.replace(meta={"SUBARRAY": "SLITLESSPRISM", "SUBSTRT1": 1, "SUBSTRT2": 529, "SUBSIZE1": 72,
+                        "SUBSIZE2": 416})
+    out = run_stage2(r, {"flat_field": {"path": str(path)}, "background": {"skip": True},
+                         "bad_pixels": {"skip": True}, "pca": {"skip": True}})[0]
+    np.testing.assert_allclose(out.data[:, 100, 30], r.data[:, 100, 30] / 1.25, rtol=1e-6)
+    np.testing.assert_allclose(out.data[:, 200, 40], r.data[:, 200, 40] / 0.5, rtol=1e-6)
