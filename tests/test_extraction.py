@@ -325,3 +325,19 @@ def test_mjy_per_sr_calints_converted_to_jy():
     sp_raw, _ = run_stage3(r.replace(units="MJy/sr"), {"extraction": {"method": "box"},
                                                        "lightcurves": {"skip": True}})
     assert "MJy/sr" in sp_raw.units
+
+
+def test_user_centroids_file(tmp_path):
+    from astropy.table import Table
+
+    r, t = _bkg_subtracted(5, seed=31, x_offset=-0.4)
+    rows = np.arange(120, 390, 5)
+    Table({"row": rows, "x": t["trace0"][rows]}).write(tmp_path / "centroids.ecsv")
+    sp, _ = run_stage3(r, {"trace": {"method": "user", "centroids_file": str(tmp_path / "centroids.ecsv")},
+                           "lightcurves": {"skip": True}})
+    kept = sp.meta["_rows"]
+    sel = (kept >= 120) & (kept < 390)
+    assert np.max(np.abs(sp.meta["_trace"][sel] - t["trace0"][kept[sel]])) < 0.01
+    Table({"a": rows}).write(tmp_path / "bad.ecsv")
+    with pytest.raises(ConfigError):
+        run_stage3(r, {"trace": {"method": "user", "centroids_file": str(tmp_path / "bad.ecsv")}})
