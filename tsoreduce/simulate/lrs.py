@@ -22,6 +22,19 @@ Every effect is switched by a bool of :class:`LRSSimConfig` and documented there
 Random draws come from independent streams per effect (``numpy.random.SeedSequence(seed).spawn``),
 so switching one effect off leaves the others' realisations unchanged, and a seed reproduces a
 simulation exactly.
+
+Examples
+--------
+>>> from tsoreduce.simulate import LRSSimConfig, simulate_lrs, simulate_lrs_rateints
+>>> sim = simulate_lrs(LRSSimConfig(nints=20, ngroups=10, nsegments=2, seed=1))
+>>> [s.data.shape for s in sim.segments]
+[(10, 10, 416, 72), (10, 10, 416, 72)]
+>>> rates, truth = simulate_lrs_rateints(LRSSimConfig(nints=20))   # no ramps: fast
+>>> table = truth.injected_spectrum([5.0, 6.0, 7.0, 8.0])          # depth in ppm per bin
+>>> quiet = LRSSimConfig(poisson=False, read_noise=False, cosmic_rays=False, emi=False)  # noiseless
+
+:func:`iter_lrs_segments` yields the segments one at a time (bounded memory, used by
+:func:`write_lrs_simulation`).
 """
 
 from __future__ import annotations
