@@ -582,7 +582,7 @@ def bin_lightcurves(spectra: SpectraData, edges=None, resolution=None, white_ran
     if bad.any():
         f0 = np.where(bad, np.nan, f)
         with np.errstate(all="ignore"):
-            tmpl = np.nanmedian(f0, axis=0)
+            tmpl = nanmedian(f0, axis=0)
             white0 = np.nansum(np.where(bad, 0, f0) * Ww[0], axis=1)
             ref = np.nansum(np.where(bad, 0, tmpl[None]) * Ww[0], axis=1)
             scale = np.where(ref > 0, white0 / ref, 1.0)
