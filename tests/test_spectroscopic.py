@@ -183,6 +183,7 @@ def _fixed_box_white(rates, c0=33, c1=40, rows=slice(150, 390)):
     return rates.data[:, rows, c0:c1].sum(axis=(1, 2))
 
 
+@pytest.mark.slow
 def test_pca_finds_and_removes_trace_shift():
     rng = np.random.default_rng(11)
     nints = 60
