@@ -258,8 +258,8 @@ def test_sim_optimal_vs_box(sim_stage2):
     The simulator's star dominates the noise (3 DN/s background), where Horne's gain over a well-chosen
     box is small (~1 %), so the comparison uses the summed per-row residual variance against the
     noiseless truth (290 rows x 60 integrations: precise) and requires the white-light scatter to be
-    no worse than the box's within 3 % (60 integrations: ~9 % statistical error on a scatter); the background-limited case, where the gain is large, is
-    tested on synthetic frames above."""
+    no worse than the box's within 3 % (with 60 integrations a scatter has a ~9 % statistical error);
+    the background-limited case, where the gain is large, is tested on synthetic frames above."""
     from tsoreduce.datamodel import RateData
 
     _, truth, cal, diag = sim_stage2
