@@ -111,3 +111,15 @@ def test_neighbour_flagging():
     assert j[4, 4] and j[3, 4] and j[5, 4] and j[4, 3] and j[4, 5]
     assert not j[3, 3]
     assert not np.any(out.groupdq & np.uint32(1 << 30))  # scratch bit cleared
+
+
+def test_fused_jump_and_fit_equals_separate_steps(crdata):
+    from tsoreduce.detector import detect_jumps_and_fit, fit_ramps
+    ramp, rate, crs = crdata
+    sep_flags = detect_jumps_up_the_ramp(ramp, threshold=4.0, read_noise=RN, gain=GAIN)
+    sep = fit_ramps(sep_flags, read_noise=RN, gain=GAIN)
+    fused_flags, fused = detect_jumps_and_fit(ramp, threshold=4.0, read_noise=RN, gain=GAIN)
+    np.testing.assert_array_equal(fused_flags.groupdq, sep_flags.groupdq)
+    np.testing.assert_array_equal(fused.dq, sep.dq)
+    np.testing.assert_allclose(fused.data, sep.data, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(fused.err, sep.err, rtol=1e-5)

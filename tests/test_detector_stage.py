@@ -59,6 +59,15 @@ def test_cosmic_ray_recall_on_simulation(sim, method, threshold, monkeypatch):
         return real(ramp, **kw)
 
     monkeypatch.setattr("tsoreduce.detector.stage.rampfit.fit_ramps", spy)
+    import tsoreduce.detector.jumps as jm
+    real_fused = jm.detect_jumps_and_fit
+
+    def spy_fused(ramp, **kw):
+        flagged, rates = real_fused(ramp, **kw)
+        captured["groupdq"] = flagged.groupdq.copy()
+        return flagged, rates
+
+    monkeypatch.setattr("tsoreduce.detector.stage.jumps.detect_jumps_and_fit", spy_fused)
     cfg = {"jump": {"method": method, method: {"threshold": threshold}}}
     seg = sim.segments[0]
     run_stage1(seg, cfg, references=refs_from_truth(sim.truth))

@@ -23,7 +23,7 @@ ramp fit           :func:`fit_ramps`                           ``detector/rampfi
 from .calibrate import apply_linearity, self_calibrate_linearity, subtract_dark
 from .dq_init import dq_init, flag_saturation
 from .emi import correct_emi, emi_fit_pixels, emi_frequencies, emi_periodogram
-from .jumps import detect_jumps_time_domain, detect_jumps_up_the_ramp, jump_counts
+from .jumps import detect_jumps_and_fit, detect_jumps_time_domain, detect_jumps_up_the_ramp, jump_counts
 from .rampfit import fit_ramps, poisson_signal_per_group, usable_group_range
 from .reset import flag_reset_groups
 from .stage import CONFIG_SCHEMA, resolve_references, run_stage1, run_stage1_files
@@ -32,6 +32,7 @@ __all__ = [
     "CONFIG_SCHEMA", "run_stage1", "run_stage1_files", "resolve_references",
     "dq_init", "correct_emi", "flag_saturation", "flag_reset_groups", "apply_linearity",
     "self_calibrate_linearity", "subtract_dark", "detect_jumps_up_the_ramp", "detect_jumps_time_domain",
+    "detect_jumps_and_fit",
     "fit_ramps", "poisson_signal_per_group", "usable_group_range", "jump_counts", "emi_frequencies",
     "emi_fit_pixels", "emi_periodogram",
 ]

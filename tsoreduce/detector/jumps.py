@@ -6,8 +6,10 @@ drops exactly that difference.
 
 * :func:`detect_jumps_up_the_ramp` -- two-point differences within each ramp compared with the
   expected noise ``sqrt(2 R^2 + S/gain)`` (read noise R in DN, S the pixel's signal per group from the
-  median over integrations), iterative rejection of the largest outlier around the ramp's median
-  difference (stcal two-point difference, anchors.md 2.3).  Optional flagging of the 4 neighbours for
+  median over integrations), iterative rejection of the largest outlier around the mean of the
+  remaining differences (stcal two-point difference, anchors.md 2.3, which centres on the median; the
+  mean allows an exact vectorised pre-screen: only ramps with a deviation above threshold are
+  iterated).  Optional flagging of the 4 neighbours for
   large jumps (IPC / charge spill).
 * :func:`detect_jumps_time_domain` -- each pixel's first difference ``g -> g+1`` is compared with the
   same difference in neighbouring integrations: running median over a window of integrations, noise
@@ -29,11 +31,11 @@ import numpy as np
 
 from ..datamodel import DQ, RampData
 from .. import reference as ref
-from .rampfit import _as_map, poisson_signal_per_group, usable_group_range
+from .rampfit import _as_map, _fit_pixel, poisson_signal_per_group, usable_group_range
 
 log = logging.getLogger(__name__)
 
-__all__ = ["detect_jumps_up_the_ramp", "detect_jumps_time_domain", "jump_counts"]
+__all__ = ["detect_jumps_up_the_ramp", "detect_jumps_time_domain", "detect_jumps_and_fit", "jump_counts"]
 
 _DNU = np.uint32(DQ.DO_NOT_USE)
 _SAT = np.uint32(DQ.SATURATED)
@@ -46,68 +48,107 @@ _STRONG = np.uint32(1 << 30)
 
 @numba.njit(cache=True)
 def _median_of(buf, n, tmp):
+    """Median of buf[:n] via an insertion sort into the scratch buffer (no allocation)."""
     for k in range(n):
-        tmp[k] = buf[k]
-    s = np.sort(tmp[:n])
+        v = buf[k]
+        j = k - 1
+        while j >= 0 and tmp[j] > v:
+            tmp[j + 1] = tmp[j]
+            j -= 1
+        tmp[j + 1] = v
     if n % 2 == 1:
-        return s[n // 2]
-    return 0.5 * (s[n // 2 - 1] + s[n // 2])
+        return tmp[n // 2]
+    return 0.5 * (tmp[n // 2 - 1] + tmp[n // 2])
+
+
+@numba.njit(cache=True)
+def _twopoint_pixel(data, gdq_in, gdq_out, i, y, x, g0, g1, s, var, thresh, strong_thresh,
+                    min_mean_diffs, d, idx):
+    """Iterative rejection for one ramp: flag the largest |d - centre| / sigma above ``thresh``,
+    recompute the centre (mean of the remaining differences, or the reference signal for short
+    ramps), repeat."""
+    n = 0
+    for g in range(g0, g1):
+        qa = gdq_in[i, g, y, x]
+        qb = gdq_in[i, g + 1, y, x]
+        if ((qa | qb) & _BAD_GROUP) == 0 and (qb & _JUMP) == 0:
+            d[n] = np.float64(data[i, g + 1, y, x]) - np.float64(data[i, g, y, x])
+            idx[n] = g + 1
+            n += 1
+    sig = math.sqrt(var)
+    while n > 0:
+        if n >= min_mean_diffs or s < 0.0:
+            mu = 0.0
+            for k in range(n):
+                mu += d[k]
+            mu /= n
+        else:
+            mu = s
+        best = -1
+        zbest = 0.0
+        for k in range(n):
+            z = abs(d[k] - mu) / sig
+            if z > zbest:
+                zbest = z
+                best = k
+        if zbest <= thresh or best < 0:
+            break
+        flag = _JUMP
+        if zbest >= strong_thresh:
+            flag |= _STRONG
+        gdq_out[i, idx[best], y, x] |= flag
+        n -= 1
+        d[best] = d[n]
+        idx[best] = idx[n]
 
 
 @numba.njit(parallel=True, cache=True)
 def _twopoint_kernel(data, gdq_in, gdq_out, s_ref, rn, gain, g0, g1, thresh, strong_thresh,
-                     min_median_diffs):
+                     min_mean_diffs):
     nint, ng, ny, nx = data.shape
-    nd_max = max(g1 - g0, 1)
+    nk = g1 - g0
+    m = max(nk, 1)
     for task in numba.prange(nint * ny):
         i = task // ny
         y = task % ny
-        d = np.empty(nd_max)
-        idx = np.empty(nd_max, np.int64)
-        tmp = np.empty(nd_max)
-        for x in range(nx):
-            n = 0
-            for g in range(g0, g1):
+        d = np.empty(m)
+        idx = np.empty(m, np.int64)
+        dd = np.empty((m, nx))
+        okk = np.empty((m, nx), np.bool_)
+        ssum = np.zeros(nx)
+        cnt = np.zeros(nx)
+        # pass 1 (vectorised along the row): differences, usability, mean of the usable ones
+        for k in range(nk):
+            g = g0 + k
+            for x in range(nx):
                 qa = gdq_in[i, g, y, x]
                 qb = gdq_in[i, g + 1, y, x]
-                if ((qa | qb) & _BAD_GROUP) == 0 and (qb & _JUMP) == 0:
-                    d[n] = np.float64(data[i, g + 1, y, x]) - np.float64(data[i, g, y, x])
-                    idx[n] = g + 1
-                    n += 1
-            if n == 0:
+                good = ((qa | qb) & _BAD_GROUP) == 0 and (qb & _JUMP) == 0
+                v = np.float64(data[i, g + 1, y, x]) - np.float64(data[i, g, y, x])
+                dd[k, x] = v
+                okk[k, x] = good
+                if good:
+                    ssum[x] += v
+                    cnt[x] += 1.0
+        # pass 2: largest deviation; only ramps above threshold go through the iterative path
+        for x in range(nx):
+            if cnt[x] == 0.0:
                 continue
             s = s_ref[y, x]
-            use_ref = s >= 0.0
-            if s < 0.0:
-                s = _median_of(d, n, tmp)
             var = 2.0 * rn[y, x] * rn[y, x] + max(s, 0.0) / gain[y, x]
-            # iterative: reject the largest outlier, recompute the centre, repeat
-            while n > 0:
-                if n >= min_median_diffs or not use_ref:
-                    mu = _median_of(d, n, tmp)
-                    # the median of n differences has variance ~ (pi/2) var / n
-                    v = var * (1.0 + 1.5707963 / n)
-                else:
-                    mu = s
-                    v = var
-                best = -1
-                zbest = 0.0
-                sig = math.sqrt(v)
-                for k in range(n):
-                    z = abs(d[k] - mu) / sig
-                    if z > zbest:
-                        zbest = z
-                        best = k
-                if zbest <= thresh or best < 0:
+            if cnt[x] >= min_mean_diffs or s < 0.0:
+                mu = ssum[x] / cnt[x]
+            else:
+                mu = s
+            lim = thresh * math.sqrt(var)
+            hit = False
+            for k in range(nk):
+                if okk[k, x] and abs(dd[k, x] - mu) > lim:
+                    hit = True
                     break
-                flag = _JUMP
-                if zbest >= strong_thresh:
-                    flag |= _STRONG
-                gdq_out[i, idx[best], y, x] |= flag
-                # remove it from the set
-                n -= 1
-                d[best] = d[n]
-                idx[best] = idx[n]
+            if hit:
+                _twopoint_pixel(data, gdq_in, gdq_out, i, y, x, g0, g1, s, var, thresh, strong_thresh,
+                                min_mean_diffs, d, idx)
 
 
 def _flag_neighbours(gdq: np.ndarray) -> int:
@@ -132,7 +173,7 @@ def _flag_neighbours(gdq: np.ndarray) -> int:
 
 def detect_jumps_up_the_ramp(ramp: RampData, *, threshold: float = 4.0, flag_4_neighbors: bool = False,
                              neighbor_threshold: float = 10.0, read_noise=None, gain=None,
-                             signal_per_group=None, min_median_diffs: int = 5,
+                             signal_per_group=None, min_mean_diffs: int = 5,
                              out: np.ndarray | None = None) -> RampData:
     """Flag cosmic-ray jumps from two-point differences within each ramp.
 
@@ -145,9 +186,9 @@ def detect_jumps_up_the_ramp(ramp: RampData, *, threshold: float = 4.0, flag_4_n
         :mod:`tsoreduce.reference`).
     signal_per_group : ``(nrows, ncols)`` DN per group interval (default: median over integrations,
         :func:`~tsoreduce.detector.rampfit.poisson_signal_per_group`).
-    min_median_diffs : ramps with at least this many usable differences are centred on their own
-        median difference (robust to flux changes between integrations); shorter ramps on
-        ``signal_per_group``.
+    min_mean_diffs : ramps with at least this many usable differences are centred on their own mean
+        difference (follows flux changes between integrations); shorter ramps on ``signal_per_group``
+        (the pixel's median over integrations, unaffected by the jump itself).
     out : optional pre-allocated uint32 array for the new GROUPDQ (same shape as ``ramp.groupdq``).
 
     Returns a new RampData whose ``groupdq`` has JUMP_DET on the group after each outlying difference.
@@ -170,7 +211,7 @@ def detect_jumps_up_the_ramp(ramp: RampData, *, threshold: float = 4.0, flag_4_n
     before = int(np.count_nonzero(ramp.groupdq & _JUMP)) if log.isEnabledFor(logging.INFO) else 0
     strong = np.inf if not flag_4_neighbors else float(neighbor_threshold)
     _twopoint_kernel(ramp.data, ramp.groupdq, out, s_ref, rn, gn, g0, g1, float(threshold), strong,
-                     int(min_median_diffs))
+                     int(min_mean_diffs))
     if flag_4_neighbors:
         _flag_neighbours(out)
     if log.isEnabledFor(logging.INFO):
@@ -342,3 +383,123 @@ def detect_jumps_time_domain(ramp: RampData, *, threshold: float = 5.0, window: 
 def jump_counts(ramp: RampData) -> np.ndarray:
     """Number of JUMP_DET groups per pixel, int64 ``(nrows, ncols)`` (for the jump-map figure)."""
     return np.count_nonzero(ramp.groupdq & _JUMP, axis=(0, 1))
+
+
+@numba.njit(parallel=True, cache=True)
+def _jump_fit_kernel(data, gdq_in, gdq_out, pixeldq, s_ref, rn, gain, g0, g1, thresh, strong_thresh,
+                     min_mean_diffs, wfull, stats, rate, var_p, var_r, dq_out):
+    nint, ng, ny, nx = data.shape
+    nk = g1 - g0
+    m = max(nk, 1)
+    for task in numba.prange(nint * ny):
+        i = task // ny
+        y = task % ny
+        d = np.empty(m)
+        idx = np.empty(m, np.int64)
+        ok = np.empty(m, np.bool_)
+        work_c = np.empty(m)
+        work_d = np.empty(m)
+        w = np.empty(m)
+        dd = np.empty((m, nx))
+        okk = np.empty((m, nx), np.bool_)
+        ssum = np.zeros(nx)
+        cnt = np.zeros(nx)
+        acc = np.zeros(nx)
+        qor = np.zeros(nx, np.uint32)
+        for x in range(nx):
+            qor[x] = gdq_in[i, g0, y, x]
+        # one pass over the ramp block of this row: differences, usability, sums, weighted slope
+        for k in range(nk):
+            g = g0 + k
+            for x in range(nx):
+                qa = gdq_in[i, g, y, x]
+                qb = gdq_in[i, g + 1, y, x]
+                qor[x] |= qb
+                good = ((qa | qb) & _BAD_GROUP) == 0 and (qb & _JUMP) == 0
+                v = np.float64(data[i, g + 1, y, x]) - np.float64(data[i, g, y, x])
+                dd[k, x] = v
+                okk[k, x] = good
+                acc[x] += wfull[y, k, x] * v
+                if good:
+                    ssum[x] += v
+                    cnt[x] += 1.0
+        for x in range(nx):
+            jumped = False
+            if cnt[x] > 0.0:
+                s = s_ref[y, x]
+                var = 2.0 * rn[y, x] * rn[y, x] + max(s, 0.0) / gain[y, x]
+                mu = ssum[x] / cnt[x] if (cnt[x] >= min_mean_diffs or s < 0.0) else s
+                lim = thresh * math.sqrt(var)
+                for k in range(nk):
+                    if okk[k, x] and abs(dd[k, x] - mu) > lim:
+                        jumped = True
+                        break
+                if jumped:
+                    _twopoint_pixel(data, gdq_in, gdq_out, i, y, x, g0, g1, s, var, thresh, strong_thresh,
+                                    min_mean_diffs, d, idx)
+            q = pixeldq[y, x] | (qor[x] & (_JUMP | _SAT))
+            if (not jumped and (qor[x] & (_BAD_GROUP | _JUMP)) == 0 and nk > 0
+                    and stats[y, 0, x] > 0.0):
+                rate[i, y, x] = acc[x]
+                var_r[i, y, x] = stats[y, 1, x]
+                var_p[i, y, x] = stats[y, 2, x]
+            else:
+                r, vr, vp, good = _fit_pixel(data, gdq_out, i, y, x, g0, g1, s_ref[y, x], rn[y, x],
+                                             gain[y, x], d, ok, work_c, work_d, w)
+                rate[i, y, x] = r
+                var_r[i, y, x] = vr
+                var_p[i, y, x] = vp
+                if jumped:
+                    q |= _JUMP
+                if not good:
+                    q |= _DNU
+            dq_out[i, y, x] = q
+
+
+def detect_jumps_and_fit(ramp: RampData, *, threshold: float = 4.0, read_noise=None, gain=None,
+                         signal_per_group=None, min_mean_diffs: int = 5, out: dict | None = None):
+    """Up-the-ramp jump detection and ramp fitting fused in one pass over the data.
+
+    Same results as :func:`detect_jumps_up_the_ramp` (without neighbour flagging) followed by
+    :func:`tsoreduce.detector.fit_ramps`, but every ramp is read once: the row block of differences
+    is screened for jumps, the (rare) ramps with a jump are iterated and refitted segment by segment,
+    all others take the precomputed GLS weights.  Used by :func:`run_stage1` for
+    ``jump.method = up_the_ramp`` without neighbour flagging.
+
+    Parameters as the two functions; ``out`` may hold pre-allocated ``gdq`` (uint32, ramp shape) and
+    ``rate``/``var_poisson``/``var_rnoise``/``dq`` (rateints shape) arrays.
+
+    Returns ``(RampData with JUMP_DET flags, RateData)``.
+    """
+    from .rampfit import _fit_outputs, _finish_rates, _full_weights
+
+    g0, g1 = usable_group_range(ramp.groupdq)
+    frame = ramp.data.shape[2:]
+    rn = _as_map(ref.READ_NOISE_DN if read_noise is None else read_noise, frame, "read_noise")
+    gn = _as_map(ref.GAIN if gain is None else gain, frame, "gain")
+    if signal_per_group is None:
+        signal_per_group = poisson_signal_per_group(ramp, g0, g1)
+    s_ref = _as_map(signal_per_group, frame, "signal_per_group")
+    out = {} if out is None else out
+    gdq = out.get("gdq")
+    if gdq is None or gdq.shape != ramp.groupdq.shape:
+        gdq = ramp.groupdq.copy()
+    elif gdq is not ramp.groupdq:
+        np.copyto(gdq, ramp.groupdq)
+    rate, vp, vr, dq = _fit_outputs(ramp, out)
+    if g1 - g0 < 1:
+        log.warning("jump + ramp fit: fewer than 2 usable groups; every rate is NaN")
+        g1 = g0
+    nk = g1 - g0
+    wfull = np.empty((frame[0], max(nk, 1), frame[1]))
+    stats = np.empty((frame[0], 3, frame[1]))
+    _full_weights(s_ref, rn, gn, nk, wfull, stats)
+    _jump_fit_kernel(ramp.data, ramp.groupdq, gdq, ramp.pixeldq, s_ref, rn, gn, g0, g1, float(threshold),
+                     np.inf, int(min_mean_diffs), wfull, stats, rate, vp, vr, dq)
+    meta = dict(ramp.meta)
+    meta["S_JUMP"] = "COMPLETE"
+    flagged = ramp.replace(groupdq=gdq, meta=meta)
+    if log.isEnabledFor(logging.INFO):
+        log.info("jump (up the ramp, %.1f sigma, fused with the ramp fit): %d groups flagged JUMP_DET",
+                 threshold, int(np.count_nonzero(gdq & _JUMP)) - int(np.count_nonzero(ramp.groupdq & _JUMP)))
+    return flagged, _finish_rates(ramp, rate, vp, vr, dq)

@@ -105,94 +105,159 @@ def _gls_segment(d, start, n, var_d, r2, work_c, work_d, w):
 
 
 @numba.njit(parallel=True, cache=True)
-def _fit_kernel(data, gdq, pixeldq, s_ref, rn, gain, g0, g1, rate, var_p, var_r, dq_out):
-    nint, ng, ny, nx = data.shape
-    for task in numba.prange(nint * ny):
-        i = task // ny
-        y = task % ny
-        nd = ng
-        d = np.empty(nd)
-        ok = np.empty(nd, np.bool_)
-        work_c = np.empty(nd)
-        work_d = np.empty(nd)
-        w = np.empty(nd)
+def _full_weights(s_ref, rn, gain, nk, wfull, stats):
+    """GLS weights of an uninterrupted run of ``nk`` differences for every pixel whose reference
+    signal is known (the common case: a clean ramp), normalised to sum 1, layout (ny, nk, nx);
+    stats (ny, 3, nx) = (var, var_rn, var_ps) in DN/group units; -1 in var where the signal is unknown."""
+    ny, nx = s_ref.shape
+    for y in numba.prange(ny):
+        wc = np.empty(max(nk, 1))
+        wd = np.empty(max(nk, 1))
+        w = np.empty(max(nk, 1))
+        d = np.zeros(max(nk, 1))
         for x in range(nx):
-            flags = np.uint32(0)
-            ndiff = 0
-            # differences inside the usable range
-            for g in range(g0, g1):
-                qa = gdq[i, g, y, x]
-                qb = gdq[i, g + 1, y, x]
-                flags |= qb & (_JUMP | _SAT)
-                good = ((qa | qb) & _BAD_GROUP) == 0 and (qb & _JUMP) == 0
-                k = g - g0
-                ok[k] = good
-                if good:
-                    d[k] = np.float64(data[i, g + 1, y, x]) - np.float64(data[i, g, y, x])
-                    ndiff += 1
-            if g1 >= g0:
-                flags |= gdq[i, g0, y, x] & _SAT
-            r = rn[y, x]
-            r2 = r * r
             s = s_ref[y, x]
-            if s < 0.0:
-                # no reference signal (e.g. saturated in most integrations): this ramp's own mean
-                acc = 0.0
-                for k in range(g1 - g0):
-                    if ok[k]:
-                        acc += d[k]
-                s = acc / ndiff if ndiff > 0 else 0.0
-                if s < 0.0:
-                    s = 0.0
+            if s < 0.0 or nk < 1:
+                stats[y, 0, x] = -1.0
+                continue
+            r2 = rn[y, x] * rn[y, x]
             var_d = 2.0 * r2 + s / gain[y, x]
             if var_d <= 0.0:
                 var_d = 1e-12
-            inv_sum = 0.0
-            num = 0.0
-            vr_acc = 0.0
-            vp_acc = 0.0
-            k = 0
-            nk = g1 - g0
-            while k < nk:
-                if not ok[k]:
-                    k += 1
-                    continue
-                start = k
-                while k < nk and ok[k]:
-                    k += 1
-                n = k - start
-                sl, v, vr, vp = _gls_segment(d, start, n, var_d, r2, work_c, work_d, w)
-                iv = 1.0 / v
-                inv_sum += iv
-                num += sl * iv
-                vr_acc += vr * iv * iv
-                vp_acc += vp * iv * iv
-            q = pixeldq[y, x] | flags
-            if inv_sum > 0.0:
-                rate[i, y, x] = num / inv_sum
-                var_r[i, y, x] = vr_acc / (inv_sum * inv_sum)
-                var_p[i, y, x] = vp_acc / (inv_sum * inv_sum)
+            if nk == 1:
+                w[0] = 1.0
+                stats[y, 0, x] = var_d
+                stats[y, 1, x] = 2.0 * r2
+                stats[y, 2, x] = var_d - 2.0 * r2
             else:
-                rate[i, y, x] = np.nan
-                var_r[i, y, x] = np.nan
-                var_p[i, y, x] = np.nan
-                q |= _DNU
+                _, v, vr, vp = _gls_segment(d, 0, nk, var_d, r2, wc, wd, w)
+                sw = 0.0
+                for k in range(nk):
+                    sw += w[k]
+                for k in range(nk):
+                    w[k] /= sw
+                stats[y, 0, x] = v
+                stats[y, 1, x] = vr
+                stats[y, 2, x] = vp
+            for k in range(nk):
+                wfull[y, k, x] = w[k]
+
+
+@numba.njit(cache=True)
+def _fit_pixel(data, gdq, i, y, x, g0, g1, s, rn, gain, d, ok, work_c, work_d, w):
+    """General path for one ramp (jumps, saturation, unknown signal): returns (rate, var_rn, var_ps,
+    usable) in DN/group units, segments combined by inverse variance."""
+    nk = g1 - g0
+    ndiff = 0
+    qa = gdq[i, g0, y, x]
+    va = np.float64(data[i, g0, y, x])
+    for g in range(g0, g1):
+        qb = gdq[i, g + 1, y, x]
+        vb = np.float64(data[i, g + 1, y, x])
+        good = ((qa | qb) & _BAD_GROUP) == 0 and (qb & _JUMP) == 0
+        ok[g - g0] = good
+        d[g - g0] = vb - va
+        if good:
+            ndiff += 1
+        qa = qb
+        va = vb
+    r2 = rn * rn
+    if s < 0.0:
+        # no reference signal (e.g. saturated in most integrations): this ramp's own mean
+        acc = 0.0
+        for k in range(nk):
+            if ok[k]:
+                acc += d[k]
+        s = acc / ndiff if ndiff > 0 else 0.0
+        if s < 0.0:
+            s = 0.0
+    var_d = 2.0 * r2 + s / gain
+    if var_d <= 0.0:
+        var_d = 1e-12
+    inv_sum = 0.0
+    num = 0.0
+    vr_acc = 0.0
+    vp_acc = 0.0
+    k = 0
+    while k < nk:
+        if not ok[k]:
+            k += 1
+            continue
+        start = k
+        while k < nk and ok[k]:
+            k += 1
+        sl, v, vr, vp = _gls_segment(d, start, k - start, var_d, r2, work_c, work_d, w)
+        iv = 1.0 / v
+        inv_sum += iv
+        num += sl * iv
+        vr_acc += vr * iv * iv
+        vp_acc += vp * iv * iv
+    if inv_sum > 0.0:
+        return num / inv_sum, vr_acc / (inv_sum * inv_sum), vp_acc / (inv_sum * inv_sum), True
+    return np.nan, np.nan, np.nan, False
+
+
+@numba.njit(parallel=True, cache=True)
+def _fit_kernel(data, gdq, pixeldq, s_ref, rn, gain, g0, g1, wfull, stats, rate, var_p, var_r, dq_out):
+    nint, ng, ny, nx = data.shape
+    nk = g1 - g0
+    for task in numba.prange(nint * ny):
+        i = task // ny
+        y = task % ny
+        m = max(nk, 1)
+        d = np.empty(m)
+        ok = np.empty(m, np.bool_)
+        work_c = np.empty(m)
+        work_d = np.empty(m)
+        w = np.empty(m)
+        acc = np.zeros(nx)
+        qor = np.zeros(nx, np.uint32)
+        # clean-ramp fast path, vectorised along the row: precomputed GLS weights (sum 1)
+        for x in range(nx):
+            qor[x] = gdq[i, g0, y, x]
+        for k in range(nk):
+            g = g0 + k
+            for x in range(nx):
+                qor[x] |= gdq[i, g + 1, y, x]
+                acc[x] += wfull[y, k, x] * (np.float64(data[i, g + 1, y, x]) - np.float64(data[i, g, y, x]))
+        for x in range(nx):
+            q = pixeldq[y, x] | (qor[x] & (_JUMP | _SAT))
+            if (qor[x] & (_BAD_GROUP | _JUMP)) == 0 and nk > 0 and stats[y, 0, x] > 0.0:
+                rate[i, y, x] = acc[x]
+                var_r[i, y, x] = stats[y, 1, x]
+                var_p[i, y, x] = stats[y, 2, x]
+            else:
+                r, vr, vp, good = _fit_pixel(data, gdq, i, y, x, g0, g1, s_ref[y, x], rn[y, x], gain[y, x],
+                                             d, ok, work_c, work_d, w)
+                rate[i, y, x] = r
+                var_r[i, y, x] = vr
+                var_p[i, y, x] = vp
+                if not good:
+                    q |= _DNU
             dq_out[i, y, x] = q
 
 
 @numba.njit(parallel=True, cache=True)
-def _endpoint_rates(data, gdq, g0, g1, out):
-    """Per (integration, pixel) mean difference between groups g0 and g1, NaN if either is flagged."""
+def _endpoint_median(data, gdq, g0, g1, out):
+    """Per pixel: median over integrations of (D[g1] - D[g0]) / (g1 - g0) where neither end is
+    flagged; -1 if that holds in no more than half of the integrations; clipped at 0."""
     nint, ng, ny, nx = data.shape
     span = g1 - g0
-    for task in numba.prange(nint * ny):
-        i = task // ny
-        y = task % ny
+    for y in numba.prange(ny):
+        vals = np.empty((nx, nint))
+        cnt = np.zeros(nx, np.int64)
+        for i in range(nint):
+            for x in range(nx):
+                if ((gdq[i, g0, y, x] | gdq[i, g1, y, x]) & _BAD_GROUP) == 0:
+                    vals[x, cnt[x]] = (np.float64(data[i, g1, y, x]) - np.float64(data[i, g0, y, x])) / span
+                    cnt[x] += 1
         for x in range(nx):
-            if ((gdq[i, g0, y, x] | gdq[i, g1, y, x]) & _BAD_GROUP) != 0:
-                out[i, y, x] = np.nan
+            n = cnt[x]
+            if 2 * n <= nint:
+                out[y, x] = -1.0
             else:
-                out[i, y, x] = (data[i, g1, y, x] - data[i, g0, y, x]) / span
+                m = np.median(vals[x, :n])
+                out[y, x] = m if m > 0.0 else 0.0
 
 
 def poisson_signal_per_group(ramp: RampData, g0: int | None = None, g1: int | None = None) -> np.ndarray:
@@ -208,16 +273,9 @@ def poisson_signal_per_group(ramp: RampData, g0: int | None = None, g1: int | No
         g0, g1 = usable_group_range(ramp.groupdq)
     if g1 <= g0:
         return np.full(ramp.data.shape[2:], -1.0)
-    est = np.empty((ramp.nints,) + ramp.data.shape[2:], np.float32)
-    _endpoint_rates(ramp.data, ramp.groupdq, g0, g1, est)
-    nvalid = np.sum(np.isfinite(est), axis=0)
-    with np.errstate(all="ignore"):
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(est, axis=0).astype(np.float64)
-    med = np.where(nvalid * 2 > ramp.nints, np.clip(med, 0.0, None), -1.0)
-    return med
+    out = np.empty(ramp.data.shape[2:])
+    _endpoint_median(ramp.data, ramp.groupdq, g0, g1, out)
+    return out
 
 
 def _as_map(value, shape, name) -> np.ndarray:
@@ -268,25 +326,34 @@ def fit_ramps(ramp: RampData, *, read_noise=None, gain=None, signal_per_group=No
     if signal_per_group is None:
         signal_per_group = poisson_signal_per_group(ramp, g0, g1)
     s_ref = _as_map(signal_per_group, frame, "signal_per_group")
-    shape = (nints, ny, nx)
-    if out is None:
-        out = {}
-    rate = out.get("rate")
-    if rate is None or rate.shape != shape:
-        rate = np.empty(shape, np.float32)
-    vp = out.get("var_poisson")
-    if vp is None or vp.shape != shape:
-        vp = np.empty(shape, np.float32)
-    vr = out.get("var_rnoise")
-    if vr is None or vr.shape != shape:
-        vr = np.empty(shape, np.float32)
-    dq = out.get("dq")
-    if dq is None or dq.shape != shape:
-        dq = np.empty(shape, np.uint32)
+    rate, vp, vr, dq = _fit_outputs(ramp, out)
     if g1 - g0 < 1:
         # no difference anywhere: still through the kernel path so DQ gets PIXELDQ | DO_NOT_USE
         g1 = g0
-    _fit_kernel(ramp.data, ramp.groupdq, ramp.pixeldq, s_ref, rn, gn, g0, g1, rate, vp, vr, dq)
+    nk = max(g1 - g0, 0)
+    wfull = np.empty((ny, max(nk, 1), nx))
+    stats = np.empty((ny, 3, nx))
+    _full_weights(s_ref, rn, gn, nk, wfull, stats)
+    _fit_kernel(ramp.data, ramp.groupdq, ramp.pixeldq, s_ref, rn, gn, g0, g1, wfull, stats, rate, vp, vr, dq)
+    return _finish_rates(ramp, rate, vp, vr, dq)
+
+
+def _fit_outputs(ramp: RampData, out: dict | None):
+    """The four rateints arrays, taken from ``out`` when they have the right shape (pre-allocated)."""
+    shape = (ramp.nints,) + ramp.data.shape[2:]
+    out = {} if out is None else out
+    arrays = []
+    for key, dtype in (("rate", np.float32), ("var_poisson", np.float32), ("var_rnoise", np.float32),
+                       ("dq", np.uint32)):
+        a = out.get(key)
+        if a is None or a.shape != shape or a.dtype != dtype:
+            a = np.empty(shape, dtype)
+        arrays.append(a)
+    return tuple(arrays)
+
+
+def _finish_rates(ramp: RampData, rate, vp, vr, dq) -> RateData:
+    """Scale DN/group -> DN/s and build the RateData."""
     tg = group_time(ramp.meta)
     inv_t2 = np.float32(1.0 / (tg * tg))
     rate *= np.float32(1.0 / tg)

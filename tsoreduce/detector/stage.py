@@ -102,13 +102,24 @@ CONFIG_SCHEMA = {
         "linearity": Param(None, str, "linearity reference file", nullable=True),
         "dark": Param(None, str, "dark reference file", nullable=True),
         "gain": Param(None, str, "gain reference file", nullable=True),
-        "readnoise": Param(None, str, "read-noise reference file (CRDS READNOISE is per CDS pair; "
-                                      "divided by sqrt(2) to get DN per read)", nullable=True),
+        "readnoise": Param(None, str, "read-noise reference file (DN)", nullable=True),
+        "readnoise_convention": Param("auto", str, "cds: the file holds the noise of a read difference "
+                                                   "(CRDS/stcal convention, divided by sqrt 2); per_read; "
+                                                   "auto: per_read if DESCRIP says 'per read'/'DN/read', "
+                                                   "else cds", choices=("auto", "cds", "per_read")),
         "use_crds_cache": Param(True, bool, "look up missing references in $CRDS_PATH (never downloads)"),
     },
 }
 
 _REFTYPES = ("saturation", "linearity", "dark", "gain", "readnoise")
+
+
+def _readnoise_is_cds(path, convention: str) -> bool:
+    if convention != "auto":
+        return convention == "cds"
+    from astropy.io import fits
+    descrip = str(fits.getheader(path, 0).get("DESCRIP", "")).lower()
+    return not ("per read" in descrip or "dn/read" in descrip)
 
 
 def resolve_references(cfg_refs: dict, references: dict | None, meta: dict) -> dict:
@@ -138,9 +149,10 @@ def resolve_references(cfg_refs: dict, references: dict | None, meta: dict) -> d
             arr, dq = loader(val, meta, with_dq=True)
             out[rt] = arr
             out[f"{rt}_dq"] = dq
-            if rt == "readnoise":
-                # CRDS MIRI READNOISE is the noise of a CDS pair; our noise model wants one read
+            if rt == "readnoise" and _readnoise_is_cds(val, cfg_refs.get("readnoise_convention", "auto")):
+                # stcal (ramp_fit_data) treats READNOISE as the noise of a CDS pair: one read is /sqrt(2)
                 out[rt] = arr / np.sqrt(2.0)
+                log.info("readnoise reference %s taken as CDS noise (divided by sqrt 2 per read)", val)
         else:
             out[rt] = np.asarray(val)
     for k in ("linearity_dq", "dark_dq"):
@@ -296,8 +308,15 @@ def run_stage1(ramp: RampData, config: dict | None = None, *, plot_dir=None, ref
             log.warning("jump: %d integrations < %d; using the up-the-ramp method instead of the time "
                         "domain", nints, td["min_integrations"])
             method = "up_the_ramp"
+        u = c["up_the_ramp"]
+        if method == "up_the_ramp" and not u["flag_4_neighbors"] and plot_dir is None:
+            # one pass over the data: jump detection fused with the ramp fit (identical results)
+            ramp, rates = jumps.detect_jumps_and_fit(ramp, threshold=u["threshold"], read_noise=rn, gain=gain,
+                                                     signal_per_group=s_ref, out={"gdq": gdq})
+            log.info("Stage 1 done: rateints %s, %d NaN rates", rates.data.shape,
+                     int(np.count_nonzero(~np.isfinite(rates.data))))
+            return rates
         if method in ("up_the_ramp", "both"):
-            u = c["up_the_ramp"]
             ramp = jumps.detect_jumps_up_the_ramp(
                 ramp, threshold=u["threshold"], flag_4_neighbors=u["flag_4_neighbors"],
                 neighbor_threshold=u["neighbor_threshold"], read_noise=rn, gain=gain,

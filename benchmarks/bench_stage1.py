@@ -1,0 +1,217 @@
+"""Benchmark: Stage 1 jump detection + ramp fitting against STScI stcal and a numpy memory floor.
+
+Data: linear ramps (416 x 72 SLITLESSPRISM frames, a Gaussian trace on a faint background) with
+Gaussian Poisson-like and read noise and injected cosmic rays, made directly with numpy (the full
+simulator is slower).  Everything runs in this process on the same arrays:
+
+* ours   -- ``detect_jumps_and_fit`` (up-the-ramp jumps fused with the GLS ramp fit, one pass; numba,
+            pre-allocated outputs, warmed up); the per-pixel reference signal is included in the time;
+            the time-domain jump detector is timed too and reported separately;
+* stcal  -- ``stcal.jump.jump.detect_jumps_data`` (two-point difference, 4 sigma, no neighbours,
+            sigma-clip mode off) + ``stcal.ramp_fitting.ramp_fit.ramp_fit_data`` (OLS_C, optimal
+            weighting, one process) -- install with ``pip install stcal`` (benchmark only);
+* floor  -- ``np.sum(data, axis=1, out=...)``: one pass over the ramp array.
+
+Printed: times, slope accuracy (bias and rms of rate/true - 1 on bright pixels) and cosmic-ray recall
+/ false positives for ours and stcal.  The LAST line is exactly
+``speedup_vs_stcal=<x> fraction_of_floor=<y>`` with fraction_of_floor = our time / floor time.
+
+Usage::
+
+    python benchmarks/bench_stage1.py            # 200 integrations x 50 groups x 416 x 72
+    python benchmarks/bench_stage1.py --quick    # 20 x 20, well under a minute
+    python benchmarks/bench_stage1.py --nints 100 --ngroups 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import numpy as np
+
+from tsoreduce.datamodel import DQ, RampData
+from tsoreduce.detector import (detect_jumps_and_fit, detect_jumps_time_domain, fit_ramps,
+                                poisson_signal_per_group)
+from tsoreduce import reference as ref
+
+TG, GAIN, RN = ref.TFRAME, ref.GAIN, ref.READ_NOISE_DN
+CR_PER_PIXEL_GROUP = 1e-4
+DETECTABLE_SIGMA = 6.0
+
+
+def make_data(nints, ngroups, seed=0):
+    """Ramps (float32 DN), true rates (DN/s) and cosmic rays (i, g, y, x, amplitude)."""
+    rng = np.random.default_rng(seed)
+    ny, nx = ref.SUBARRAY_SHAPE
+    xc = ref.trace_x_center(np.arange(ny))
+    rate = 5.0 + 3000.0 * np.exp(-0.5 * ((np.arange(nx)[None] - xc[:, None]) / 1.5) ** 2)
+    rate = rate.astype(np.float32)
+    data = np.empty((nints, ngroups, ny, nx), np.float32)
+    step = (rate * TG).astype(np.float32)
+    sig_p = np.sqrt(rate * TG / GAIN).astype(np.float32)
+    g = np.arange(1, ngroups + 1, dtype=np.float32)[:, None, None]
+    for i in range(nints):
+        inc = rng.standard_normal((ngroups, ny, nx), dtype=np.float32) * sig_p + step
+        np.cumsum(inc, axis=0, out=data[i])
+        data[i] += 12000.0
+        data[i] += rng.standard_normal((ngroups, ny, nx), dtype=np.float32) * np.float32(RN)
+    del g
+    ncr = int(CR_PER_PIXEL_GROUP * data.size)
+    ci = rng.integers(0, nints, ncr)
+    cg = rng.integers(1, ngroups, ncr)
+    cy = rng.integers(0, ny, ncr)
+    cx = rng.integers(0, nx, ncr)
+    amp = np.exp(rng.uniform(np.log(20), np.log(3000), ncr)).astype(np.float32)
+    for i, gg, y, x, a in zip(ci, cg, cy, cx, amp):
+        data[i, gg:, y, x] += a
+    return data, rate, (ci, cg, cy, cx, amp)
+
+
+def score(gdq, rates, true_rate, crs, jump_bit=int(DQ.JUMP_DET)):
+    ci, cg, cy, cx, amp = crs
+    jump = (gdq & jump_bit) != 0
+    truth = np.zeros(jump.shape, bool)
+    truth[ci, cg, cy, cx] = True
+    sig = np.sqrt(2 * RN**2 + true_rate * TG / GAIN)
+    usable = (cg >= 2) & (cg <= gdq.shape[1] - 2)          # group 0 and the last group are DO_NOT_USE
+    det = usable & (amp > DETECTABLE_SIGMA * sig[cy, cx])
+    recall = float(jump[ci[det], cg[det], cy[det], cx[det]].mean())
+    tested = jump[:, 2:-1]
+    fp = float(np.count_nonzero(tested & ~truth[:, 2:-1]) / tested.size)
+    bright = true_rate > 500
+    rel = rates[:, bright] / true_rate[bright] - 1
+    ok = np.isfinite(rel)
+    return dict(recall=recall, fp=fp, n_detectable=int(det.sum()), bias=float(np.mean(rel[ok])),
+                rms=float(np.std(rel[ok])))
+
+
+def base_gdq(shape):
+    gdq = np.zeros(shape, np.uint32)
+    gdq[:, 0] = DQ.DO_NOT_USE
+    gdq[:, -1] = DQ.DO_NOT_USE
+    return gdq
+
+
+def run_ours(ramp, bufs, method="up_the_ramp"):
+    s_ref = poisson_signal_per_group(ramp)
+    if method == "up_the_ramp":
+        flagged, rates = detect_jumps_and_fit(ramp, threshold=4.0, read_noise=RN, gain=GAIN,
+                                              signal_per_group=s_ref, out=bufs)
+        return rates, flagged
+    else:
+        flagged = detect_jumps_time_domain(ramp, threshold=5.0, read_noise=RN, gain=GAIN, out=bufs["gdq"])
+    return fit_ramps(flagged, read_noise=RN, gain=GAIN, signal_per_group=s_ref, out=bufs), flagged
+
+
+def run_stcal(data, gdq32):
+    from stcal.jump.jump import detect_jumps_data
+    from stcal.jump.jump_class import JumpData
+    from stcal.ramp_fitting.ramp_fit import ramp_fit_data
+    from stcal.ramp_fitting.ramp_fit_class import RampData as StRampData
+
+    ny, nx = data.shape[2:]
+    flags = {"GOOD": 0, "DO_NOT_USE": 1, "SATURATED": 2, "JUMP_DET": 4, "NO_GAIN_VALUE": 524288,
+             "UNRELIABLE_SLOPE": 16777216, "PERSISTENCE": 32, "CHARGELOSS": 128,
+             "REFERENCE_PIXEL": 2147483648}
+    gain2d = np.full((ny, nx), GAIN, np.float32)
+    # stcal's READNOISE is the noise of a read difference (CDS), in DN
+    rn_cds = np.full((ny, nx), RN * np.sqrt(2.0), np.float32)
+    t0 = time.perf_counter()
+    jd = JumpData(gain2d=gain2d, rnoise2d=rn_cds, dqflags=flags)
+    jd.nframes = 1
+    jd.dt_group = np.ones(1)
+    jd.n_reads_groupdiff = np.ones(1) * 2
+    jd.set_detection_settings(4.0, 6.0, 5.0, 1000.0, 10.0, False)
+    jd.minimum_sigclip_groups = 10**9          # two-point mode, as exoTEDRF runs it
+    jd.max_cores = "none"
+    jd.init_arrays_from_arrays(data, gdq32.astype(np.uint8), np.zeros((ny, nx), np.uint32))
+    gdq_out, _, ncr, _ = detect_jumps_data(jd)
+    t_jump = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rd = StRampData()
+    rd.set_arrays(data, gdq_out.astype(np.uint8), np.zeros((ny, nx), np.uint32), np.zeros((ny, nx), np.float32))
+    rd.set_meta(name="MIRI", frame_time=TG, group_time=TG, groupgap=0, nframes=1, drop_frames1=None)
+    rd.set_dqflags(flags)
+    _, integ_info, _ = ramp_fit_data(rd, False, rn_cds.copy(), gain2d, "OLS_C", "optimal", "none")
+    t_fit = time.perf_counter() - t0
+    return t_jump, t_fit, np.asarray(gdq_out), np.asarray(integ_info["slope"])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="20 integrations x 20 groups")
+    p.add_argument("--nints", type=int, default=200)
+    p.add_argument("--ngroups", type=int, default=50)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--skip-stcal", action="store_true")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    nints, ngroups = (20, 20) if a.quick else (a.nints, a.ngroups)
+
+    import numba
+    print(f"bench_stage1: {nints} integrations x {ngroups} groups x 416 x 72 "
+          f"({nints * ngroups * 416 * 72 * 4 / 1e9:.2f} GB float32), numba threads {numba.get_num_threads()}")
+    t0 = time.perf_counter()
+    data, true_rate, crs = make_data(nints, ngroups)
+    print(f"data generated in {time.perf_counter() - t0:.1f} s; {crs[0].size} cosmic rays injected")
+    gdq0 = base_gdq(data.shape)
+    ramp = RampData(data, gdq0, meta={"TGROUP": TG})
+
+    # warm-up (numba compile / cache load) on a small slice, then pre-allocated full-size buffers
+    small = ramp.select_integrations(slice(0, 5))
+    run_ours(small, {"gdq": np.empty_like(small.groupdq)})
+    run_ours(small, {"gdq": np.empty_like(small.groupdq)}, method="time_domain")
+    shape3 = (nints,) + data.shape[2:]
+    bufs = {"gdq": np.empty_like(gdq0), "rate": np.empty(shape3, np.float32),
+            "var_poisson": np.empty(shape3, np.float32), "var_rnoise": np.empty(shape3, np.float32),
+            "dq": np.empty(shape3, np.uint32)}
+    for b in bufs.values():
+        b.fill(0)                                        # first touch outside the timed region
+    floor_out = np.zeros((nints,) + data.shape[2:], np.float32)
+
+    def best(fn, n):
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            res = fn()
+            times.append(time.perf_counter() - t)
+        return min(times), res
+
+    t_floor, _ = best(lambda: np.sum(data, axis=1, out=floor_out), a.repeat)
+    t_ours, (rates, flagged) = best(lambda: run_ours(ramp, bufs), a.repeat)
+    ours = score(flagged.groupdq, rates.data, true_rate, crs)
+    t_td, (rates_td, flagged_td) = best(lambda: run_ours(ramp, bufs, "time_domain"), max(1, a.repeat - 1))
+    ours_td = score(flagged_td.groupdq, rates_td.data, true_rate, crs)
+
+    print(f"numpy floor (sum over groups)         {t_floor:8.3f} s")
+    print(f"ours: up-the-ramp jumps + ramp fit     {t_ours:8.3f} s  ({t_ours / t_floor:.2f} x floor)")
+    print(f"ours: time-domain jumps + ramp fit     {t_td:8.3f} s  ({t_td / t_floor:.2f} x floor)")
+    fmt = "  {name:28s} recall {recall:.4f} of {n_detectable} (> {s:.0f} sigma)  FP {fp:.2e}  " \
+          "rate bias {bias:+.2e}  rms {rms:.3e}"
+    print(fmt.format(name="ours (up the ramp)", s=DETECTABLE_SIGMA, **ours))
+    print(fmt.format(name="ours (time domain)", s=DETECTABLE_SIGMA, **ours_td))
+
+    speedup = float("nan")
+    if a.skip_stcal:
+        print("stcal: skipped (--skip-stcal)")
+    else:
+        try:
+            import stcal
+        except ImportError:
+            print("stcal is NOT installed: no stcal comparison (pip install stcal, benchmark only)")
+        else:
+            logging.getLogger("stcal").setLevel(logging.WARNING)
+            t_j, t_f, gdq_st, rate_st = run_stcal(data, gdq0)
+            st = score(gdq_st, rate_st, true_rate, crs)
+            t_st = t_j + t_f
+            speedup = t_st / t_ours
+            print(f"stcal {stcal.__version__}: jump {t_j:.3f} s + ramp fit (OLS_C) {t_f:.3f} s = {t_st:.3f} s")
+            print(fmt.format(name="stcal", s=DETECTABLE_SIGMA, **st))
+            print(f"speed-up of ours vs stcal: {speedup:.1f} x (jump {t_j / t_ours:.1f} x of our total)")
+    print(f"speedup_vs_stcal={speedup:.2f} fraction_of_floor={t_ours / t_floor:.2f}")
+
+
+if __name__ == "__main__":
+    main()
