@@ -86,3 +86,19 @@ def test_run_tso_script_and_console_entry():
     r = subprocess.run([sys.executable, "-m", "tsoreduce.cli", "--version"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0 and "tsoreduce" in r.stdout
+
+
+def test_readme_first_commands_and_ci_agree():
+    """README's first two commands are the demo and the test suite, and .ci/run runs the same test
+    command after the same install."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("```bash", 1)[1].split("```", 1)[0]
+    cmds = [line.strip() for line in block.splitlines() if line.strip() and not line.strip().startswith("#")]
+    assert cmds[0] == "python -m pip install -e . && python run_tso.py runs/demo.yaml"
+    assert cmds[1] == 'python -m pip install -e ".[test]" && python -m pytest -q -p no:cacheprovider'
+    ci = (REPO / ".ci" / "run").read_text()
+    install, test = cmds[1].split(" && ")
+    ci_lines = [line.strip() for line in ci.splitlines() if line.strip() and not line.strip().startswith("#")]
+    assert any(line.replace("--quiet ", "") == install for line in ci_lines), ci
+    assert test in ci_lines
+    assert (REPO / "runs" / "demo.yaml").exists() and (REPO / "run_tso.py").exists()
