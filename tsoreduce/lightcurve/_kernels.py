@@ -15,7 +15,7 @@ from numba import njit
 __all__ = ["loglike_kernel"]
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"reassoc", "contract", "arcp"})
 def loglike_kernel(flux, err, mode, A, E, fp, pc, trig, f0, ramp, nramp, dt_start, poly, powers, decorr, z,
                    noise_kind, noise, sum_log_err, ramp_k, ramp_eps, ramp_step):
     """Log-likelihood per walker ``(nw,)``.
@@ -36,6 +36,7 @@ def loglike_kernel(flux, err, mode, A, E, fp, pc, trig, f0, ramp, nramp, dt_star
     npoly = powers.shape[0]
     nreg = z.shape[0]
     out = np.empty(nw)
+    inv_err = 1.0 / err
     half_log2pi = 0.5 * math.log(2.0 * math.pi)
     for w in range(nw):
         a1 = ramp[w, 0]
@@ -103,10 +104,9 @@ def loglike_kernel(flux, err, mode, A, E, fp, pc, trig, f0, ramp, nramp, dt_star
                     + pc[w, 2] * (trig[2, i] - 1.0) - pc[w, 3] * trig[3, i]
                 astro = A[w, i] + planet * E[w, i]
             res = flux[i] - astro * s
-            if noise_kind == 0:
-                chi2 += (res / err[i]) ** 2
-            elif noise_kind == 1:
-                chi2 += (res / (noise[w] * err[i])) ** 2
+            if noise_kind <= 1:
+                x = res * inv_err[i]
+                chi2 += x * x
             else:
                 j = 1e-6 * noise[w] * f0[w]
                 v = err[i] * err[i] + j * j
@@ -115,6 +115,7 @@ def loglike_kernel(flux, err, mode, A, E, fp, pc, trig, f0, ramp, nramp, dt_star
         if noise_kind == 0:
             slog = sum_log_err
         elif noise_kind == 1:
+            chi2 /= noise[w] * noise[w]
             slog = sum_log_err + nt * math.log(noise[w])
         out[w] = -0.5 * chi2 - slog - nt * half_log2pi
     return out
