@@ -235,7 +235,9 @@ def plan(config: dict, stages=None, *, force: bool = False) -> list[StagePlan]:
             action, reason = "run", ""
         if action != "skip":
             upstream_changes = True
-        plans.append(StagePlan(n, STAGE_LABELS[n], d, h, action, reason, keep_existing=keep))
+        label = ("MRS branch (s3d cubes -> light curves)" if n == 3 and config["input"]["kind"] == "mrs"
+                 else STAGE_LABELS[n])
+        plans.append(StagePlan(n, label, d, h, action, reason, keep_existing=keep))
     return plans
 
 
