@@ -21,6 +21,13 @@ Usage::
     python benchmarks/bench_stage1.py            # 200 integrations x 50 groups x 416 x 72
     python benchmarks/bench_stage1.py --quick    # 20 x 20, well under a minute
     python benchmarks/bench_stage1.py --nints 100 --ngroups 30
+    python benchmarks/bench_stage1.py --memory    # peak RSS of run_stage1_files on one 200 x 100 segment
+
+``--memory`` writes one synthetic flight-like uncal segment (uint16 SCI, 200 integrations x 100 groups,
+``--nints``/``--ngroups`` change it) to a temporary directory and runs the full Stage 1
+(``run_stage1_files``, default config) on it in a child process under ``/usr/bin/time -v``; it prints
+the maximum resident set size and the extrapolation to a 9-segment, 1779-integration exposure
+processed segment by segment.
 """
 
 from __future__ import annotations
@@ -139,6 +146,76 @@ def run_stcal(data, gdq32):
     return t_jump, t_fit, np.asarray(gdq_out), np.asarray(integ_info["slope"])
 
 
+def write_flight_like_uncal(path, nints, ngroups):
+    """A synthetic uncal segment with uint16 SCI (as flight data) and the SLITLESSPRISM headers."""
+    from astropy.io import fits
+    from tsoreduce.datamodel import IntTimes
+    from tsoreduce.io import write_uncal
+
+    template = RampData(np.zeros((1, ngroups) + ref.SUBARRAY_SHAPE, np.float32), meta={
+        "INSTRUME": "MIRI", "EXP_TYPE": "MIR_LRS-SLITLESS", "SUBARRAY": "SLITLESSPRISM", "READPATT": "FAST",
+        "NGROUPS": ngroups, "NINTS": nints, "INTSTART": 1, "INTEND": nints, "TFRAME": TG, "TGROUP": TG,
+        "SUBSTRT1": ref.SUBSTRT1, "SUBSTRT2": ref.SUBSTRT2, "SUBSIZE1": 72, "SUBSIZE2": 416})
+    tmp = path.with_suffix(".template.fits")
+    write_uncal(tmp, template, overwrite=True)
+    with fits.open(tmp) as h:
+        phdr, shdr = h[0].header.copy(), h["SCI"].header.copy()
+    tmp.unlink()
+    rng = np.random.default_rng(1)
+    xc = ref.trace_x_center(np.arange(416))
+    rate = 5.0 + 3000.0 * np.exp(-0.5 * ((np.arange(72)[None] - xc[:, None]) / 1.5) ** 2)
+    sci = np.empty((nints, ngroups, 416, 72), np.uint16)
+    g = np.arange(1, ngroups + 1)[:, None, None]
+    for i in range(nints):
+        ramp = 12000 + rate * TG * g + rng.normal(0, RN, (ngroups, 416, 72))
+        sci[i] = np.clip(np.round(ramp), 0, 65535)
+    dt = nints * (ngroups + 1) * TG / 86400
+    t = 60000 + np.arange(nints) * (ngroups + 1) * TG / 86400
+    times = IntTimes(np.arange(1, nints + 1), t, t + dt / nints / 2, t + dt / nints)
+    from tsoreduce.io.fits_products import _int_times_hdu
+    phdr["NINTS"], phdr["NGROUPS"] = nints, ngroups
+    fits.HDUList([fits.PrimaryHDU(header=phdr), fits.ImageHDU(sci, shdr, name="SCI"),
+                  fits.ImageHDU(np.zeros((416, 72), np.uint32), name="PIXELDQ"),
+                  fits.ImageHDU(np.zeros(sci.shape, np.uint8), name="GROUPDQ"),
+                  _int_times_hdu(times)]).writeto(path, overwrite=True)
+    return path
+
+
+def memory_run(nints, ngroups):
+    import re
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as d:
+        path = Path(d) / "jw_bench_seg001_uncal.fits"
+        t0 = time.perf_counter()
+        write_flight_like_uncal(path, nints, ngroups)
+        print(f"wrote {path.name}: {nints} x {ngroups} x 416 x 72 uint16 "
+              f"({path.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t0:.0f} s")
+        code = ("import time; from tsoreduce.detector import run_stage1_files; t=time.perf_counter(); "
+                f"r = run_stage1_files([{str(path)!r}]); print('stage1 seconds', time.perf_counter()-t, "
+                "r.data.shape)")
+        cmd = ["/usr/bin/time", "-v", sys.executable, "-c", code]
+        print("command: " + " ".join(cmd[:3]) + ' -c "' + code + '"')
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        print(res.stdout.strip())
+        m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", res.stderr)
+        if res.returncode != 0 or m is None:
+            print(res.stderr[-3000:])
+            raise SystemExit("memory run failed")
+        peak = int(m.group(1)) / 1e6
+        seg_rates = nints * 416 * 72 * 4 * 5 / 1e9
+        total_ints = 1779
+        all_rates = total_ints * 416 * 72 * 4 * 5 / 1e9
+        print(f"peak RSS for one {nints}-integration x {ngroups}-group segment: {peak:.2f} GB")
+        est = peak - seg_rates + 2 * all_rates
+        print(f"9-segment 1779-integration exposure, segment by segment: peak ~ {est:.2f} GB "
+              f"(one segment's working set + the accumulated rateints {all_rates:.2f} GB and their "
+              "concatenated copy)")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="20 integrations x 20 groups")
@@ -146,7 +223,12 @@ def main(argv=None):
     p.add_argument("--ngroups", type=int, default=50)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--skip-stcal", action="store_true")
+    p.add_argument("--memory", action="store_true", help="peak memory of Stage 1 on one uncal segment")
     a = p.parse_args(argv)
+    if a.memory:
+        memory_run(a.nints if a.nints != 200 or a.ngroups != 50 else 200,
+                   a.ngroups if a.ngroups != 50 else 100)
+        return
     logging.basicConfig(level=logging.WARNING)
     nints, ngroups = (20, 20) if a.quick else (a.nints, a.ngroups)
 

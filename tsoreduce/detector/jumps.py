@@ -387,75 +387,119 @@ def jump_counts(ramp: RampData) -> np.ndarray:
     return np.count_nonzero(ramp.groupdq & _JUMP, axis=(0, 1))
 
 
+@numba.njit(cache=True)
+def _screen_pixel(data, gdq_in, i, y, x, g0, g1, s, lim, min_mean_diffs):
+    """Per-pixel screen for ramps with flagged groups: any usable difference beyond ``lim`` from
+    the centre (mean of the usable differences, or the reference signal for short ramps)?"""
+    ssum = 0.0
+    cnt = 0
+    for g in range(g0, g1):
+        qa = gdq_in[i, g, y, x]
+        qb = gdq_in[i, g + 1, y, x]
+        if ((qa | qb) & _BAD_GROUP) == 0 and (qb & _JUMP) == 0:
+            ssum += np.float64(data[i, g + 1, y, x]) - np.float64(data[i, g, y, x])
+            cnt += 1
+    if cnt == 0:
+        return False, False
+    mu = ssum / cnt if (cnt >= min_mean_diffs or s < 0.0) else s
+    for g in range(g0, g1):
+        qa = gdq_in[i, g, y, x]
+        qb = gdq_in[i, g + 1, y, x]
+        if ((qa | qb) & _BAD_GROUP) == 0 and (qb & _JUMP) == 0:
+            dv = np.float64(data[i, g + 1, y, x]) - np.float64(data[i, g, y, x])
+            if abs(dv - mu) > lim:
+                return True, True
+    return False, True
+
+
 @numba.njit(parallel=True, cache=True)
 def _jump_fit_kernel(data, gdq_in, gdq_out, pixeldq, s_ref, rn, gain, g0, g1, thresh, strong_thresh,
                      min_mean_diffs, wfull, stats, rate, var_p, var_r, dq_out):
     nint, ng, ny, nx = data.shape
     nk = g1 - g0
     m = max(nk, 1)
-    for task in numba.prange(nint * ny):
-        i = task // ny
-        y = task % ny
+    for y in numba.prange(ny):
+        # scratch reused over the integrations of this row; wfull[y] stays in cache
         d = np.empty(m)
         idx = np.empty(m, np.int64)
         ok = np.empty(m, np.bool_)
         work_c = np.empty(m)
         work_d = np.empty(m)
         w = np.empty(m)
-        dd = np.empty((m, nx))
-        okk = np.empty((m, nx), np.bool_)
-        ssum = np.zeros(nx)
-        cnt = np.zeros(nx)
-        acc = np.zeros(nx)
-        qor = np.zeros(nx, np.uint32)
+        first = np.empty(nx)
+        prev = np.empty(nx)
+        dmax = np.empty(nx)
+        dmin = np.empty(nx)
+        acc = np.empty(nx)
+        qor = np.empty(nx, np.uint32)
+        var = np.empty(nx)
+        lim = np.empty(nx)
         for x in range(nx):
-            qor[x] = gdq_in[i, g0, y, x]
-        # one pass over the ramp block of this row: differences, usability, sums, weighted slope
-        for k in range(nk):
-            g = g0 + k
+            s = s_ref[y, x]
+            var[x] = 2.0 * rn[y, x] * rn[y, x] + max(s, 0.0) / gain[y, x]
+            lim[x] = thresh * math.sqrt(var[x])
+        for i in range(nint):
             for x in range(nx):
-                qa = gdq_in[i, g, y, x]
-                qb = gdq_in[i, g + 1, y, x]
-                qor[x] |= qb
-                good = ((qa | qb) & _BAD_GROUP) == 0 and (qb & _JUMP) == 0
-                v = np.float64(data[i, g + 1, y, x]) - np.float64(data[i, g, y, x])
-                dd[k, x] = v
-                okk[k, x] = good
-                acc[x] += wfull[y, k, x] * v
-                if good:
-                    ssum[x] += v
-                    cnt[x] += 1.0
-        for x in range(nx):
-            jumped = False
-            if cnt[x] > 0.0:
+                v = np.float64(data[i, g0, y, x])
+                first[x] = v
+                prev[x] = v
+                qor[x] = gdq_in[i, g0, y, x]
+                acc[x] = 0.0
+                dmax[x] = 0.0
+                dmin[x] = 0.0
+            if nk > 0:
+                # the first difference initialises the extremes
+                for x in range(nx):
+                    v = np.float64(data[i, g0 + 1, y, x])
+                    dv = v - prev[x]
+                    prev[x] = v
+                    qor[x] |= gdq_in[i, g0 + 1, y, x]
+                    acc[x] += wfull[y, 0, x] * dv
+                    dmax[x] = dv
+                    dmin[x] = dv
+            # one pass over the ramp block of this row: weighted slope and the extreme differences;
+            # max/min written as (a + b +- |a - b|) / 2 so that LLVM vectorises the loop (numba's
+            # max() keeps Python's NaN semantics and stays scalar)
+            for k in range(1, nk):
+                g = g0 + k + 1
+                for x in range(nx):
+                    v = np.float64(data[i, g, y, x])
+                    dv = v - prev[x]
+                    prev[x] = v
+                    qor[x] |= gdq_in[i, g, y, x]
+                    acc[x] += wfull[y, k, x] * dv
+                    a = dmax[x]
+                    dmax[x] = 0.5 * (a + dv + abs(a - dv))
+                    b = dmin[x]
+                    dmin[x] = 0.5 * (b + dv - abs(b - dv))
+            for x in range(nx):
                 s = s_ref[y, x]
-                var = 2.0 * rn[y, x] * rn[y, x] + max(s, 0.0) / gain[y, x]
-                mu = ssum[x] / cnt[x] if (cnt[x] >= min_mean_diffs or s < 0.0) else s
-                lim = thresh * math.sqrt(var)
-                for k in range(nk):
-                    if okk[k, x] and abs(dd[k, x] - mu) > lim:
-                        jumped = True
-                        break
+                clean = (qor[x] & (_BAD_GROUP | _JUMP)) == 0 and nk > 0
+                if clean:
+                    # every difference usable: the mean is the end-to-end difference over nk
+                    mu = (prev[x] - first[x]) / nk if (nk >= min_mean_diffs or s < 0.0) else s
+                    jumped = dmax[x] - mu > lim[x] or mu - dmin[x] > lim[x]
+                else:
+                    jumped, _ = _screen_pixel(data, gdq_in, i, y, x, g0, g1, s, lim[x], min_mean_diffs)
                 if jumped:
-                    _twopoint_pixel(data, gdq_in, gdq_out, i, y, x, g0, g1, s, var, thresh, strong_thresh,
-                                    min_mean_diffs, d, idx)
-            q = pixeldq[y, x] | (qor[x] & (_JUMP | _SAT))
-            if (not jumped and (qor[x] & (_BAD_GROUP | _JUMP)) == 0 and nk > 0
-                    and stats[y, 0, x] > 0.0):
-                rate[i, y, x] = acc[x]
-                var_r[i, y, x] = stats[y, 1, x]
-                var_p[i, y, x] = stats[y, 2, x]
-            else:
-                r, vr, vp, good = _fit_pixel(data, gdq_out, i, y, x, g0, g1, s_ref[y, x], rn[y, x],
-                                             gain[y, x], d, ok, work_c, work_d, w)
-                rate[i, y, x] = r
-                var_r[i, y, x] = vr
-                var_p[i, y, x] = vp
-                if jumped:
-                    q |= _JUMP
-                if not good:
-                    q |= _DNU
-            dq_out[i, y, x] = q
+                    _twopoint_pixel(data, gdq_in, gdq_out, i, y, x, g0, g1, s, var[x], thresh,
+                                    strong_thresh, min_mean_diffs, d, idx)
+                q = pixeldq[y, x] | (qor[x] & (_JUMP | _SAT))
+                if clean and not jumped and stats[y, 0, x] > 0.0:
+                    rate[i, y, x] = acc[x]
+                    var_r[i, y, x] = stats[y, 1, x]
+                    var_p[i, y, x] = stats[y, 2, x]
+                else:
+                    r, vr, vp, good = _fit_pixel(data, gdq_out, i, y, x, g0, g1, s, rn[y, x],
+                                                 gain[y, x], d, ok, work_c, work_d, w)
+                    rate[i, y, x] = r
+                    var_r[i, y, x] = vr
+                    var_p[i, y, x] = vp
+                    if jumped:
+                        q |= _JUMP
+                    if not good:
+                        q |= _DNU
+                dq_out[i, y, x] = q
 
 
 def detect_jumps_and_fit(ramp: RampData, *, threshold: float = 4.0, read_noise=None, gain=None,
