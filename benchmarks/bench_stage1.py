@@ -25,9 +25,10 @@ Usage::
 
 ``--memory`` writes one synthetic flight-like uncal segment (uint16 SCI, 200 integrations x 100 groups,
 ``--nints``/``--ngroups`` change it) to a temporary directory and runs the full Stage 1
-(``run_stage1_files``, default config) on it in a child process under ``/usr/bin/time -v``; it prints
-the maximum resident set size and the extrapolation to a 9-segment, 1779-integration exposure
-processed segment by segment.
+(``run_stage1_files``, default config: the segment is processed in chunks of integrations sized by
+``stage1.memory.limit_gb``) on it in a child process under ``/usr/bin/time -v``; it prints the maximum
+resident set size and the extrapolation to a 9-segment, 1779-integration exposure processed segment
+by segment.
 """
 
 from __future__ import annotations
@@ -211,9 +212,11 @@ def memory_run(nints, ngroups):
         all_rates = total_ints * 416 * 72 * 4 * 5 / 1e9
         print(f"peak RSS for one {nints}-integration x {ngroups}-group segment: {peak:.2f} GB")
         est = peak - seg_rates + 2 * all_rates
-        print(f"9-segment 1779-integration exposure, segment by segment: peak ~ {est:.2f} GB "
-              f"(one segment's working set + the accumulated rateints {all_rates:.2f} GB and their "
-              "concatenated copy)")
+        print(f"9-segment 1779-integration exposure through pipeline.run_stage1_files (each segment's "
+              f"rateints written, nothing kept): peak ~ {peak:.2f} GB, the one-segment figure (extrapolated)")
+        print(f"same through detector.run_stage1_files (all rateints kept in memory and joined): peak ~ "
+              f"{est:.2f} GB (one segment's working set + the accumulated rateints {all_rates:.2f} GB and "
+              "their concatenated copy; extrapolated)")
 
 
 def main(argv=None):

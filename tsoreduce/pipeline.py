@@ -306,10 +306,10 @@ def _product_name(src: str, new_suffix: str) -> str:
 
 def run_stage1_files(uncal_paths, config: dict | None, outdir, *, references=None, plot_dir=None,
                      overwrite=False, provenance=None, progress=True, skip_existing=False) -> list[str]:
-    """Stage 1 on uncal segment files, one segment at a time (memory bounded by one segment).
+    """Stage 1 on uncal segment files, one segment at a time, each in chunks of integrations.
 
-    Each segment is read (``tsoreduce.io.read_uncal``), run through
-    ``tsoreduce.detector.run_stage1(ramp, config, plot_dir=, references=)`` and written as
+    Each segment is run through ``tsoreduce.detector.run_stage1_segment(path, config, plot_dir=,
+    references=)`` (chunks sized by ``stage1.memory``, so memory is bounded by one chunk) and written as
     ``<segment>_rateints.fits`` in ``outdir`` (DN/s, ``provenance`` in the header).  Figures are made
     for the first segment only.  ``skip_existing`` keeps segments already written (resume).
 
@@ -317,6 +317,7 @@ def run_stage1_files(uncal_paths, config: dict | None, outdir, *, references=Non
     unless ``overwrite``; never writes over an input file.
     """
     run_stage1 = _stage_function("stage1", "run_stage1")
+    run_segment = getattr(importlib.import_module(SECTION_MODULES["stage1"][0]), "run_stage1_segment", None)
     io = _io()
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -330,12 +331,18 @@ def run_stage1_files(uncal_paths, config: dict | None, outdir, *, references=Non
         if skip_existing and dst.exists():
             log.info("Stage 1: %s already written, kept (resume)", dst.name)
             continue
-        ramp = io.read_uncal(src)
-        rate = _call(run_stage1, ramp, config, plot_dir=plot_dir if i == 0 else None, copy=False,
-                     references=references, progress=progress)
+        if run_segment is not None:
+            # chunks of integrations with bounded memory (stage1.memory)
+            rate = _call(run_segment, src, config, plot_dir=plot_dir if i == 0 else None,
+                         references=references, progress=progress)
+        else:
+            ramp = io.read_uncal(src)
+            rate = _call(run_stage1, ramp, config, plot_dir=plot_dir if i == 0 else None, copy=False,
+                         references=references, progress=progress)
+            del ramp
         io.write_rateints(dst, rate, overwrite=overwrite, provenance=provenance)
         log.info("Stage 1: wrote %s (%d integrations)", dst.name, rate.nints)
-        del ramp, rate
+        del rate
     return out
 
 

@@ -17,7 +17,8 @@ jumps              :func:`detect_jumps_up_the_ramp`,           ``detector/jumps.
 ramp fit           :func:`fit_ramps`                           ``detector/rampfit.py``
 =================  ==========================================  ===============================
 
-:func:`run_stage1_files` processes uncal segments one at a time (memory bounded by one segment).
+:func:`run_stage1_segment` processes one uncal file in chunks of integrations (``stage1.memory``);
+:func:`run_stage1_files` does so file by file (memory bounded by one chunk).
 """
 
 from .calibrate import apply_linearity, self_calibrate_linearity, subtract_dark
@@ -26,10 +27,12 @@ from .emi import correct_emi, emi_fit_pixels, emi_frequencies, emi_periodogram
 from .jumps import detect_jumps_and_fit, detect_jumps_time_domain, detect_jumps_up_the_ramp, jump_counts
 from .rampfit import fit_ramps, poisson_signal_per_group, usable_group_range
 from .reset import flag_reset_groups
-from .stage import CONFIG_SCHEMA, resolve_references, run_stage1, run_stage1_files
+from .stage import (CONFIG_SCHEMA, chunk_plan, resolve_references, run_stage1, run_stage1_files,
+                    run_stage1_segment)
 
 __all__ = [
-    "CONFIG_SCHEMA", "run_stage1", "run_stage1_files", "resolve_references",
+    "CONFIG_SCHEMA", "run_stage1", "run_stage1_segment", "run_stage1_files", "chunk_plan",
+    "resolve_references",
     "dq_init", "correct_emi", "flag_saturation", "flag_reset_groups", "apply_linearity",
     "self_calibrate_linearity", "subtract_dark", "detect_jumps_up_the_ramp", "detect_jumps_time_domain",
     "detect_jumps_and_fit",

@@ -4,9 +4,10 @@ Order (anchors.md 2.1 / 2.2; jwst calwebb_detector1 for MIRI): dq_init -> emi ->
 reset (RSCD group drop) -> linearity -> dark -> jump -> ramp_fit.
 
 Memory: :func:`run_stage1` makes one private working copy of the ramp data and GROUPDQ (or none with
-``copy=False``) and every step then works in place on it; :func:`run_stage1_files` reads one
-segment at a time and lets the runner work on the freshly read arrays, so the peak memory is one
-segment (plus its small rateints).
+``copy=False``) and every step then works in place on it.  :func:`run_stage1_segment` reads one uncal
+file in chunks of integrations sized from ``memory.limit_gb`` (a flight segment of ~200 integrations x
+100 groups holds 0.6 G samples, ~7 GB of working set in one piece) and joins the chunks' rateints;
+:func:`run_stage1_files` does that file by file, so the peak memory is one chunk plus the rateints.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from .dq_init import dq_init as _dq_init, flag_saturation as _flag_saturation
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CONFIG_SCHEMA", "run_stage1", "run_stage1_files", "resolve_references"]
+__all__ = ["CONFIG_SCHEMA", "run_stage1", "run_stage1_segment", "run_stage1_files", "chunk_plan",
+           "resolve_references"]
 
 CONFIG_SCHEMA = {
     "dq_init": {
@@ -96,6 +98,13 @@ CONFIG_SCHEMA = {
                                             "reference.READ_NOISE_DN", nullable=True, min=0),
         "gain": Param(None, float, "gain (e-/DN) for the Poisson variance; null: gain reference or "
                                    "reference.GAIN", nullable=True, min=0),
+    },
+    "memory": {
+        "limit_gb": Param(3.0, float, "target peak memory (GB) of Stage 1 on one uncal file: a segment "
+                                      "whose working set is larger is processed in chunks of "
+                                      "integrations (time-domain jumps get halo integrations)", min=0.5),
+        "chunk_integrations": Param(None, int, "integrations per chunk (without halos); null: derived "
+                                               "from limit_gb", nullable=True, min=1),
     },
     "references": {
         "saturation": Param(None, str, "saturation reference file (CRDS format)", nullable=True),
@@ -339,14 +348,102 @@ def run_stage1(ramp: RampData, config: dict | None = None, *, plot_dir=None, ref
     return rates
 
 
+#: bytes of working set per ramp sample while :func:`run_stage1` runs on a chunk (float32 data, uint32
+#: GROUPDQ and its jump-flag copy, the transient uint16/float32 read), and the fixed overhead of the
+#: process; measured with ``python benchmarks/bench_stage1.py --memory`` (7.3 GB for 200 x 100 groups)
+_BYTES_PER_SAMPLE = 12.0
+_BASE_GB = 0.7
+
+
+def chunk_plan(nints: int, ngroups: int, config: dict | None = None,
+               frame_shape=ref.SUBARRAY_SHAPE) -> list[tuple[int, int, int, int]]:
+    """How :func:`run_stage1_segment` splits a file of ``nints`` integrations.
+
+    Returns ``(read_start, read_stop, keep_start, keep_stop)`` per chunk (0-based integrations of the
+    file): the chunk reads ``read_start:read_stop`` and keeps the rateints of ``keep_start:keep_stop``.
+    With the time-domain jump method every chunk reads ``window // 2`` extra integrations on each side
+    (halos) so the running median around a kept integration is the one the whole segment would give;
+    the per-pixel noise (MAD) and the reference signal per group are then estimated per chunk.
+    """
+    cfg = validate(config, CONFIG_SCHEMA, "stage1")
+    mem = cfg["memory"]
+    j = cfg["jump"]
+    halo = 0
+    if not j["skip"] and j["method"] in ("time_domain", "both"):
+        halo = j["time_domain"]["window"] // 2
+    per_int = float(ngroups * frame_shape[0] * frame_shape[1]) * _BYTES_PER_SAMPLE
+    if mem["chunk_integrations"] is not None:
+        core = int(mem["chunk_integrations"])
+    else:
+        core = int((mem["limit_gb"] - _BASE_GB) * 1e9 // per_int) - 2 * halo
+        if core < 1:
+            log.warning("stage1.memory.limit_gb = %.2f GB cannot hold one integration of %d groups with "
+                        "its halos; using chunks of %d integrations", mem["limit_gb"], ngroups,
+                        max(2 * halo, 8))
+            core = max(2 * halo, 8)
+    if core >= nints:
+        return [(0, nints, 0, nints)]
+    nchunks = -(-nints // core)
+    core = -(-nints // nchunks)                       # even chunk sizes
+    plan = []
+    for a in range(0, nints, core):
+        b = min(a + core, nints)
+        plan.append((max(a - halo, 0), min(b + halo, nints), a, b))
+    return plan
+
+
+def run_stage1_segment(path, config: dict | None = None, *, plot_dir=None, references: dict | None = None,
+                       progress: bool = False) -> RateData:
+    """Stage 1 on one uncal file, in chunks of integrations with bounded memory.
+
+    The chunks come from :func:`chunk_plan` (``stage1.memory``); each is read with
+    ``tsoreduce.io.read_uncal(path, integrations=...)``, run through :func:`run_stage1` in place and
+    dropped; the kept integrations' rateints are joined in order.  Figures are made for the first chunk.
+
+    Returns RateData (DN/s) ``(nints, 416, 72)`` of the whole file.  Raises what
+    :func:`tsoreduce.io.read_uncal` and :func:`run_stage1` raise.
+    """
+    from .. import io as tio
+    from astropy.io import fits
+    import gc
+
+    cfg = validate(config, CONFIG_SCHEMA, "stage1")
+    try:
+        hdr = fits.getheader(path, "SCI")
+        nints, ngroups = int(hdr["NAXIS4"]), int(hdr["NAXIS3"])
+    except (OSError, KeyError, IndexError):
+        nints = ngroups = None                         # read_uncal raises the named error
+    if nints is None:
+        return run_stage1(tio.read_uncal(path), cfg, plot_dir=plot_dir, references=references, copy=False)
+    plan = chunk_plan(nints, ngroups, cfg, frame_shape=(int(hdr["NAXIS2"]), int(hdr["NAXIS1"])))
+    if len(plan) == 1:
+        return run_stage1(tio.read_uncal(path), cfg, plot_dir=plot_dir, references=references, copy=False)
+    log.info("Stage 1: %s in %d chunks of <= %d integrations (memory.limit_gb %.1f)", Path(path).name,
+             len(plan), max(b - a for _, _, a, b in plan), cfg["memory"]["limit_gb"])
+    parts = []
+    iterator = plan
+    if progress:
+        from tqdm.auto import tqdm
+        iterator = tqdm(plan, desc=f"Stage 1 {Path(path).name}", unit="chunk", leave=False)
+    for k, (ra, rb, ka, kb) in enumerate(iterator):
+        ramp = tio.read_uncal(path, integrations=(ra, rb))
+        rates = run_stage1(ramp, cfg, plot_dir=plot_dir if k == 0 else None, references=references,
+                           copy=False)
+        del ramp
+        parts.append(rates.select_integrations(slice(ka - ra, kb - ra)))
+        del rates
+        gc.collect()
+    return concatenate(parts)
+
+
 def run_stage1_files(paths, config: dict | None = None, *, plot_dir=None, references: dict | None = None,
                      output_dir=None, overwrite: bool = False, provenance: dict | None = None) -> RateData:
-    """Run Stage 1 segment by segment over uncal files and join the rateints in time order.
+    """Run Stage 1 file by file (each with :func:`run_stage1_segment`) and join the rateints in time order.
 
-    Each file is read with :func:`tsoreduce.io.read_uncal`, processed in place (no second copy) and
-    dropped before the next is read, so memory is bounded by one segment.  Segments are ordered by
-    INTSTART.  With ``output_dir`` each segment's rateints is written there (``*_rateints.fits``, via
-    :func:`tsoreduce.io.write_rateints`).
+    Segments are ordered by INTSTART.  With ``output_dir`` each segment's rateints is written there
+    (``*_rateints.fits``, via :func:`tsoreduce.io.write_rateints`).  The joined rateints of all segments
+    stay in memory (20 bytes per pixel and integration); :func:`tsoreduce.pipeline.run_stage1_files`
+    writes each segment and keeps nothing.
 
     Parameters
     ----------
@@ -356,8 +453,6 @@ def run_stage1_files(paths, config: dict | None = None, *, plot_dir=None, refere
 
     Returns the concatenated RateData.  Raises ProductError subclasses for unreadable files.
     """
-    from .. import io as tio
-    import gc
     import glob
 
     if isinstance(paths, (str, Path)):
@@ -375,18 +470,19 @@ def run_stage1_files(paths, config: dict | None = None, *, plot_dir=None, refere
         order.append((start, str(p)))
     parts = []
     for k, (_, p) in enumerate(sorted(order)):
-        ramp = tio.read_uncal(p)
         log.info("Stage 1: segment %d/%d %s", k + 1, len(order), Path(p).name)
-        rates = run_stage1(ramp, config, plot_dir=plot_dir if k == 0 else None, references=references,
-                           copy=False)
-        del ramp
-        gc.collect()
+        rates = run_stage1_segment(p, config, plot_dir=plot_dir if k == 0 else None, references=references)
         if output_dir is not None:
             out = Path(output_dir)
             out.mkdir(parents=True, exist_ok=True)
             name = Path(p).name.replace("_uncal", "_rateints")
             if name == Path(p).name:
                 name = Path(p).stem + "_rateints.fits"
-            tio.write_rateints(out / name, rates, overwrite=overwrite, provenance=provenance)
+            tio_write(out / name, rates, overwrite=overwrite, provenance=provenance)
         parts.append(rates)
     return parts[0] if len(parts) == 1 else concatenate(parts)
+
+
+def tio_write(path, rates, **kwargs):
+    from .. import io as tio
+    tio.write_rateints(path, rates, **kwargs)

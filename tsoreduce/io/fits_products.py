@@ -201,6 +201,14 @@ def _image(hdul, name, dtype):
     return np.array(hdul[name].data, dtype=dtype)
 
 
+def _section(hdul, name, start, stop, dtype):
+    """Integrations ``start:stop`` of a 4-D image extension (None if absent), read without loading
+    the rest of the array (``ImageHDU.section`` applies BZERO/BSCALE)."""
+    if name not in hdul or hdul[name].header.get("NAXIS", 0) == 0:
+        return None
+    return np.array(hdul[name].section[start:stop], dtype=dtype)
+
+
 def _check_not_empty(path, data, *, what, name="SCI"):
     if not np.isfinite(data).any():
         raise EmptyDataError(path, f"{what}: {name} is NaN/non-finite everywhere ({data.shape})")
@@ -543,7 +551,8 @@ def write_x1dints(path, spec: SpectraData, *, overwrite: bool = False, provenanc
 
 
 # ----------------------------------------------------------------------------------------- reading
-def read_uncal(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SUBARRAY_SHAPE) -> RampData:
+def read_uncal(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SUBARRAY_SHAPE,
+               integrations: tuple[int, int] | None = None) -> RampData:
     """Read a JWST ``_uncal`` (or ``_ramp``) file into a :class:`RampData` (DN, float32).
 
     SCI may be uint16 (flight) or float; GROUPDQ uint8/uint32 and PIXELDQ are optional (zeros when
@@ -551,8 +560,12 @@ def read_uncal(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SUBA
     :func:`reconstruct_int_times`.  ``allowed_exp_types=None`` / ``expected_shape=None`` disable those
     checks.
 
+    ``integrations=(start, stop)`` reads only the file's integrations ``start .. stop-1`` (0-based,
+    within this file) through ``ImageHDU.section``, so a segment can be processed in chunks with
+    bounded memory; INTSTART/INTEND of the returned meta then describe the chunk.
+
     Raises ProductError, WrongInstrumentError, WrongSubarrayError, MissingExtensionError (no SCI),
-    TruncatedFileError, EmptyDataError.
+    TruncatedFileError, EmptyDataError; ShapeError for an empty or out-of-range ``integrations``.
     """
     what = "uncal"
     with _open(path, what=what) as hdul:
@@ -563,15 +576,29 @@ def read_uncal(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SUBA
             raise WrongSubarrayError(path, f"{what}: SCI has shape {sci.data.shape}, expected 4-D "
                                      "(integration, group, row, column)")
         _check_frame(path, meta, sci.data.shape[2:], what=what, expected_shape=expected_shape)
-        data = np.array(sci.data, dtype=np.float32)
+        nfile = sci.data.shape[0]
+        if integrations is None:
+            data = np.array(sci.data, dtype=np.float32)
+            groupdq = _image(hdul, "GROUPDQ", np.uint32)
+            err = _image(hdul, "ERR", np.float32)
+        else:
+            a, b = (int(v) for v in integrations)
+            if not 0 <= a < b <= nfile:
+                raise ShapeError(f"{path}: integrations {integrations} outside 0..{nfile} of the file")
+            data = _section(hdul, "SCI", a, b, np.float32)
+            groupdq = _section(hdul, "GROUPDQ", a, b, np.uint32)
+            err = _section(hdul, "ERR", a, b, np.float32)
         _check_not_empty(path, data, what=what)
-        groupdq = _image(hdul, "GROUPDQ", np.uint32)
         pixeldq = _image(hdul, "PIXELDQ", np.uint32)
         for name, arr in (("GROUPDQ", groupdq), ("PIXELDQ", pixeldq)):
             if arr is None:
                 log.info("%s: no %s extension; assuming all pixels good", path, name)
-        err = _image(hdul, "ERR", np.float32)
-        times = _read_int_times(path, hdul, data.shape[0], meta)
+        times = _read_int_times(path, hdul, nfile, meta)
+    if integrations is not None:
+        if times is not None:
+            times = times.select(slice(a, b))
+        start = int(meta.get("INTSTART", 1) or 1)
+        meta["INTSTART"], meta["INTEND"] = start + a, start + b - 1
     meta.pop("BUNIT", None)
     meta["_source_path"] = str(Path(path).resolve())
     try:
