@@ -12,7 +12,7 @@ from astropy.io import fits
 
 from tsoreduce import io
 from tsoreduce.datamodel import DQ, IntTimes, RampData, RateData, SpectraData, dq_has
-from tsoreduce.errors import (EmptyDataError, MissingExtensionError, OverwriteError, ProductError,
+from tsoreduce.errors import (EmptyDataError, ShapeError, MissingExtensionError, OverwriteError, ProductError,
                               TruncatedFileError, WrongInstrumentError, WrongSubarrayError)
 from tsoreduce.io import IntTimesMissingWarning, IntTimesReconstructedWarning
 
@@ -113,6 +113,31 @@ def test_uncal_round_trip_and_layout(tmp_path):
     _same_meta(ramp.meta, back.meta)
     assert back.meta["_source_path"] == str(path.resolve())
     assert back.meta["TSO VERSION"] == "test"
+
+
+def test_uncal_integration_range_reads_only_those(tmp_path):
+    """read_uncal(integrations=(a, b)) returns integrations a..b-1 of the file (data, GROUPDQ, ERR,
+    INT_TIMES, INTSTART/INTEND) -- used by Stage 1 to process a segment in chunks."""
+    rng = np.random.default_rng(7)
+    ramp = _ramp(rng, nints=5, ngroups=4)
+    ramp = ramp.replace(data=np.round(ramp.data), err=np.full(ramp.data.shape, 2.0, np.float32))
+    path = io.write_uncal(tmp_path / "r_uncal.fits", ramp)
+    with fits.open(path) as h:                        # flight-like uint16 SCI (BZERO scaling)
+        h["SCI"].data = np.asarray(ramp.data, np.uint16)
+        h.writeto(tmp_path / "r16_uncal.fits")
+    for p in (path, tmp_path / "r16_uncal.fits"):
+        full = io.read_uncal(p)
+        part = io.read_uncal(p, integrations=(1, 4))
+        np.testing.assert_array_equal(part.data, full.data[1:4])
+        np.testing.assert_array_equal(part.groupdq, full.groupdq[1:4])
+        np.testing.assert_array_equal(part.err, full.err[1:4])
+        np.testing.assert_array_equal(part.int_times.mid_bjd_tdb, full.int_times.mid_bjd_tdb[1:4])
+        start = full.meta["INTSTART"]
+        assert (part.meta["INTSTART"], part.meta["INTEND"]) == (start + 1, start + 3)
+    with pytest.raises(ShapeError, match="outside"):
+        io.read_uncal(path, integrations=(3, 9))
+    with pytest.raises(ShapeError, match="outside"):
+        io.read_uncal(path, integrations=(2, 2))
 
 
 def test_uncal_uint16_sci_err_and_wide_groupdq(tmp_path):
