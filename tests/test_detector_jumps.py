@@ -92,6 +92,28 @@ def test_time_domain_does_not_flag_bright_steady_pixels():
     assert bright.sum() <= 2  # expectation ~ 0.03 at 5 sigma
 
 
+def test_time_domain_ignores_bright_pixel_curvature_that_trips_up_the_ramp():
+    """MR-LRS03, the case that matters: bright trace pixels whose ramps keep a residual curvature
+    (uncorrected non-linearity of a few per cent, identical in every integration).  The up-the-ramp
+    test, comparing each difference with the ramp's mean, flags these groups as jumps; the
+    time-domain test compares a group difference with the same difference in other integrations
+    and leaves them clean."""
+    nints, ng = 80, 8
+    rate = np.full((6, 72), 20.0)
+    rate[:, 30:40] = 12000.0
+    ramp, _, _ = make_ramps_with_crs(nints, ng, 6, 72, 0, seed=2, rate=rate)
+    data = ramp.data.astype(float)
+    data[:, :, :, 30:40] -= 3e-6 * (data[:, :, :, 30:40] - 12000.0) ** 2   # ~4 % at 15000 DN
+    ramp = ramp.replace(data=data.astype(np.float32))
+    jump = np.uint32(DQ.JUMP_DET)
+    td = detect_jumps_time_domain(ramp, threshold=5.0, read_noise=RN, gain=GAIN)
+    utr = detect_jumps_up_the_ramp(ramp, threshold=4.0, read_noise=RN, gain=GAIN)
+    n_td = int(((td.groupdq[:, :, :, 30:40] & jump) != 0).sum())
+    n_utr = int(((utr.groupdq[:, :, :, 30:40] & jump) != 0).sum())
+    assert n_utr > 10, "the case no longer exercises the failure of the up-the-ramp test"
+    assert n_td <= 2
+
+
 def test_time_domain_works_for_two_groups():
     ramp, rate, crs = make_ramps_with_crs(100, 2, 20, 72, 400, seed=4)
     ramp = ramp.replace(groupdq=np.zeros_like(ramp.groupdq))  # both groups usable
