@@ -88,3 +88,22 @@ def test_read_sparta_wasp43b():
     assert np.all(np.isnan(lc.flux[:, lc.mask]))
     # the published file's centroid/width columns are NaN: no usable regressors
     assert lc.regressors == {}
+
+
+def test_units_written(tmp_path):
+    """Flux, errors and white light carry their unit (dimensionless when normalised, the spectral unit
+    otherwise); wavelengths in um, time in days, trace regressors in pixels."""
+    import h5py
+    from astropy.table import Table
+
+    lc = _lc()
+    t = Table.read(write_lightcurves(tmp_path / "n.ecsv", lc), format="ascii.ecsv")
+    assert t["time"].unit == "d" and t["reg_trace_x"].unit == "pix"
+    assert t["flux"].unit.physical_type == "dimensionless" and t["white_err"].unit.physical_type == "dimensionless"
+    lc.meta["flux_units"] = "Jy"
+    t = Table.read(write_lightcurves(tmp_path / "j.ecsv", lc), format="ascii.ecsv")
+    assert t["flux"].unit == "Jy" and t["err"].unit == "Jy" and t["white_flux"].unit == "Jy"
+    with h5py.File(write_lightcurves(tmp_path / "j.h5", lc), "r") as f:
+        assert f["flux"].attrs["units"] == "Jy" and f["white_err"].attrs["units"] == "Jy"
+        assert f["wavelength"].attrs["units"] == "um" and f["regressors/trace_width"].attrs["units"] == "pix"
+    assert read_lightcurves(tmp_path / "j.ecsv").flux.shape == lc.flux.shape

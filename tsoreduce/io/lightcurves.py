@@ -100,20 +100,42 @@ def write_lightcurves(path, lc: LightCurves, *, overwrite=False) -> Path:
     return path
 
 
+#: units of the regressors Stage 3 and the MRS branch write (pixels / spaxels); others stay unitless
+_REGRESSOR_UNITS = {"trace_x": "pix", "trace_width": "pix", "trace_y": "pix", "centroid_x": "pix",
+                    "centroid_y": "pix"}
+
+
+def _flux_unit(lc: LightCurves) -> str:
+    """Unit string of flux/err/white_flux from ``meta['flux_units']``: '' (dimensionless) when the
+    light curves are normalised or the unit is unknown to astropy, else the astropy form (e.g. 'Jy')."""
+    name = str(lc.meta.get("flux_units", "normalised"))
+    if name.lower() in ("normalised", "normalized", "relative", ""):
+        return ""
+    try:
+        return u.Unit(name).to_string()
+    except ValueError:
+        return ""
+
+
 def _write_ecsv(tmp, lc: LightCurves):
     t = Table()
     t["time"] = lc.time
     t["time"].description = "mid-integration BMJD_TDB"
     t["time"].unit = u.day
     t["mask"] = lc.mask
+    funit = u.Unit(_flux_unit(lc))
     if lc.white_flux is not None:
         t["white_flux"] = lc.white_flux
         t["white_err"] = lc.white_err if lc.white_err is not None else np.full(lc.nints, np.nan)
+        t["white_flux"].unit = t["white_err"].unit = funit
     if lc.nchan:
         t["flux"] = lc.flux.T
         t["err"] = lc.err.T
+        t["flux"].unit = t["err"].unit = funit
     for k, v in lc.regressors.items():
         t[f"reg_{k}"] = v
+        if k in _REGRESSOR_UNITS:
+            t[f"reg_{k}"].unit = u.Unit(_REGRESSOR_UNITS[k])
     t.meta["tsoreduce_format"] = _FORMAT_ECSV
     t.meta["nchan"] = int(lc.nchan)
     t.meta["wavelength"] = [float(x) for x in lc.wavelength]
@@ -130,16 +152,19 @@ def _write_h5(tmp, lc: LightCurves):
         f.attrs["meta"] = json.dumps(_public_meta(lc.meta))
         f.create_dataset("time", data=lc.time).attrs["units"] = "BMJD_TDB (d)"
         f.create_dataset("mask", data=lc.mask.astype(np.uint8))
-        f.create_dataset("flux", data=lc.flux)
-        f.create_dataset("err", data=lc.err)
+        funit = _flux_unit(lc) or "dimensionless"
+        f.create_dataset("flux", data=lc.flux).attrs["units"] = funit
+        f.create_dataset("err", data=lc.err).attrs["units"] = funit
         for k in ("wavelength", "wavelength_lower", "wavelength_upper"):
             f.create_dataset(k, data=getattr(lc, k)).attrs["units"] = "um"
         for k in ("white_flux", "white_err"):
             if getattr(lc, k) is not None:
-                f.create_dataset(k, data=getattr(lc, k))
+                f.create_dataset(k, data=getattr(lc, k)).attrs["units"] = funit
         g = f.create_group("regressors")
         for k, v in lc.regressors.items():
-            g.create_dataset(k, data=v)
+            d = g.create_dataset(k, data=v)
+            if k in _REGRESSOR_UNITS:
+                d.attrs["units"] = _REGRESSOR_UNITS[k]
 
 
 def read_lightcurves(path) -> LightCurves:
