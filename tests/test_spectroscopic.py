@@ -294,3 +294,21 @@ def test_flat_field_from_crds_format_file(tmp_path):
                          "bad_pixels": {"skip": True}, "pca": {"skip": True}})[0]
     np.testing.assert_allclose(out.data[:, 100, 30], r.data[:, 100, 30] / 1.25, rtol=1e-6)
     np.testing.assert_allclose(out.data[:, 200, 40], r.data[:, 200, 40] / 0.5, rtol=1e-6)
+
+
+def test_pipeline_stage2_writes_hot_pixel_map_without_plots(tmp_path):
+    """The hot-pixel map / deep frame are a Stage 2 product even with figures off."""
+    from astropy.io import fits
+
+    from tsoreduce import io
+    from tsoreduce.pipeline import run_stage2_files
+
+    r, _ = synth_rates(12, seed=8)
+    r.data[:, 100, 20] += 500.0                      # a hot pixel off the trace
+    src = io.write_rateints(tmp_path / "in_rateints.fits", r)
+    cal = run_stage2_files([src], None, tmp_path / "s2", name="t", plot_dir=None, progress=False)
+    assert Path(cal).exists() and not list((tmp_path / "s2").glob("*.png"))
+    with fits.open(tmp_path / "s2" / "t_stage2_diagnostics.fits") as h:
+        assert h["HOTPIX"].data[100, 20] == 1
+        assert h[0].header["NREPSPA"] >= 12
+        assert h["DEEP"].data.shape == (416, 72)
