@@ -531,3 +531,27 @@ def test_time_reconstruction_matches_flight_int_times():
     with pytest.warns(IntTimesReconstructedWarning, match="WITHOUT barycentric"):
         bad = io.reconstruct_int_times(meta, spec.nints)
     assert np.max(np.abs(bad.mid_bjd_tdb - t.mid_bjd_tdb)) * 86400 > 100
+
+
+def test_products_open_with_stsci_datamodels(tmp_path):
+    """Our rateints / calints / x1dints open with the STScI pipeline's own data models (stdatamodels,
+    as used by jwst), which validate them against the JWST schemas."""
+    dm = pytest.importorskip("stdatamodels.jwst.datamodels")
+    rng = np.random.default_rng(9)
+    rate = _rate(rng, units="DN/s", wavelength=False)
+    cal = _rate(rng, units="MJy/sr", wavelength=True)
+    spec = _spectra(rng, units="Jy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")        # a schema validation warning fails the test
+        with dm.open(io.write_rateints(tmp_path / "a_rateints.fits", rate)) as m:
+            assert isinstance(m, dm.CubeModel) and m.data.shape == (3, NROWS, NCOLS)
+            np.testing.assert_array_equal(m.var_poisson, rate.var_poisson.astype(np.float32))
+            np.testing.assert_array_equal(m.dq, rate.dq)
+            assert len(m.int_times) == 3 and m.meta.instrument.name == "MIRI"
+            assert m.meta.subarray.name == "SLITLESSPRISM" and m.meta.exposure.type == "MIR_LRS-SLITLESS"
+        with dm.open(io.write_calints(tmp_path / "a_calints.fits", cal)) as m:
+            assert isinstance(m, dm.CubeModel) and m.wavelength.shape == (NROWS, NCOLS)
+        with dm.open(io.write_x1dints(tmp_path / "a_x1dints.fits", spec)) as m:
+            assert len(m.spec) == 4
+            np.testing.assert_allclose(m.spec[2].spec_table["FLUX"], spec.data[2])
+            np.testing.assert_allclose(m.spec[0].spec_table["WAVELENGTH"], spec.wavelength)
