@@ -101,6 +101,22 @@ def test_rates_match_truth(sim):
     assert not np.any(seg.groupdq & np.uint32(DQ.JUMP_DET))
 
 
+def test_rates_in_electrons(sim):
+    """ramp_fit.units e-/s: rates and ERR are the DN/s values times the gain, variances times gain^2
+    (here the truth's gain map), the pulls are unchanged and BUNIT says e-/s."""
+    seg = sim.segments[0]
+    refs = refs_from_truth(sim.truth)
+    dn = run_stage1(seg, references=refs)
+    el = run_stage1(seg, {"ramp_fit": {"units": "e-/s"}}, references=refs)
+    g = np.asarray(sim.truth.gain, np.float32)
+    ok = np.isfinite(dn.data)
+    np.testing.assert_allclose(el.data[ok], (dn.data * g)[ok], rtol=1e-6)
+    np.testing.assert_allclose(el.err[ok], (dn.err * g)[ok], rtol=1e-6)
+    np.testing.assert_allclose(el.var_poisson[ok], (dn.var_poisson * g * g)[ok], rtol=1e-5)
+    assert el.units == "e-/s" and el.meta["BUNIT"] == "e-/s" and dn.units == "DN/s"
+    np.testing.assert_array_equal(el.dq, dn.dq)
+
+
 def test_config_errors(sim):
     seg = sim.segments[0]
     with pytest.raises(ConfigError, match="unknown key"):

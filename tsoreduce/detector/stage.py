@@ -98,6 +98,8 @@ CONFIG_SCHEMA = {
                                             "reference.READ_NOISE_DN", nullable=True, min=0),
         "gain": Param(None, float, "gain (e-/DN) for the Poisson variance; null: gain reference or "
                                    "reference.GAIN", nullable=True, min=0),
+        "units": Param("DN/s", str, "rateints units: DN/s (as the STScI pipeline) or e-/s (rates, ERR "
+                                    "and variances multiplied by the gain)", choices=("DN/s", "e-/s")),
     },
     "memory": {
         "limit_gb": Param(3.0, float, "target peak memory (GB) of Stage 1 on one uncal file: a segment "
@@ -194,7 +196,8 @@ def run_stage1(ramp: RampData, config: dict | None = None, *, plot_dir=None, ref
 
     Returns
     -------
-    RateData (DN/s): data, err, dq, var_poisson, var_rnoise; ``int_times`` and ``meta`` propagated, with
+    RateData in DN/s (or e-/s with ``ramp_fit.units``): data, err, dq, var_poisson, var_rnoise;
+    ``int_times`` and ``meta`` propagated, with
     the step status keywords (S_DQINIT, S_EMICOR, S_SATURA, S_RSCD, S_LINEAR, S_DARK, S_JUMP, S_RAMP).
 
     Raises ConfigError for an invalid config, ReferenceFileError for unusable references,
@@ -324,7 +327,7 @@ def run_stage1(ramp: RampData, config: dict | None = None, *, plot_dir=None, ref
                                                      signal_per_group=s_ref, out={"gdq": gdq})
             log.info("Stage 1 done: rateints %s, %d NaN rates", rates.data.shape,
                      int(np.count_nonzero(~np.isfinite(rates.data))))
-            return rates
+            return _convert_units(rates, rf["units"], gain)
         if method in ("up_the_ramp", "both"):
             ramp = jumps.detect_jumps_up_the_ramp(
                 ramp, threshold=u["threshold"], flag_4_neighbors=u["flag_4_neighbors"],
@@ -345,7 +348,23 @@ def run_stage1(ramp: RampData, config: dict | None = None, *, plot_dir=None, ref
         pd.plot_rate_image(rates, path=Path(plot_dir) / "stage1_rates.png")
     nbad = int(np.count_nonzero(~np.isfinite(rates.data)))
     log.info("Stage 1 done: rateints %s, %d NaN rates", rates.data.shape, nbad)
-    return rates
+    return _convert_units(rates, rf["units"], gain)
+
+
+def _convert_units(rates: RateData, units: str, gain) -> RateData:
+    """DN/s -> ``units``: for e-/s, rates and ERR times the gain (e-/DN, scalar or ``(ny, nx)``
+    map), variances times gain^2.  The gain used is recorded in ``meta['GAINUSED']`` (scalar: the
+    value; map: its median)."""
+    if units == "DN/s":
+        return rates
+    g = np.asarray(gain, np.float32)
+    meta = dict(rates.meta)
+    meta["BUNIT"] = units
+    meta["GAINUSED"] = float(np.median(g))
+    log.info("ramp_fit: rates converted DN/s -> %s with gain %s e-/DN", units,
+             f"{float(g):.3f}" if g.ndim == 0 else f"map (median {float(np.median(g)):.3f})")
+    return rates.replace(data=rates.data * g, err=rates.err * g, var_poisson=rates.var_poisson * (g * g),
+                         var_rnoise=rates.var_rnoise * (g * g), meta=meta, units=units)
 
 
 #: bytes of working set per ramp sample while :func:`run_stage1` runs on a chunk (float32 data, uint32
