@@ -147,7 +147,8 @@ def test_segments_from_files_and_figures(tmp_path):
     assert len(written) == 2
     back = read_rateints(written[0])
     np.testing.assert_allclose(back.data, parts[0].data)
-    for name in ("stage1_emi.png", "stage1_jumps.png", "stage1_rates.png"):
+    for name in ("stage1_calibration.png", "stage1_emi.png", "stage1_emi_amplitudes.png", "stage1_jumps.png",
+                 "stage1_rates.png", "stage1_ramp_fit.png"):
         assert (tmp_path / "plots" / name).stat().st_size > 1000
 
 

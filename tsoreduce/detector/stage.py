@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Param, validate
-from ..datamodel import RampData, RateData, concatenate
+from ..datamodel import DQ, RampData, RateData, concatenate
 from ..errors import ConfigError, ReferenceFileError
 from .. import reference as ref
 from . import calibrate, emi as emimod, jumps, rampfit, reset
@@ -215,6 +215,14 @@ def run_stage1(ramp: RampData, config: dict | None = None, *, plot_dir=None, ref
     if plot_dir is not None:
         Path(plot_dir).mkdir(parents=True, exist_ok=True)
 
+    probe = None
+    if plot_dir is not None:
+        # the brightest science pixel of integration 0 shows what each calibration step does
+        span = np.asarray(ramp.data[0, -1], float) - np.asarray(ramp.data[0, 0], float)
+        span[:, :ref.N_REFERENCE_COLUMNS] = -np.inf
+        probe = np.unravel_index(int(np.nanargmax(np.where(np.isfinite(span), span, -np.inf))), span.shape)
+        raw_probe = np.array(ramp.data[0, :, probe[0], probe[1]], float)
+
     # 1. DQ init
     c = cfg["dq_init"]
     if c["skip"]:
@@ -239,6 +247,8 @@ def run_stage1(ramp: RampData, config: dict | None = None, *, plot_dir=None, ref
                                         first_fit_group=first_fit, robust=c["robust"], inplace=True)
         if plot_dir is not None and "skipped" not in diag:
             _emi_plot(before, ramp.select_integrations(slice(0, 1)), plot_dir, diag)
+            from ..plotting import detector as pd
+            pd.plot_emi_amplitudes(diag, path=Path(plot_dir) / "stage1_emi_amplitudes.png")
 
     # 3. saturation
     c = cfg["saturation"]
@@ -299,6 +309,13 @@ def run_stage1(ramp: RampData, config: dict | None = None, *, plot_dir=None, ref
     else:
         ramp = calibrate.subtract_dark(ramp, refs["dark"], dark_dq=refs.get("dark_dq"), inplace=True)
 
+    if probe is not None:
+        from ..plotting import detector as pd
+        sat_groups = np.count_nonzero(ramp.groupdq[0] & np.uint32(DQ.SATURATED), axis=0)
+        pd.plot_calibration_steps(raw_probe, ramp.data[0, :, probe[0], probe[1]],
+                                  ramp.groupdq[0, :, probe[0], probe[1]], sat_groups, pixel=probe,
+                                  path=Path(plot_dir) / "stage1_calibration.png")
+
     # noise model shared by jump detection and ramp fitting
     rf = cfg["ramp_fit"]
     rn = rf["read_noise_dn"] if rf["read_noise_dn"] is not None else refs.get("readnoise", ref.READ_NOISE_DN)
@@ -346,6 +363,9 @@ def run_stage1(ramp: RampData, config: dict | None = None, *, plot_dir=None, ref
     if plot_dir is not None:
         from ..plotting import detector as pd
         pd.plot_rate_image(rates, path=Path(plot_dir) / "stage1_rates.png")
+        usable = (ramp.groupdq[0, :, probe[0], probe[1]] & np.uint32(DQ.DO_NOT_USE | DQ.SATURATED)) == 0
+        pd.plot_ramp_residuals(ramp.data, rates.data, rampfit.group_time(ramp.meta), pixel=probe,
+                               usable=usable, path=Path(plot_dir) / "stage1_ramp_fit.png")
     nbad = int(np.count_nonzero(~np.isfinite(rates.data)))
     log.info("Stage 1 done: rateints %s, %d NaN rates", rates.data.shape, nbad)
     return _convert_units(rates, rf["units"], gain)

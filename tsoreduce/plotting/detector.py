@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 __all__ = ["plot_emi_periodogram", "plot_emi_amplitudes", "plot_jump_map", "plot_rate_image",
-           "plot_ramp_residuals"]
+           "plot_ramp_residuals", "plot_calibration_steps"]
 
 
 def _save(fig, path):
@@ -57,7 +57,8 @@ def plot_jump_map(counts, *, nints: int | None = None, path=None):
     """Image of the number of JUMP_DET groups per pixel ``(nrows, ncols)`` and the per-column totals."""
     counts = np.asarray(counts)
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(8, 6), gridspec_kw=dict(width_ratios=(1, 1.4)))
-    im = a0.imshow(counts, origin="lower", aspect="auto", cmap="magma", interpolation="nearest")
+    im = a0.imshow(counts, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
+                    vmin=0, vmax=max(1, int(np.max(saturated_groups))))
     fig.colorbar(im, ax=a0, label="jumps per pixel")
     a0.set_xlabel("column")
     a0.set_ylabel("row")
@@ -113,4 +114,46 @@ def plot_ramp_residuals(ramp_data, rate_dn_s, tgroup_s, *, pixel, integration=0,
     a1.set_xlabel("group")
     a1.set_ylabel("residual (DN)")
     fig.suptitle(f"ramp of pixel (row {y}, col {x}), integration {integration}")
+    return _save(fig, path)
+
+
+def plot_calibration_steps(raw, calibrated, groupdq, saturated_groups, *, pixel, path=None):
+    """The DQ-init, saturation, reset, linearity and dark steps on one pixel and one integration.
+
+    ``raw`` / ``calibrated``: float ``(ngroups,)`` DN of the pixel's ramp before DQ init and after the
+    EMI, linearity and dark steps; ``groupdq``: uint32 ``(ngroups,)`` GROUPDQ after the reset step (DO_NOT_USE groups
+    shaded, SATURATED marked); ``saturated_groups``: int ``(nrows, ncols)`` number of SATURATED groups
+    per pixel in that integration; ``pixel`` = (row, col).
+    """
+    from ..datamodel import DQ
+
+    raw = np.asarray(raw, float)
+    cal = np.asarray(calibrated, float)
+    gdq = np.asarray(groupdq, np.uint32)
+    g = np.arange(raw.size)
+    dnu = (gdq & np.uint32(DQ.DO_NOT_USE)) != 0
+    sat = (gdq & np.uint32(DQ.SATURATED)) != 0
+    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=(13, 3.8), gridspec_kw={"width_ratios": [1.3, 1, 0.6]})
+    for k in np.flatnonzero(dnu):
+        for a in (a0, a1):
+            a.axvspan(k - 0.5, k + 0.5, color="0.85", lw=0)
+    a0.plot(g, raw, ".-", ms=3, lw=0.8, label="raw (uncal)")
+    a0.plot(g, cal, ".-", ms=3, lw=0.8, label="after EMI, linearity, dark")
+    if sat.any():
+        a0.plot(g[sat], raw[sat], "rx", ms=6, label="SATURATED")
+    a0.set_xlabel("group (grey: DO_NOT_USE, incl. reset/RSCD drop)")
+    a0.set_ylabel("DN")
+    a0.legend(fontsize=8)
+    a0.set_title(f"pixel (row {pixel[0]}, col {pixel[1]})", fontsize=9)
+    a1.plot(g, cal - raw, ".-", ms=3, lw=0.8)
+    a1.set_xlabel("group")
+    a1.set_ylabel("calibrated - raw (DN)")
+    a1.set_title("EMI + linearity + dark correction", fontsize=9)
+    im = a2.imshow(saturated_groups, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
+                    vmin=0, vmax=max(1, int(np.max(saturated_groups))))
+    fig.colorbar(im, ax=a2, label="SATURATED groups")
+    a2.set_title("saturation (this integration)", fontsize=9)
+    a2.set_xlabel("column")
+    a2.set_ylabel("row")
+    fig.tight_layout()
     return _save(fig, path)
