@@ -57,8 +57,7 @@ def plot_jump_map(counts, *, nints: int | None = None, path=None):
     """Image of the number of JUMP_DET groups per pixel ``(nrows, ncols)`` and the per-column totals."""
     counts = np.asarray(counts)
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(8, 6), gridspec_kw=dict(width_ratios=(1, 1.4)))
-    im = a0.imshow(counts, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
-                    vmin=0, vmax=max(1, int(np.max(saturated_groups))))
+    im = a0.imshow(counts, origin="lower", aspect="auto", cmap="magma", interpolation="nearest")
     fig.colorbar(im, ax=a0, label="jumps per pixel")
     a0.set_xlabel("column")
     a0.set_ylabel("row")
