@@ -264,7 +264,8 @@ def reconstruct_int_times(meta: dict, nints: int, *, path=None, warn: bool = Tru
       JWST sits near L2 (~1.5e6 km), so this is off by up to ~5 s; on the flight WASP-39 x1dints it
       reproduces INT_TIMES int_mid_BJD_TDB to 0.86 s and int_start_MJD_UTC to < 0.01 s.
       The header's BSTRTIME is not used: on that flight file it differs from INT_TIMES by -472 s.
-      Without TARG_RA/TARG_DEC only the UTC->TDB scale change is applied (error up to ~500 s).
+      Without TARG_RA/TARG_DEC (absent, non-finite, or the (0, 0) placeholder of simulated
+      products) only the UTC->TDB scale change is applied (error up to ~500 s).
 
     Parameters
     ----------
@@ -303,7 +304,12 @@ def reconstruct_int_times(meta: dict, nints: int, *, path=None, warn: bool = Tru
     start = expstart + (num - 1) * cycle / 86400.0
     utc = {"start": start, "mid": start + 0.5 * dur / 86400.0, "end": start + dur / 86400.0}
     ra, dec = meta.get("TARG_RA"), meta.get("TARG_DEC")
-    have_target = ra is not None and dec is not None
+    try:
+        ra, dec = float(ra), float(dec)
+        # (0, 0) is the placeholder of simulated products (MIRISim), not a target direction
+        have_target = bool(np.isfinite(ra) and np.isfinite(dec) and (ra, dec) != (0.0, 0.0))
+    except (TypeError, ValueError):
+        have_target = False
     bjd = {}
     for k, v in utc.items():
         t = Time(v, format="mjd", scale="utc")
@@ -317,7 +323,8 @@ def reconstruct_int_times(meta: dict, nints: int, *, path=None, warn: bool = Tru
            f"+ (n-1)*{cycle:.5f} s (UTC), BJD_TDB via astropy "
            + ("with the geocentric barycentric correction for TARG_RA/TARG_DEC "
               f"({float(ra):.5f}, {float(dec):.5f} deg; ~5 s accuracy)" if have_target else
-              "WITHOUT barycentric correction (no TARG_RA/TARG_DEC; error up to ~500 s)"))
+              "WITHOUT barycentric correction (no usable TARG_RA/TARG_DEC: absent, non-finite or the "
+              "(0, 0) placeholder; error up to ~500 s)"))
     if warn:
         warnings.warn(f"{where}: INT_TIMES is empty; integration times {intstart}-{num[-1]} were "
                       f"reconstructed from header keywords: {how}", IntTimesReconstructedWarning,
