@@ -152,6 +152,7 @@ def test_run_stage4_products_lsq(tmp_path):
     np.testing.assert_allclose(spec["transit_depth"], 1e6 * spec["rp_rs"] ** 2, rtol=1e-12)
     wf = Table.read(tmp_path / "white_fit.ecsv")
     assert list(wf.colnames) == ["name", "median", "err_lower", "err_upper", "fixed"]
+    assert wf.meta["tsoreduce_version"] and spec.meta["stage4_config"]["model"] == "transit"
     row = wf[wf["name"] == "per"][0]
     assert row["fixed"] and row["err_lower"] == 0
     # channels hold the orbit at the white-light values

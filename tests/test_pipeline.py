@@ -202,6 +202,9 @@ def test_reduced_demo_end_to_end_recovers_injected_spectrum(tmp_path):
     for col in ("wavelength", "wavelength_lower", "wavelength_upper"):
         np.testing.assert_allclose(np.asarray(inj[col], float), np.asarray(spec[col], float))
     assert str(inj["transit_depth"].unit) == "ppm"
+    # Stage 4 provenance: package version, the stage-4 hash and the configuration text
+    assert spec.meta["tsoreduce_version"] and spec.meta["config_hash"] == pipeline.stage_hashes(cfg)[4]
+    assert "stage4:" in spec.meta["config"]
     assert (out / "stage4" / "figures" / "recovered_vs_injected.png").exists()
     n = summary["numbers"]
     # recovered vs injected: chi2 within its expected spread for n channels (mean n, sd sqrt(2n))

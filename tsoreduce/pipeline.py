@@ -81,7 +81,7 @@ def _io():
     return importlib.import_module("tsoreduce.io")
 
 
-_OPTIONAL_KWARGS = ("progress", "name", "overwrite", "copy")
+_OPTIONAL_KWARGS = ("progress", "name", "overwrite", "copy", "provenance")
 
 
 def _call(fn, *args, **kwargs):
@@ -441,7 +441,7 @@ def run_stage4_files(lightcurves, config: dict | None, outdir, *, plot=True, pro
     lc = lightcurves if not isinstance(lightcurves, (str, os.PathLike)) else _io().read_lightcurves(
         lightcurves)
     Path(outdir).mkdir(parents=True, exist_ok=True)
-    return _call(run_stage4, lc, config, outdir, plot=plot, progress=progress)
+    return _call(run_stage4, lc, config, outdir, plot=plot, progress=progress, provenance=provenance)
 
 
 # ---- running the plan ----------------------------------------------------------------------------

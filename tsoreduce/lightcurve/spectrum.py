@@ -145,6 +145,8 @@ def write_chains(path, results: list[FitResult], *, config=None) -> Path:
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = "tsoreduce-stage4-chains"
+            from .. import __version__
+            f.attrs["tsoreduce_version"] = __version__
             if config is not None:
                 f.attrs["config"] = json.dumps(config, default=str)
             for r in results:

@@ -290,7 +290,7 @@ def _fit_channel_task(task):
 
 
 def fit_channels(lc: LightCurves, config: dict, white: FitResult | None = None, *, channels=None,
-                 n_processes=None) -> list[FitResult]:
+                 n_processes=None, progress: bool = False) -> list[FitResult]:
     """Fit spectroscopic channels with shared parameters fixed at the white-light medians.
 
     Parameters
@@ -299,6 +299,7 @@ def fit_channels(lc: LightCurves, config: dict, white: FitResult | None = None, 
     config : stage4 section.  white : the white-light :class:`FitResult` (None: shared parameters are
         fixed at their configured values).  channels : indices (default config ``channels`` or all).
     n_processes : worker processes (default config ``n_processes``); 1 runs in this process.
+    progress : show a tqdm bar over the channels.
 
     Returns one :class:`FitResult` per channel (label ``channel_NN``), in channel order.
     """
@@ -324,11 +325,15 @@ def fit_channels(lc: LightCurves, config: dict, white: FitResult | None = None, 
     nproc = n_processes or cfg["n_processes"]
     nproc = max(1, min(nproc, len(tasks)))
     log.info("stage4: fitting %d channels with %d process(es)", len(tasks), nproc)
+    from tqdm.auto import tqdm
+
+    bar = dict(total=len(tasks), desc="Stage 4 channels", unit="channel", disable=not progress)
     if nproc == 1:
-        return [_fit_channel_task(t) for t in tasks]
+        return [_fit_channel_task(t) for t in tqdm(tasks, **bar)]
     ctx = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
     with ProcessPoolExecutor(max_workers=nproc, mp_context=ctx) as ex:
-        return list(ex.map(_fit_channel_task, tasks))
+        # ex.map yields in channel order as results arrive: the bar advances per finished channel
+        return list(tqdm(ex.map(_fit_channel_task, tasks), **bar))
 
 
 @dataclass
@@ -342,13 +347,17 @@ class Stage4Result:
     files: dict = field(default_factory=dict)
 
 
-def run_stage4(lc: LightCurves, config: dict, outdir, *, plot=True, progress=None) -> Stage4Result:
+def run_stage4(lc: LightCurves, config: dict, outdir, *, plot=True, progress=None,
+               provenance: dict | None = None) -> Stage4Result:
     """Run Stage 4 on ``lc`` with the stage4 ``config`` section, writing products to ``outdir``.
 
     Writes ``spectrum.ecsv`` (one row per fitted channel, or one row for the white light curve when no
     channel is fitted), ``white_fit.ecsv`` (name, median, err_lower, err_upper, fixed),
     ``channel_fits.ecsv`` (every channel parameter), ``chains.h5`` and, with ``plot``, figures under
-    ``outdir/figures``.  ``progress`` (True/False) overrides ``fitter.progress`` (emcee progress bars).
+    ``outdir/figures``.  ``progress`` (True/False) overrides ``fitter.progress`` (emcee progress bars)
+    and shows a bar over the channels.  Every table's metadata holds ``tsoreduce_version``, the
+    validated ``stage4_config`` and, from ``provenance`` (the pipeline's), ``config_hash`` and the
+    run's ``config`` text.
     Raises ConfigError, EmptyDataError, OverwriteError (an output would replace the input table).
     """
     cfg = validate_config(config)
@@ -368,7 +377,7 @@ def run_stage4(lc: LightCurves, config: dict, outdir, *, plot=True, progress=Non
         log.info("stage4: white-light fit skipped (fit_white: false)")
     chans = []
     if cfg["fit_channels"] and lc.nchan > 0:
-        chans = fit_channels(lc, cfg, white)
+        chans = fit_channels(lc, cfg, white, progress=progress is not False)
         for r in chans:
             log.info("stage4: %s %.3f um: rp_rs %.5f +%.5f/-%.5f%s", r.label, r.wavelength, r.median["rp_rs"],
                      r.err_upper["rp_rs"], r.err_lower["rp_rs"],
@@ -378,15 +387,23 @@ def run_stage4(lc: LightCurves, config: dict, outdir, *, plot=True, progress=Non
     else:
         log.info("stage4: channel fits skipped (fit_channels: false)")
     rows = chans if chans else ([white] if white is not None else [])
-    meta = {"model": cfg["model"], "target": lc.meta.get("target", ""), "source": str(src or "")}
+    from .. import __version__
+    prov = {"tsoreduce_version": __version__, "stage4_config": _jsonable(cfg)}
+    for k in ("config_hash", "config"):
+        if provenance and provenance.get(k):
+            prov[k] = provenance[k]
+    meta = {"model": cfg["model"], "target": lc.meta.get("target", ""), "source": str(src or ""), **prov}
     spec = spectrum_table(rows, meta=meta)
     files = {"spectrum": write_table(spec, outdir / "spectrum.ecsv")}
     wt = None
     if white is not None:
         wt = white.table()
+        wt.meta.update(prov)
         files["white_fit"] = write_table(wt, outdir / "white_fit.ecsv")
     if chans:
-        files["channel_fits"] = write_table(channel_parameter_table(chans), outdir / "channel_fits.ecsv")
+        ct = channel_parameter_table(chans)
+        ct.meta.update(prov)
+        files["channel_fits"] = write_table(ct, outdir / "channel_fits.ecsv")
     fits = ([white] if white is not None else []) + chans
     if fits:
         files["chains"] = write_chains(outdir / "chains.h5", fits, config=_jsonable(cfg))
