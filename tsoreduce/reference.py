@@ -19,7 +19,7 @@ Constants (each with its source)
   (DN) ~6", flight measurement).  A default used only when no readnoise reference file is given.
 * ``SATURATION_DN = 60000`` -- approximate MIRI hard saturation: JDox "MIRI Detector Performance" gives
   a full well of ~210 000 e-, i.e. ~52 000-68 000 DN for a gain of 4-3.1 e-/DN; exoTEDRF flags at 80 % of
-  a 56 600 DN full well (research notes, anchors.md 2.x saturation).  The per-pixel CRDS saturation
+  a 56 600 DN full well (exoTEDRF's MIRI saturation step).  The per-pixel CRDS saturation
   reference (:func:`load_saturation`) should be preferred; this default is used only without one.
 * ``EMI_FREQUENCIES`` -- the MIRI EMI frequencies in Hz, with the names of the jwst ``emicorr``
   reference file (stdatamodels ``EmiModel``: Hz390, Hz218a, Hz218b, Hz218c, Hz164, Hz10) and the values

@@ -112,7 +112,7 @@ class LRSSimConfig:
     Drift
         drift_x_px (0.03 px: linear drift of the trace centre across the series, centred on 0),
         jitter_x_px (0.01 px rms per integration), width_jitter (0.002: rms fractional change of the
-        PSF width per integration).  These are the brief's 0.01-0.05 px scale, deliberately larger than
+        PSF width per integration).  These are the 0.01-0.05 px scale typical of MIRI TSO decorrelation studies, larger than
         flight: the WASP-107b MIRI LRS regressors in ../shared/data (Eureka! ypos, GO 1280) show
         ~ 0.001 px rms jitter and ~ 0.007 px peak-to-peak drift over 7 h; set jitter_x_px = 0.001,
         drift_x_px = 0.007 for flight-like values.
