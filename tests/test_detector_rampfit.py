@@ -66,6 +66,7 @@ def test_unbiased_and_calibrated_errors():
     # no pixel's mean deviates by more than 5 sigma of its own statistical error
     assert np.max(np.abs(rel / sig)) < 5.0
     pull = (out.data - rate) / out.err
+    print(f"\nramp fit: weighted bias {bias:+.2e}, pull mean {np.mean(pull):+.3f}, width {np.std(pull):.3f}")
     assert abs(np.std(pull) - 1.0) < 0.05, np.std(pull)
     assert abs(np.mean(pull)) < 0.05
 
