@@ -312,3 +312,29 @@ def test_pipeline_stage2_writes_hot_pixel_map_without_plots(tmp_path):
         assert h["HOTPIX"].data[100, 20] == 1
         assert h[0].header["NREPSPA"] >= 12
         assert h["DEEP"].data.shape == (416, 72)
+
+
+def test_flat_field_found_in_crds_cache(tmp_path, monkeypatch):
+    """Without flat_field.path, a FLAT in $CRDS_PATH/references/jwst/miri is found and applied; with
+    use_crds_cache false it is not."""
+    from astropy.io import fits
+
+    cache = tmp_path / "crds" / "references" / "jwst" / "miri"
+    cache.mkdir(parents=True)
+    prim = fits.PrimaryHDU()
+    for k, v in dict(REFTYPE="FLAT", INSTRUME="MIRI", DETECTOR="MIRIMAGE", SUBARRAY="SLITLESSPRISM",
+                     SUBSTRT1=1, SUBSTRT2=529, SUBSIZE1=72, SUBSIZE2=416).items():
+        prim.header[k] = v
+    fits.HDUList([prim, fits.ImageHDU(np.full((416, 72), 2.0, np.float32), name="SCI")]).writeto(
+        cache / "jwst_miri_flat_0001.fits")
+    monkeypatch.setenv("CRDS_PATH", str(tmp_path / "crds"))
+    r, _ = synth_rates(2, noise=False)
+    r = r.replace(meta={"INSTRUME": "MIRI", "DETECTOR": "MIRIMAGE", "EXP_TYPE": "MIR_LRS-SLITLESS",
+                        "SUBARRAY": "SLITLESSPRISM", "SUBSTRT1": 1, "SUBSTRT2": 529, "SUBSIZE1": 72,
+                        "SUBSIZE2": 416})
+    quiet = {"background": {"skip": True}, "bad_pixels": {"skip": True},
+             "pca": {"skip": True}}
+    out, _ = run_stage2(r, quiet)
+    np.testing.assert_allclose(out.data[:, 200, 30], r.data[:, 200, 30] / 2, rtol=1e-6)
+    out2, _ = run_stage2(r, {**quiet, "flat_field": {"use_crds_cache": False}})
+    np.testing.assert_allclose(out2.data[:, 200, 30], r.data[:, 200, 30], rtol=1e-6)

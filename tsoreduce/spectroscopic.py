@@ -55,8 +55,9 @@ CONFIG_SCHEMA = {
     },
     "flat_field": {
         "skip": Param(False, bool, "skip flat fielding (it is also skipped when no flat is given)"),
-        "path": Param(None, str, "CRDS-format MIRI flat (SCI 1024x1032 or 416x72); null -> skip",
-                      nullable=True),
+        "path": Param(None, str, "CRDS-format MIRI flat (SCI 1024x1032 or 416x72); null -> the newest "
+                                 "matching FLAT in $CRDS_PATH, else skip", nullable=True),
+        "use_crds_cache": Param(True, bool, "look up a missing flat in $CRDS_PATH (never downloads)"),
     },
     "background": {
         "skip": Param(False, bool, "skip the row-wise background subtraction"),
@@ -628,7 +629,12 @@ def run_stage2(rates: RateData, config: dict | None = None, *, plot_dir=None, re
     if fc["skip"]:
         log.info("flat_field: skipped by configuration")
     else:
-        out = flat_field(out, references.get("flat", fc["path"]))
+        flat = references.get("flat", fc["path"])
+        if flat is None and fc["use_crds_cache"]:
+            flat = reference.find_reference("flat", meta=rates.meta)
+            if flat is not None:
+                log.info("flat_field: using %s from the CRDS cache", flat)
+        out = flat_field(out, flat)
 
     base = cfg["deep_frame"]["baseline_ints"]
     bc = cfg["background"]
