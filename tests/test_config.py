@@ -129,3 +129,22 @@ def test_path_keys_in_stage_sections_resolve_against_yaml(fake, tmp_path, monkey
     cfg = C.load_run_config(p)
     assert cfg["stage2"]["wavelength"]["specwcs_path"] == str(tmp_path / "refs" / "s.fits")
     assert cfg["stage2"]["wavelength"]["source"] == "refs/x"  # not a path key
+
+
+def test_real_template_validates_once_stage4_parameters_are_declared(tmp_path):
+    """runs/template.yaml with the real stage modules: every key it lists is accepted; the one thing a
+    user must add is the transit model's parameters (named in the error)."""
+    text = (Path(__file__).parents[1] / "runs" / "template.yaml").read_text()
+    user = yaml.safe_load(text)
+    p = tmp_path / "t.yaml"
+    p.write_text(yaml.safe_dump(user))
+    with pytest.raises(C.ConfigError, match="stage4.parameters"):
+        C.load_run_config(p)
+    user["stage4"]["parameters"] = {"t0": {"value": 60000.0, "prior": "uniform", "bounds": [59999.9, 60000.1]},
+                                    "per": {"value": 1.0, "prior": "fixed"},
+                                    "rp_rs": {"value": 0.1, "prior": "uniform", "bounds": [0.0, 0.3]},
+                                    "a_rs": {"value": 8.0, "prior": "uniform", "bounds": [2.0, 30.0]},
+                                    "inc": {"value": 88.0, "prior": "uniform", "bounds": [80.0, 90.0]}}
+    p.write_text(yaml.safe_dump(user))
+    cfg = C.load_run_config(p)
+    assert cfg["input"]["kind"] == "simulate" and cfg["stage1"]["ramp_fit"]["units"] == "DN/s"

@@ -621,7 +621,8 @@ def render_template() -> str:
 
     Generated from :data:`RUN_SCHEMA`, the LRSSimConfig fields and every stage module's
     CONFIG_SCHEMA, so the committed template cannot go stale (a test compares them).  The template
-    is itself a valid run (it simulates a TSO with the simulator's defaults).
+    is a reference listing, not a complete run: ``stage4.parameters`` is empty there and a transit
+    fit needs t0, per, rp_rs, a_rs and inc declared (see ``runs/demo.yaml``).
     Regenerate with ``tsoreduce --write-template runs/template.yaml``.
     """
     lines = [
