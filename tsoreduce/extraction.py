@@ -312,24 +312,34 @@ def box_weights(trace, width, ncols=reference.SUBARRAY_SHAPE[1]):
     return w
 
 
+def _blocks(nints, progress, what):
+    """Integration blocks (bounded float64 working copies), with a tqdm bar when ``progress``."""
+    starts = range(0, nints, _BLOCK)
+    if not progress or nints <= _BLOCK:
+        return starts
+    from tqdm.auto import tqdm
+    return tqdm(starts, desc=f"Stage 3 {what}", unit=f"x{_BLOCK} integrations", leave=False)
+
+
 def _clean(calints):
     d = calints.data.astype(np.float64)
     bad = ~np.isfinite(d) | ((calints.dq & np.uint32(int(BAD_PIXEL_FLAGS))) != 0)
     return np.where(bad, 0.0, d), bad
 
 
-def box_extract(calints: RateData, trace, width=7.0):
+def box_extract(calints: RateData, trace, width=7.0, *, progress=False):
     """Box extraction with fractional edge pixels.
 
     flux_i(y) = sum_x w(y,x) D_i(y,x); err = sqrt(sum_x w^2 ERR^2) (weights from :func:`box_weights`).
     Pixels non-finite or flagged DO_NOT_USE/DEAD/HOT/SATURATED count as 0 and mark the spectral element
     DO_NOT_USE.  Returns ``(flux, err, dq)``, each ``(nints, nrows)``, in the data units (summed).
+    ``progress``: a tqdm bar over the integration blocks.
     """
     w = box_weights(trace, width, calints.data.shape[2])
     nints, nrows = calints.data.shape[:2]
     flux, err = np.empty((nints, nrows)), np.empty((nints, nrows))
     nbad = np.empty((nints, nrows))
-    for i0 in range(0, nints, _BLOCK):  # blocks bound the float64 working copies
+    for i0 in _blocks(nints, progress, "box extraction"):  # blocks bound the float64 working copies
         blk = slice(i0, min(i0 + _BLOCK, nints))
         d, bad = _clean(calints.select_integrations(blk))
         flux[blk] = np.einsum("iyx,yx->iy", d, w)
@@ -424,7 +434,7 @@ def _profiles(deep, wap, c0, c1, shifts):
 
 
 def optimal_extract(calints: RateData, deep_frame, trace, *, aperture_halfwidth=6.0, clip_sigma=5.0,
-                    max_iter=10, shifts=None):
+                    max_iter=10, shifts=None, progress=False):
     """Optimal extraction (Horne 1986, PASP 98, 609; anchors.md 2.11).
 
     Profile P(y,x): the deep frame (negatives set to 0) inside the aperture
@@ -476,7 +486,7 @@ def optimal_extract(calints: RateData, deep_frame, trace, *, aperture_halfwidth=
     err = np.empty((nints, nrows))
     sp = np.empty((nints, nrows))
     n_prev = 0
-    for i0 in range(0, nints, _BLOCK):
+    for i0 in _blocks(nints, progress, "optimal extraction"):
         blk = slice(i0, min(i0 + _BLOCK, nints))
         d, bad = _clean(sub.select_integrations(blk))
         P = np.broadcast_to(P0, d.shape) if same else _profiles(deep, wap, c0, c1, shifts[blk])
@@ -650,7 +660,7 @@ def _spectral_units(calints):
 
 
 def run_stage3(calints: RateData, config: dict | None = None, *, plot_dir=None, deep_frame=None,
-               centroids=None):
+               centroids=None, progress=False):
     """Run Stage 3 (calints -> x1dints + light curves) from a ``stage3`` config section.
 
     Parameters
@@ -660,6 +670,7 @@ def run_stage3(calints: RateData, config: dict | None = None, *, plot_dir=None, 
     plot_dir : directory for figures (None -> none).
     deep_frame : ``(nrows, ncols)`` from Stage 2 diagnostics; None -> median of the baseline integrations.
     centroids : user trace, ``(rows, x)`` or an ``(nrows,)`` array (with ``trace.method = 'user'``).
+    progress : tqdm bars over the integration blocks of the extraction.
 
     Returns
     -------
@@ -702,14 +713,14 @@ def run_stage3(calints: RateData, config: dict | None = None, *, plot_dir=None, 
             lo, hi, st = ec["width_grid"]
             width, ws, sc = optimize_box_width(calints, trace, bright, np.arange(lo, hi + 1e-9, st))
             scan = (ws, sc)
-        flux, err, sdq = box_extract(calints, trace, width)
+        flux, err, sdq = box_extract(calints, trace, width, progress=progress)
         extr = {"method": "box", "width": width}
     else:
         shifts = trace_x - float(np.mean(trace[bright])) if ec["shift_profile"] else None
         flux, err, sdq, nrej = optimal_extract(calints, deep_frame, trace,
                                                aperture_halfwidth=ec["aperture_halfwidth"],
                                                clip_sigma=ec["clip_sigma"], max_iter=ec["max_iter"],
-                                               shifts=shifts)
+                                               shifts=shifts, progress=progress)
         extr = {"method": "optimal", "aperture_halfwidth": ec["aperture_halfwidth"], "n_rejected": nrej}
 
     wave = wavelength_at_trace(calints, trace)
