@@ -448,7 +448,9 @@ def _jump_fit_kernel(data, gdq_in, gdq_out, pixeldq, s_ref, rn, gain, g0, g1, th
                               dmax, dmin, acc, qor)
 
 
-@numba.njit(cache=True)
+# fastmath without nnan/ninf: NaN/inf tests stay exact; reassociation lets LLVM vectorise the weighted
+# slope sum (rounding changes at 1e-16 relative; ~20 % faster at 200 x 50 groups)
+@numba.njit(cache=True, fastmath={"nsz", "arcp", "contract", "reassoc"})
 def _jump_fit_row(data, gdq_in, gdq_out, pixeldq, s_ref, rn, gain, g0, g1, thresh, strong_thresh,
                   min_mean_diffs, wfull, stats, rate, var_p, var_r, err, dq_out, inv_tg, copy_gdq,
                   i, y, d, idx, ok, work_c, work_d, w, first, prev, dmax, dmin, acc, qor):
