@@ -81,7 +81,7 @@ def _io():
     return importlib.import_module("tsoreduce.io")
 
 
-_OPTIONAL_KWARGS = ("progress", "name", "overwrite", "copy", "provenance")
+_OPTIONAL_KWARGS = ("progress", "name", "overwrite", "copy", "provenance", "diagnostics_file")
 
 
 def _call(fn, *args, **kwargs):
@@ -359,17 +359,12 @@ def run_stage2_files(rateints_paths, config: dict | None, outdir, *, name="tso",
     Path(outdir).mkdir(parents=True, exist_ok=True)
     rates = io.read_segments([str(p) for p in rateints_paths])
     kw = {"references": references} if references else {}
-    calints, diag = _call(run_stage2, rates, config, plot_dir=plot_dir, progress=progress, **kw)
+    # the hot-pixel map and deep frame are products, with or without figures
+    calints, _diag = _call(run_stage2, rates, config, plot_dir=plot_dir, progress=progress,
+                           diagnostics_file=Path(outdir) / f"{name}_stage2_diagnostics.fits", **kw)
     dst = Path(outdir) / f"{name}_calints.fits"
     io.write_calints(dst, calints, overwrite=overwrite, provenance=provenance)
     log.info("Stage 2: wrote %s (%d integrations)", dst.name, calints.nints)
-    if isinstance(diag, dict) and "hot_pixel_map" in diag:
-        # the hot-pixel map and deep frame are products, with or without figures
-        from .spectroscopic import write_stage2_diagnostics
-        dpath = write_stage2_diagnostics(Path(outdir) / f"{name}_stage2_diagnostics.fits", diag,
-                                         overwrite=True)
-        log.info("Stage 2: wrote %s (deep frame, hot-pixel map: %d spatial + %d temporal replacements)",
-                 dpath.name, int(diag.get("n_replaced_spatial", 0)), int(diag.get("n_replaced_temporal", 0)))
     return str(dst)
 
 

@@ -26,6 +26,7 @@ Detector geometry: SLITLESSPRISM is 416 rows x 72 columns, dispersion along rows
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -595,7 +596,8 @@ def pca_reconstruct(rates: RateData, *, n_components=10, remove_components=(), c
 
 # --------------------------------------------------------------------------------------------- runner
 
-def run_stage2(rates: RateData, config: dict | None = None, *, plot_dir=None, references=None):
+def run_stage2(rates: RateData, config: dict | None = None, *, plot_dir=None, references=None,
+               diagnostics_file=None):
     """Run Stage 2 (rateints -> calints) from a ``stage2`` config section.
 
     Parameters
@@ -603,8 +605,10 @@ def run_stage2(rates: RateData, config: dict | None = None, *, plot_dir=None, re
     rates : RateData ``(nints, 416, 72)``, DN/s (our or the STScI pipeline's rateints) or MJy/sr
         (calints; units kept).
     config : the ``stage2`` section (validated against :data:`CONFIG_SCHEMA`; None -> defaults).
-    plot_dir : directory for diagnostic figures and ``stage2_diagnostics.fits`` (deep frame, hot-pixel
-        map, ...; see :func:`write_stage2_diagnostics`); None -> neither.
+    plot_dir : directory for diagnostic figures (None -> none).
+    diagnostics_file : where to write the diagnostics FITS (deep frame, hot-pixel map, ...; see
+        :func:`write_stage2_diagnostics`; replaced if present); None -> ``plot_dir /
+        stage2_diagnostics.fits`` when ``plot_dir`` is given, else not written.
     references : optional dict; ``references["flat"]`` (path or array) overrides ``flat_field.path``,
         ``references["specwcs"]`` overrides ``wavelength.specwcs_path``.
 
@@ -683,6 +687,13 @@ def run_stage2(rates: RateData, config: dict | None = None, *, plot_dir=None, re
     out = out.replace(meta=meta)
     if plot_dir is not None:
         _plots(out, diag, plot_dir)
+    if diagnostics_file is None and plot_dir is not None:
+        diagnostics_file = Path(plot_dir) / "stage2_diagnostics.fits"
+    if diagnostics_file is not None:
+        write_stage2_diagnostics(diagnostics_file, diag, overwrite=True)
+        log.info("Stage 2: wrote %s (deep frame, hot-pixel map: %d spatial + %d temporal replacements)",
+                 Path(diagnostics_file).name, int(diag.get("n_replaced_spatial", 0)),
+                 int(diag.get("n_replaced_temporal", 0)))
     return out, diag
 
 
@@ -698,7 +709,6 @@ def write_stage2_diagnostics(path, diag: dict, *, overwrite: bool = False):
     """
     import os
     import tempfile
-    from pathlib import Path
 
     from astropy.io import fits
 
@@ -739,8 +749,6 @@ def write_stage2_diagnostics(path, diag: dict, *, overwrite: bool = False):
 
 
 def _plots(out, diag, plot_dir):
-    from pathlib import Path
-
     from .plotting import spectroscopic as P
 
     d = Path(plot_dir)
@@ -752,4 +760,3 @@ def _plots(out, diag, plot_dir):
                       path=d / "stage2_bad_pixels.png")
     if diag.get("pca") is not None:
         P.plot_pca(diag["pca"], path=d / "stage2_pca.png")
-    write_stage2_diagnostics(d / "stage2_diagnostics.fits", diag, overwrite=True)

@@ -29,7 +29,7 @@ import math
 import numba
 import numpy as np
 
-from ..datamodel import DQ, RampData, RateData
+from ..datamodel import DQ, RampData
 from .. import reference as ref
 from .rampfit import _as_map, _fit_pixel, poisson_signal_per_group, usable_group_range
 
@@ -545,7 +545,7 @@ def detect_jumps_and_fit(ramp: RampData, *, threshold: float = 4.0, read_noise=N
 
     Returns ``(RampData with JUMP_DET flags, RateData)``.
     """
-    from .rampfit import _fit_outputs, _full_weights, group_time
+    from .rampfit import _fit_outputs, _full_weights, _rate_data, group_time
 
     g0, g1 = usable_group_range(ramp.groupdq)
     frame = ramp.data.shape[2:]
@@ -570,8 +570,6 @@ def detect_jumps_and_fit(ramp: RampData, *, threshold: float = 4.0, read_noise=N
     wfull = np.empty((frame[0], max(nk, 1), frame[1]))
     stats = np.empty((frame[0], 3, frame[1]))
     _full_weights(s_ref, rn, gn, nk, wfull, stats)
-    if g1 - g0 < 1 and copy_gdq:
-        np.copyto(gdq, ramp.groupdq)
     _jump_fit_kernel(ramp.data, ramp.groupdq, gdq, ramp.pixeldq, s_ref, rn, gn, g0, g1, float(threshold),
                      np.inf, int(min_mean_diffs), wfull, stats, rate, vp, vr, err, dq,
                      1.0 / group_time(ramp.meta), copy_gdq, _ROWS_PER_TASK)
@@ -581,8 +579,4 @@ def detect_jumps_and_fit(ramp: RampData, *, threshold: float = 4.0, read_noise=N
     if log.isEnabledFor(logging.INFO):
         log.info("jump (up the ramp, %.1f sigma, fused with the ramp fit): %d groups flagged JUMP_DET",
                  threshold, int(np.count_nonzero(gdq & _JUMP)) - int(np.count_nonzero(ramp.groupdq & _JUMP)))
-    rmeta = dict(ramp.meta)
-    rmeta["S_RAMP"] = "COMPLETE"
-    rmeta["BUNIT"] = "DN/s"
-    return flagged, RateData(data=rate, err=err, dq=dq, var_poisson=vp, var_rnoise=vr,
-                             int_times=ramp.int_times, meta=rmeta, units="DN/s")
+    return flagged, _rate_data(ramp, rate, err, vp, vr, dq)

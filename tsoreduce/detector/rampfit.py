@@ -359,7 +359,11 @@ def _finish_rates(ramp: RampData, rate, vp, vr, dq) -> RateData:
     rate *= np.float32(1.0 / tg)
     vp *= inv_t2
     vr *= inv_t2
-    err = np.sqrt(vp + vr)
+    return _rate_data(ramp, rate, np.sqrt(vp + vr), vp, vr, dq)
+
+
+def _rate_data(ramp: RampData, rate, err, vp, vr, dq) -> RateData:
+    """The rateints container (DN/s arrays) with the ramp's times and S_RAMP / BUNIT set."""
     meta = dict(ramp.meta)
     meta["S_RAMP"] = "COMPLETE"
     meta["BUNIT"] = "DN/s"

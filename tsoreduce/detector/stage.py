@@ -220,7 +220,7 @@ def run_stage1(ramp: RampData, config: dict | None = None, *, plot_dir=None, ref
         # the brightest science pixel of integration 0 shows what each calibration step does
         span = np.asarray(ramp.data[0, -1], float) - np.asarray(ramp.data[0, 0], float)
         span[:, :ref.N_REFERENCE_COLUMNS] = -np.inf
-        probe = np.unravel_index(int(np.nanargmax(np.where(np.isfinite(span), span, -np.inf))), span.shape)
+        probe = np.unravel_index(int(np.argmax(np.where(np.isfinite(span), span, -np.inf))), span.shape)
         raw_probe = np.array(ramp.data[0, :, probe[0], probe[1]], float)
 
     # 1. DQ init

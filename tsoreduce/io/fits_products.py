@@ -316,13 +316,13 @@ def reconstruct_int_times(meta: dict, nints: int, *, path=None, warn: bool = Tru
         tdb = t.tdb
         if have_target:
             geocentre = EarthLocation.from_geocentric(0.0, 0.0, 0.0, unit=u.m)
-            tdb = tdb + t.light_travel_time(SkyCoord(float(ra) * u.deg, float(dec) * u.deg),
+            tdb = tdb + t.light_travel_time(SkyCoord(ra * u.deg, dec * u.deg),
                                             kind="barycentric", location=geocentre)
         bjd[k] = tdb.mjd
     how = (f"integration n starts at EXPSTART + (n-1)*(NGROUPS*TGROUP + NRESETS*TFRAME) = {expstart:.8f} "
            f"+ (n-1)*{cycle:.5f} s (UTC), BJD_TDB via astropy "
            + ("with the geocentric barycentric correction for TARG_RA/TARG_DEC "
-              f"({float(ra):.5f}, {float(dec):.5f} deg; ~5 s accuracy)" if have_target else
+              f"({ra:.5f}, {dec:.5f} deg; ~5 s accuracy)" if have_target else
               "WITHOUT barycentric correction (no usable TARG_RA/TARG_DEC: absent, non-finite or the "
               "(0, 0) placeholder; error up to ~500 s)"))
     if warn:

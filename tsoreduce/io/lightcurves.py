@@ -100,9 +100,13 @@ def write_lightcurves(path, lc: LightCurves, *, overwrite=False) -> Path:
     return path
 
 
-#: units of the regressors Stage 3 and the MRS branch write (pixels / spaxels); others stay unitless
-_REGRESSOR_UNITS = {"trace_x": "pix", "trace_width": "pix", "trace_y": "pix", "centroid_x": "pix",
-                    "centroid_y": "pix"}
+#: regressors in pixels / spaxels: Stage 3's trace_x / trace_width and the MRS centroid_x / centroid_y
+#: (with a ``_<band>`` suffix when several bands are extracted); others stay unitless
+_PIXEL_REGRESSORS = ("trace_x", "trace_width", "centroid_x", "centroid_y")
+
+
+def _regressor_unit(name: str) -> str | None:
+    return "pix" if name.startswith(_PIXEL_REGRESSORS) else None
 
 
 def _flux_unit(lc: LightCurves) -> str:
@@ -134,8 +138,8 @@ def _write_ecsv(tmp, lc: LightCurves):
         t["flux"].unit = t["err"].unit = funit
     for k, v in lc.regressors.items():
         t[f"reg_{k}"] = v
-        if k in _REGRESSOR_UNITS:
-            t[f"reg_{k}"].unit = u.Unit(_REGRESSOR_UNITS[k])
+        if _regressor_unit(k):
+            t[f"reg_{k}"].unit = u.Unit(_regressor_unit(k))
     t.meta["tsoreduce_format"] = _FORMAT_ECSV
     t.meta["nchan"] = int(lc.nchan)
     t.meta["wavelength"] = [float(x) for x in lc.wavelength]
@@ -163,8 +167,8 @@ def _write_h5(tmp, lc: LightCurves):
         g = f.create_group("regressors")
         for k, v in lc.regressors.items():
             d = g.create_dataset(k, data=v)
-            if k in _REGRESSOR_UNITS:
-                d.attrs["units"] = _REGRESSOR_UNITS[k]
+            if _regressor_unit(k):
+                d.attrs["units"] = _regressor_unit(k)
 
 
 def read_lightcurves(path) -> LightCurves:

@@ -406,7 +406,7 @@ def run_stage4(lc: LightCurves, config: dict, outdir, *, plot=True, progress=Non
         files["channel_fits"] = write_table(ct, outdir / "channel_fits.ecsv")
     fits = ([white] if white is not None else []) + chans
     if fits:
-        files["chains"] = write_chains(outdir / "chains.h5", fits, config=_jsonable(cfg))
+        files["chains"] = write_chains(outdir / "chains.h5", fits, config=prov["stage4_config"])
     if plot and fits:
         files.update(_make_figures(white, chans, spec, outdir / "figures"))
     return Stage4Result(white=white, channels=chans, spectrum=spec, white_table=wt, files=files)
