@@ -36,6 +36,7 @@ import numpy as np
 from ..datamodel import DQ, RampData, RateData
 from ..errors import ShapeError
 from .. import reference as ref
+from ._select import median_inplace
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,8 @@ def _fit_kernel(data, gdq, pixeldq, s_ref, rn, gain, g0, g1, wfull, stats, rate,
 @numba.njit(parallel=True, cache=True)
 def _endpoint_median(data, gdq, g0, g1, out):
     """Per pixel: median over integrations of (D[g1] - D[g0]) / (g1 - g0) where neither end is
-    flagged; -1 if that holds in no more than half of the integrations; clipped at 0."""
+    flagged (and the difference is finite); -1 if that holds in no more than half of the
+    integrations; clipped at 0."""
     nint, ng, ny, nx = data.shape
     span = g1 - g0
     for y in numba.prange(ny):
@@ -248,15 +250,16 @@ def _endpoint_median(data, gdq, g0, g1, out):
         cnt = np.zeros(nx, np.int64)
         for i in range(nint):
             for x in range(nx):
-                if ((gdq[i, g0, y, x] | gdq[i, g1, y, x]) & _BAD_GROUP) == 0:
-                    vals[x, cnt[x]] = (np.float64(data[i, g1, y, x]) - np.float64(data[i, g0, y, x])) / span
+                v = (np.float64(data[i, g1, y, x]) - np.float64(data[i, g0, y, x])) / span
+                if ((gdq[i, g0, y, x] | gdq[i, g1, y, x]) & _BAD_GROUP) == 0 and math.isfinite(v):
+                    vals[x, cnt[x]] = v
                     cnt[x] += 1
         for x in range(nx):
             n = cnt[x]
             if 2 * n <= nint:
                 out[y, x] = -1.0
             else:
-                m = np.median(vals[x, :n])
+                m = median_inplace(vals[x], n)
                 out[y, x] = m if m > 0.0 else 0.0
 
 
