@@ -24,13 +24,15 @@ Usage::
     python benchmarks/bench_stage1.py --quick    # 20 x 20, well under a minute
     python benchmarks/bench_stage1.py --nints 100 --ngroups 30
     python benchmarks/bench_stage1.py --memory    # peak RSS of run_stage1_files on one 200 x 100 segment
+    python benchmarks/bench_stage1.py --memory --nints 1779 --segments 9   # a full-size 9-segment TSO
 
-``--memory`` writes one synthetic flight-like uncal segment (uint16 SCI, 200 integrations x 100 groups,
-``--nints``/``--ngroups`` change it) to a temporary directory and runs the full Stage 1
-(``run_stage1_files``, default config: the segment is processed in chunks of integrations sized by
-``stage1.memory.limit_gb``) on it in a child process under ``/usr/bin/time -v``; it prints the maximum
-resident set size and the extrapolation to a 9-segment, 1779-integration exposure processed segment
-by segment.
+``--memory`` writes synthetic flight-like uncal segments (uint16 SCI, ``--nints`` integrations, default
+200, x 100 groups, split into ``--segments`` files) to a temporary directory and runs the full Stage 1
+(default config: each segment is processed in chunks of integrations sized by
+``stage1.memory.limit_gb``) on them in a child process under ``/usr/bin/time -v``; it prints the maximum
+resident set size of ``detector.run_stage1_files`` (rateints kept in memory and joined) and, with
+several segments, of ``pipeline.run_stage1_files`` (each segment written, nothing kept).  The full-size
+run needs ~11 GB of disk in /tmp and ~15 minutes.
 """
 
 from __future__ import annotations
@@ -151,22 +153,25 @@ def run_stcal(data, gdq32):
     return t_jump, t_fit, np.asarray(gdq_out), np.asarray(integ_info["slope"])
 
 
-def write_flight_like_uncal(path, nints, ngroups):
-    """A synthetic uncal segment with uint16 SCI (as flight data) and the SLITLESSPRISM headers."""
+def write_flight_like_uncal(path, nints, ngroups, intstart=1, total_nints=None, seed=1):
+    """A synthetic uncal segment with uint16 SCI (as flight data) and the SLITLESSPRISM headers;
+    ``intstart`` (1-based) and ``total_nints`` place it in a multi-segment exposure."""
     from astropy.io import fits
     from tsoreduce.datamodel import IntTimes
     from tsoreduce.io import write_uncal
 
+    total = nints if total_nints is None else total_nints
+    intend = intstart + nints - 1
     template = RampData(np.zeros((1, ngroups) + ref.SUBARRAY_SHAPE, np.float32), meta={
         "INSTRUME": "MIRI", "EXP_TYPE": "MIR_LRS-SLITLESS", "SUBARRAY": "SLITLESSPRISM", "READPATT": "FAST",
-        "NGROUPS": ngroups, "NINTS": nints, "INTSTART": 1, "INTEND": nints, "TFRAME": TG, "TGROUP": TG,
-        "SUBSTRT1": ref.SUBSTRT1, "SUBSTRT2": ref.SUBSTRT2, "SUBSIZE1": 72, "SUBSIZE2": 416})
+        "NGROUPS": ngroups, "NINTS": total, "INTSTART": intstart, "INTEND": intend, "TFRAME": TG,
+        "TGROUP": TG, "SUBSTRT1": ref.SUBSTRT1, "SUBSTRT2": ref.SUBSTRT2, "SUBSIZE1": 72, "SUBSIZE2": 416})
     tmp = path.with_suffix(".template.fits")
     write_uncal(tmp, template, overwrite=True)
     with fits.open(tmp) as h:
         phdr, shdr = h[0].header.copy(), h["SCI"].header.copy()
     tmp.unlink()
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     xc = ref.trace_x_center(np.arange(416))
     rate = 5.0 + 3000.0 * np.exp(-0.5 * ((np.arange(72)[None] - xc[:, None]) / 1.5) ** 2)
     sci = np.empty((nints, ngroups, 416, 72), np.uint16)
@@ -174,11 +179,12 @@ def write_flight_like_uncal(path, nints, ngroups):
     for i in range(nints):
         ramp = 12000 + rate * TG * g + rng.normal(0, RN, (ngroups, 416, 72))
         sci[i] = np.clip(np.round(ramp), 0, 65535)
-    dt = nints * (ngroups + 1) * TG / 86400
-    t = 60000 + np.arange(nints) * (ngroups + 1) * TG / 86400
-    times = IntTimes(np.arange(1, nints + 1), t, t + dt / nints / 2, t + dt / nints)
+    tint = (ngroups + 1) * TG / 86400
+    t = 60000 + np.arange(intstart - 1, intend) * tint
+    times = IntTimes(np.arange(intstart, intend + 1), t, t + tint / 2, t + tint)
     from tsoreduce.io.fits_products import _int_times_hdu
-    phdr["NINTS"], phdr["NGROUPS"] = nints, ngroups
+    phdr["NINTS"], phdr["NGROUPS"] = total, ngroups
+    phdr["INTSTART"], phdr["INTEND"] = intstart, intend
     fits.HDUList([fits.PrimaryHDU(header=phdr), fits.ImageHDU(sci, shdr, name="SCI"),
                   fits.ImageHDU(np.zeros((416, 72), np.uint32), name="PIXELDQ"),
                   fits.ImageHDU(np.zeros(sci.shape, np.uint8), name="GROUPDQ"),
@@ -186,41 +192,56 @@ def write_flight_like_uncal(path, nints, ngroups):
     return path
 
 
-def memory_run(nints, ngroups):
+def _peak_rss(code):
+    """Run ``code`` in a child Python under /usr/bin/time -v; (stdout, peak RSS in GB)."""
     import re
     import subprocess
     import sys
+
+    cmd = ["/usr/bin/time", "-v", sys.executable, "-c", code]
+    print("command: /usr/bin/time -v python -c \"" + code + "\"")
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", res.stderr)
+    if res.returncode != 0 or m is None:
+        print(res.stderr[-3000:])
+        raise SystemExit("memory run failed")
+    return res.stdout.strip(), int(m.group(1)) / 1e6
+
+
+def memory_run(nints, ngroups, nsegments=1):
+    """Peak RSS of Stage 1 on ``nints`` integrations split into ``nsegments`` uncal files: through
+    ``detector.run_stage1_files`` (every segment's rateints kept and joined) and, for several
+    segments, through ``pipeline.run_stage1_files`` (each segment written, nothing kept)."""
     import tempfile
     from pathlib import Path
 
+    sizes = [nints // nsegments + (1 if k < nints % nsegments else 0) for k in range(nsegments)]
     with tempfile.TemporaryDirectory(dir="/tmp") as d:
-        path = Path(d) / "jw_bench_seg001_uncal.fits"
+        paths, start = [], 1
         t0 = time.perf_counter()
-        write_flight_like_uncal(path, nints, ngroups)
-        print(f"wrote {path.name}: {nints} x {ngroups} x 416 x 72 uint16 "
-              f"({path.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t0:.0f} s")
+        for k, n in enumerate(sizes):
+            path = Path(d) / f"jw_bench_seg{k + 1:03d}_uncal.fits"
+            write_flight_like_uncal(path, n, ngroups, intstart=start, total_nints=nints, seed=k + 1)
+            paths.append(str(path))
+            start += n
+        gb = sum(Path(p).stat().st_size for p in paths) / 1e9
+        print(f"wrote {nsegments} uncal segment(s), {nints} integrations x {ngroups} groups x 416 x 72 uint16 "
+              f"({gb:.2f} GB) in {time.perf_counter() - t0:.0f} s")
         code = ("import time; from tsoreduce.detector import run_stage1_files; t=time.perf_counter(); "
-                f"r = run_stage1_files([{str(path)!r}]); print('stage1 seconds', time.perf_counter()-t, "
+                f"r = run_stage1_files({paths!r}); print('stage1 seconds', round(time.perf_counter()-t, 1), "
                 "r.data.shape)")
-        cmd = ["/usr/bin/time", "-v", sys.executable, "-c", code]
-        print("command: " + " ".join(cmd[:3]) + ' -c "' + code + '"')
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        print(res.stdout.strip())
-        m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", res.stderr)
-        if res.returncode != 0 or m is None:
-            print(res.stderr[-3000:])
-            raise SystemExit("memory run failed")
-        peak = int(m.group(1)) / 1e6
-        seg_rates = nints * 416 * 72 * 4 * 5 / 1e9
-        total_ints = 1779
-        all_rates = total_ints * 416 * 72 * 4 * 5 / 1e9
-        print(f"peak RSS for one {nints}-integration x {ngroups}-group segment: {peak:.2f} GB")
-        est = peak - seg_rates + 2 * all_rates
-        print(f"9-segment 1779-integration exposure through pipeline.run_stage1_files (each segment's "
-              f"rateints written, nothing kept): peak ~ {peak:.2f} GB, the one-segment figure (extrapolated)")
-        print(f"same through detector.run_stage1_files (all rateints kept in memory and joined): peak ~ "
-              f"{est:.2f} GB (one segment's working set + the accumulated rateints {all_rates:.2f} GB and "
-              "their concatenated copy; extrapolated)")
+        out, peak = _peak_rss(code)
+        print(out)
+        held = nints * 416 * 72 * 20 / 1e9
+        print(f"peak RSS, detector.run_stage1_files (all {nints} rateints kept, {held:.2f} GB of them): "
+              f"{peak:.2f} GB")
+        if nsegments > 1:
+            code = ("import time; from tsoreduce.pipeline import run_stage1_files; t=time.perf_counter(); "
+                    f"r = run_stage1_files({paths!r}, None, {d + '/out'!r}, progress=False); "
+                    "print('stage1 seconds', round(time.perf_counter()-t, 1), len(r), 'rateints written')")
+            out, peak = _peak_rss(code)
+            print(out)
+            print(f"peak RSS, pipeline.run_stage1_files (each segment written, nothing kept): {peak:.2f} GB")
 
 
 def main(argv=None):
@@ -230,11 +251,11 @@ def main(argv=None):
     p.add_argument("--ngroups", type=int, default=50)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--skip-stcal", action="store_true")
-    p.add_argument("--memory", action="store_true", help="peak memory of Stage 1 on one uncal segment")
+    p.add_argument("--memory", action="store_true", help="peak memory of Stage 1 on uncal segment files")
+    p.add_argument("--segments", type=int, default=1, help="with --memory: split --nints into this many files")
     a = p.parse_args(argv)
     if a.memory:
-        memory_run(a.nints if a.nints != 200 or a.ngroups != 50 else 200,
-                   a.ngroups if a.ngroups != 50 else 100)
+        memory_run(a.nints, a.ngroups if a.ngroups != 50 else 100, a.segments)
         return
     logging.basicConfig(level=logging.WARNING)
     nints, ngroups = (20, 20) if a.quick else (a.nints, a.ngroups)

@@ -191,3 +191,25 @@ def test_chunked_segment_equals_whole_segment(tmp_path, method):
     dev = np.abs(chunked.data - whole.data)[ok] / whole.err[ok]
     assert np.percentile(dev, 99) < 0.05, np.percentile(dev, 99)
     assert chunked.meta["INTSTART"] == whole.meta["INTSTART"] and chunked.meta["NINTS"] == whole.meta["NINTS"]
+
+
+def test_run_stage1_files_counts_held_rateints_against_the_memory_budget(tmp_path, monkeypatch):
+    """Every segment after the first is chunked to the budget left beside the rateints already held
+    (20 bytes per pixel and integration), and the joined product keeps every integration in order."""
+    from tsoreduce.datamodel import RateData
+    from tsoreduce.detector import stage as stage_mod
+
+    seen = []
+
+    def fake_segment(path, cfg, **kwargs):
+        seen.append(cfg["memory"]["limit_gb"])
+        k = len(seen)
+        return RateData(np.full((1000, 416, 72), float(k), np.float32), meta={"INTSTART": 1000 * (k - 1) + 1})
+
+    monkeypatch.setattr(stage_mod, "run_stage1_segment", fake_segment)
+    paths = [tmp_path / f"seg{k}_uncal.fits" for k in (1, 2, 3)]
+    joined = run_stage1_files(paths, {"memory": {"limit_gb": 2.0}})
+    per_segment_gb = 20.0 * 1000 * 416 * 72 / 1e9                  # 0.599 GB
+    np.testing.assert_allclose(seen, [2.0, 2.0 - per_segment_gb, 2.0 - 2 * per_segment_gb])
+    assert joined.data.shape == (3000, 416, 72)
+    np.testing.assert_array_equal(joined.data[::1000, 0, 0], [1.0, 2.0, 3.0])

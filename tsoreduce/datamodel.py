@@ -380,11 +380,14 @@ class SpectraData(_Product):
         return self.data.shape[1]
 
 
-def concatenate(parts: list):
+def concatenate(parts: list, *, release: bool = False):
     """Join containers of one type along the integration axis, in the order given.
 
     Per-integration arrays and ``int_times`` are concatenated; ``meta`` is taken from the first part
     with INTSTART/INTEND/NINTS updated; other fields (pixeldq, wavelength maps) from the first part.
+    ``release=True`` drops each part's reference to a per-integration array as soon as that field is
+    joined, so the extra memory is one field of the output rather than all of it (the parts must not
+    be used afterwards).
     Raises :class:`~tsoreduce.errors.ShapeError` if the parts differ in type or in frame shape.
     """
     if not parts:
@@ -398,12 +401,17 @@ def concatenate(parts: list):
         if p.data.shape[1:] != first.data.shape[1:]:
             raise ShapeError(f"cannot concatenate {cls.__name__} with per-integration shapes "
                              f"{first.data.shape[1:]} and {p.data.shape[1:]}")
+    nints = sum(p.nints for p in parts)
     kwargs = {}
     for f in dataclasses.fields(first):
         v = getattr(first, f.name)
         if f.name in cls._per_int and v is not None:
             vals = [getattr(p, f.name) for p in parts]
             v = None if any(x is None for x in vals) else np.concatenate(vals)
+            if release:
+                del vals
+                for p in parts:
+                    object.__setattr__(p, f.name, None)
         elif isinstance(v, IntTimes):
             ts = [p.int_times for p in parts]
             v = None if any(t is None for t in ts) else IntTimes.concatenate(ts)
@@ -414,7 +422,6 @@ def concatenate(parts: list):
             v = np.concatenate([p.wavelength for p in parts])
         kwargs[f.name] = v
     meta = dict(first.meta)
-    nints = sum(p.nints for p in parts)
     # NINTS is the whole exposure's count (segments carry it unchanged), never less than what we hold
     meta["NINTS"] = max(int(first.meta.get("NINTS", 0)), nints)
     if "INTSTART" in first.meta:

@@ -12,6 +12,7 @@ file in chunks of integrations sized from ``memory.limit_gb`` (a flight segment 
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -392,6 +393,8 @@ def _convert_units(rates: RateData, units: str, gain) -> RateData:
 #: process; measured with ``python benchmarks/bench_stage1.py --memory`` (7.3 GB for 200 x 100 groups)
 _BYTES_PER_SAMPLE = 12.0
 _BASE_GB = 0.7
+#: bytes per pixel and integration of a rateints (float32 SCI, ERR, VAR_POISSON, VAR_RNOISE; uint32 DQ)
+_RATE_BYTES_PER_PIXEL = 20.0
 
 
 def chunk_plan(nints: int, ngroups: int, config: dict | None = None,
@@ -480,9 +483,11 @@ def run_stage1_files(paths, config: dict | None = None, *, plot_dir=None, refere
     """Run Stage 1 file by file (each with :func:`run_stage1_segment`) and join the rateints in time order.
 
     Segments are ordered by INTSTART.  With ``output_dir`` each segment's rateints is written there
-    (``*_rateints.fits``, via :func:`tsoreduce.io.write_rateints`).  The joined rateints of all segments
-    stay in memory (20 bytes per pixel and integration); :func:`tsoreduce.pipeline.run_stage1_files`
-    writes each segment and keeps nothing.
+    (``*_rateints.fits``, via :func:`tsoreduce.io.write_rateints`).  The rateints of all segments stay in
+    memory (20 bytes per pixel and integration: 1.07 GB for 1779 SLITLESSPRISM integrations), so
+    ``stage1.memory.limit_gb`` bounds the whole call: each segment is chunked to fit the budget left
+    beside the rateints already held, and the join releases the parts field by field.
+    :func:`tsoreduce.pipeline.run_stage1_files` writes each segment and keeps nothing.
 
     Parameters
     ----------
@@ -507,10 +512,17 @@ def run_stage1_files(paths, config: dict | None = None, *, plot_dir=None, refere
         except OSError:
             start = 1
         order.append((start, str(p)))
+    cfg = validate(config, CONFIG_SCHEMA, "stage1")
+    limit = cfg["memory"]["limit_gb"]
     parts = []
+    held_gb = 0.0
     for k, (_, p) in enumerate(sorted(order)):
         log.info("Stage 1: segment %d/%d %s", k + 1, len(order), Path(p).name)
-        rates = run_stage1_segment(p, config, plot_dir=plot_dir if k == 0 else None, references=references)
+        seg_cfg = copy.deepcopy(cfg)
+        # the rateints already held count against the budget (never below the schema's minimum)
+        seg_cfg["memory"]["limit_gb"] = max(limit - held_gb, 0.5)
+        rates = run_stage1_segment(p, seg_cfg, plot_dir=plot_dir if k == 0 else None, references=references)
+        held_gb += _RATE_BYTES_PER_PIXEL * rates.data.size / 1e9
         if output_dir is not None:
             out = Path(output_dir)
             out.mkdir(parents=True, exist_ok=True)
@@ -519,7 +531,8 @@ def run_stage1_files(paths, config: dict | None = None, *, plot_dir=None, refere
                 name = Path(p).stem + "_rateints.fits"
             tio_write(out / name, rates, overwrite=overwrite, provenance=provenance)
         parts.append(rates)
-    return parts[0] if len(parts) == 1 else concatenate(parts)
+        del rates
+    return parts[0] if len(parts) == 1 else concatenate(parts, release=True)
 
 
 def tio_write(path, rates, **kwargs):
