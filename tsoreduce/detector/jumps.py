@@ -16,7 +16,8 @@ drops exactly that difference.
   from the pixel's own MAD of the residuals (pooled over groups) with a Poisson-aware floor
   (exoTEDRF ``jumpstep_in_time`` after Nikolov et al. 2014, anchors.md 2.4).  Because every pixel is
   scaled by its own temporal scatter, bright but steady trace pixels are not flagged (the STScI
-  pipeline issue MR-LRS03).  Works for NGROUPS = 2 (one difference per integration).
+  pipeline issue MR-LRS03).  Works for NGROUPS = 2 (one difference per integration): there an
+  outlying difference is replaced by its running median so the integration keeps a slope.
 
 Both kernels are numba ``prange`` loops; no 4-D temporary is allocated beyond the output DQ.
 """
@@ -335,8 +336,8 @@ def _running_median_lanes(dif, n, w, med, win, tmp):
 
 
 @numba.njit(parallel=True, cache=True)
-def _time_domain_kernel(data, gdq_in, gdq_out, rn, gain, g0, g1, window, thresh, floor_factor, nflag,
-                        rows_per_task):
+def _time_domain_kernel(data, gdq_in, gdq_out, data_out, rn, gain, g0, g1, window, thresh, floor_factor,
+                        nflag, rows_per_task):
     nint, ng, ny, nx = data.shape
     nd = g1 - g0
     nblk = (ny + rows_per_task - 1) // rows_per_task
@@ -358,16 +359,20 @@ def _time_domain_kernel(data, gdq_in, gdq_out, rn, gain, g0, g1, window, thresh,
         wins = np.empty(window)
         pool = np.empty(nint * nd)
         for y in range(blk * rows_per_task, min((blk + 1) * rows_per_task, ny)):
-            nflag[y] = _time_domain_row(data, gdq_in, gdq_out, rn, gain, g0, g1, window, thresh,
+            nflag[y] = _time_domain_row(data, gdq_in, gdq_out, data_out, rn, gain, g0, g1, window, thresh,
                                         floor_factor, y, res, okr, dif, okd, med, win, tmp, nbad, ssum,
                                         nres, vals, idx, meds, wins, pool)
 
 
 @numba.njit(cache=True)
-def _time_domain_row(data, gdq_in, gdq_out, rn, gain, g0, g1, window, thresh, floor_factor, y, res, okr,
-                     dif, okd, med, win, tmp, nbad, ssum, nres, vals, idx, meds, wins, pool):
+def _time_domain_row(data, gdq_in, gdq_out, data_out, rn, gain, g0, g1, window, thresh, floor_factor, y,
+                     res, okr, dif, okd, med, win, tmp, nbad, ssum, nres, vals, idx, meds, wins, pool):
     """One detector row: residuals from the running median for every (group difference, integration,
-    column), then each column's pooled MAD, then the flags; returns the number of new JUMP_DET."""
+    column), then each column's pooled MAD, then the flags; returns the number of new JUMP_DET.
+
+    With a single usable difference per ramp (``g1 - g0 == 1``) an outlying difference is replaced by
+    its running median in ``data_out`` (group g0 + 1 := group g0 + median) and the integration is
+    marked by JUMP_DET on group g0, which keeps the difference usable (exoTEDRF's N_g <= 2 rule)."""
     nint, ng, ny, nx = data.shape
     nd = g1 - g0
     okr[:] = False
@@ -443,9 +448,16 @@ def _time_domain_row(data, gdq_in, gdq_out, rn, gain, g0, g1, window, thresh, fl
         for i in range(nint):
             for x in range(nx):
                 if nres[x] >= 3 and okr[k, i, x] and abs(res[k, i, x]) > ssum[x]:
-                    q = gdq_out[i, g0 + k + 1, y, x]
+                    if nd == 1:
+                        # dif still holds this (only) difference; median = difference - residual
+                        m = dif[i, x] - np.float64(res[k, i, x])
+                        data_out[i, g0 + 1, y, x] = np.float64(data[i, g0, y, x]) + m
+                        gflag = g0
+                    else:
+                        gflag = g0 + k + 1
+                    q = gdq_out[i, gflag, y, x]
                     nnew += (q & _JUMP) == 0
-                    gdq_out[i, g0 + k + 1, y, x] = q | _JUMP
+                    gdq_out[i, gflag, y, x] = q | _JUMP
     return nnew
 
 
@@ -474,7 +486,14 @@ def detect_jumps_time_domain(ramp: RampData, *, threshold: float = 5.0, window: 
     read_noise, gain : DN per read, e-/DN (scalars or ``(nrows, ncols)``).
     out : optional pre-allocated uint32 GROUPDQ output.
 
-    Returns a new RampData with JUMP_DET added; raises ConfigError for ``window < 3``.  Source: exoTEDRF
+    With one usable difference per ramp (NGROUPS = 2, or groups cut to two by DQ init / reset) flagging
+    would leave the integration without a slope, so, as exoTEDRF does for N_g <= 2, the outlying
+    difference is replaced by its running median (the later group is rewritten in a copy of ``data``)
+    and JUMP_DET is set on the earlier group: the rateints DQ of that integration shows JUMP_DET and
+    its rate is the local median rate.
+
+    Returns a new RampData with JUMP_DET added (and, for one usable difference, the corrected data);
+    raises ConfigError for ``window < 3``.  Source: exoTEDRF
     ``jumpstep_in_time`` / Nikolov et al. 2014 (anchors.md 2.4), with a per-pixel MAD and a Poisson
     floor instead of a plane-wide cut.  The running medians of a row's 72 columns advance together in
     branch-free sorted windows (vectorised); columns with an unusable difference fall back to a
@@ -495,13 +514,15 @@ def detect_jumps_time_domain(ramp: RampData, *, threshold: float = 5.0, window: 
                     "(have %d integrations, usable groups %d..%d); nothing flagged", ramp.nints, g0, g1)
         return ramp.replace(groupdq=out)
     nflag = np.zeros(frame[0], np.int64)
-    _time_domain_kernel(ramp.data, ramp.groupdq, out, rn, gn, g0, g1, int(window), float(threshold),
+    # one usable difference per ramp (NGROUPS = 2): outliers are replaced in a copy of the data
+    data_out = ramp.data.copy() if g1 - g0 == 1 else ramp.data
+    _time_domain_kernel(ramp.data, ramp.groupdq, out, data_out, rn, gn, g0, g1, int(window), float(threshold),
                         float(noise_floor), nflag, _TD_ROWS_PER_TASK)
     log.info("jump (time domain, %.1f sigma, window %d): %d groups flagged JUMP_DET", threshold, window,
              int(nflag.sum()))
     meta = dict(ramp.meta)
     meta["S_JUMP"] = "COMPLETE"
-    return ramp.replace(groupdq=out, meta=meta)
+    return ramp.replace(groupdq=out, data=data_out, meta=meta)
 
 
 def jump_counts(ramp: RampData) -> np.ndarray:
