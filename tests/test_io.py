@@ -556,3 +556,27 @@ def test_products_open_with_stsci_datamodels(tmp_path):
             assert len(m.spec) == 4
             np.testing.assert_allclose(m.spec[2].spec_table["FLUX"], spec.data[2])
             np.testing.assert_allclose(m.spec[0].spec_table["WAVELENGTH"], spec.wavelength)
+
+
+def test_uncal_scaled_int_sci_with_blank_and_mismatched_groupdq(tmp_path):
+    """Integer SCI with BSCALE/BZERO and BLANK: scaled values, BLANK -> NaN (astropy's convention);
+    a GROUPDQ with another number of integrations than SCI is a named error, not a silent slice."""
+    rng = np.random.default_rng(5)
+    ramp = _ramp(rng, nints=3, ngroups=4)
+    path = io.write_uncal(tmp_path / "b_uncal.fits", ramp)
+    raw = np.arange(np.prod(ramp.data.shape), dtype=np.int16).reshape(ramp.data.shape) % 1000
+    raw[1, 2, 3, 4] = -32768
+    with fits.open(path) as h:
+        sci = fits.ImageHDU(raw, h["SCI"].header, name="SCI")
+        sci.header["BSCALE"], sci.header["BZERO"], sci.header["BLANK"] = 2.0, 100.0, -32768
+        h["SCI"] = sci
+        h.writeto(tmp_path / "blank_uncal.fits")
+    back = io.read_uncal(tmp_path / "blank_uncal.fits", integrations=(1, 3))
+    want = raw[1:3].astype(np.float32) * 2 + 100
+    want[0, 2, 3, 4] = np.nan
+    np.testing.assert_array_equal(back.data, want)
+    with fits.open(path) as h:
+        h["GROUPDQ"] = fits.ImageHDU(np.zeros((2,) + ramp.data.shape[1:], np.uint8), name="GROUPDQ")
+        h.writeto(tmp_path / "mismatch_uncal.fits")
+    with pytest.raises(ProductError, match="GROUPDQ"):
+        io.read_uncal(tmp_path / "mismatch_uncal.fits")

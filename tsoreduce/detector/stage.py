@@ -467,15 +467,37 @@ def run_stage1_segment(path, config: dict | None = None, *, plot_dir=None, refer
     if progress:
         from tqdm.auto import tqdm
         iterator = tqdm(plan, desc=f"Stage 1 {Path(path).name}", unit="chunk", leave=False)
-    for k, (ra, rb, ka, kb) in enumerate(iterator):
-        ramp = tio.read_uncal(path, integrations=(ra, rb))
-        rates = run_stage1(ramp, cfg, plot_dir=plot_dir if k == 0 else None, references=references,
-                           copy=False)
-        del ramp
-        parts.append(rates.select_integrations(slice(ka - ra, kb - ra)))
-        del rates
-        gc.collect()
-    return concatenate(parts)
+    once = _OncePerMessage()
+    log.addFilter(once)                               # every chunk repeats the same step warnings
+    try:
+        for k, (ra, rb, ka, kb) in enumerate(iterator):
+            ramp = tio.read_uncal(path, integrations=(ra, rb))
+            rates = run_stage1(ramp, cfg, plot_dir=plot_dir if k == 0 else None, references=references,
+                               copy=False)
+            del ramp
+            parts.append(rates.select_integrations(slice(ka - ra, kb - ra)))
+            del rates
+            gc.collect()
+    finally:
+        log.removeFilter(once)
+    return concatenate(parts, release=True)
+
+
+class _OncePerMessage(logging.Filter):
+    """Let each distinct WARNING (or worse) through once; INFO and DEBUG pass unchanged."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def filter(self, record):
+        if record.levelno < logging.WARNING:
+            return True
+        msg = record.getMessage()
+        if msg in self.seen:
+            return False
+        self.seen.add(msg)
+        return True
 
 
 def run_stage1_files(paths, config: dict | None = None, *, plot_dir=None, references: dict | None = None,

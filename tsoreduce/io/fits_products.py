@@ -186,12 +186,57 @@ def _check_frame(path, meta, shape, *, what, expected_shape):
 
 
 def _require(path, hdul, name, *, what):
+    """The HDU ``name``; MissingExtensionError if absent or empty.  Images are checked from the header
+    (touching ``.data`` would read and scale the whole array, e.g. 1.2 GB per uncal segment)."""
     if name not in hdul:
         have = ", ".join(h.name for h in hdul)
         raise MissingExtensionError(path, f"{what}: required extension {name} is absent (HDUs: {have})")
-    if hdul[name].data is None:
+    hdu = hdul[name]
+    empty = (0 in _image_shape(hdu)) if isinstance(hdu, fits.ImageHDU) else hdu.data is None
+    if empty:
         raise MissingExtensionError(path, f"{what}: extension {name} holds no data")
-    return hdul[name]
+    return hdu
+
+
+def _image_shape(hdu) -> tuple:
+    """Shape of an image HDU from its header (numpy order; ``(0,)`` for NAXIS = 0)."""
+    naxis = int(hdu.header.get("NAXIS", 0))
+    if naxis == 0:
+        return (0,)
+    return tuple(int(hdu.header[f"NAXIS{k}"]) for k in range(naxis, 0, -1))
+
+
+def _read_images(path, names, start, stop, dtypes):
+    """Integrations ``start:stop`` (all for None) of 4-D image extensions, read through a memory map
+    of the raw (big-endian) values and converted one integration at a time, with BZERO/BSCALE applied
+    here: astropy's own scaling of a uint16 (BZERO = 32768) SCI copies the whole array first and is
+    several times slower.  Returns one array per name (None if absent or empty); images with BLANK
+    go through astropy's scaling (BLANK -> NaN)."""
+    out = []
+    with fits.open(path, memmap=True, do_not_scale_image_data=True, lazy_load_hdus=True) as hdul:
+        for name, dtype in zip(names, dtypes):
+            if name not in hdul or 0 in _image_shape(hdul[name]):
+                out.append(None)
+                continue
+            h = hdul[name].header
+            n = _image_shape(hdul[name])[0]
+            a, b = (0, n) if start is None else (start, stop)
+            if "BLANK" in h:
+                out.append(np.array(fits.getdata(path, name)[a:b], dtype=dtype))
+                continue
+            bscale, bzero = float(h.get("BSCALE", 1.0)), float(h.get("BZERO", 0.0))
+            work = np.float64 if np.issubdtype(dtype, np.integer) else dtype
+            raw = hdul[name].data
+            arr = np.empty((b - a,) + raw.shape[1:], dtype)
+            for k in range(b - a):
+                if bscale == 1.0 and bzero == 0.0:
+                    arr[k] = raw[a + k]
+                else:
+                    # exact for integer data: uint16 + 32768 and uint32 + 2**31 fit float32 / float64
+                    arr[k] = raw[a + k].astype(work) * work(bscale) + work(bzero)
+            del raw                                        # release the memory map before closing
+            out.append(arr)
+    return out
 
 
 def _image(hdul, name, dtype):
@@ -199,14 +244,6 @@ def _image(hdul, name, dtype):
     if name not in hdul or hdul[name].data is None:
         return None
     return np.array(hdul[name].data, dtype=dtype)
-
-
-def _section(hdul, name, start, stop, dtype):
-    """Integrations ``start:stop`` of a 4-D image extension (None if absent), read without loading
-    the rest of the array (``ImageHDU.section`` applies BZERO/BSCALE)."""
-    if name not in hdul or hdul[name].header.get("NAXIS", 0) == 0:
-        return None
-    return np.array(hdul[name].section[start:stop], dtype=dtype)
 
 
 def _check_not_empty(path, data, *, what, name="SCI"):
@@ -579,22 +616,23 @@ def read_uncal(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SUBA
         meta = _meta_from(hdul)
         _check_identity(path, meta, what=what, allowed_exp_types=allowed_exp_types)
         sci = _require(path, hdul, "SCI", what=what)
-        if sci.data.ndim != 4:
-            raise WrongSubarrayError(path, f"{what}: SCI has shape {sci.data.shape}, expected 4-D "
+        shape = _image_shape(sci)
+        if len(shape) != 4:
+            raise WrongSubarrayError(path, f"{what}: SCI has shape {shape}, expected 4-D "
                                      "(integration, group, row, column)")
-        _check_frame(path, meta, sci.data.shape[2:], what=what, expected_shape=expected_shape)
-        nfile = sci.data.shape[0]
-        if integrations is None:
-            data = np.array(sci.data, dtype=np.float32)
-            groupdq = _image(hdul, "GROUPDQ", np.uint32)
-            err = _image(hdul, "ERR", np.float32)
-        else:
+        _check_frame(path, meta, shape[2:], what=what, expected_shape=expected_shape)
+        nfile = shape[0]
+        a = b = None
+        if integrations is not None:
             a, b = (int(v) for v in integrations)
             if not 0 <= a < b <= nfile:
                 raise ShapeError(f"{path}: integrations {integrations} outside 0..{nfile} of the file")
-            data = _section(hdul, "SCI", a, b, np.float32)
-            groupdq = _section(hdul, "GROUPDQ", a, b, np.uint32)
-            err = _section(hdul, "ERR", a, b, np.float32)
+        for name in ("GROUPDQ", "ERR"):
+            if name in hdul and _image_shape(hdul[name])[0] not in (0, nfile):
+                raise ProductError(path, f"{what}: inconsistent extensions: {name} has shape "
+                                   f"{_image_shape(hdul[name])}, SCI {shape}")
+        data, groupdq, err = _read_images(path, ("SCI", "GROUPDQ", "ERR"), a, b,
+                                          (np.float32, np.uint32, np.float32))
         _check_not_empty(path, data, what=what)
         pixeldq = _image(hdul, "PIXELDQ", np.uint32)
         for name, arr in (("GROUPDQ", groupdq), ("PIXELDQ", pixeldq)):
