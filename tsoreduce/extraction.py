@@ -14,7 +14,8 @@ Steps, in the order :func:`run_stage3` runs them (one function each):
    exoTEDRF ``extract_width='optimize'``, anchors.md 2.10) or :func:`optimal_extract` (Horne 1986,
    PASP 98, 609; profile from the deep frame, variance from ERR, iterative outlier rejection;
    anchors.md 2.11).
-4. :func:`wavelength_at_trace` -- the wavelength map sampled at the trace (anchors.md 2.12).
+4. :func:`wavelength_at_trace` -- the wavelength map (jwst ``assign_wcs`` / CRDS specwcs) sampled at
+   the trace (anchors.md 2.12).
 5. :func:`bin_lightcurves` -- white and spectroscopic light curves with fractional-pixel bin weights
    (exoTEDRF ``bin_at_resolution``, anchors.md 2.13).
 

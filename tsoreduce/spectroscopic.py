@@ -3,7 +3,8 @@
 Steps, in the order :func:`run_stage2` runs them (one function each):
 
 1. :func:`assign_wavelength` -- attach the SLITLESSPRISM wavelength map (file's WAVELENGTH extension,
-   a CRDS specwcs file, or the bundled default from specwcs_0006).  anchors.md 2.12.
+   a CRDS specwcs file, or the bundled default from specwcs_0006; the jwst ``assign_wcs`` step's
+   MIR_LRS-SLITLESS wavelength table).  anchors.md 2.12.
 2. :func:`flat_field` -- divide by a CRDS-format flat (skipped with a log line when none is given).
 3. :func:`subtract_background` -- per integration and detector row, the median (or a robust straight
    line in column, ``"slope"``) of off-trace columns, subtracted from the whole row.  anchors.md 2.6
@@ -222,7 +223,8 @@ def assign_wavelength(rates: RateData, source: str = "auto", specwcs_path=None) 
     ``source``: ``"extension"`` keeps the file's WAVELENGTH map (error if absent or all zero/NaN --
     jwst #6963 wrote zeros), ``"default"`` uses :func:`tsoreduce.reference.default_wavelength_map`
     (CRDS specwcs_0006), ``"specwcs"`` reads ``specwcs_path``, ``"auto"`` = extension when valid else
-    default.  Source: anchors.md 2.12.  Raises ConfigError / ReferenceFileError.
+    default.  Source: the jwst ``assign_wcs`` MIR_LRS-SLITLESS model (row -> wavelength table of the
+    CRDS specwcs reference file; anchors.md 2.12).  Raises ConfigError / ReferenceFileError.
     """
     shape = rates.data.shape[1:]
     ext = rates.wavelength
