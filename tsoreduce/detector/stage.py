@@ -338,6 +338,16 @@ def run_stage1(ramp: RampData, config: dict | None = None, *, plot_dir=None, ref
             log.warning("jump: %d integrations < %d; using the up-the-ramp method instead of the time "
                         "domain", nints, td["min_integrations"])
             method = "up_the_ramp"
+        g0, g1 = rampfit.usable_group_range(ramp.groupdq)
+        if g1 - g0 == 1 and method == "both":
+            # a flag on the only difference would leave no slope; the time domain replaces it instead
+            log.warning("jump: one usable difference per ramp (NGROUPS = %d); method 'both' runs the "
+                        "time-domain detector only", ngroups)
+            method = "time_domain"
+        elif g1 - g0 == 1 and method == "up_the_ramp":
+            log.warning("jump: one usable difference per ramp (NGROUPS = %d); an up-the-ramp jump leaves "
+                        "that integration without a slope (NaN, DO_NOT_USE) -- method 'time_domain' "
+                        "replaces such a difference by its running median instead", ngroups)
         u = c["up_the_ramp"]
         if method == "up_the_ramp" and not u["flag_4_neighbors"] and plot_dir is None:
             # one pass over the data: jump detection fused with the ramp fit (identical results)
