@@ -32,7 +32,7 @@ Usage::
 ``stage1.memory.limit_gb``) on them in a child process under ``/usr/bin/time -v``; it prints the maximum
 resident set size of ``detector.run_stage1_files`` (rateints kept in memory and joined) and, with
 several segments, of ``pipeline.run_stage1_files`` (each segment written, nothing kept).  The full-size
-run needs ~11 GB of disk in /tmp and ~15 minutes.
+run needs 16 GB of disk in /tmp and ~10 minutes.
 """
 
 from __future__ import annotations
