@@ -411,7 +411,7 @@ def concatenate(parts: list, *, release: bool = False):
             if release:
                 del vals
                 for p in parts:
-                    object.__setattr__(p, f.name, None)
+                    setattr(p, f.name, None)
         elif isinstance(v, IntTimes):
             ts = [p.int_times for p in parts]
             v = None if any(t is None for t in ts) else IntTimes.concatenate(ts)

@@ -19,7 +19,8 @@ drops exactly that difference.
   pipeline issue MR-LRS03).  Works for NGROUPS = 2 (one difference per integration): there an
   outlying difference is replaced by its running median so the integration keeps a slope.
 
-Both kernels are numba ``prange`` loops; no 4-D temporary is allocated beyond the output DQ.
+Both kernels are numba ``prange`` loops; no 4-D temporary is allocated beyond the output DQ (and,
+with one usable difference per ramp, the copy of the data that receives the replaced differences).
 """
 
 from __future__ import annotations
@@ -52,21 +53,6 @@ _STRONG = np.uint32(1 << 30)
 _ROWS_PER_TASK = 16
 #: rows per parallel task of the time-domain kernel (its ~1 MB row scratch is allocated once per task)
 _TD_ROWS_PER_TASK = 8
-
-
-@numba.njit(cache=True)
-def _median_of(buf, n, tmp):
-    """Median of buf[:n] via an insertion sort into the scratch buffer (no allocation)."""
-    for k in range(n):
-        v = buf[k]
-        j = k - 1
-        while j >= 0 and tmp[j] > v:
-            tmp[j + 1] = tmp[j]
-            j -= 1
-        tmp[j + 1] = v
-    if n % 2 == 1:
-        return tmp[n // 2]
-    return 0.5 * (tmp[n // 2 - 1] + tmp[n // 2])
 
 
 @numba.njit(cache=True)
@@ -231,54 +217,6 @@ def detect_jumps_up_the_ramp(ramp: RampData, *, threshold: float = 4.0, flag_4_n
 
 
 @numba.njit(cache=True)
-def _running_median(vals, n, w, out, window):
-    """Median of a window of ``w`` samples (shifted at the ends so it keeps ``w`` samples) around each
-    of the ``n`` values; an insertion-sorted window is updated incrementally."""
-    if n <= w:
-        for k in range(n):
-            window[k] = vals[k]
-        s = np.sort(window[:n])
-        m = s[n // 2] if n % 2 == 1 else 0.5 * (s[n // 2 - 1] + s[n // 2])
-        for k in range(n):
-            out[k] = m
-        return
-    h = w // 2
-    # initial sorted window: vals[0:w]
-    for k in range(w):
-        window[k] = vals[k]
-    window[:w] = np.sort(window[:w])
-    lo = 0
-    for k in range(n):
-        want = k - h
-        if want < 0:
-            want = 0
-        if want > n - w:
-            want = n - w
-        while lo < want:
-            # drop vals[lo], insert vals[lo + w]
-            old = vals[lo]
-            new = vals[lo + w]
-            p = 0
-            while window[p] != old:
-                p += 1
-            # remove at p and insert new keeping order
-            if new >= old:
-                while p + 1 < w and window[p + 1] < new:
-                    window[p] = window[p + 1]
-                    p += 1
-            else:
-                while p > 0 and window[p - 1] > new:
-                    window[p] = window[p - 1]
-                    p -= 1
-            window[p] = new
-            lo += 1
-        if w % 2 == 1:
-            out[k] = window[w // 2]
-        else:
-            out[k] = 0.5 * (window[w // 2 - 1] + window[w // 2])
-
-
-@numba.njit(cache=True)
 def _sorted_insert_lanes(q, m, v, out):
     """Branch-free insertion of ``v[x]`` into the sorted columns ``q[:m, x]`` -> ``out[:m + 1, x]``
     (``out[p] = max(q[p-1], min(q[p], v))`` with q[-1] = -inf, q[m] = +inf); exact, no arithmetic."""
@@ -301,7 +239,7 @@ def _sorted_insert_lanes(q, m, v, out):
 @numba.njit(cache=True)
 def _running_median_lanes(dif, n, w, med, win, tmp):
     """Running median over ``w`` integrations of every column of ``dif[:n, :]`` at once (the window
-    shifted at the ends so it keeps ``w`` samples, as :func:`_running_median`), into ``med[:n, :]``.
+    shifted at the ends so it keeps ``w`` samples), into ``med[:n, :]``.
 
     Each column's window is kept sorted in ``win[:w, x]``; a slide removes the outgoing sample
     (``r[p] = win[p] if win[p] < old else win[p+1]``) and inserts the new one with the branch-free
@@ -353,20 +291,24 @@ def _time_domain_kernel(data, gdq_in, gdq_out, data_out, rn, gain, g0, g1, windo
         nbad = np.empty(nx, np.int64)
         ssum = np.empty(nx)
         nres = np.empty(nx, np.int64)
-        vals = np.empty(nint)
+        lim = np.empty(nx)
+        # one-column scratch for the columns with an unusable difference
+        vals = np.empty((nint, 1))
         idx = np.empty(nint, np.int64)
-        meds = np.empty(nint)
-        wins = np.empty(window)
+        meds = np.empty((nint, 1))
+        wins = np.empty((window + 1, 1))
+        tmps = np.empty((window + 1, 1))
         pool = np.empty(nint * nd)
         for y in range(blk * rows_per_task, min((blk + 1) * rows_per_task, ny)):
             nflag[y] = _time_domain_row(data, gdq_in, gdq_out, data_out, rn, gain, g0, g1, window, thresh,
                                         floor_factor, y, res, okr, dif, okd, med, win, tmp, nbad, ssum,
-                                        nres, vals, idx, meds, wins, pool)
+                                        nres, lim, vals, idx, meds, wins, tmps, pool)
 
 
 @numba.njit(cache=True)
 def _time_domain_row(data, gdq_in, gdq_out, data_out, rn, gain, g0, g1, window, thresh, floor_factor, y,
-                     res, okr, dif, okd, med, win, tmp, nbad, ssum, nres, vals, idx, meds, wins, pool):
+                     res, okr, dif, okd, med, win, tmp, nbad, ssum, nres, lim, vals, idx, meds, wins, tmps,
+                     pool):
     """One detector row: residuals from the running median for every (group difference, integration,
     column), then each column's pooled MAD, then the flags; returns the number of new JUMP_DET.
 
@@ -408,19 +350,28 @@ def _time_domain_row(data, gdq_in, gdq_out, data_out, rn, gain, g0, g1, window, 
             n = 0
             for i in range(nint):
                 if okd[i, x]:
-                    vals[n] = dif[i, x]
+                    vals[n, 0] = dif[i, x]
                     idx[n] = i
                     n += 1
             if n < 3:
                 continue
-            _running_median(vals, n, min(window, n), meds, wins)
+            if n > window:
+                _running_median_lanes(vals, n, window, meds, wins, tmps)
+            else:
+                # no room to slide: the window is the whole series
+                for j in range(n):
+                    wins[j, 0] = vals[j, 0]
+                m = median_inplace(wins[:, 0], n)
+                for j in range(n):
+                    meds[j, 0] = m
             for j in range(n):
-                res[k, idx[j], x] = vals[j] - meds[j]
+                res[k, idx[j], x] = vals[j, 0] - meds[j, 0]
                 okr[k, idx[j], x] = True
-                ssum[x] += meds[j]
+                ssum[x] += meds[j, 0]
             nres[x] += n
     for x in range(nx):
         nr = nres[x]
+        lim[x] = np.inf                               # nothing flagged without a noise estimate
         if nr < 3:
             continue
         # noise: MAD of the residuals pooled over groups and integrations, floored by the model;
@@ -439,15 +390,13 @@ def _time_domain_row(data, gdq_in, gdq_out, data_out, rn, gain, g0, g1, window, 
         s = max(ssum[x] / nr, 0.0)
         sig_model = math.sqrt(2.0 * rn[y, x] * rn[y, x] + s / gain[y, x])
         sig = max(1.4826 * mad, floor_factor * sig_model)
-        if sig <= 0.0:
-            nres[x] = 0
-            continue
-        ssum[x] = thresh * sig                    # reused as this column's limit
+        if sig > 0.0:
+            lim[x] = thresh * sig
     nnew = 0
     for k in range(nd):
         for i in range(nint):
             for x in range(nx):
-                if nres[x] >= 3 and okr[k, i, x] and abs(res[k, i, x]) > ssum[x]:
+                if okr[k, i, x] and abs(res[k, i, x]) > lim[x]:
                     if nd == 1:
                         # dif still holds this (only) difference; median = difference - residual
                         m = dif[i, x] - np.float64(res[k, i, x])

@@ -210,8 +210,8 @@ def _read_images(path, names, start, stop, dtypes):
     """Integrations ``start:stop`` (all for None) of 4-D image extensions, read through a memory map
     of the raw (big-endian) values and converted one integration at a time, with BZERO/BSCALE applied
     here: astropy's own scaling of a uint16 (BZERO = 32768) SCI copies the whole array first and is
-    several times slower.  Returns one array per name (None if absent or empty); images with BLANK
-    go through astropy's scaling (BLANK -> NaN)."""
+    several times slower.  BLANK values become NaN in floating-point outputs (astropy's convention).
+    Returns one array per name (None if absent or empty)."""
     out = []
     with fits.open(path, memmap=True, do_not_scale_image_data=True, lazy_load_hdus=True) as hdul:
         for name, dtype in zip(names, dtypes):
@@ -219,22 +219,23 @@ def _read_images(path, names, start, stop, dtypes):
                 out.append(None)
                 continue
             h = hdul[name].header
-            n = _image_shape(hdul[name])[0]
-            a, b = (0, n) if start is None else (start, stop)
-            if "BLANK" in h:
-                out.append(np.array(fits.getdata(path, name)[a:b], dtype=dtype))
-                continue
             bscale, bzero = float(h.get("BSCALE", 1.0)), float(h.get("BZERO", 0.0))
+            blank = h.get("BLANK") if np.issubdtype(dtype, np.floating) else None
             work = np.float64 if np.issubdtype(dtype, np.integer) else dtype
             raw = hdul[name].data
+            a, b = (0, raw.shape[0]) if start is None else (start, stop)
             arr = np.empty((b - a,) + raw.shape[1:], dtype)
+            plane = None
             for k in range(b - a):
+                plane = raw[a + k]
                 if bscale == 1.0 and bzero == 0.0:
-                    arr[k] = raw[a + k]
+                    arr[k] = plane
                 else:
                     # exact for integer data: uint16 + 32768 and uint32 + 2**31 fit float32 / float64
-                    arr[k] = raw[a + k].astype(work) * work(bscale) + work(bzero)
-            del raw                                        # release the memory map before closing
+                    arr[k] = plane.astype(work) * work(bscale) + work(bzero)
+                if blank is not None:
+                    arr[k][plane == blank] = np.nan
+            del raw, plane                                 # release the memory map before closing
             out.append(arr)
     return out
 
@@ -628,7 +629,8 @@ def read_uncal(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SUBA
             if not 0 <= a < b <= nfile:
                 raise ShapeError(f"{path}: integrations {integrations} outside 0..{nfile} of the file")
         for name in ("GROUPDQ", "ERR"):
-            if name in hdul and _image_shape(hdul[name])[0] not in (0, nfile):
+            # checked before reading: a chunk read would otherwise fail mid-array, unnamed
+            if name in hdul and _image_shape(hdul[name]) not in ((0,), shape):
                 raise ProductError(path, f"{what}: inconsistent extensions: {name} has shape "
                                    f"{_image_shape(hdul[name])}, SCI {shape}")
         data, groupdq, err = _read_images(path, ("SCI", "GROUPDQ", "ERR"), a, b,
