@@ -9,8 +9,13 @@ Examples::
     tsoreduce runs/wasp107b_white.yaml --output-dir /tmp/w107
     tsoreduce --write-template runs/template.yaml
 
-Exit status: 0 on success, 2 for a configuration error (unknown key, bad value, missing input),
-3 when a product would be overwritten without --force, 1 for any other failure.
+Exit status (``tsoreduce.errors.EXIT_STATUS``; README "What can go wrong" lists them with the
+named errors): 0 success; 1 another tsoreduce error (e.g. an unreadable product); 2 configuration
+or input error (unknown key, bad value, missing input, segments that do not belong together);
+3 a product would be overwritten without --force (also ``--dry-run`` when the plan has a conflict);
+4 an output file cannot be written (read-only directory, disk full: path and errno given);
+5 another run holds the output directory; 130 interrupted (Ctrl-C).  Errors are one line
+``tsoreduce: error: ...`` on stderr.
 """
 
 from __future__ import annotations
@@ -56,14 +61,29 @@ def _console_logging(verbose: bool, quiet: bool):
     h = logging.StreamHandler(sys.stderr)
     h.setLevel(level)
     h.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    # records meant for run.log only (the end-of-run summary, which main() prints on stdout)
+    h.addFilter(lambda record: not getattr(record, "file_only", False))
     root.addHandler(h)
     return h
+
+
+def _one_line(exc) -> str:
+    """``Class: message`` with a repeated clause said once (astropy repeats its warning text per HDU)."""
+    parts, seen = [], set()
+    for part in str(exc).split("; "):
+        if part not in seen:
+            seen.add(part)
+            parts.append(part)
+    label = {"ConfigError": "configuration error", "OverwriteError": "refusing to overwrite"}.get(
+        type(exc).__name__, type(exc).__name__)
+    return f"{label}: " + "; ".join(parts)
 
 
 def main(argv=None) -> int:
     """Entry point of ``tsoreduce`` and ``run_tso.py``; returns the exit status."""
     from .config import load_run_config, render_template
-    from .errors import ConfigError, OverwriteError, TsoreduceError
+    from .errors import (EXIT_STATUS, ConfigError, OutputWriteError, OverwriteError, TsoreduceError,
+                         exit_status)
     from . import pipeline
 
     args = build_parser().parse_args(argv)
@@ -91,20 +111,27 @@ def main(argv=None) -> int:
             if args.dry_run:
                 res = pipeline.run(cfg, force=args.force, dry_run=True)
                 print(res["text"])
+                if res["conflicts"]:
+                    print("tsoreduce: error: the plan has conflicts (marked CONFLICT above); a run would "
+                          "stop before any work", file=sys.stderr)
+                    return EXIT_STATUS[OverwriteError]
                 return 0
             summary = pipeline.run(cfg, force=args.force, progress=not args.no_progress)
         except FileNotFoundError as exc:
+            if isinstance(exc, TsoreduceError):  # OverwriteError subclasses FileExistsError, not this
+                raise
+            # the run file itself (load_run_config); inputs are reported as ConfigError
             print(f"tsoreduce: error: {exc}", file=sys.stderr)
-            return 2
-        except ConfigError as exc:
-            print(f"tsoreduce: configuration error: {exc}", file=sys.stderr)
-            return 2
-        except OverwriteError as exc:
-            print(f"tsoreduce: refusing to overwrite: {exc}", file=sys.stderr)
-            return 3
+            return EXIT_STATUS[ConfigError]
+        except KeyboardInterrupt:
+            print("tsoreduce: error: interrupted; rerun the same command to resume", file=sys.stderr)
+            return EXIT_STATUS[KeyboardInterrupt]
         except TsoreduceError as exc:
+            print(f"tsoreduce: error: {_one_line(exc)}", file=sys.stderr)
+            return exit_status(exc)
+        except OSError as exc:  # an output the writers do not wrap (a figure, a directory)
             print(f"tsoreduce: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 1
+            return EXIT_STATUS[OutputWriteError]
         print(pipeline.format_summary(summary))
         print(f"log: {Path(summary['output_dir']) / 'run.log'}")
         return 0

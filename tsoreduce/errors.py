@@ -67,3 +67,57 @@ class NotImplementedStepError(TsoreduceError, NotImplementedError):
 
     Raised instead of passing data through silently.
     """
+
+
+class OutputWriteError(TsoreduceError, OSError):
+    """A product or run file cannot be written: the output directory is read-only, the disk is full,
+    ...  ``path`` names the file, ``errno`` the system error (e.g. 28 = ENOSPC, 13 = EACCES)."""
+
+    def __init__(self, path, errno: int | None, reason: str):
+        import errno as _errno
+        self.path = str(path)
+        name = _errno.errorcode.get(errno, "") if errno is not None else ""
+        text = (f"cannot write {self.path}: {reason}"
+                + (f" (errno {errno} {name})" if errno is not None else ""))
+        # OSError's own attributes (errno, strerror, filename) stay usable by callers
+        OSError.__init__(self, errno, text)
+        self.errno, self.strerror, self.filename = errno, reason, self.path
+        self.message = text
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class OutputLockedError(TsoreduceError):
+    """Another run, alive, holds the lock of the output directory (``output_dir/.tsoreduce.lock``)."""
+
+
+class SegmentMismatchError(TsoreduceError, ValueError):
+    """The uncal segments of one exposure disagree (NGROUPS, subarray, readout pattern, ...) or do not
+    continue each other (INTSTART/INTEND/NINTS), named by the two files involved."""
+
+
+class DuplicateSegmentError(SegmentMismatchError):
+    """The same uncal segment is given twice (same file, identical content, or the same INTSTART)."""
+
+
+#: Exit status of the ``tsoreduce`` command for each error class (most specific first); anything
+#: not listed -- a bug -- exits 1 with a traceback.  README "What can go wrong" is checked against it.
+EXIT_STATUS = {
+    "success": 0,
+    TsoreduceError: 1,
+    ConfigError: 2,
+    SegmentMismatchError: 2,
+    OverwriteError: 3,
+    OutputWriteError: 4,
+    OutputLockedError: 5,
+    KeyboardInterrupt: 130,
+}
+
+
+def exit_status(exc: BaseException) -> int:
+    """The command-line exit status for ``exc`` (the most specific entry of :data:`EXIT_STATUS`)."""
+    for cls in type(exc).__mro__:
+        if cls in EXIT_STATUS:
+            return EXIT_STATUS[cls]
+    return 1

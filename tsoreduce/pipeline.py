@@ -44,8 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
+from ._lock import OutputLock
+from ._util import atomic_write_json, atomic_write_text, output_write_error
 from .config import SECTION_MODULES, first_stage
-from .errors import ConfigError, NotImplementedStepError, OverwriteError
+from .errors import ConfigError, NotImplementedStepError, OutputWriteError, OverwriteError
 
 __all__ = ["StagePlan", "plan", "run", "format_plan", "format_summary", "run_simulation",
            "run_stage1_files", "run_stage2_files", "run_stage3_files", "run_mrs_files",
@@ -133,9 +135,7 @@ def _read_marker(path: Path) -> dict | None:
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    atomic_write_json(path, obj)
 
 
 def is_done(stage_dir, config_hash: str) -> dict | None:
@@ -168,7 +168,7 @@ class StagePlan:
     label: str
     directory: Path
     config_hash: str
-    action: str  # "run", "resume", "skip", "rerun (--force)"
+    action: str  # "run", "resume", "skip", "rerun (--force)", "CONFLICT" (dry run only)
     reason: str = ""
     inputs: list = field(default_factory=list)
     keep_existing: bool = False  # resume: keep the per-segment products already written
@@ -183,20 +183,28 @@ def _stage_list(config: dict, stages) -> list[int]:
     return list(chosen)
 
 
-def plan(config: dict, stages=None, *, force: bool = False) -> list[StagePlan]:
+def plan(config: dict, stages=None, *, force: bool = False, mark_conflicts: bool = False) -> list[StagePlan]:
     """Decide, before any work, what each requested stage will do.
+
+    The input files' headers are checked first (:func:`tsoreduce.input_checks.check_segments`: MIRI
+    LRS slitless, segments of one exposure, none twice, none missing).
+
+    ``mark_conflicts`` (``--dry-run``): a stage whose directory holds products that would be
+    overwritten gets the action ``"CONFLICT"`` (the reason in ``reason``) instead of raising.
 
     Raises
     ------
     ConfigError if a stage needs products of an earlier stage that are missing or were made with
     another configuration; OverwriteError if a stage directory holds products that would be
-    overwritten without ``force``.
+    overwritten without ``force`` (unless ``mark_conflicts``); SegmentMismatchError,
+    DuplicateSegmentError, WrongInstrumentError for inconsistent input files.
     """
     out_dir = Path(config["output_dir"])
     hashes = stage_hashes(config)
     chosen = _stage_list(config, stages)
     first = first_stage(config)
     _check_inputs_not_outputs(config, out_dir)
+    _check_input_headers(config, chosen)
     plans: list[StagePlan] = []
     upstream_changes = False
     for n in chosen:
@@ -228,9 +236,11 @@ def plan(config: dict, stages=None, *, force: bool = False) -> list[StagePlan]:
         elif existing:
             why = ("its upstream stage is re-run now" if upstream_changes else
                    "they were made with another configuration or from an older upstream product")
-            raise OverwriteError(
-                f"{d} already holds products of {STAGE_LABELS[n]} and {why}; nothing is overwritten "
-                f"without --force (or choose another --output-dir)")
+            msg = (f"{d} already holds products of {STAGE_LABELS[n]} and {why}; nothing is overwritten "
+                   f"without --force (or choose another --output-dir)")
+            if not mark_conflicts:
+                raise OverwriteError(msg)
+            action, reason = "CONFLICT", f"{len(existing)} product(s) would be overwritten: {why}"
         else:
             action, reason = "run", ""
         if action != "skip":
@@ -239,6 +249,27 @@ def plan(config: dict, stages=None, *, force: bool = False) -> list[StagePlan]:
                  else STAGE_LABELS[n])
         plans.append(StagePlan(n, label, d, h, action, reason, keep_existing=keep))
     return plans
+
+
+def _check_input_headers(config, chosen):
+    """Header checks of the user's input files of the first stage that runs (see plan())."""
+    from .input_checks import check_segments
+    kind = config["input"]["kind"]
+    if kind == "uncal" and 1 in chosen:
+        check_segments(config["input"]["uncal"], "uncal")
+    elif kind in ("rateints", "calints") and first_stage(config) in chosen:
+        # products of other pipelines too; a file that is not FITS at all is left to the reader's
+        # ProductError when its stage starts
+        files = [f for f in config["input"][kind] if _looks_fits(f)]
+        check_segments(files, kind)
+
+
+def _looks_fits(path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(9) == b"SIMPLE  ="
+    except OSError:
+        return False
 
 
 def _check_inputs_not_outputs(config, out_dir: Path):
@@ -266,6 +297,9 @@ def format_plan(config: dict, plans: list[StagePlan]) -> str:
     for p in plans:
         lines.append(f"  [{p.action:>15}] {p.label}  -> {p.directory}"
                      + (f"  ({p.reason})" if p.reason else "") + f"  hash {p.config_hash}")
+    if any(p.action == "CONFLICT" for p in plans):
+        lines.append("  CONFLICT: a real run stops before any work; add --force to recompute those stages "
+                     "(their products are replaced) or choose another --output-dir")
     return "\n".join(lines)
 
 
@@ -441,8 +475,16 @@ def run_stage4_files(lightcurves, config: dict | None, outdir, *, plot=True, pro
 
 # ---- running the plan ----------------------------------------------------------------------------
 
+class _RunLogHandler(logging.FileHandler):
+    """run.log: a write that fails (disk full) must not print logging's traceback per record; the run
+    itself fails on its next product write with a one-line OutputWriteError."""
+
+    def handleError(self, record):  # noqa: N802 (logging API)
+        self.setLevel(logging.CRITICAL + 1)  # stop writing to the broken log
+
+
 def _attach_log(out_dir: Path):
-    handler = logging.FileHandler(out_dir / "run.log")
+    handler = _RunLogHandler(out_dir / "run.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.INFO)
     root = logging.getLogger("tsoreduce")
@@ -473,12 +515,28 @@ def run(config: dict, stages=None, *, force: bool = False, dry_run: bool = False
     summary dict: output_dir, stages (per stage: action, seconds, products, figures), numbers
     (key results), also written to ``output_dir/summary.json``.
     """
-    plans = plan(config, stages, force=force)
     if dry_run:
-        return {"plan": plans, "text": format_plan(config, plans)}
+        plans = plan(config, stages, force=force, mark_conflicts=True)
+        return {"plan": plans, "text": format_plan(config, plans),
+                "conflicts": [p for p in plans if p.action == "CONFLICT"]}
+    plan(config, stages, force=force)  # input and overwrite checks before anything is created
     out_dir = Path(config["output_dir"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    handler = _attach_log(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_write_error(exc.filename or out_dir, exc) from exc
+    with OutputLock(out_dir, config.get("_source", "")):
+        # planned again under the lock: another run may have finished a stage in between
+        return _run_locked(config, plan(config, stages, force=force), out_dir, force=force,
+                           progress=progress)
+
+
+def _run_locked(config: dict, plans: list[StagePlan], out_dir: Path, *, force: bool,
+                progress: bool) -> dict:
+    try:
+        handler = _attach_log(out_dir)
+    except OSError as exc:
+        raise output_write_error(out_dir / "run.log", exc) from exc
     t_start = time.perf_counter()
     summary = {"name": config["name"], "output_dir": str(out_dir), "version": __version__,
                "stages": {}, "numbers": {}}
@@ -502,7 +560,8 @@ def run(config: dict, stages=None, *, force: bool = False, dry_run: bool = False
         summary["numbers"] = _key_numbers(config, out_dir)
         summary["seconds"] = round(time.perf_counter() - t_start, 2)
         _write_json_atomic(out_dir / "summary.json", summary)
-        log.info("summary:\n%s", format_summary(summary))
+        # run.log only: the command line prints the summary itself (once, on stdout)
+        log.info("summary:\n%s", format_summary(summary), extra={"file_only": True})
     finally:
         logging.getLogger("tsoreduce").removeHandler(handler)
         handler.close()
@@ -512,10 +571,9 @@ def run(config: dict, stages=None, *, force: bool = False, dry_run: bool = False
 def _write_run_config(config: dict, out_dir: Path):
     import yaml
     clean = {k: v for k, v in config.items() if not k.startswith("_")}
-    tmp = out_dir / f".run_config.{os.getpid()}.tmp"
-    tmp.write_text(f"# validated configuration of the last run (tsoreduce {__version__})\n"
-                   + yaml.safe_dump(clean, sort_keys=False, width=100))
-    os.replace(tmp, out_dir / "run_config.yaml")
+    atomic_write_text(out_dir / "run_config.yaml",
+                      f"# validated configuration of the last run (tsoreduce {__version__})\n"
+                      + yaml.safe_dump(clean, sort_keys=False, width=100))
 
 
 def _upstream_products(config, out_dir: Path, n: int, state: dict) -> tuple[list[str], str | None]:
@@ -683,5 +741,6 @@ def format_summary(summary: dict) -> str:
     if summary.get("numbers"):
         lines.append("  key numbers:")
         for k, v in summary["numbers"].items():
-            lines.append(f"      {k} = {v:.6g}" if isinstance(v, float) else f"      {k} = {v}")
+            # repr: the shortest text that reads back as the same float (t0 60000.00232, not 60000)
+            lines.append(f"      {k} = {v!r}" if isinstance(v, float) else f"      {k} = {v}")
     return "\n".join(lines)

@@ -8,7 +8,6 @@ Used by :mod:`tsoreduce.pipeline` when the run's input is ``simulate``; also cal
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -133,16 +132,15 @@ def compare_with_truth(truth_path, stage4_dir, *, plot: bool = True) -> tuple[li
     """
     from astropy.units import cds
 
+    from ._util import atomic_path
     from .simulate import load_lrs_truth
     stage4_dir = Path(stage4_dir)
     spec = read_spectrum(stage4_dir / "spectrum.ecsv")
     truth = load_lrs_truth(truth_path)
     inj = injected_for(truth, spec)
     dst = stage4_dir / "injected_spectrum.ecsv"
-    tmp = stage4_dir / f".injected_spectrum.{os.getpid()}.tmp.ecsv"
-    with cds.enable():
+    with cds.enable(), atomic_path(dst, ".ecsv") as tmp:
         inj.write(tmp, format="ascii.ecsv", overwrite=True)
-    os.replace(tmp, dst)
     written = [str(dst)]
     nums = comparison_numbers(spec, inj)
     log.info("recovered vs injected spectrum: chi2 = %.1f for %d channels, %.0f %% within 1 sigma",

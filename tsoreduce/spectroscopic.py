@@ -709,10 +709,9 @@ def write_stage2_diagnostics(path, diag: dict, *, overwrite: bool = False):
     (EVR1...).  Primary header: NREPSPA, NREPTEM (replaced values), TRACECOL.
     Raises OverwriteError when ``path`` exists and ``overwrite`` is False.
     """
-    import os
-    import tempfile
-
     from astropy.io import fits
+
+    from ._util import atomic_write
 
     from .errors import OverwriteError
 
@@ -739,14 +738,7 @@ def write_stage2_diagnostics(path, diag: dict, *, overwrite: bool = False):
         ts.header["REMOVED"] = ",".join(str(r) for r in pca["removed"]) or "none"
         hdus.append(ts)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".fits", dir=path.parent)
-    os.close(fd)
-    try:
-        fits.HDUList(hdus).writeto(tmp, overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: fits.HDUList(hdus).writeto(tmp, overwrite=True), ".fits")
     return path
 
 

@@ -51,13 +51,13 @@ from __future__ import annotations
 import glob as _glob
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 
+from .._util import atomic_write
 from ..datamodel import IntTimes, RampData, RateData, SpectraData, concatenate
 from ..errors import (EmptyDataError, MissingExtensionError, OverwriteError, ProductError,
                       ShapeError, TruncatedFileError, WrongInstrumentError, WrongSubarrayError)
@@ -497,15 +497,7 @@ def _check_target(path, product, overwrite):
 
 def _atomic_write(hdul: fits.HDUList, path) -> Path:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        hdul.writeto(tmp, overwrite=True, output_verify="exception")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: hdul.writeto(tmp, overwrite=True, output_verify="exception"))
     log.info("wrote %s", path)
     return path
 

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import h5py
@@ -40,6 +38,7 @@ import numpy as np
 from astropy import units as u
 from astropy.table import Table
 
+from .._util import atomic_write
 from ..datamodel import LightCurves
 from ..errors import OverwriteError, ProductError
 
@@ -86,17 +85,7 @@ def write_lightcurves(path, lc: LightCurves, *, overwrite=False) -> Path:
         raise ValueError(f"{path}: light-curve tables are written as .ecsv or .h5/.hdf5")
     _check_target(path, lc, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp" + suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        if suffix == ".ecsv":
-            _write_ecsv(tmp, lc)
-        else:
-            _write_h5(tmp, lc)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: (_write_ecsv if suffix == ".ecsv" else _write_h5)(tmp, lc), suffix)
     return path
 
 

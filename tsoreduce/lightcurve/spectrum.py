@@ -13,8 +13,6 @@ directory + ``os.replace``).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import h5py
@@ -23,6 +21,7 @@ from astropy import units as u
 from astropy.table import Table
 from astropy.units import cds
 
+from .._util import atomic_path, atomic_write
 from .fitting import FitResult
 
 __all__ = ["spectrum_table", "parameter_table", "channel_parameter_table", "write_table", "write_chains",
@@ -120,14 +119,7 @@ def write_table(table: Table, path) -> Path:
     """Write an astropy Table as ECSV atomically (temporary file in the same directory, then os.replace)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.ecsv", dir=path.parent)
-    os.close(fd)
-    try:
-        table.write(tmp, format="ascii.ecsv", overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: table.write(tmp, format="ascii.ecsv", overwrite=True), ".ecsv")
     return path
 
 
@@ -140,34 +132,27 @@ def write_chains(path, results: list[FitResult], *, config=None) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = "tsoreduce-stage4-chains"
-            from .. import __version__
-            f.attrs["tsoreduce_version"] = __version__
-            if config is not None:
-                f.attrs["config"] = json.dumps(config, default=str)
-            for r in results:
-                g = f.create_group(r.label)
-                g.attrs["free_names"] = json.dumps(list(r.free))
-                g.attrs["method"] = r.method
-                g.attrs["wavelength"] = float(r.wavelength)
-                g.attrs["burn_in"] = int(r.burn_in)
-                g.attrs["acceptance"] = float(r.acceptance)
-                if r.tau is not None:
-                    g.attrs["autocorr_time"] = np.asarray(r.tau, float)
-                if r.chain is not None:
-                    g.create_dataset("chain", data=r.chain.astype(np.float64), compression="gzip",
-                                     compression_opts=1)
-                    g.create_dataset("log_prob", data=r.log_prob, compression="gzip", compression_opts=1)
-                g.create_dataset("lsq_values", data=np.array([r.lsq_values[n] for n in r.free], float))
-                g.create_dataset("lsq_errors", data=np.array([r.lsq_errors[n] for n in r.free], float))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path, ".h5") as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = "tsoreduce-stage4-chains"
+        from .. import __version__
+        f.attrs["tsoreduce_version"] = __version__
+        if config is not None:
+            f.attrs["config"] = json.dumps(config, default=str)
+        for r in results:
+            g = f.create_group(r.label)
+            g.attrs["free_names"] = json.dumps(list(r.free))
+            g.attrs["method"] = r.method
+            g.attrs["wavelength"] = float(r.wavelength)
+            g.attrs["burn_in"] = int(r.burn_in)
+            g.attrs["acceptance"] = float(r.acceptance)
+            if r.tau is not None:
+                g.attrs["autocorr_time"] = np.asarray(r.tau, float)
+            if r.chain is not None:
+                g.create_dataset("chain", data=r.chain.astype(np.float64), compression="gzip",
+                                 compression_opts=1)
+                g.create_dataset("log_prob", data=r.log_prob, compression="gzip", compression_opts=1)
+            g.create_dataset("lsq_values", data=np.array([r.lsq_values[n] for n in r.free], float))
+            g.create_dataset("lsq_errors", data=np.array([r.lsq_errors[n] for n in r.free], float))
     return path
 
 

@@ -10,12 +10,11 @@ fits unchanged.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .._util import atomic_write
 from ..config import Param, validate
 from ..datamodel import LightCurves, SpectraData
 from ..errors import ConfigError, OverwriteError
@@ -200,14 +199,7 @@ def _atomic_table_write(table, path, overwrite):
     path = Path(path)
     if path.exists() and not overwrite:
         raise OverwriteError(f"{path} exists; pass overwrite=True (--force) to replace it")
-    fd, tmp = tempfile.mkstemp(suffix=".ecsv", dir=str(path.parent))
-    os.close(fd)
-    try:
-        table.write(tmp, format="ascii.ecsv", overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: table.write(tmp, format="ascii.ecsv", overwrite=True), ".ecsv")
 
 
 def _photometry_table(spectra: SpectraData):

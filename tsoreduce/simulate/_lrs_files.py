@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .. import reference as ref
+from .._util import atomic_write
 from ..datamodel import DQ
 from ..errors import OverwriteError, ReferenceFileError
 
@@ -41,16 +40,7 @@ def _check_new(path: Path, overwrite: bool) -> None:
 
 def _atomic(path: Path, write) -> Path:
     """Call ``write(tmp_path)`` then move the temporary file onto ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, write)
 
 
 def _jsonable(obj):

@@ -23,12 +23,12 @@ range): enough to test extraction physics in seconds.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 from astropy.io import fits
 
+from .._util import atomic_write
 from ..datamodel import DQ, IntTimes
 from ..errors import NotImplementedStepError, OverwriteError
 from ..mrs.apertures import pixel_integrated_gaussian, psf_fwhm_arcsec
@@ -292,14 +292,7 @@ def _cube_hdul(cubes: CubeSeries, sl, wave_axis, intstart):
 def _atomic_write(hdul, path, overwrite):
     if os.path.exists(path) and not overwrite:
         raise OverwriteError(f"{path} exists; pass overwrite=True to replace it")
-    fd, tmp = tempfile.mkstemp(suffix=".fits.tmp", dir=os.path.dirname(path) or ".")
-    os.close(fd)
-    try:
-        hdul.writeto(tmp, overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: hdul.writeto(tmp, overwrite=True), ".fits")
 
 
 def write_mrs_cubes(cubes, outdir, *, layout: str = "per_integration", wave_axis: str = "linear",

@@ -1,0 +1,104 @@
+"""Atomic, umask-honouring file writes: the one implementation every product writer uses.
+
+A product is written to a temporary file in its destination directory, flushed to disk (fsync),
+given the permissions any file the user creates would get (``0o666 & ~umask``; ``mkstemp`` alone
+leaves ``0600``) and only then moved onto its name with ``os.replace``, which is atomic on POSIX.
+A reader (or a resumed run) therefore sees either the previous file or the complete new one,
+never a partial one, and a failed write (disk full, read-only directory, an exception in the
+writer, Ctrl-C) leaves no temporary file behind.
+
+An ``OSError`` raised while writing (``ENOSPC``, ``EACCES``, ``EROFS``, ...) is re-raised as
+:class:`~tsoreduce.errors.OutputWriteError` naming the destination and the errno, so the command
+line can report it in one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as _errno
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import OutputWriteError, TsoreduceError
+
+__all__ = ["atomic_path", "atomic_write", "atomic_write_text", "atomic_write_json", "current_umask",
+           "output_write_error"]
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it for longer than the call)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def output_write_error(path, exc: OSError) -> OutputWriteError:
+    """An :class:`OutputWriteError` for ``exc`` raised while writing ``path``.
+
+    h5py and astropy sometimes drop ``errno``; the message text then still carries the reason and
+    ``ENOSPC`` is recognised from it."""
+    code = exc.errno
+    if code is None and "No space left" in str(exc):
+        code = _errno.ENOSPC
+    return OutputWriteError(path, code, exc.strerror or str(exc))
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix: str = ""):
+    """Context manager yielding a temporary path (str) beside ``path``; on a clean exit the file
+    written there is fsync'ed, chmod'ed to ``0o666 & ~umask`` and renamed onto ``path``.
+
+    On any exception (including KeyboardInterrupt) the temporary file is removed and the exception
+    re-raised; an ``OSError`` becomes :class:`~tsoreduce.errors.OutputWriteError`.
+    ``suffix`` ends the temporary name (some writers choose the format from it, e.g. ``.ecsv``).
+
+    Raises
+    ------
+    OutputWriteError
+        the destination directory is not writable, the disk is full, ... (``path``, ``errno``).
+    """
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise output_write_error(path, exc) from exc
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, TsoreduceError):
+            raise output_write_error(path, exc) from exc
+        raise
+
+
+def atomic_write(path, write_fn, suffix: str = "") -> Path:
+    """Call ``write_fn(tmp_path)`` and move the result atomically onto ``path`` (see
+    :func:`atomic_path`).  Returns ``Path(path)``."""
+    with atomic_path(path, suffix) as tmp:
+        write_fn(tmp)
+    return Path(path)
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (UTF-8)."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(path, obj) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=1, default=str))
