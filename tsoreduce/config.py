@@ -107,7 +107,17 @@ def defaults(schema: dict) -> dict:
     return out
 
 
-def validate(user: dict | None, schema: dict, path: str = "") -> dict:
+def config_error(messages: list[str]) -> ConfigError:
+    """One ConfigError listing every message (``.errors`` keeps the list)."""
+    unique = list(dict.fromkeys(messages))
+    text = unique[0] if len(unique) == 1 else (
+        f"{len(unique)} problems, nothing was run:\n" + "\n".join(f"  - {m}" for m in unique))
+    exc = ConfigError(text)
+    exc.errors = unique
+    return exc
+
+
+def validate(user: dict | None, schema: dict, path: str = "", *, errors: list | None = None) -> dict:
     """Check ``user`` against ``schema`` and return it completed with defaults.
 
     Parameters
@@ -115,32 +125,46 @@ def validate(user: dict | None, schema: dict, path: str = "") -> dict:
     user : dict or None -- the YAML section as loaded.
     schema : dict of :class:`Param` or nested dicts.
     path : the dotted key path of this section, for messages (e.g. ``"stage1.jump"``).
+    errors : a list to which every failure is appended (each message starts with its key path);
+        when given nothing is raised and a failing key keeps its default.
 
     Raises
     ------
     ConfigError
-        for an unknown key (with the closest valid keys), a wrong type, a value outside ``choices`` or
-        ``[min, max]``, or a non-mapping where a section is expected.
+        (when ``errors`` is None) listing every unknown key (with the closest valid keys), wrong type,
+        value outside ``choices`` or ``[min, max]``, and non-mapping where a section is expected.
     """
+    collect = errors is not None
+    errs: list = errors if collect else []
+    n_before = len(errs)
     if user is None:
         user = {}
     if not isinstance(user, dict):
-        raise ConfigError(f"{path or '<top>'}: expected a mapping of keys, got {type(user).__name__}")
+        errs.append(f"{path or '<top>'}: expected a mapping of keys, got {type(user).__name__}")
+        user = {}
     out = {}
     for key in user:
         if key not in schema:
             close = difflib.get_close_matches(str(key), list(schema), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ConfigError(f"{(path + '.') if path else ''}{key}: unknown key{hint} "
-                              f"Allowed keys here: {', '.join(sorted(schema))}")
+            errs.append(f"{(path + '.') if path else ''}{key}: unknown key{hint} "
+                        f"Allowed keys here: {', '.join(sorted(schema))}")
     for key, spec in schema.items():
         kpath = f"{path}.{key}" if path else key
+        default = list(spec.default) if isinstance(getattr(spec, "default", None), (list, tuple)) else \
+            getattr(spec, "default", None)
         if isinstance(spec, dict):
-            out[key] = validate(user.get(key), spec, kpath)
+            out[key] = validate(user.get(key), spec, kpath, errors=errs)
         elif key in user:
-            out[key] = _check_leaf(kpath, user[key], spec)
+            try:
+                out[key] = _check_leaf(kpath, user[key], spec)
+            except ConfigError as exc:
+                errs.append(str(exc))
+                out[key] = default
         else:
-            out[key] = list(spec.default) if isinstance(spec.default, (list, tuple)) else spec.default
+            out[key] = default
+    if not collect and len(errs) > n_before:
+        raise config_error(errs[n_before:])
     return out
 
 
@@ -495,34 +519,60 @@ def validate_run_config(user: dict, base_dir=".", *, stages=None, check_files: b
     """
     if not isinstance(user, dict):
         raise ConfigError(f"<top>: a run file must be a mapping of keys, got {type(user).__name__}")
+    from .config_rules import check_rules
+    errors: list[str] = []  # every failure, reported together at the end
+
+    def attempt(fn, *args, **kw):
+        try:
+            return fn(*args, **kw)
+        except ConfigError as exc:
+            errors.extend(getattr(exc, "errors", None) or [str(exc)])
+            return None
+
     base = Path(base_dir).resolve()
     allowed_top = list(RUN_SCHEMA) + ["input"] + list(SECTION_MODULES)
     for key in user:
         if key not in allowed_top:
             close = difflib.get_close_matches(str(key), allowed_top, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ConfigError(f"{key}: unknown key{hint} Allowed keys here: {', '.join(allowed_top)}")
-    if "input" not in user:
-        raise ConfigError("input: missing; a run needs an input section (one of "
-                          + ", ".join(INPUT_KINDS) + ")")
-    top = validate({k: user[k] for k in RUN_SCHEMA if k in user}, RUN_SCHEMA)
+            errors.append(f"{key}: unknown key{hint} Allowed keys here: {', '.join(allowed_top)}")
+    top = validate({k: user[k] for k in RUN_SCHEMA if k in user}, RUN_SCHEMA, errors=errors)
     cfg: dict = {"_base_dir": str(base), "name": top["name"], "plots": top["plots"]}
     if not top["name"] or any(c in top["name"] for c in "/\\ "):
-        raise ConfigError(f"name: {top['name']!r} must be a non-empty string without spaces or slashes")
+        errors.append(f"name: {top['name']!r} must be a non-empty string without spaces or slashes")
     cfg["output_dir"] = _resolve_path(top["output_dir"] or f"{top['name']}_output", base)
-    cfg["input"] = _validate_input(user["input"], base, check_files)
-    allowed = possible_stages(cfg["input"]["kind"])
-    cfg["stages"] = parse_stages(stages if stages is not None else top["stages"], allowed)
-    running = {_STAGE_SECTION[s] for s in cfg["stages"]}
-    if cfg["input"]["kind"] == "mrs" and 3 in cfg["stages"]:
+    if "input" not in user:
+        errors.append("input: missing; a run needs an input section (one of "
+                      + ", ".join(INPUT_KINDS) + ")")
+        cfg["input"] = None
+    else:
+        cfg["input"] = attempt(_validate_input, user["input"], base, check_files)
+    if cfg["input"] is not None:
+        allowed = possible_stages(cfg["input"]["kind"])
+        cfg["stages"] = attempt(parse_stages, stages if stages is not None else top["stages"], allowed)
+    else:  # the sections are still checked, for the stages asked for (all if that is unclear)
+        try:
+            cfg["stages"] = parse_stages(stages if stages is not None else top["stages"])
+        except ConfigError:
+            cfg["stages"] = None
+    chosen = cfg["stages"] or [1, 2, 3, 4]
+    running = {_STAGE_SECTION[s] for s in chosen}
+    if cfg["input"] is not None and cfg["input"]["kind"] == "mrs" and 3 in chosen:
         running = (running - {"stage3"}) | {"mrs"}
     for section in SECTION_MODULES:
         given = user.get(section)
         if section in running:
-            cfg[section] = _resolve_section_paths(validate(given, stage_schema(section), section), base)
+            schema = attempt(stage_schema, section)
+            if schema is None:
+                cfg[section] = given or {}
+                continue
+            n_before = len(errors)
+            cfg[section] = _resolve_section_paths(validate(given, schema, section, errors=errors), base)
+            errors.extend(f"{k}: {m}" for k, m in check_rules(section, cfg[section]))
             deep = getattr(importlib.import_module(SECTION_MODULES[section][0]), "validate_config", None)
-            if callable(deep):  # a stage's own cross-key checks (e.g. Stage 4 priors), before any work
-                deep(cfg[section])
+            if callable(deep) and len(errors) == n_before:
+                # a stage's own cross-key checks (e.g. Stage 4 priors), on a section the schema passed
+                attempt(deep, cfg[section])
             continue
         try:
             schema = stage_schema(section)
@@ -531,7 +581,10 @@ def validate_run_config(user: dict, base_dir=".", *, stages=None, check_files: b
                 log.warning("%s is not validated now (that stage does not run): %s", section, exc)
             cfg[section] = given or {}
             continue
-        cfg[section] = _resolve_section_paths(validate(given, schema, section), base)
+        cfg[section] = _resolve_section_paths(validate(given, schema, section, errors=errors), base)
+        errors.extend(f"{k}: {m}" for k, m in check_rules(section, cfg[section]))
+    if errors:
+        raise config_error(errors)
     return cfg
 
 

@@ -12,10 +12,12 @@ INTEND (1-based, inclusive) the integrations a segment holds.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
-from .errors import DuplicateSegmentError, ProductError, SegmentMismatchError, WrongInstrumentError
+from .errors import (DuplicateSegmentError, ProductError, SegmentMismatchError, TruncatedFileError,
+                     WrongInstrumentError)
 
 __all__ = ["check_exp_type", "check_segments", "read_headers", "LRS_EXP_TYPES", "SAME_KEYS"]
 
@@ -32,19 +34,42 @@ def read_headers(path) -> dict:
 
     Raises ProductError when the file is missing or its headers cannot be read.
     """
+    import warnings
+
     from astropy.io import fits
     path = Path(path)
     if not path.is_file():
         raise ProductError(path, "no such file")
+    size = path.stat().st_size
+    if size % 2880:
+        # FITS files are whole 2880-byte blocks (FITS standard 4.0, sect. 3.1)
+        raise TruncatedFileError(path, f"{size} bytes long, not a whole number of 2880-byte FITS blocks: "
+                                       f"the file was cut short (an interrupted download or copy?); "
+                                       f"fetch it again")
     try:
-        with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
-            head = dict(hdul[0].header)
-            try:
-                sci = hdul["SCI"].header
-                head["SCI_SHAPE"] = tuple(int(sci[f"NAXIS{k}"]) for k in range(int(sci["NAXIS"]), 0, -1))
-            except KeyError:
+        with warnings.catch_warnings():
+            # astropy's own warnings about a cut file repeat once per HDU; the size check below
+            # says it once, in terms of the file
+            warnings.simplefilter("ignore")
+            with fits.open(path, memmap=True, lazy_load_hdus=False) as hdul:
+                head = dict(hdul[0].header)
                 head["SCI_SHAPE"] = None
-    except (OSError, ValueError, TypeError, IndexError) as exc:
+                for i, hdu in enumerate(hdul):
+                    h = hdu.header
+                    naxis = int(h.get("NAXIS", 0))
+                    shape = [int(h[f"NAXIS{k}"]) for k in range(1, naxis + 1)]
+                    nbytes = (abs(int(h["BITPIX"])) // 8 * int(h.get("GCOUNT", 1))
+                              * (int(h.get("PCOUNT", 0)) + int(math.prod(shape)))) if naxis else 0
+                    end = hdu.fileinfo()["datLoc"] + nbytes
+                    if end > size:
+                        raise TruncatedFileError(
+                            path, f"HDU {i} ({hdu.name}) needs {end} bytes but the file has {size} "
+                                  f"(an interrupted download or copy?); fetch the file again")
+                    if hdu.name == "SCI":
+                        head["SCI_SHAPE"] = tuple(reversed(shape))
+    except TruncatedFileError:
+        raise
+    except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
         raise ProductError(path, f"the FITS headers cannot be read ({exc})") from exc
     return head
 
