@@ -365,19 +365,55 @@ def run_stage1_files(uncal_paths, config: dict | None, outdir, *, references=Non
         if skip_existing and dst.exists():
             log.info("Stage 1: %s already written, kept (resume)", dst.name)
             continue
-        if run_segment is not None:
-            # chunks of integrations with bounded memory (stage1.memory)
-            rate = _call(run_segment, src, config, plot_dir=plot_dir if i == 0 else None,
-                         references=references, progress=progress)
-        else:
-            ramp = io.read_uncal(src)
-            rate = _call(run_stage1, ramp, config, plot_dir=plot_dir if i == 0 else None, copy=False,
-                         references=references, progress=progress)
-            del ramp
+        with _stage1_caption(src, config, plot_dir is not None and i == 0):
+            if run_segment is not None:
+                # chunks of integrations with bounded memory (stage1.memory)
+                rate = _call(run_segment, src, config, plot_dir=plot_dir if i == 0 else None,
+                             references=references, progress=progress)
+            else:
+                ramp = io.read_uncal(src)
+                rate = _call(run_stage1, ramp, config, plot_dir=plot_dir if i == 0 else None,
+                             copy=False, references=references, progress=progress)
+                del ramp
         io.write_rateints(dst, rate, overwrite=overwrite, provenance=provenance)
         log.info("Stage 1: wrote %s (%d integrations)", dst.name, rate.nints)
         del rate
     return out
+
+
+def stage1_figure_caption(src, config: dict | None) -> str:
+    """What the Stage 1 figures of segment ``src`` show: file, segment number and the integrations
+    (the first chunk's when ``stage1.memory`` splits the segment), from the headers."""
+    from astropy.io import fits
+    h = fits.getheader(src)
+    sci = fits.getheader(src, "SCI")
+    nfile = int(sci["NAXIS4"])
+    start = int(h.get("INTSTART", 1) or 1)
+    first, last = 0, nfile
+    try:
+        from .detector import chunk_plan
+        ra, rb, _, _ = chunk_plan(nfile, int(sci["NAXIS3"]), config,
+                                  frame_shape=(int(sci["NAXIS2"]), int(sci["NAXIS1"])))[0]
+        first, last = ra, rb
+    except (ImportError, IndexError, KeyError):
+        pass
+    seg = (f"segment {h['EXSEGNUM']}/{h['EXSEGTOT']} " if "EXSEGNUM" in h and "EXSEGTOT" in h else "")
+    total = f" of {h['NINTS']}" if "NINTS" in h else ""
+    part = "" if (first, last) == (0, nfile) else f" (first chunk of the segment's {nfile})"
+    return (f"{seg}({Path(src).name}): integrations {start + first}-{start + last - 1}{total}{part}")
+
+
+def _stage1_caption(src, config, active: bool):
+    import contextlib
+    if not active:
+        return contextlib.nullcontext()
+    from .plotting.detector import figure_caption
+    try:
+        text = stage1_figure_caption(src, config)
+    except (OSError, KeyError, ValueError) as exc:  # read_uncal raises the named error next
+        log.debug("Stage 1 figure caption of %s: %s", src, exc)
+        text = Path(src).name
+    return figure_caption(text)
 
 
 def run_stage2_files(rateints_paths, config: dict | None, outdir, *, name="tso", plot_dir=None,

@@ -1,8 +1,15 @@
 """Stage 1 (detector) diagnostic figures: one function per figure; each returns the Figure and saves it
-when ``path`` is given."""
+when ``path`` is given.
+
+Stage 1 makes its figures from one segment (the first; from its first chunk when the segment is read
+in chunks).  :func:`figure_caption` sets the line every figure saved meanwhile carries above its
+title -- which file, segment and integrations it shows -- so a figure is never mistaken for the
+whole exposure.  ``tsoreduce.pipeline.run_stage1_files`` sets it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import matplotlib
@@ -12,10 +19,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 __all__ = ["plot_emi_periodogram", "plot_emi_amplitudes", "plot_jump_map", "plot_rate_image",
-           "plot_ramp_residuals", "plot_calibration_steps"]
+           "plot_ramp_residuals", "plot_calibration_steps", "figure_caption"]
+
+_CAPTION: list[str] = []
+
+
+@contextlib.contextmanager
+def figure_caption(text: str):
+    """Within the ``with`` block every Stage 1 figure saved carries ``text`` above its title, e.g.
+    ``"segment 2/3 (jw..._seg002_uncal.fits): integrations 41-80 of 120"``."""
+    _CAPTION.append(str(text))
+    try:
+        yield
+    finally:
+        _CAPTION.pop()
 
 
 def _save(fig, path):
+    if _CAPTION:
+        # above everything (titles end at y <= 1); bbox_inches="tight" grows the canvas to include it
+        fig.text(0.5, 1.0, _CAPTION[-1], ha="center", va="bottom", fontsize=8, color="0.25")
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +79,9 @@ def plot_emi_amplitudes(diagnostics: dict, *, path=None):
 def plot_jump_map(counts, *, nints: int | None = None, path=None):
     """Image of the number of JUMP_DET groups per pixel ``(nrows, ncols)`` and the per-column totals."""
     counts = np.asarray(counts)
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(8, 6), gridspec_kw=dict(width_ratios=(1, 1.4)))
+    # constrained layout keeps the colour bar and its label clear of the right panel's axis label
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(8, 6), gridspec_kw=dict(width_ratios=(1, 1.4)),
+                                 layout="constrained")
     im = a0.imshow(counts, origin="lower", aspect="auto", cmap="magma", interpolation="nearest")
     fig.colorbar(im, ax=a0, label="jumps per pixel")
     a0.set_xlabel("column")
@@ -74,7 +99,8 @@ def plot_rate_image(rates, *, integration: int | None = None, path=None):
     with np.errstate(all="ignore"):
         med = np.nanmedian(data, axis=0)
         flux = np.nansum(rates.data, axis=(1, 2))
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(9, 5), gridspec_kw=dict(width_ratios=(1, 1.6)))
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(9, 5), gridspec_kw=dict(width_ratios=(1, 1.6)),
+                                 layout="constrained")
     pos = med[np.isfinite(med) & (med > 0)]
     vmin = np.percentile(pos, 5) if pos.size else 1e-3
     im = a0.imshow(np.clip(med, vmin, None), origin="lower", aspect="auto",
