@@ -37,12 +37,18 @@ def current_umask() -> int:
 def output_write_error(path, exc: OSError) -> OutputWriteError:
     """An :class:`OutputWriteError` for ``exc`` raised while writing ``path``.
 
-    h5py and astropy sometimes drop ``errno``; the message text then still carries the reason and
-    ``ENOSPC`` is recognised from it."""
-    code = exc.errno
-    if code is None and "No space left" in str(exc):
+    astropy checks the free space itself and raises an OSError without ``errno`` ("Not enough space
+    on disk"), h5py may too; the errno is then taken from the exception chain or recognised from
+    the text, and the reason given as the system's own words for it."""
+    code, e = exc.errno, exc
+    while code is None and e is not None:
+        e = e.__cause__ or e.__context__
+        code = getattr(e, "errno", None)
+    text = str(exc)
+    if code is None and ("No space left" in text or "Not enough space" in text):
         code = _errno.ENOSPC
-    return OutputWriteError(path, code, exc.strerror or str(exc))
+    reason = os.strerror(code) if code is not None else (exc.strerror or text)
+    return OutputWriteError(path, code, reason)
 
 
 def _fsync_file(path: str) -> None:

@@ -305,13 +305,15 @@ def format_plan(config: dict, plans: list[StagePlan]) -> str:
 
 # ---- file-level stage functions (the library API) ------------------------------------------------
 
-def run_simulation(sim_config: dict, outdir) -> dict:
+def run_simulation(sim_config: dict, outdir, *, overwrite: bool = False) -> dict:
     """Simulate a LRS TSO with ``tsoreduce.simulate.write_lrs_simulation``.
 
     Parameters
     ----------
     sim_config : dict of LRSSimConfig fields (the validated ``input.simulate`` section).
     outdir : directory for the uncal segments, truth file and reference files.
+    overwrite : replace files already there (a resumed or forced run; the simulation is seeded, so
+        it writes the same files again).
 
     Returns
     -------
@@ -321,7 +323,7 @@ def run_simulation(sim_config: dict, outdir) -> dict:
     from .config import lrs_sim_config
     lrs = importlib.import_module("tsoreduce.simulate.lrs")
     Path(outdir).mkdir(parents=True, exist_ok=True)
-    out = lrs.write_lrs_simulation(lrs_sim_config(sim_config), outdir)
+    out = lrs.write_lrs_simulation(lrs_sim_config(sim_config), outdir, overwrite=overwrite)
     return {"uncal": [str(p) for p in out["uncal"]], "truth": str(out.get("truth")),
             "spectrum": str(out["spectrum"]) if out.get("spectrum") else None,
             "references": {k: str(v) for k, v in (out.get("references") or {}).items()}}
@@ -636,12 +638,24 @@ def _remove_old_products(d: Path):
             log.info("--force: removed the previous product %s", f)
 
 
+def _remove_stale_temp_files(d: Path):
+    """Temporary files of writes a killed run left (``tsoreduce._util.atomic_path`` names them
+    ``.<product>.<random>.tmp<suffix>``); safe to remove: this run holds the output_dir lock."""
+    stale = [f for f in d.rglob(".*.tmp*") if f.is_file()]
+    for f in stale:
+        f.unlink()
+    if stale:
+        log.warning("%s: removed %d temporary file(s) of an interrupted write: %s", d, len(stale),
+                    ", ".join(f.name for f in stale[:5]))
+
+
 def _run_one(config: dict, p: StagePlan, *, force: bool, progress: bool, state: dict) -> dict:
     out_dir = Path(config["output_dir"])
     d = p.directory
     d.mkdir(parents=True, exist_ok=True)
     if p.action.startswith("rerun"):
         _remove_old_products(d)
+    _remove_stale_temp_files(d)
     (d / DONE).unlink(missing_ok=True)
     _write_json_atomic(d / RUNNING, {"config_hash": p.config_hash, "started": time.strftime("%FT%T")})
     plot_dir = (d / "figures") if config["plots"] else None
@@ -654,7 +668,7 @@ def _run_one(config: dict, p: StagePlan, *, force: bool, progress: bool, state: 
     log.info("%s: %s", p.label, p.action)
     extra: dict = {}
     if p.stage == 0:
-        sim = run_simulation(config["input"]["simulate"], d)
+        sim = run_simulation(config["input"]["simulate"], d, overwrite=overwrite)
         products = sim["uncal"] + [sim["truth"]] + list(sim["references"].values()) + (
             [sim["spectrum"]] if sim.get("spectrum") else [])
         rel = lambda x: os.path.relpath(x, d)  # noqa: E731
