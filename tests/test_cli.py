@@ -66,7 +66,7 @@ def test_exit_codes(fake, run_yaml, tmp_path, capsys):
     assert cli.main([str(run_yaml), "--stages", "1", "--no-progress"]) == 0
     run_yaml.write_text(run_yaml.read_text() + "stage1: {drop_groups: 2}\n")
     assert cli.main([str(run_yaml), "--stages", "1", "--no-progress"]) == 3
-    assert "refusing to overwrite" in capsys.readouterr().err
+    assert "tsoreduce: error: OverwriteError:" in capsys.readouterr().err
     assert cli.main([str(run_yaml), "--stages", "1", "--force", "--no-progress"]) == 0
     with pytest.raises(SystemExit):
         cli.main([str(run_yaml), "--stages", "1", "--start-at", "2"])  # mutually exclusive

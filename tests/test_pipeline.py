@@ -214,3 +214,251 @@ def test_reduced_demo_end_to_end_recovers_injected_spectrum(tmp_path):
     assert abs(n["white.rp_rs"] - 0.1205) < 3 * n["white.rp_rs_err"] + 0.002, n
     again = pipeline.run(cfg, progress=False)
     assert {s["action"] for s in again["stages"].values()} == {"skip"}
+
+
+# ---- issue 15: runs that cannot corrupt each other or lose work --------------------------------
+
+def test_products_honour_the_umask(fake, tmp_path):
+    from tsoreduce._util import atomic_write_text
+    old = os.umask(0o022)
+    try:
+        pipeline.run(_cfg(tmp_path), progress=False)
+        atomic_write_text(tmp_path / "a.txt", "x")
+        os.umask(0o027)
+        atomic_write_text(tmp_path / "b.txt", "x")
+    finally:
+        os.umask(old)
+    out = tmp_path / "out"
+    for f in [out / "summary.json", out / "run_config.yaml", out / "stage1" / ".done.json",
+              tmp_path / "a.txt"]:
+        assert f.stat().st_mode & 0o777 == 0o644, (f, oct(f.stat().st_mode))
+    assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o640
+
+
+def test_real_writers_honour_the_umask(tmp_path):
+    from tsoreduce import io
+    from tsoreduce.datamodel import LightCurves
+    from tsoreduce.lightcurve.spectrum import write_table
+    from astropy.table import Table
+    old = os.umask(0o022)
+    try:
+        lc = LightCurves(time=np.arange(5.0), flux=np.ones((1, 5)), err=np.full((1, 5), 1e-3),
+                         wavelength=np.array([7.0]))
+        io.write_lightcurves(tmp_path / "lc.h5", lc)
+        write_table(Table({"a": [1, 2]}), tmp_path / "t.ecsv")
+    finally:
+        os.umask(old)
+    for f in ("lc.h5", "t.ecsv"):
+        assert (tmp_path / f).stat().st_mode & 0o777 == 0o644, f
+
+
+def test_one_atomic_write_implementation():
+    """Every temp-file-and-rename write goes through tsoreduce/_util.py (no second copy to drift)."""
+    pkg = Path(pipeline.__file__).parent
+    offenders = []
+    for f in pkg.rglob("*.py"):
+        if f.name == "_util.py":
+            continue
+        text = f.read_text()
+        for needle in ("mkstemp", "NamedTemporaryFile", "os.replace(", "os.rename("):
+            if needle in text:
+                offenders.append(f"{f.relative_to(pkg)}: {needle}")
+    assert offenders == []
+
+
+def test_atomic_write_failure_leaves_nothing(tmp_path):
+    import errno
+    from tsoreduce._util import atomic_write
+    from tsoreduce.errors import OutputWriteError
+    dst = tmp_path / "p.fits"
+    dst.write_text("old")
+
+    def half_then_enospc(tmp):
+        Path(tmp).write_text("partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OutputWriteError) as info:
+        atomic_write(dst, half_then_enospc)
+    assert info.value.errno == errno.ENOSPC and str(dst) in str(info.value) and "ENOSPC" in str(info.value)
+    with pytest.raises(ZeroDivisionError):
+        atomic_write(dst, lambda tmp: 1 / 0)
+    assert dst.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["p.fits"]
+
+
+# the output_dir lock
+
+def _hold_lock(out):
+    """A subprocess holding the output_dir lock until its stdin closes."""
+    import subprocess
+    code = ("import sys; from tsoreduce._lock import OutputLock\n"
+            f"with OutputLock({str(out)!r}, 'other.yaml'):\n"
+            "    print('locked', flush=True); sys.stdin.read()\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert p.stdout.readline().strip() == "locked"
+    return p
+
+
+def test_second_run_on_same_output_dir_is_refused(fake, tmp_path):
+    from tsoreduce.errors import OutputLockedError
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = _hold_lock(out)
+    try:
+        with pytest.raises(OutputLockedError, match=rf"in use by another tsoreduce run \(pid {holder.pid} "
+                                                    r"on .* since .*other.yaml"):
+            pipeline.run(_cfg(tmp_path), progress=False)
+        assert fake == {} and not (out / "simulation").exists()
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    pipeline.run(_cfg(tmp_path), progress=False)  # released: the run proceeds
+    assert (out / "stage4" / ".done.json").exists()
+
+
+def test_stale_lock_of_a_dead_run_is_taken_over_with_a_warning(fake, tmp_path, caplog):
+    import socket
+    import subprocess
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / ".tsoreduce.lock").write_text(json.dumps(
+        {"pid": dead.pid, "host": socket.gethostname(), "started": "2026-01-01T00:00:00"}))
+    with caplog.at_level("WARNING", logger="tsoreduce"):
+        pipeline.run(_cfg(tmp_path), progress=False)
+    assert any("stale lock" in r.getMessage() and str(dead.pid) in r.getMessage() for r in caplog.records)
+    info = json.loads((out / ".tsoreduce.lock").read_text())
+    assert info["pid"] == os.getpid() and "released" in info
+
+
+def test_lock_of_another_host_is_not_taken_over(fake, tmp_path):
+    from tsoreduce.errors import OutputLockedError
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".tsoreduce.lock").write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": "x"}))
+    with pytest.raises(OutputLockedError, match="another host.*delete"):
+        pipeline.run(_cfg(tmp_path), progress=False)
+
+
+def test_dry_run_marks_conflicts(fake, tmp_path):
+    pipeline.run(_cfg(tmp_path), progress=False)
+    res = pipeline.run(_cfg(tmp_path, stage3={"nchannels": 3}), dry_run=True)
+    assert [p.action for p in res["plan"]] == ["skip", "skip", "skip", "CONFLICT", "CONFLICT"]
+    assert "[       CONFLICT] Stage 3" in res["text"] and "would be overwritten" in res["text"]
+    assert "--force" in res["text"].splitlines()[-1]
+
+
+def test_summary_full_precision():
+    text = pipeline.format_summary({"output_dir": "o", "stages": {}, "numbers": {
+        "white.t0": 60000.00232145, "white.t0_err": 1.234e-05}})
+    assert "white.t0 = 60000.00232145" in text and "white.t0_err = 1.234e-05" in text
+
+
+# uncal segments checked from their headers before Stage 1
+
+@pytest.fixture(scope="module")
+def segments(tmp_path_factory):
+    from tsoreduce.simulate import LRSSimConfig, write_lrs_simulation
+    d = tmp_path_factory.mktemp("segments")
+    out = write_lrs_simulation(LRSSimConfig(nints=6, ngroups=4, nsegments=3, seed=5), d)
+    return [Path(p) for p in out["uncal"]]
+
+
+def _plan_uncal(tmp_path, files):
+    cfg = validate_run_config({"name": "s", "output_dir": str(tmp_path / "out"),
+                               "input": {"uncal": [str(f) for f in files]}, "stages": 1}, tmp_path)
+    return pipeline.plan(cfg)
+
+
+def _variant(tmp_path, src, name, **keys):
+    import shutil
+    from astropy.io import fits
+    dst = tmp_path / name
+    shutil.copy(src, dst)
+    with fits.open(dst, mode="update") as h:
+        for k, v in keys.items():
+            h[0].header[k] = v
+    return dst
+
+
+def test_consistent_segments_pass(segments, tmp_path):
+    assert [p.action for p in _plan_uncal(tmp_path, segments)] == ["run"]
+
+
+@pytest.mark.parametrize("case", ["ngroups", "readpatt", "subarray", "same_file", "same_intstart", "gap",
+                                  "exp_type", "mrs", "truncated"])
+def test_inconsistent_segments_named_error_before_stage1(segments, tmp_path, case):
+    from tsoreduce.errors import (DuplicateSegmentError, SegmentMismatchError, TruncatedFileError,
+                                  WrongInstrumentError)
+    s1, s2, s3 = segments
+    if case == "ngroups":
+        bad = _variant(tmp_path, s2, "b_uncal.fits", NGROUPS=8)
+        files, exc, match = [s1, bad, s3], SegmentMismatchError, rf"NGROUPS = 8 in {bad} but 4 in {s1}"
+    elif case == "readpatt":
+        bad = _variant(tmp_path, s2, "b_uncal.fits", READPATT="SLOWR1")
+        files, exc, match = [s1, bad, s3], SegmentMismatchError, "READPATT"
+    elif case == "subarray":
+        bad = _variant(tmp_path, s3, "b_uncal.fits", SUBARRAY="FULL")
+        files, exc, match = [s1, s2, bad], SegmentMismatchError, "SUBARRAY"
+    elif case == "same_file":
+        files, exc, match = [s1, s2, s2, s3], DuplicateSegmentError, f"{s2} and {s2} are the same file"
+    elif case == "same_intstart":
+        copy = _variant(tmp_path, s2, "copy_uncal.fits")
+        files, exc, match = [s1, s2, copy, s3], DuplicateSegmentError, f"{s2} and {copy} both start at INTSTART"
+    elif case == "gap":
+        files, exc, match = [s1, s3], SegmentMismatchError, "leave a gap"
+    elif case == "exp_type":
+        bad = _variant(tmp_path, s2, "b_uncal.fits", EXP_TYPE="MIR_LRS-FIXEDSLIT")
+        files, exc, match = [s1, bad, s3], WrongInstrumentError, r"Hint: .*`input.uncal` in the run file"
+    elif case == "mrs":
+        bad = _variant(tmp_path, s1, "b_uncal.fits", EXP_TYPE="MIR_MRS")
+        files, exc, match = [bad], WrongInstrumentError, r"input: \{mrs: \{cubes"
+    else:
+        import shutil
+        bad = tmp_path / "t_uncal.fits"
+        shutil.copy(s2, bad)
+        os.truncate(bad, bad.stat().st_size - 5000)
+        files, exc, match = [s1, bad, s3], TruncatedFileError, "cut short"
+    with pytest.raises(exc, match=match) as info:
+        _plan_uncal(tmp_path, files)
+    print(f"\n{case}: {type(info.value).__name__}: {info.value}")
+    assert "allowed_exp_types" not in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_uncal_said_once_on_the_command_line(segments, tmp_path, capsys):
+    import shutil
+    from tsoreduce import cli
+    bad = tmp_path / "t_uncal.fits"
+    shutil.copy(segments[0], bad)
+    os.truncate(bad, bad.stat().st_size // 2 + 100)
+    run = tmp_path / "r.yaml"
+    run.write_text(f"name: t\noutput_dir: {tmp_path / 'o'}\ninput: {{uncal: {bad}}}\nstages: 1\n")
+    assert cli.main([str(run), "-q", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("tsoreduce: error: TruncatedFileError") == 1 and err.count("cut short") == 1, err
+
+
+# Stage 1 figures
+
+def test_stage1_figures_say_what_they_show_and_do_not_overlap(segments, tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    from tsoreduce.plotting import detector as pd
+    text = pipeline.stage1_figure_caption(segments[1], None)
+    assert text.startswith("segment 2/3 (") and segments[1].name in text and "integrations 3-4 of 6" in text
+    counts = np.zeros((416, 72), int)
+    counts[100:120, 30:40] = 7
+    with pd.figure_caption(text):
+        fig = pd.plot_jump_map(counts, nints=2, path=tmp_path / "jumps.png")
+    assert text in [t.get_text() for t in fig.texts]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    cbar_ax = [a for a in fig.axes if a.get_label() == "<colorbar>"][0]
+    label_box = cbar_ax.yaxis.label.get_window_extent(renderer)
+    right = fig.axes[1]
+    right_box = right.get_tightbbox(renderer)
+    print(f"\ncolour-bar label x1 {label_box.x1:.1f} px, next panel (with its labels) x0 {right_box.x0:.1f} px")
+    assert label_box.x1 < right_box.x0, "the colour-bar label overlaps the next panel"
+    assert (tmp_path / "jumps.png").stat().st_size > 0

@@ -1,10 +1,13 @@
 """Execute every tutorial notebook (tutorials/*.ipynb) headless; any cell error fails the test.
 
 The notebooks are committed without outputs and are run here with nbclient from the tutorials/
-directory.  Each is sized to run in about a minute on 2 cores.  Notebooks that need ../shared/data
-are skipped with a reason when it is absent.
+directory, writing their products under pytest's tmp_path (``TSOREDUCE_TUTORIAL_DIR``): nothing is
+left in /tmp.  Each is sized to run in about a minute on 2 cores and ends with a cell asserting its
+key result.  Notebooks that need ../shared/data are skipped with a reason when it is absent.
 """
 
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +19,7 @@ nbclient = pytest.importorskip("nbclient")
 TUTORIALS = Path(__file__).parents[1] / "tutorials"
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
 NEEDS_DATA = {"03_fitting_real_lightcurves.ipynb"}
+WRITES_PRODUCTS = {"01_quickstart.ipynb", "03_fitting_real_lightcurves.ipynb", "04_mrs_cubes.ipynb"}
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
 
 
@@ -23,6 +27,23 @@ def test_notebooks_exist():
     names = {p.name for p in NOTEBOOKS}
     assert {"01_quickstart.ipynb", "02_miri_lrs_in_depth.ipynb",
             "03_fitting_real_lightcurves.ipynb"} <= names
+
+
+def test_each_notebook_ends_by_checking_its_key_result():
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        last = [c for c in nb.cells if c.cell_type == "code"][-1]
+        assert "\nassert " in "\n" + last.source, f"{path.name}: the last code cell asserts nothing"
+
+
+def test_notebooks_write_where_they_are_told():
+    for path in NOTEBOOKS:
+        text = path.read_text()
+        assert "TSOREDUCE_TUTORIAL_DIR" in text, f"{path.name} ignores TSOREDUCE_TUTORIAL_DIR"
+
+
+def _tmp_entries():
+    return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("tsoreduce")}
 
 
 def test_committed_without_outputs():
@@ -35,12 +56,19 @@ def test_committed_without_outputs():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_executes(path):
+def test_notebook_executes(path, tmp_path, monkeypatch):
     if path.name in NEEDS_DATA and not DATA.is_dir():
         pytest.skip(f"{path.name} needs the real data in {DATA} (../shared/data), which is absent")
+    monkeypatch.setenv("TSOREDUCE_TUTORIAL_DIR", str(tmp_path / "products"))  # the kernel inherits it
+    before = _tmp_entries()
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(TUTORIALS)}})
     t0 = time.perf_counter()
     client.execute()  # raises CellExecutionError naming the failing cell
     print(f"{path.name}: executed in {time.perf_counter() - t0:.1f} s")
+    last = [c for c in nb.cells if c.cell_type == "code"][-1]
+    print("".join(o.get("text", "") for o in last.get("outputs", [])).strip())
+    if path.name in WRITES_PRODUCTS:
+        assert any((tmp_path / "products").iterdir()), "the products did not go where they were told"
+    assert _tmp_entries() <= before, f"left in {tempfile.gettempdir()}: {_tmp_entries() - before}"

@@ -68,15 +68,8 @@ def _console_logging(verbose: bool, quiet: bool):
 
 
 def _one_line(exc) -> str:
-    """``Class: message`` with a repeated clause said once (astropy repeats its warning text per HDU)."""
-    parts, seen = [], set()
-    for part in str(exc).split("; "):
-        if part not in seen:
-            seen.add(part)
-            parts.append(part)
-    label = {"ConfigError": "configuration error", "OverwriteError": "refusing to overwrite"}.get(
-        type(exc).__name__, type(exc).__name__)
-    return f"{label}: " + "; ".join(parts)
+    """``ErrorName: message`` (README "What can go wrong" lists the names)."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 def main(argv=None) -> int:

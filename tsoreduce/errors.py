@@ -98,7 +98,7 @@ class SegmentMismatchError(TsoreduceError, ValueError):
 
 
 class DuplicateSegmentError(SegmentMismatchError):
-    """The same uncal segment is given twice (same file, identical content, or the same INTSTART)."""
+    """The same uncal segment is given twice (the same file, or two files with the same INTSTART)."""
 
 
 #: Exit status of the ``tsoreduce`` command for each error class (most specific first); anything
@@ -115,9 +115,55 @@ EXIT_STATUS = {
 }
 
 
-def exit_status(exc: BaseException) -> int:
-    """The command-line exit status for ``exc`` (the most specific entry of :data:`EXIT_STATUS`)."""
-    for cls in type(exc).__mro__:
+def exit_status(exc) -> int:
+    """The command-line exit status for an exception or exception class (the most specific entry of
+    :data:`EXIT_STATUS`)."""
+    for cls in (exc if isinstance(exc, type) else type(exc)).__mro__:
         if cls in EXIT_STATUS:
             return EXIT_STATUS[cls]
     return 1
+
+
+def render_failure_table() -> str:
+    """Markdown of README's "What can go wrong": every exit status and every named error (its class
+    docstring's first paragraph).  Generated here so the README cannot go stale (a test compares).
+    Print it with ``python -m tsoreduce.errors``."""
+    import inspect
+    import sys
+
+    status_doc = {
+        0: "the run finished (or `--dry-run` printed a plan without conflicts)",
+        1: "another named error below (an unreadable or inconsistent product, a missing step)",
+        2: "configuration or input error: every problem of the run file is listed at once, each with "
+           "its key path, before any work; uncal segments that do not belong together",
+        3: "a product would be overwritten without `--force` (also `--dry-run` when its plan marks a "
+           "CONFLICT)",
+        4: "an output cannot be written (read-only directory, disk full): the path and the errno; no "
+           "partial product is left, and the same command resumes once there is room",
+        5: "another run, alive, holds the output directory (`output_dir/.tsoreduce.lock` names its pid, "
+           "host and start time); a lock left by a run that died is taken over with a WARNING",
+        130: "interrupted (Ctrl-C); the same command resumes",
+    }
+    by_status: dict[int, list[str]] = {}
+    for cls, code in EXIT_STATUS.items():
+        if isinstance(cls, type) and issubclass(cls, TsoreduceError):
+            by_status.setdefault(code, []).append(cls.__name__)
+    lines = ["Every error is one line on stderr, `tsoreduce: error: <ErrorName>: <what and where>`,",
+             "and the command exits with one of these statuses (`tsoreduce.errors.EXIT_STATUS`):", "",
+             "| exit status | meaning |", "|---|---|"]
+    for code in sorted(status_doc):
+        assert code in EXIT_STATUS.values(), code
+        lines.append(f"| {code} | {status_doc[code]} |")
+    lines += ["", "The named errors (`tsoreduce.errors`), each a subclass of `TsoreduceError`:", "",
+              "| error | exit status | raised when |", "|---|---|---|"]
+    module = sys.modules[__name__]
+    for name, cls in inspect.getmembers(module, inspect.isclass):
+        if not issubclass(cls, TsoreduceError) or cls.__module__ != __name__:
+            continue
+        doc = " ".join((inspect.getdoc(cls) or "").split("\n\n")[0].split())
+        lines.append(f"| `{name}` | {exit_status(cls)} | {doc} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(render_failure_table(), end="")

@@ -323,7 +323,7 @@ def run_simulation(sim_config: dict, outdir, *, overwrite: bool = False) -> dict
     from .config import lrs_sim_config
     lrs = importlib.import_module("tsoreduce.simulate.lrs")
     Path(outdir).mkdir(parents=True, exist_ok=True)
-    out = lrs.write_lrs_simulation(lrs_sim_config(sim_config), outdir, overwrite=overwrite)
+    out = _call(lrs.write_lrs_simulation, lrs_sim_config(sim_config), outdir, overwrite=overwrite)
     return {"uncal": [str(p) for p in out["uncal"]], "truth": str(out.get("truth")),
             "spectrum": str(out["spectrum"]) if out.get("spectrum") else None,
             "references": {k: str(v) for k, v in (out.get("references") or {}).items()}}
