@@ -102,3 +102,46 @@ def test_readme_first_commands_and_ci_agree():
     assert any(line.replace("--quiet ", "") == install for line in ci_lines), ci
     assert test in ci_lines
     assert (REPO / "runs" / "demo.yaml").exists() and (REPO / "run_tso.py").exists()
+
+
+def test_readme_what_can_go_wrong_is_generated_from_the_errors():
+    from tsoreduce.errors import render_failure_table
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("<!-- BEGIN what-can-go-wrong")
+    body = readme[readme.index("\n", start) + 1:readme.index("<!-- END what-can-go-wrong -->")]
+    assert body == render_failure_table(), (
+        "README 'What can go wrong' is stale: paste the output of `python -m tsoreduce.errors`")
+    for status in (0, 1, 2, 3, 4, 5, 130):
+        assert f"\n| {status} |" in body
+
+
+def test_summary_printed_once_with_stdout_and_stderr_together(fake, run_yaml, capsys):
+    assert cli.main([str(run_yaml), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    both = out + err
+    assert both.count("key numbers:") == 1 and both.count(" run 'c' -> ") == 1, both
+    assert "summary:" not in err  # the log's copy goes to run.log only
+
+
+def test_dry_run_prints_plan_with_conflict_marked(fake, run_yaml, tmp_path, capsys):
+    assert cli.main([str(run_yaml), "--stages", "1-2", "--no-progress", "-q"]) == 0
+    run_yaml.write_text(run_yaml.read_text() + "stage2: {background: {skip: true}}\n")
+    capsys.readouterr()
+    fake.clear()
+    assert cli.main([str(run_yaml), "--dry-run"]) == 3
+    out, err = capsys.readouterr()
+    assert "[           skip] Stage 1" in out and "[       CONFLICT] Stage 2" in out
+    assert "[            run] Stage 3" in out and "tsoreduce: error:" in err and fake == {}
+
+
+def test_errors_are_one_line_with_their_name(fake, run_yaml, tmp_path, capsys, monkeypatch):
+    from tsoreduce.errors import OutputWriteError
+    import errno
+
+    def full(*a, **k):
+        raise OutputWriteError(tmp_path / "out" / "x.fits", errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(pipeline, "_run_locked", full)
+    assert cli.main([str(run_yaml), "--no-progress"]) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"tsoreduce: error: OutputWriteError: cannot write {tmp_path / 'out' / 'x.fits'}: "
+                   f"No space left on device (errno 28 ENOSPC)"]

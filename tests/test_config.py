@@ -148,3 +148,51 @@ def test_real_template_validates_once_stage4_parameters_are_declared(tmp_path):
     p.write_text(yaml.safe_dump(user))
     cfg = C.load_run_config(p)
     assert cfg["input"]["kind"] == "simulate" and cfg["stage1"]["ramp_fit"]["units"] == "DN/s"
+
+
+def test_every_problem_reported_at_once_with_its_key_path(tmp_path):
+    """Schema errors and cross-field rules of every section, before any work, in one ConfigError."""
+    from tsoreduce.config import validate_run_config
+    from tsoreduce.errors import ConfigError
+    user = {"name": "x", "plotz": True,
+            "input": {"simulate": {"nints": 6}},
+            "stage1": {"drop_groups": "two"},
+            "stage2": {"deep_frame": {"baseline_ints": [30, 5]}, "pca": {"columns": [61, 12]}},
+            "stage3": {"extraction": {"width_grid": [2.0, 12.0, -1.0]},
+                       "lightcurves": {"white_range": [12.0, 5.0], "edges": [5.0, 7.0, 6.0]}},
+            "stage4": {"fitter": {"nsteps": 1}}}
+    with pytest.raises(ConfigError) as info:
+        validate_run_config(user, tmp_path)
+    errs = info.value.errors
+    print("\n" + str(info.value))
+    paths = [e.split(":")[0] for e in errs]
+    assert paths == ["plotz", "stage1.drop_groups", "stage2.pca.columns", "stage2.deep_frame.baseline_ints",
+                     "stage3.extraction.width_grid", "stage3.lightcurves.edges",
+                     "stage3.lightcurves.white_range", "stage4.fitter.nsteps"], errs
+    assert "did you mean [5, 30]" in str(info.value) and "did you mean [12, 61]" in str(info.value)
+    assert str(info.value).startswith("8 problems, nothing was run:")
+
+
+def test_cross_field_rules_accept_valid_values(tmp_path):
+    from tsoreduce.config import validate_run_config
+    cfg = validate_run_config({"input": {"simulate": {"nints": 6}},
+                               "stage2": {"deep_frame": {"baseline_ints": [0, 10, 50, -1]},
+                                          "pca": {"columns": [12, 61], "n_components": 3,
+                                                  "remove_components": [1, 3]}},
+                               "stage3": {"lightcurves": {"edges": [5.0, 6.0, 8.0]}},
+                               "stages": "1-3"}, tmp_path)
+    assert cfg["stage2"]["deep_frame"]["baseline_ints"] == [0, 10, 50, -1]
+
+
+@pytest.mark.parametrize("section,value,match", [
+    ({"stage2": {"pca": {"n_components": 2, "remove_components": [3]}}}, None,
+     r"stage2.pca.remove_components: \[3\] exceed pca.n_components = 2"),
+    ({"stage2": {"bad_pixels": {"time_window": 4}}}, None, "stage2.bad_pixels.time_window: 4: must be odd"),
+    ({"stage2": {"deep_frame": {"baseline_ints": [0, 10, 20]}}}, None, "even number"),
+    ({"stage3": {"extraction": {"rows": [300, 100]}}}, None, r"stage3.extraction.rows: .*did you mean \[100, 300\]"),
+])
+def test_cross_field_rule_failures(tmp_path, section, value, match):
+    from tsoreduce.config import validate_run_config
+    from tsoreduce.errors import ConfigError
+    with pytest.raises(ConfigError, match=match):
+        validate_run_config({"input": {"simulate": {"nints": 6}}, "stages": "1-3", **section}, tmp_path)

@@ -85,7 +85,8 @@ def main(argv=None) -> int:
         if args.write_template == "-":
             sys.stdout.write(text)
         else:
-            Path(args.write_template).write_text(text)
+            from ._util import atomic_write_text
+            atomic_write_text(args.write_template, text)
             print(f"wrote {args.write_template}")
         return 0
     if not args.config:

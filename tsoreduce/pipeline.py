@@ -26,8 +26,13 @@ and every product it lists exists.  A finished stage is skipped unless ``force``
 interrupted leaves a ``.running.json`` marker with its hash: a re-run with the same configuration
 resumes it (Stage 1 keeps the segments already written).  Anything else already in a stage directory
 (other configuration, stale upstream) is never overwritten without ``force``: the run stops before
-any work with :class:`~tsoreduce.errors.OverwriteError`.  Products are written atomically by the I/O
-writers (temp file + ``os.replace``) with the package version and configuration in their headers.
+any work with :class:`~tsoreduce.errors.OverwriteError` (``--dry-run`` marks such a stage CONFLICT).
+Products are written atomically by the I/O writers (``tsoreduce._util.atomic_path``: temp file, fsync,
+umask permissions, rename) with the package version and configuration in their headers.
+
+Before any work the input headers are checked (:mod:`tsoreduce.input_checks`) and the run takes the
+lock of ``output_dir`` (:mod:`tsoreduce._lock`): a second run on the same directory is refused with
+:class:`~tsoreduce.errors.OutputLockedError`; the lock of a run that died is taken over with a WARNING.
 """
 
 from __future__ import annotations
