@@ -52,7 +52,7 @@ from . import __version__
 from ._lock import OutputLock
 from ._util import atomic_write_json, atomic_write_text, output_write_error
 from .config import SECTION_MODULES, first_stage
-from .errors import ConfigError, NotImplementedStepError, OutputWriteError, OverwriteError
+from .errors import ConfigError, NotImplementedStepError, OverwriteError
 
 __all__ = ["StagePlan", "plan", "run", "format_plan", "format_summary", "run_simulation",
            "run_stage1_files", "run_stage2_files", "run_stage3_files", "run_mrs_files",

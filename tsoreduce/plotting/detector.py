@@ -108,8 +108,12 @@ def plot_rate_image(rates, *, integration: int | None = None, path=None):
     fig.colorbar(im, ax=a0, label="DN/s")
     a0.set_xlabel("column")
     a0.set_ylabel("row")
-    a1.plot(flux / np.nanmedian(flux), ".", ms=2)
-    a1.set_xlabel("integration")
+    # the exposure's 1-based integration numbers (INTSTART..INTEND of the segment) when known
+    it = getattr(rates, "int_times", None)
+    num = np.asarray(it.integration_number) if it is not None and len(it.integration_number) == len(flux) \
+        else np.arange(len(flux))
+    a1.plot(num, flux / np.nanmedian(flux), ".", ms=2)
+    a1.set_xlabel("integration (of the exposure)" if it is not None else "integration")
     a1.set_ylabel("summed rate / median")
     fig.suptitle("Stage 1 rateints")
     return _save(fig, path)
