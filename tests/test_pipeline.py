@@ -462,3 +462,17 @@ def test_stage1_figures_say_what_they_show_and_do_not_overlap(segments, tmp_path
     print(f"\ncolour-bar label x1 {label_box.x1:.1f} px, next panel (with its labels) x0 {right_box.x0:.1f} px")
     assert label_box.x1 < right_box.x0, "the colour-bar label overlaps the next panel"
     assert (tmp_path / "jumps.png").stat().st_size > 0
+
+
+def test_integration_selections_checked_against_the_input_before_stage1(segments, tmp_path):
+    """A baseline that selects no integration of the data stops the run at planning, with its key path
+    (it used to stop when Stage 2 started, after Stage 1)."""
+    cfg = validate_run_config({"name": "s", "output_dir": str(tmp_path / "out"),
+                               "input": {"uncal": [str(f) for f in segments]}, "stages": "1-3",
+                               "stage2": {"deep_frame": {"baseline_ints": [20, 30]}},
+                               "stage3": {"lightcurves": {"baseline_ints": [0, 4]}}}, tmp_path)
+    with pytest.raises(ConfigError, match=r"stage2.deep_frame.baseline_ints: .*selects no integration.*"
+                                          r"the input has 6 integrations"):
+        pipeline.plan(cfg)
+    cfg["stage2"]["deep_frame"]["baseline_ints"] = [0, 4]
+    assert [p.action for p in pipeline.plan(cfg)] == ["run"] * 3

@@ -260,13 +260,46 @@ def _check_input_headers(config, chosen):
     """Header checks of the user's input files of the first stage that runs (see plan())."""
     from .input_checks import check_segments
     kind = config["input"]["kind"]
+    heads = None
     if kind == "uncal" and 1 in chosen:
-        check_segments(config["input"]["uncal"], "uncal")
+        heads = check_segments(config["input"]["uncal"], "uncal")
     elif kind in ("rateints", "calints") and first_stage(config) in chosen:
         # products of other pipelines too; a file that is not FITS at all is left to the reader's
         # ProductError when its stage starts
         files = [f for f in config["input"][kind] if _looks_fits(f)]
-        check_segments(files, kind)
+        heads = check_segments(files, kind)
+        if len(files) < len(config["input"][kind]):
+            heads = None
+    nints = None
+    if kind == "simulate":
+        nints = int(config["input"]["simulate"]["nints"])
+    elif heads and all(h.get("SCI_SHAPE") and len(h["SCI_SHAPE"]) >= 3 for h in heads):
+        nints = sum(int(h["SCI_SHAPE"][0]) for h in heads)
+    if nints is not None:
+        _check_integration_selections(config, chosen, nints)
+
+
+def _check_integration_selections(config, chosen, nints: int):
+    """The integration selections of later stages against the number of integrations of the input,
+    so a selection that selects nothing stops the run now, not after Stage 1."""
+    problems = []
+    for stage, section, keys in ((2, "stage2", ("deep_frame", "baseline_ints")),
+                                 (3, "stage3", ("lightcurves", "baseline_ints"))):
+        if stage not in chosen:
+            continue
+        value = (config.get(section) or {}).get(keys[0], {}).get(keys[1])
+        if value is None:
+            continue
+        try:
+            from .spectroscopic import baseline_index
+            baseline_index(nints, value)
+        except ConfigError as exc:
+            problems.append(f"{section}.{'.'.join(keys)}: {exc} (the input has {nints} integrations)")
+        except ImportError:  # pragma: no cover - Stage 2 itself will report it
+            continue
+    if problems:
+        from .config import config_error
+        raise config_error(problems)
 
 
 def _looks_fits(path) -> bool:
