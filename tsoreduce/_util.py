@@ -28,7 +28,15 @@ __all__ = ["atomic_path", "atomic_write", "atomic_write_text", "atomic_write_jso
 
 
 def current_umask() -> int:
-    """The process umask (read without changing it for longer than the call)."""
+    """The process umask: read from /proc on Linux (setting it, the only portable way to read it,
+    would briefly change it for every thread of the process), else set and restored."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -59,6 +67,19 @@ def _fsync_file(path: str) -> None:
         os.close(fd)
 
 
+def _fsync_dir(directory) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a directory; the data are synced already
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix: str = ""):
     """Context manager yielding a temporary path (str) beside ``path``; on a clean exit the file
@@ -84,6 +105,7 @@ def atomic_path(path, suffix: str = ""):
         _fsync_file(tmp)
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)  # the rename itself survives a crash
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
