@@ -16,10 +16,10 @@ import math
 import os
 from pathlib import Path
 
-from .errors import (DuplicateSegmentError, ProductError, SegmentMismatchError, TruncatedFileError,
-                     WrongInstrumentError)
+from .errors import (ConfigError, DuplicateSegmentError, ProductError, SegmentMismatchError,
+                     TruncatedFileError, WrongInstrumentError)
 
-__all__ = ["check_exp_type", "check_segments", "read_headers", "LRS_EXP_TYPES", "SAME_KEYS"]
+__all__ = ["check_run_inputs", "check_exp_type", "check_segments", "read_headers", "LRS_EXP_TYPES", "SAME_KEYS"]
 
 #: EXP_TYPE of the data Stages 1-3 reduce (MIRI LRS slitless)
 LRS_EXP_TYPES = ("MIR_LRS-SLITLESS",)
@@ -164,3 +164,62 @@ def check_segments(paths, what: str = "uncal") -> list[dict]:
                     f"the segments {kind}; give every segment of the exposure once")
         prev = (s, p, h)
     return [h for _, _, h in starts]
+
+
+def check_run_inputs(config: dict, chosen) -> None:
+    """Check a validated run's input files before any work: :func:`check_segments` on the uncal (or
+    rateints / calints) files of the first stage that runs, then the integration selections of later
+    stages against the number of integrations the input holds.
+
+    Raises the errors of :func:`check_segments`, and ConfigError (key path, integrations available).
+    """
+    from .config import first_stage
+    kind = config["input"]["kind"]
+    heads = None
+    if kind == "uncal" and 1 in chosen:
+        heads = check_segments(config["input"]["uncal"], "uncal")
+    elif kind in ("rateints", "calints") and first_stage(config) in chosen:
+        # products of other pipelines too; a file that is not FITS at all is left to the reader's
+        # ProductError when its stage starts
+        files = [f for f in config["input"][kind] if _looks_fits(f)]
+        heads = check_segments(files, kind)
+        if len(files) < len(config["input"][kind]):
+            heads = None
+    nints = None
+    if kind == "simulate":
+        nints = int(config["input"]["simulate"]["nints"])
+    elif heads and all(h.get("SCI_SHAPE") and len(h["SCI_SHAPE"]) >= 3 for h in heads):
+        nints = sum(int(h["SCI_SHAPE"][0]) for h in heads)
+    if nints is not None:
+        _check_integration_selections(config, chosen, nints)
+
+
+def _check_integration_selections(config, chosen, nints: int):
+    """The integration selections of later stages against the number of integrations of the input,
+    so a selection that selects nothing stops the run now, not after Stage 1."""
+    problems = []
+    for stage, section, keys in ((2, "stage2", ("deep_frame", "baseline_ints")),
+                                 (3, "stage3", ("lightcurves", "baseline_ints"))):
+        if stage not in chosen:
+            continue
+        value = (config.get(section) or {}).get(keys[0], {}).get(keys[1])
+        if value is None:
+            continue
+        try:
+            from .spectroscopic import baseline_index
+            baseline_index(nints, value)
+        except ConfigError as exc:
+            problems.append(f"{section}.{'.'.join(keys)}: {exc} (the input has {nints} integrations)")
+        except ImportError:  # pragma: no cover - Stage 2 itself will report it
+            continue
+    if problems:
+        from .config import config_error
+        raise config_error(problems)
+
+
+def _looks_fits(path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(9) == b"SIMPLE  ="
+    except OSError:
+        return False

@@ -257,57 +257,9 @@ def plan(config: dict, stages=None, *, force: bool = False, mark_conflicts: bool
 
 
 def _check_input_headers(config, chosen):
-    """Header checks of the user's input files of the first stage that runs (see plan())."""
-    from .input_checks import check_segments
-    kind = config["input"]["kind"]
-    heads = None
-    if kind == "uncal" and 1 in chosen:
-        heads = check_segments(config["input"]["uncal"], "uncal")
-    elif kind in ("rateints", "calints") and first_stage(config) in chosen:
-        # products of other pipelines too; a file that is not FITS at all is left to the reader's
-        # ProductError when its stage starts
-        files = [f for f in config["input"][kind] if _looks_fits(f)]
-        heads = check_segments(files, kind)
-        if len(files) < len(config["input"][kind]):
-            heads = None
-    nints = None
-    if kind == "simulate":
-        nints = int(config["input"]["simulate"]["nints"])
-    elif heads and all(h.get("SCI_SHAPE") and len(h["SCI_SHAPE"]) >= 3 for h in heads):
-        nints = sum(int(h["SCI_SHAPE"][0]) for h in heads)
-    if nints is not None:
-        _check_integration_selections(config, chosen, nints)
-
-
-def _check_integration_selections(config, chosen, nints: int):
-    """The integration selections of later stages against the number of integrations of the input,
-    so a selection that selects nothing stops the run now, not after Stage 1."""
-    problems = []
-    for stage, section, keys in ((2, "stage2", ("deep_frame", "baseline_ints")),
-                                 (3, "stage3", ("lightcurves", "baseline_ints"))):
-        if stage not in chosen:
-            continue
-        value = (config.get(section) or {}).get(keys[0], {}).get(keys[1])
-        if value is None:
-            continue
-        try:
-            from .spectroscopic import baseline_index
-            baseline_index(nints, value)
-        except ConfigError as exc:
-            problems.append(f"{section}.{'.'.join(keys)}: {exc} (the input has {nints} integrations)")
-        except ImportError:  # pragma: no cover - Stage 2 itself will report it
-            continue
-    if problems:
-        from .config import config_error
-        raise config_error(problems)
-
-
-def _looks_fits(path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(9) == b"SIMPLE  ="
-    except OSError:
-        return False
+    """Header checks of the user's input files (see plan() and tsoreduce.input_checks)."""
+    from .input_checks import check_run_inputs
+    check_run_inputs(config, chosen)
 
 
 def _check_inputs_not_outputs(config, out_dir: Path):
@@ -421,35 +373,13 @@ def run_stage1_files(uncal_paths, config: dict | None, outdir, *, references=Non
     return out
 
 
-def stage1_figure_caption(src, config: dict | None) -> str:
-    """What the Stage 1 figures of segment ``src`` show: file, segment number and the integrations
-    (the first chunk's when ``stage1.memory`` splits the segment), from the headers."""
-    from astropy.io import fits
-    h = fits.getheader(src)
-    sci = fits.getheader(src, "SCI")
-    nfile = int(sci["NAXIS4"])
-    start = int(h.get("INTSTART", 1) or 1)
-    first, last = 0, nfile
-    try:
-        from .detector import chunk_plan
-        ra, rb, _, _ = chunk_plan(nfile, int(sci["NAXIS3"]), config,
-                                  frame_shape=(int(sci["NAXIS2"]), int(sci["NAXIS1"])))[0]
-        first, last = ra, rb
-    except (ImportError, IndexError, KeyError):
-        pass
-    seg = (f"segment {h['EXSEGNUM']}/{h['EXSEGTOT']} " if "EXSEGNUM" in h and "EXSEGTOT" in h else "")
-    total = f" of {h['NINTS']}" if "NINTS" in h else ""
-    part = "" if (first, last) == (0, nfile) else f" (first chunk of the segment's {nfile})"
-    return (f"{seg}({Path(src).name}): integrations {start + first}-{start + last - 1}{total}{part}")
-
-
 def _stage1_caption(src, config, active: bool):
     import contextlib
     if not active:
         return contextlib.nullcontext()
-    from .plotting.detector import figure_caption
+    from .plotting.detector import figure_caption, segment_caption
     try:
-        text = stage1_figure_caption(src, config)
+        text = segment_caption(src, config)
     except (OSError, KeyError, ValueError) as exc:  # read_uncal raises the named error next
         log.debug("Stage 1 figure caption of %s: %s", src, exc)
         text = Path(src).name

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 __all__ = ["plot_emi_periodogram", "plot_emi_amplitudes", "plot_jump_map", "plot_rate_image",
-           "plot_ramp_residuals", "plot_calibration_steps", "figure_caption"]
+           "plot_ramp_residuals", "plot_calibration_steps", "figure_caption", "segment_caption"]
 
 _CAPTION: list[str] = []
 
@@ -33,6 +33,28 @@ def figure_caption(text: str):
         yield
     finally:
         _CAPTION.pop()
+
+
+def segment_caption(src, config: dict | None = None) -> str:
+    """What the Stage 1 figures of segment ``src`` show: file, segment number and the integrations
+    (the first chunk's when ``stage1.memory`` splits the segment), from the headers."""
+    from astropy.io import fits
+    h = fits.getheader(src)
+    sci = fits.getheader(src, "SCI")
+    nfile = int(sci["NAXIS4"])
+    start = int(h.get("INTSTART", 1) or 1)
+    first, last = 0, nfile
+    try:
+        from ..detector import chunk_plan
+        ra, rb, _, _ = chunk_plan(nfile, int(sci["NAXIS3"]), config,
+                                  frame_shape=(int(sci["NAXIS2"]), int(sci["NAXIS1"])))[0]
+        first, last = ra, rb
+    except (ImportError, IndexError, KeyError):
+        pass
+    seg = (f"segment {h['EXSEGNUM']}/{h['EXSEGTOT']} " if "EXSEGNUM" in h and "EXSEGTOT" in h else "")
+    total = f" of {h['NINTS']}" if "NINTS" in h else ""
+    part = "" if (first, last) == (0, nfile) else f" (first chunk of the segment's {nfile})"
+    return (f"{seg}({Path(src).name}): integrations {start + first}-{start + last - 1}{total}{part}")
 
 
 def _save(fig, path):
