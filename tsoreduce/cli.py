@@ -21,6 +21,7 @@ or input error (unknown key, bad value, missing input, segments that do not belo
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -112,20 +113,20 @@ def main(argv=None) -> int:
                 return 0
             summary = pipeline.run(cfg, force=args.force, progress=not args.no_progress)
         except FileNotFoundError as exc:
-            if isinstance(exc, TsoreduceError):  # OverwriteError subclasses FileExistsError, not this
-                raise
-            # the run file itself (load_run_config); inputs are reported as ConfigError
-            print(f"tsoreduce: error: {exc}", file=sys.stderr)
-            return EXIT_STATUS[ConfigError]
+            print(f"tsoreduce: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            # the run file itself is a usage error; input files are checked as ConfigError before
+            return EXIT_STATUS[ConfigError] if exc.filename is not None and Path(
+                exc.filename) == Path(args.config) else EXIT_STATUS[TsoreduceError]
         except KeyboardInterrupt:
             print("tsoreduce: error: interrupted; rerun the same command to resume", file=sys.stderr)
             return EXIT_STATUS[KeyboardInterrupt]
         except TsoreduceError as exc:
             print(f"tsoreduce: error: {_one_line(exc)}", file=sys.stderr)
             return exit_status(exc)
-        except OSError as exc:  # an output the writers do not wrap (a figure, a directory)
+        except OSError as exc:  # an output the writers do not wrap (a figure, a directory), or a bug
             print(f"tsoreduce: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return EXIT_STATUS[OutputWriteError]
+            cannot_write = exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+            return EXIT_STATUS[OutputWriteError] if cannot_write else EXIT_STATUS[TsoreduceError]
         print(pipeline.format_summary(summary))
         print(f"log: {Path(summary['output_dir']) / 'run.log'}")
         return 0
