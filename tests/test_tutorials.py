@@ -6,8 +6,6 @@ left in /tmp.  Each is sized to run in about a minute on 2 cores and ends with a
 key result.  Notebooks that need ../shared/data are skipped with a reason when it is absent.
 """
 
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,10 +40,6 @@ def test_notebooks_write_where_they_are_told():
         assert "TSOREDUCE_TUTORIAL_DIR" in text, f"{path.name} ignores TSOREDUCE_TUTORIAL_DIR"
 
 
-def _tmp_entries():
-    return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("tsoreduce")}
-
-
 def test_committed_without_outputs():
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
@@ -60,7 +54,11 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     if path.name in NEEDS_DATA and not DATA.is_dir():
         pytest.skip(f"{path.name} needs the real data in {DATA} (../shared/data), which is absent")
     monkeypatch.setenv("TSOREDUCE_TUTORIAL_DIR", str(tmp_path / "products"))  # the kernel inherits it
-    before = _tmp_entries()
+    # the kernel's temporary directory is one of ours, so anything a notebook leaves in "/tmp" shows
+    # (comparing the real /tmp before and after would count other processes' files)
+    kernel_tmp = tmp_path / "tmp"
+    kernel_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(kernel_tmp))
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(TUTORIALS)}})
@@ -71,4 +69,5 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     print("".join(o.get("text", "") for o in last.get("outputs", [])).strip())
     if path.name in WRITES_PRODUCTS:
         assert any((tmp_path / "products").iterdir()), "the products did not go where they were told"
-    assert _tmp_entries() <= before, f"left in {tempfile.gettempdir()}: {_tmp_entries() - before}"
+    left = sorted(p.name for p in kernel_tmp.iterdir())
+    assert left == [], f"the notebook left {left} in its temporary directory"
