@@ -104,6 +104,10 @@ def test_jwst_x1dints_through_ours_back_to_jwst(tmp_path):
                         "TDB-MID", "TDB-END"):
                 np.testing.assert_array_equal(back[col], t[col], err_msg=col)
             np.testing.assert_array_equal(m.int_times["int_mid_BJD_TDB"], src.int_times["int_mid_BJD_TDB"])
+            m.save(str(tmp_path / "resaved_x1dints.fits"))     # no HIERARCH / VerifyWarning on saving
+    again = io.read(tmp_path / "resaved_x1dints.fits")
+    np.testing.assert_array_equal(again.data, ours.data)
+    np.testing.assert_array_equal(again.dq, ours.dq)
 
 
 def test_jwst_cube_and_ramp_through_ours_back_to_jwst(tmp_path):
