@@ -664,7 +664,6 @@ def _tso_spectable(spec: SpectraData) -> fits.BinTableHDU:
         "INT_NUM": t.integration_number if t is not None else np.arange(intstart, intstart + n),
         "WAVELENGTH": wave, "FLUX": spec.data, "FLUX_ERROR": spec.err, "DQ": spec.dq,
         "N_ALONGDISP": np.full(n, nw), "SEGMENT": np.full(n, int(spec.meta.get("EXSEGNUM", 1) or 1)),
-        "NPIXELS": np.zeros((n, nw)),
     }
     if t is not None:
         values.update({"MJD-BEG": t.start_mjd_utc, "MJD-AVG": t.mid_mjd_utc, "MJD-END": t.end_mjd_utc,
@@ -694,7 +693,7 @@ def write_x1dints(path, spec: SpectraData, *, overwrite: bool = False, provenanc
     table of ``nints`` rows with the ``tso_spectable`` columns in schema order and dtype: INT_NUM,
     vector WAVELENGTH (um), FLUX and FLUX_ERROR (TUNIT = ``spec.units``: DN/s unless a photometric
     calibration was applied), the variance / surface-brightness / background columns (NaN: not
-    measured here), DQ (uint32), NPIXELS (0), N_ALONGDISP (= nwave), SEGMENT (EXSEGNUM), MJD-BEG/AVG/END
+    measured here), DQ (uint32), NPIXELS (NaN: not recorded), N_ALONGDISP (= nwave), SEGMENT (EXSEGNUM), MJD-BEG/AVG/END
     (UTC) and TDB-BEG/MID/END (BJD_TDB - 2400000.5) from ``int_times``; INT_TIMES; TSO_AUX (one float64
     column of ``nints`` rows per ``spec.aux`` regressor); ASDF.  TSOUNITS in the primary header repeats
     the flux unit.  :func:`read_x1dints` reads this and the older one-table-per-integration layout.
