@@ -29,6 +29,19 @@ Printed
       ``run_stage1`` on the RampData), and their ratio;
     * then which jwst Stage 2/3 steps run on our calints / x1dints (``--stage23``).
 
+Measured (2 shared cores, jwst 3.0.0 / stcal 1.20, ``python benchmarks/bench_vs_jwst.py``: 40 x 25,
+drop 6, seed 7): ours/jwst - 1 over the trace median +0.0001 %, 16-84 % [-0.109, +0.112] % (both of our
+jump methods); jump recall 1.000 for all three on 76 detectable cosmic rays; false-positive rate per
+pixel-integration jwst 1.71e-3, ours up_the_ramp 1.61e-3 (both near the 1.1e-3 of a two-sided 4 sigma
+test on ~17 differences), ours time_domain 4.1e-5 (5 sigma against the pixel's own scatter across
+integrations); wall time jwst 29.1 s, ours 5.1-5.4 s (x5.4-5.7).  Flagging difference on short ramps
+(``--quick``: 12 groups, drop 3, <= 7 usable differences): jwst FP 5.0e-5 vs ours up_the_ramp 6.1e-4,
+because stcal rejects one jump at a time iteratively when a ramp has fewer than
+``min_diffs_single_pass`` (10) differences; with ``min_diffs_single_pass=1`` jwst gives 6.8e-4, ours'
+level.  jwst Stage 2/3 on our products: srctype, pixel_replace and white_light run by path;
+extract_1d needs ``meta.wcs``: with the gwcs built here from our WAVELENGTH map it runs and its box sums
+equal ours to 3e-8, and ours reads its x1dints back with FLUX and DQ equal.
+
 Usage::
 
     python benchmarks/bench_vs_jwst.py                 # 40 integrations x 25 groups
