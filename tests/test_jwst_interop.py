@@ -146,6 +146,25 @@ def test_jwst_cube_and_ramp_through_ours_back_to_jwst(tmp_path):
                 np.testing.assert_array_equal(getattr(m, name), getattr(ramp, name), err_msg=name)
 
 
+def test_provenance_and_long_keys_survive_a_jwst_resave(tmp_path):
+    """Provenance and meta keys too long for a FITS keyword live in the ASDF tree (no HIERARCH cards):
+    jwst keeps them when it opens and saves our file, and our reader restores them."""
+    from tsoreduce.datamodel import RateData
+
+    rate = RateData(np.ones((2, 416, 72), np.float32), meta={"A_LONG_KEYWORD": 5})
+    p = io.write_rateints(tmp_path / "p_rateints.fits", rate, provenance={"stage": 1, "config_hash": "abc"})
+    with fits.open(p) as h:
+        assert not any(len(k) > 8 for k in h[0].header)
+        assert h[0].header["TSOSTAGE"] == 1 and h[0].header["TSOCFGH"] == "abc"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with dm.open(p) as m:
+            m.save(str(tmp_path / "resaved_rateints.fits"))
+    back = io.read(tmp_path / "resaved_rateints.fits")
+    assert back.meta["A_LONG_KEYWORD"] == 5
+    assert back.meta["TSO STAGE"] == 1 and back.meta["TSO CONFIG_HASH"] == "abc"
+
+
 @pytest.mark.skipif(not X1DINTS.is_file(), reason=f"flight x1dints not found at {X1DINTS}")
 def test_flight_old_layout_x1dints_becomes_current_layout(tmp_path):
     """The flight WASP-39 x1dints (one EXTRACT1D per integration, jwst < 1.17) read by us and written
