@@ -433,6 +433,11 @@ def test_write_and_reload(tmp_path):
     # READNOISE holds the CDS (read-difference) noise, as CRDS files and stcal; DESCRIP says so
     assert np.allclose(fits.getdata(refs["readnoise"], "SCI"), truth.read_noise_dn * np.sqrt(2), rtol=1e-6)
     assert "cds" in fits.getheader(refs["readnoise"])["DESCRIP"].lower()
+    # ... which Stage 1's readnoise_convention 'auto' recognises: per-read noise = the injected truth
+    from tsoreduce.detector.stage import resolve_references
+    resolved = resolve_references({}, {k: str(v) for k, v in refs.items()}, meta)
+    assert np.allclose(resolved["readnoise"], truth.read_noise_dn, rtol=1e-6)
+    assert resolved["dark"].shape == (1, 6, 416, 72) and resolved["dark_dq"].shape == (416, 72)
     assert set(out["jwst_references"]) == set(refs) | {"mask"}
     assert fits.getdata(out["jwst_references"]["mask"], "DQ")[:, :4].min() == DQ.REFERENCE_PIXEL
     g = np.arange(6)
