@@ -92,7 +92,10 @@ def test_uncal_round_trip_and_layout(tmp_path):
     ramp = _ramp(rng)
     path = io.write_uncal(tmp_path / "x_uncal.fits", ramp, provenance={"version": "test", "config": "a: 1\nb: 2"})
     with fits.open(path) as h:
-        assert [x.name for x in h] == ["PRIMARY", "SCI", "PIXELDQ", "GROUPDQ", "INT_TIMES"]
+        assert [x.name for x in h] == ["PRIMARY", "SCI", "PIXELDQ", "GROUPDQ", "INT_TIMES", "ASDF"]
+        assert h[0].header["DATAMODL"] == "RampModel"
+        # no HIERARCH cards: long meta keys live in the ASDF tree
+        assert all(len(k) <= 8 for k in h[0].header) and "LONGKEYWORD" not in h[0].header
         assert h["SCI"].data.dtype == np.dtype(">f4") and h["SCI"].data.shape == (3, 6, NROWS, NCOLS)
         assert h["GROUPDQ"].data.dtype == np.uint8
         assert h["PIXELDQ"].data.dtype == np.uint32
@@ -112,7 +115,7 @@ def test_uncal_round_trip_and_layout(tmp_path):
     _same_times(back.int_times, ramp.int_times)
     _same_meta(ramp.meta, back.meta)
     assert back.meta["_source_path"] == str(path.resolve())
-    assert back.meta["TSO VERSION"] == "test"
+    assert back.meta["TSO VERSION"] == "test" and back.meta["LONGKEYWORD"] == 12.25
 
 
 def test_uncal_integration_range_reads_only_those(tmp_path):
@@ -145,11 +148,12 @@ def test_uncal_uint16_sci_err_and_wide_groupdq(tmp_path):
     ramp = _ramp(rng, nints=2, ngroups=3)
     ramp = ramp.replace(data=np.round(ramp.data), err=np.full(ramp.data.shape, 3.0, np.float32))
     gdq = ramp.groupdq.copy()
-    gdq[0, 0, 0, 0] = DQ.UNRELIABLE_ERROR  # 256 does not fit GROUPDQ's byte -> written as uint32
+    gdq[0, 0, 0, 0] = DQ.UNRELIABLE_ERROR | DQ.JUMP_DET  # 256 does not fit GROUPDQ's byte -> GDQ_HIGH
     ramp = ramp.replace(groupdq=gdq)
     path = io.write_uncal(tmp_path / "w_uncal.fits", ramp)
     with fits.open(path) as h:
-        assert h["GROUPDQ"].data.dtype == np.uint32
+        assert h["GROUPDQ"].data.dtype == np.uint8 and h["GROUPDQ"].data[0, 0, 0, 0] == DQ.JUMP_DET
+        assert h["GDQ_HIGH"].data[0, 0, 0, 0] == DQ.UNRELIABLE_ERROR and h[0].header["GDQHIGH"] == 1
         assert "ERR" in h
     back = io.read_uncal(path)
     np.testing.assert_array_equal(back.groupdq, gdq)
@@ -194,9 +198,14 @@ def test_x1dints_round_trip(tmp_path):
     spec = _spectra(rng, units="Jy")
     path = io.write_x1dints(tmp_path / "s_x1dints.fits", spec)
     with fits.open(path) as h:
-        assert [x.name for x in h] == ["PRIMARY", "INT_TIMES"] + ["EXTRACT1D"] * 4 + ["TSO_AUX"]
-        assert [x.ver for x in h if x.name == "EXTRACT1D"] == [1, 2, 3, 4]
-        assert h[2].columns["FLUX"].unit == "Jy" and h[2].columns["WAVELENGTH"].unit == "um"
+        assert [x.name for x in h] == ["PRIMARY", "EXTRACT1D", "INT_TIMES", "TSO_AUX", "ASDF"]
+        assert h[0].header["DATAMODL"] == "TSOMultiSpecModel"
+        tab = h["EXTRACT1D"]
+        assert tab.data.shape == (4,) and tab.data["FLUX"].shape == (4, 50)
+        assert tab.columns["FLUX"].unit == "Jy" and tab.columns["WAVELENGTH"].unit == "um"
+        assert tab.columns.names[:4] == ["INT_NUM", "WAVELENGTH", "FLUX", "FLUX_ERROR"]
+        np.testing.assert_array_equal(tab.data["INT_NUM"], spec.int_times.integration_number)
+        np.testing.assert_array_equal(tab.data["TDB-MID"], spec.int_times.mid_bjd_tdb)
     back = io.read(path)
     assert isinstance(back, SpectraData) and back.units == "Jy"
     for name in ("data", "err", "dq", "wavelength"):
@@ -535,27 +544,50 @@ def test_time_reconstruction_matches_flight_int_times():
 
 
 def test_products_open_with_stsci_datamodels(tmp_path):
-    """Our rateints / calints / x1dints open with the STScI pipeline's own data models (stdatamodels,
-    as used by jwst), which validate them against the JWST schemas."""
+    """Our products open with the STScI pipeline's own data models (stdatamodels, as used by jwst) as
+    their proper model, without a warning, and every array and table column -- DQ included, columns
+    mapped by position as stdatamodels does -- equals what we wrote."""
     dm = pytest.importorskip("stdatamodels.jwst.datamodels")
+    from tsoreduce.io._jwst_layout import TSO_SPECTABLE
+
     rng = np.random.default_rng(9)
+    ramp = _ramp(rng, nints=2, ngroups=4)
     rate = _rate(rng, units="DN/s", wavelength=False)
     cal = _rate(rng, units="MJy/sr", wavelength=True)
-    spec = _spectra(rng, units="Jy")
+    spec = _spectra(rng, units="DN/s")
     with warnings.catch_warnings():
-        warnings.simplefilter("error")        # a schema validation warning fails the test
-        with dm.open(io.write_rateints(tmp_path / "a_rateints.fits", rate)) as m:
-            assert isinstance(m, dm.CubeModel) and m.data.shape == (3, NROWS, NCOLS)
-            np.testing.assert_array_equal(m.var_poisson, rate.var_poisson.astype(np.float32))
-            np.testing.assert_array_equal(m.dq, rate.dq)
-            assert len(m.int_times) == 3 and m.meta.instrument.name == "MIRI"
-            assert m.meta.subarray.name == "SLITLESSPRISM" and m.meta.exposure.type == "MIR_LRS-SLITLESS"
-        with dm.open(io.write_calints(tmp_path / "a_calints.fits", cal)) as m:
-            assert isinstance(m, dm.CubeModel) and m.wavelength.shape == (NROWS, NCOLS)
+        warnings.simplefilter("error")        # a schema validation or FITS warning fails the test
+        with dm.open(io.write_uncal(tmp_path / "a_uncal.fits", ramp)) as m:
+            assert type(m) is dm.RampModel and m.data.dtype.newbyteorder("=") == np.float32
+            np.testing.assert_array_equal(m.data, ramp.data)
+            np.testing.assert_array_equal(m.groupdq, ramp.groupdq)
+            np.testing.assert_array_equal(m.pixeldq, ramp.pixeldq)
+            assert m.meta.exposure.ngroups == 4 and m.meta.exposure.nsamples == 1
+            assert m.meta.exposure.drop_frames1 == 0 and m.meta.exposure.nresets_at_start == 0
+        for kind, prod in (("rateints", rate), ("calints", cal)):
+            with dm.open(getattr(io, f"write_{kind}")(tmp_path / f"a_{kind}.fits", prod)) as m:
+                assert type(m) is dm.CubeModel and m.data.shape == (3, NROWS, NCOLS)
+                for name in ("data", "err", "dq", "var_poisson", "var_rnoise"):
+                    np.testing.assert_array_equal(getattr(m, name), getattr(prod, name), err_msg=name)
+                if prod.wavelength is not None:
+                    np.testing.assert_array_equal(m.wavelength, prod.wavelength)
+                assert m.meta.bunit_data == prod.units and m.meta.wcsinfo.dispersion_direction == 2
+                np.testing.assert_array_equal(m.int_times["int_mid_BJD_TDB"], prod.int_times.mid_bjd_tdb)
+                assert m.meta.subarray.name == "SLITLESSPRISM" and m.meta.exposure.type == "MIR_LRS-SLITLESS"
         with dm.open(io.write_x1dints(tmp_path / "a_x1dints.fits", spec)) as m:
-            assert len(m.spec) == 4
-            np.testing.assert_allclose(m.spec[2].spec_table["FLUX"], spec.data[2])
-            np.testing.assert_allclose(m.spec[0].spec_table["WAVELENGTH"], spec.wavelength)
+            assert type(m) is dm.TSOMultiSpecModel and len(m.spec) == 1
+            tab = m.spec[0].spec_table
+            assert list(tab.dtype.names) == [c[0] for c in TSO_SPECTABLE]
+            assert [tab.dtype[c[0]].base.kind + str(tab.dtype[c[0]].base.itemsize) for c in TSO_SPECTABLE] \
+                == [c[1][0] + c[1][1] for c in TSO_SPECTABLE]
+            np.testing.assert_array_equal(tab["FLUX"], spec.data)
+            np.testing.assert_array_equal(tab["FLUX_ERROR"], spec.err)
+            np.testing.assert_array_equal(tab["DQ"], spec.dq)
+            np.testing.assert_array_equal(tab["WAVELENGTH"], np.tile(spec.wavelength, (spec.nints, 1)))
+            np.testing.assert_array_equal(tab["INT_NUM"], spec.int_times.integration_number)
+            np.testing.assert_array_equal(tab["MJD-AVG"], spec.int_times.mid_mjd_utc)
+            np.testing.assert_array_equal(tab["TDB-MID"], spec.int_times.mid_bjd_tdb)
+            assert tab.columns["FLUX"].unit == "DN/s" and m.spec[0].dispersion_direction == 2
 
 
 def test_uncal_scaled_int_sci_with_blank_and_mismatched_groupdq(tmp_path):

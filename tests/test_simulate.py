@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from astropy.io import fits
 
 from tsoreduce import reference as ref
 from tsoreduce.datamodel import DQ, concatenate
@@ -424,10 +425,21 @@ def test_write_and_reload(tmp_path):
     meta = ramp.meta
     assert np.allclose(ref.load_linearity(refs["linearity"], meta), truth.nonlinearity_coeffs)
     assert np.allclose(ref.load_gain(refs["gain"], meta), truth.gain)
-    assert np.allclose(ref.load_readnoise(refs["readnoise"], meta), truth.read_noise_dn, rtol=1e-6)
+    assert np.allclose(ref.load_readnoise(refs["readnoise"], meta), truth.read_noise_dn * np.sqrt(2), rtol=1e-6)
     assert np.allclose(ref.load_saturation(refs["saturation"], meta), truth.saturation_dn, rtol=1e-6)
-    dark = ref.load_dark(refs["dark"], meta)
-    assert dark.shape == (6, 416, 72)
+    dark, dark_dq = ref.load_dark(refs["dark"], meta, with_dq=True)
+    assert dark.shape == (1, 6, 416, 72) and dark_dq.shape == (416, 72)   # jwst's 4-D MIRI dark
+    dark = dark[0]
+    # READNOISE holds the CDS (read-difference) noise, as CRDS files and stcal; DESCRIP says so
+    assert np.allclose(fits.getdata(refs["readnoise"], "SCI"), truth.read_noise_dn * np.sqrt(2), rtol=1e-6)
+    assert "cds" in fits.getheader(refs["readnoise"])["DESCRIP"].lower()
+    # ... which Stage 1's readnoise_convention 'auto' recognises: per-read noise = the injected truth
+    from tsoreduce.detector.stage import resolve_references
+    resolved = resolve_references({}, {k: str(v) for k, v in refs.items()}, meta)
+    assert np.allclose(resolved["readnoise"], truth.read_noise_dn, rtol=1e-6)
+    assert resolved["dark"].shape == (1, 6, 416, 72) and resolved["dark_dq"].shape == (416, 72)
+    assert set(out["jwst_references"]) == set(refs) | {"mask"}
+    assert fits.getdata(out["jwst_references"]["mask"], "DQ")[:, :4].min() == DQ.REFERENCE_PIXEL
     g = np.arange(6)
     rscd = -truth.rscd["amplitude_dn"] * (1 - np.exp(-g / truth.rscd["tau_groups"]))
     assert np.allclose(dark, truth.dark * (g[:, None, None] + 1) * ref.TFRAME + rscd[:, None, None],

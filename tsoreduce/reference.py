@@ -346,6 +346,10 @@ def _load(path, reftype: str, subarray_meta, with_dq: bool, dtype=np.float32):
             dq = (dq % (1 << 32)).astype(np.uint32)
             if dq.shape[-2:] != data.shape[-2:]:
                 raise ReferenceFileError(f"{path}: DQ shape {dq.shape} does not match {ext} {data.shape}")
+            if dq.ndim > 2:
+                # MIRI darks carry DQ (nints, 1, rows, cols): a pixel flag in any plane flags the pixel
+                # (what jwst's dark_current does, OR-ing dq[i, 0] over integrations)
+                dq = np.bitwise_or.reduce(dq.reshape((-1,) + dq.shape[-2:]), axis=0)
         merged = dict(header)
         merged.update({k: hdul[ext].header[k] for k in ("SUBSTRT1", "SUBSTRT2", "SUBSIZE1", "SUBSIZE2")
                        if k in hdul[ext].header and k not in header})

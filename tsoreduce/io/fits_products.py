@@ -1,22 +1,25 @@
 """JWST-format FITS products of a MIRI time-series reduction: uncal, rateints, calints, x1dints.
 
 HDU layouts (the STScI ``jwst`` pipeline's, so our products open in ``jwst``/Eureka!/exoTEDRF and theirs
-open here):
+open here).  Every product ends with an ``ASDF`` extension (jwst's metadata tree, see
+:mod:`tsoreduce.io._jwst_layout`), without which stdatamodels, ``Step.call(path)`` and ``strun`` refuse
+a FITS file:
 
 =========  ==========================================================================================
-uncal      PRIMARY; SCI float32 ``(nints, ngroups, rows, cols)`` DN; PIXELDQ uint32 ``(rows, cols)``;
-           GROUPDQ uint8 ``(nints, ngroups, rows, cols)``; ERR float32 (only if present); INT_TIMES.
-           Real uncal SCI is uint16: we write float32 so that corrected ramps round-trip losslessly
-           and accept any integer or float type on reading.  JWST group flags fit in one byte; if a
-           group flag above 255 is set, GROUPDQ is written as uint32 instead (lossless, logged).
-rateints   PRIMARY; SCI, ERR float32 ``(nints, rows, cols)``; DQ uint32; VAR_POISSON, VAR_RNOISE
-           (when present); INT_TIMES.
+uncal      PRIMARY (DATAMODL RampModel); SCI float32 ``(nints, ngroups, rows, cols)`` DN; PIXELDQ
+           uint32 ``(rows, cols)``; GROUPDQ uint8 ``(nints, ngroups, rows, cols)``; ERR float32 (only if
+           present); GDQ_HIGH uint32 (only if a group flag above bit 7 is set); INT_TIMES; ASDF.
+           Real uncal SCI is uint16 (a Level1bModel): we write float32 so that corrected ramps
+           round-trip losslessly, and accept any integer or float type on reading.
+rateints   PRIMARY (CubeModel); SCI, ERR float32 ``(nints, rows, cols)``; DQ uint32; VAR_POISSON,
+           VAR_RNOISE (when present); INT_TIMES; ASDF.  DISPAXIS = 2 in SCI for LRS slitless.
 calints    as rateints, plus WAVELENGTH float32 ``(rows, cols)`` um (when present).
-x1dints    PRIMARY; INT_TIMES; one EXTRACT1D BinTable per integration (EXTVER = INT_NUM = integration
-           number in the file, 1-based) with columns WAVELENGTH (um), FLUX, FLUX_ERROR (TUNIT = the
-           container's units, 'Jy' or 'DN/s'), DQ (uint32); TSO_AUX BinTable with one float64 column
-           per per-integration regressor of ``SpectraData.aux``.  The reader also accepts jwst >= 1.17's
-           single EXTRACT1D table with one row per integration (vector columns).
+x1dints    PRIMARY (TSOMultiSpecModel); one EXTRACT1D table of ``nints`` rows in jwst >= 1.17's
+           ``tso_spectable`` layout (vector WAVELENGTH um, FLUX, FLUX_ERROR with TUNIT = the
+           container's units, 'Jy' or 'DN/s', DQ uint32, INT_NUM and MJD/TDB times per row); INT_TIMES;
+           TSO_AUX BinTable with one float64 column per per-integration regressor of
+           ``SpectraData.aux``; ASDF.  The reader also accepts the older one-EXTRACT1D-per-integration
+           layout (jwst < 1.17).
 =========  ==========================================================================================
 
 INT_TIMES has exactly JWST's columns: ``integration_number, int_start_MJD_UTC, int_mid_MJD_UTC,
@@ -29,7 +32,13 @@ except keywords belonging to the SCI extension (BUNIT, SRCTYPE, PHOTMJSR, PHOTUJ
 Keywords missing from ``meta`` get defaults: TELESCOP JWST, INSTRUME MIRI, DETECTOR MIRIMAGE, EXP_TYPE
 MIR_LRS-SLITLESS, SUBARRAY SLITLESSPRISM, NINTS = nints, INTSTART 1, INTEND, NFRAMES 1, EXSEGNUM/EXSEGTOT 1
 and, for SLITLESSPRISM, READPATT FASTR1, TFRAME 0.15904 s, TGROUP = TFRAME * NFRAMES; the uncal writer
-sets NGROUPS to the SCI cube's group count; TSOPROD (product kind), DATAMODL and FILENAME are always set.
+sets NGROUPS to the SCI cube's group count; for SLITLESSPRISM the readout keywords jwst reads get their
+flight values when absent (FRMDIVSR = NFRAMES, NSAMPLES 1, GROUPGAP 0, DRPFRMS1/DRPFRMS3 0, NRSTSTRT 0,
+NRESETS 1); TSOPROD (product kind), DATAMODL and FILENAME are always set.  Meta keys that are not
+standard 8-character keywords are kept in the ASDF tree (``tsoreduce.meta``), never as HIERARCH cards;
+``provenance`` goes to the tree (``tsoreduce.provenance``), with short keywords TSOVER, TSOSOFT, TSOSTAGE,
+TSOCFGH, TSORUNCF, TSOSIM, TSOSEED and multi-line values as HISTORY.  Readers restore both: long keys
+under their own names, provenance entries as ``meta["TSO <KEY>"]``.
 Readers put the primary header keywords (and those SCI keywords) into ``meta`` and the file name into
 ``meta["_source_path"]``.  Writers are atomic (temporary file in the target directory, then
 ``os.replace``), refuse to overwrite an existing file unless ``overwrite=True``, and always refuse to
@@ -62,6 +71,7 @@ from ..datamodel import IntTimes, RampData, RateData, SpectraData, concatenate
 from ..errors import (EmptyDataError, MissingExtensionError, OverwriteError, ProductError,
                       ShapeError, TruncatedFileError, WrongInstrumentError, WrongSubarrayError)
 from ..reference import SUBARRAY_NAME, SUBARRAY_SHAPE, TFRAME
+from ._jwst_layout import TSO_SPECTABLE, asdf_hdu, read_asdf_tree
 
 __all__ = [
     "read", "read_uncal", "read_rateints", "read_calints", "read_x1dints", "read_segments",
@@ -81,12 +91,22 @@ _INT_TIMES_FIELDS = ("integration_number", "start_mjd_utc", "mid_mjd_utc", "end_
                      "start_bjd_tdb", "mid_bjd_tdb", "end_bjd_tdb")
 
 #: keywords that live in the SCI header rather than the primary header
-SCI_KEYWORDS = ("BUNIT", "SRCTYPE", "PHOTMJSR", "PHOTUJA2", "PIXAR_SR", "PIXAR_A2")
+SCI_KEYWORDS = ("BUNIT", "SRCTYPE", "PHOTMJSR", "PHOTUJA2", "PIXAR_SR", "PIXAR_A2", "DISPAXIS")
 
 #: our product-type keyword (primary header); read() also uses DATAMODL, the file name and HDUs
 PRODUCT_KEYWORD = "TSOPROD"
-_DATAMODL = {"uncal": "Level1bModel", "rateints": "CubeModel", "calints": "CubeModel",
-             "x1dints": "MultiSpecModel"}
+# uncal: our SCI is float32 with GROUPDQ/PIXELDQ, i.e. a RampModel (a Level1bModel has uint16 SCI and no
+# DQ arrays: stdatamodels would cast and drop them); x1dints: jwst >= 1.17's one-table layout
+_DATAMODL = {"uncal": "RampModel", "rateints": "CubeModel", "calints": "CubeModel",
+             "x1dints": "TSOMultiSpecModel"}
+#: provenance entries also written as 8-character primary keywords (all of them go to the ASDF tree)
+PROVENANCE_KEYWORDS = {"software": "TSOSOFT", "stage": "TSOSTAGE", "config_hash": "TSOCFGH",
+                       "run_config": "TSORUNCF", "simulator": "TSOSIM", "seed": "TSOSEED"}
+#: readout keywords of MIRI SLITLESSPRISM (FASTR1) that jwst reads (emicorr, dark, jump): flight values
+_MIRI_READOUT_DEFAULTS = {"NSAMPLES": 1, "GROUPGAP": 0, "DRPFRMS1": 0, "DRPFRMS3": 0, "NRSTSTRT": 0,
+                          "NRESETS": 1}
+#: bits above GROUPDQ's byte (not JWST group flags) are kept in this extension, OR-ed back on reading
+GROUPDQ_HIGH = "GDQ_HIGH"
 _STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "COMMENT", "HISTORY", "", "XTENSION", "PCOUNT",
                "GCOUNT", "EXTNAME", "EXTVER", "CHECKSUM", "DATASUM", "BSCALE", "BZERO"}
 _DEFAULT_META = {"TELESCOP": "JWST", "INSTRUME": "MIRI", "DETECTOR": "MIRIMAGE",
@@ -155,6 +175,17 @@ def _meta_from(hdul) -> dict:
         for key in SCI_KEYWORDS:
             if key in hdul["SCI"].header:
                 meta[key] = hdul["SCI"].header[key]
+    try:
+        tree = read_asdf_tree(hdul)
+    except Exception as exc:  # noqa: BLE001 -- a foreign or damaged ASDF extension: headers still hold
+        log.warning("%s: ASDF extension unreadable (%s); using the FITS headers only",
+                    hdul.filename(), exc)
+        tree = None
+    ours = (tree or {}).get("tsoreduce") or {}
+    if isinstance(ours, dict):
+        # meta keys that are not 8-character FITS keywords, and provenance, as "TSO <KEY>"
+        meta.update({str(k): v for k, v in (ours.get("meta") or {}).items()})
+        meta.update({f"TSO {str(k).upper()}": v for k, v in (ours.get("provenance") or {}).items()})
     return meta
 
 
@@ -414,33 +445,56 @@ def _header_value(value):
     return None
 
 
+def _is_standard_keyword(key: str) -> bool:
+    """A FITS standard keyword: <= 8 characters of A-Z, 0-9, '-' and '_' (no HIERARCH needed)."""
+    return 0 < len(key) <= 8 and all(c.isdigit() or ("A" <= c <= "Z") or c in "-_" for c in key)
+
+
 def _set_key(header, key, value, *, quiet=False) -> bool:
-    """Set one keyword (HIERARCH for names > 8 characters); False when it cannot be a FITS card."""
+    """Set one standard keyword; False when it cannot be a FITS card without HIERARCH (then the caller
+    keeps it in the ASDF tree) or the value is not a header value."""
     v = _header_value(value)
     if v is None:
         log.debug("meta[%r] of type %s is not a header value; not written", key, type(value).__name__)
         return False
     if isinstance(v, float) and not np.isfinite(v):
         return False
+    if not _is_standard_keyword(key):
+        return False
     if isinstance(v, str):
         v = v.replace("\n", " ")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", fits.verify.VerifyWarning)  # HIERARCH for long keys is intended
-            card = fits.Card(key if len(key) <= 8 else f"HIERARCH {key}", v)
+            warnings.simplefilter("error", fits.verify.VerifyWarning)  # e.g. a too-long string card
+            card = fits.Card(key, v)
             card.image  # noqa: B018 -- formats (and validates) the card now
             if card.keyword in header:
                 header[card.keyword] = v  # e.g. 'ngroups' and 'NGROUPS' in meta: the last one wins
             else:
                 header.append(card)
-    except (ValueError, fits.verify.VerifyError) as exc:
+    except (ValueError, fits.verify.VerifyError, fits.verify.VerifyWarning) as exc:
         if not quiet:
-            log.warning("meta[%r] cannot be written as a FITS keyword (%s); skipped", key, exc)
+            log.warning("meta[%r] cannot be written as a FITS keyword (%s); kept in the ASDF tree", key, exc)
         return False
     return True
 
 
+def _yaml_value(value):
+    """A value the ASDF tree can hold (str / int / float / bool / list of those), or None."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(x, (str, bool, int, float)) for x in value):
+        return list(value)
+    return None
+
+
 def _headers(product, kind: str, provenance: dict | None, units: str | None, path):
+    """Primary and SCI headers, and the ``tsoreduce`` node of the ASDF tree (provenance, and the meta
+    keys that are not standard 8-character keywords: never written as HIERARCH cards)."""
     primary = fits.Header()
     sci = fits.Header()
     meta = {k: v for k, v in product.meta.items() if not str(k).startswith("_")}
@@ -454,10 +508,16 @@ def _headers(product, kind: str, provenance: dict | None, units: str | None, pat
     meta.setdefault("EXSEGNUM", 1)
     meta.setdefault("EXSEGTOT", 1)
     if str(meta.get("SUBARRAY")).strip() == SUBARRAY_NAME:
-        # the only science readout of SLITLESSPRISM: FASTR1, one frame per group (JDox)
+        # the only science readout of SLITLESSPRISM: FASTR1, one frame per group (JDox); the readout
+        # keywords jwst's emicorr / dark / jump steps read, with their flight values
         meta.setdefault("READPATT", "FASTR1")
         meta.setdefault("TFRAME", TFRAME)
         meta.setdefault("TGROUP", float(meta["TFRAME"]) * int(meta["NFRAMES"]))
+        meta.setdefault("FRMDIVSR", int(meta["NFRAMES"]))
+        for k, v in _MIRI_READOUT_DEFAULTS.items():
+            meta.setdefault(k, v)
+    if kind in ("rateints", "calints") and str(meta.get("EXP_TYPE")).strip() == "MIR_LRS-SLITLESS":
+        meta.setdefault("DISPAXIS", 2)  # LRS disperses along rows (detector y): jwst wcsinfo convention
     if kind == "uncal":
         meta["NGROUPS"] = product.ngroups  # the header must describe the SCI cube actually written
     meta[PRODUCT_KEYWORD] = kind
@@ -465,20 +525,40 @@ def _headers(product, kind: str, provenance: dict | None, units: str | None, pat
     meta["DATAMODL"] = _DATAMODL[kind]
     if units is not None:
         meta["BUNIT"] = units
+    extra = {}
     for k, v in meta.items():
-        k = str(k).upper()
-        _set_key(sci if k in SCI_KEYWORDS else primary, k, v)
+        key = str(k).upper()
+        if _set_key(sci if key in SCI_KEYWORDS else primary, key, v, quiet=not _is_standard_keyword(key)):
+            continue
+        y = _yaml_value(v)
+        if y is not None:
+            extra[str(k)] = y
+    if extra:
+        log.debug("%s: meta keys kept in the ASDF tree (not 8-character FITS keywords): %s",
+                  path, sorted(extra))
+    tso = {"meta": extra}
     if provenance:
         from .. import __version__
         primary["TSOVER"] = (__version__, "tsoreduce version that wrote this file")
+        prov = {}
         for k, v in provenance.items():
+            y = _yaml_value(v)
+            prov[str(k)] = y if y is not None else str(v)
             v1 = _header_value(v)
+            key = PROVENANCE_KEYWORDS.get(str(k).lower())
             if isinstance(v1, str) and "\n" in v1:
                 for line in v1.splitlines() or [""]:
                     primary.add_history(f"{k}: {line}")
-            elif v1 is None or not _set_key(primary, f"TSO {str(k).upper()}", v1, quiet=True):
+            elif key is None or v1 is None or not _set_key(primary, key, v1, quiet=True):
                 primary.add_history(f"{k}: {v1 if v1 is not None else _header_value(repr(v))}")
-    return primary, sci
+        tso["provenance"] = prov
+    return primary, sci, tso
+
+
+def _finish(hdus: list, primary, sci, tso: dict) -> fits.HDUList:
+    """Append the ASDF extension (jwst's metadata tree + our ``tsoreduce`` node) and build the list."""
+    hdus.append(asdf_hdu(primary, sci, tsoreduce=tso))
+    return fits.HDUList(hdus)
 
 
 def _check_target(path, product, overwrite):
@@ -507,31 +587,39 @@ def _image_hdu(name, data, header=None):
 
 
 def write_uncal(path, ramp: RampData, *, overwrite: bool = False, provenance: dict | None = None) -> Path:
-    """Write a :class:`RampData` as a JWST ``_uncal``-layout FITS file (see module docstring).
+    """Write a :class:`RampData` as a JWST ``_uncal``-layout FITS file that jwst opens as a RampModel.
 
-    SCI float32 ``(nints, ngroups, rows, cols)`` DN; GROUPDQ uint8 (uint32 when a flag > 255 is set);
-    PIXELDQ uint32 ``(rows, cols)``; ERR float32 if ``ramp.err`` is not None; INT_TIMES.  NGROUPS in the
+    SCI float32 ``(nints, ngroups, rows, cols)`` DN; PIXELDQ uint32 ``(rows, cols)``; GROUPDQ uint8
+    (JWST group flags use one byte); ERR float32 if ``ramp.err`` is not None; INT_TIMES; ASDF.
+    DATAMODL = RampModel, the jwst model of a float32 ramp with DQ arrays (a Level1bModel has uint16
+    SCI and no DQ: jwst would cast our values and drop the flags).  Flags above 255 in ``groupdq`` are
+    not JWST group flags: they go to a uint32 ``GDQ_HIGH`` extension (logged at WARNING with a count)
+    that :func:`read_uncal` ORs back, so nothing is truncated for either reader.  NGROUPS in the
     header is set to the SCI cube's group count.  Returns the path.  Raises OverwriteError.
     """
     _check_target(path, ramp, overwrite)
-    primary, sci = _headers(ramp, "uncal", provenance, "DN", path)
+    primary, sci, tso = _headers(ramp, "uncal", provenance, "DN", path)
     gdq = ramp.groupdq
+    high = None
     if gdq.max(initial=0) > 255:
-        log.warning("%s: group DQ flags above 255 are set; writing GROUPDQ as uint32", path)
-        gdq_out = gdq
-    else:
-        gdq_out = gdq.astype(np.uint8)
-    hdus = [fits.PrimaryHDU(header=primary), _image_hdu("SCI", ramp.data, sci),
-            _image_hdu("PIXELDQ", ramp.pixeldq), _image_hdu("GROUPDQ", gdq_out)]
+        high = gdq & np.uint32(0xFFFFFF00)
+        log.warning("%s: %d group DQ values carry flags above bit 7 (not JWST group flags); they are "
+                    "written to the %s extension, GROUPDQ keeps the low byte", path,
+                    int(np.count_nonzero(high)), GROUPDQ_HIGH)
+        primary["GDQHIGH"] = (int(np.count_nonzero(high)), f"group DQ values with bits > 7 in {GROUPDQ_HIGH}")
+    hdus = [fits.PrimaryHDU(header=primary), _image_hdu("SCI", ramp.data.astype(np.float32, copy=False), sci),
+            _image_hdu("PIXELDQ", ramp.pixeldq), _image_hdu("GROUPDQ", (gdq & 0xFF).astype(np.uint8))]
     if ramp.err is not None:
         hdus.append(_image_hdu("ERR", ramp.err))
+    if high is not None:
+        hdus.append(_image_hdu(GROUPDQ_HIGH, high))
     hdus.append(_int_times_hdu(ramp.int_times))
-    return _atomic_write(fits.HDUList(hdus), path)
+    return _atomic_write(_finish(hdus, primary, sci, tso), path)
 
 
 def _write_rate(path, rate: RateData, kind, overwrite, provenance):
     _check_target(path, rate, overwrite)
-    primary, sci = _headers(rate, kind, provenance, rate.units, path)
+    primary, sci, tso = _headers(rate, kind, provenance, rate.units, path)
     hdus = [fits.PrimaryHDU(header=primary), _image_hdu("SCI", rate.data, sci),
             _image_hdu("ERR", rate.err), _image_hdu("DQ", rate.dq)]
     for name, arr in (("VAR_POISSON", rate.var_poisson), ("VAR_RNOISE", rate.var_rnoise)):
@@ -540,13 +628,14 @@ def _write_rate(path, rate: RateData, kind, overwrite, provenance):
     hdus.append(_int_times_hdu(rate.int_times))
     if rate.wavelength is not None:
         hdus.append(_image_hdu("WAVELENGTH", rate.wavelength))
-    return _atomic_write(fits.HDUList(hdus), path)
+    return _atomic_write(_finish(hdus, primary, sci, tso), path)
 
 
 def write_rateints(path, rate: RateData, *, overwrite: bool = False, provenance: dict | None = None) -> Path:
-    """Write a :class:`RateData` as a JWST ``_rateints`` file: SCI, ERR (float32), DQ (uint32)
-    ``(nints, rows, cols)``, VAR_POISSON / VAR_RNOISE when present, INT_TIMES, WAVELENGTH when present.
-    BUNIT of SCI = ``rate.units``.  Returns the path.  Raises OverwriteError."""
+    """Write a :class:`RateData` as a JWST ``_rateints`` file (jwst CubeModel): SCI, ERR (float32), DQ
+    (uint32) ``(nints, rows, cols)``, VAR_POISSON / VAR_RNOISE when present, INT_TIMES, WAVELENGTH when
+    present, ASDF.  BUNIT of SCI = ``rate.units``; DISPAXIS = 2 in SCI for LRS slitless.  Returns the
+    path.  Raises OverwriteError."""
     return _write_rate(path, rate, "rateints", overwrite, provenance)
 
 
@@ -556,35 +645,60 @@ def write_calints(path, rate: RateData, *, overwrite: bool = False, provenance: 
     return _write_rate(path, rate, "calints", overwrite, provenance)
 
 
-def write_x1dints(path, spec: SpectraData, *, overwrite: bool = False, provenance: dict | None = None) -> Path:
-    """Write a :class:`SpectraData` as a JWST ``_x1dints`` file.
+def _tso_spectable(spec: SpectraData) -> fits.BinTableHDU:
+    """jwst's ``tso_spectable`` EXTRACT1D: one row per integration, columns in schema order and dtype."""
+    n, nw = spec.data.shape
+    wave = np.full(nw, np.nan) if spec.wavelength is None else spec.wavelength
+    wave = np.broadcast_to(wave, (n, nw))
+    t = spec.int_times
+    intstart = int(spec.meta.get("INTSTART", 1) or 1)
+    values = {
+        "INT_NUM": t.integration_number if t is not None else np.arange(intstart, intstart + n),
+        "WAVELENGTH": wave, "FLUX": spec.data, "FLUX_ERROR": spec.err, "DQ": spec.dq,
+        "N_ALONGDISP": np.full(n, nw), "SEGMENT": np.full(n, int(spec.meta.get("EXSEGNUM", 1) or 1)),
+    }
+    if t is not None:
+        values.update({"MJD-BEG": t.start_mjd_utc, "MJD-AVG": t.mid_mjd_utc, "MJD-END": t.end_mjd_utc,
+                       "TDB-BEG": t.start_bjd_tdb, "TDB-MID": t.mid_bjd_tdb, "TDB-END": t.end_bjd_tdb})
+    units = {"WAVELENGTH": "um", "FLUX": spec.units, "FLUX_ERROR": spec.units}
+    cols = []
+    for name, dtype, vector in TSO_SPECTABLE:
+        shape = (n, nw) if vector else (n,)
+        arr = np.asarray(values[name]) if name in values else np.full(shape, np.nan)
+        arr = np.ascontiguousarray(np.broadcast_to(arr, shape), dtype)
+        code = {"f8": "D", "i4": "J", "u4": "J"}[dtype]
+        cols.append(fits.Column(name=name, format=f"{nw}{code}" if vector else code,
+                                unit=units.get(name, "d" if name[:4] in ("MJD-", "TDB-") else None),
+                                bzero=2147483648 if dtype == "u4" else None, array=arr,
+                                dim=f"({nw})" if vector else None))
+    hdu = fits.BinTableHDU.from_columns(cols, name="EXTRACT1D")
+    hdu.header["EXTVER"] = 1
+    if str(spec.meta.get("EXP_TYPE", "MIR_LRS-SLITLESS")).strip() == "MIR_LRS-SLITLESS":
+        hdu.header["DISPAXIS"] = (2, "dispersion direction: rows (detector y)")
+    return hdu
 
-    PRIMARY, INT_TIMES, then one EXTRACT1D table per integration (EXTVER = INT_NUM = 1-based index)
-    with WAVELENGTH (um), FLUX and FLUX_ERROR (unit ``spec.units``) and DQ (uint32) of ``nwave`` rows,
-    then TSO_AUX (one float64 column of ``nints`` rows per ``spec.aux`` regressor).  Returns the path.
+
+def write_x1dints(path, spec: SpectraData, *, overwrite: bool = False, provenance: dict | None = None) -> Path:
+    """Write a :class:`SpectraData` as a JWST ``_x1dints`` file in jwst's current (>= 1.17) layout.
+
+    PRIMARY (DATAMODL = TSOMultiSpecModel; every non-private ``spec.meta`` keyword); one EXTRACT1D
+    table of ``nints`` rows with the ``tso_spectable`` columns in schema order and dtype: INT_NUM,
+    vector WAVELENGTH (um), FLUX and FLUX_ERROR (TUNIT = ``spec.units``: DN/s unless a photometric
+    calibration was applied), the variance / surface-brightness / background columns (NaN: not
+    measured here), DQ (uint32), NPIXELS (NaN: not recorded), N_ALONGDISP (= nwave), SEGMENT (EXSEGNUM), MJD-BEG/AVG/END
+    (UTC) and TDB-BEG/MID/END (BJD_TDB - 2400000.5) from ``int_times``; INT_TIMES; TSO_AUX (one float64
+    column of ``nints`` rows per ``spec.aux`` regressor); ASDF.  TSOUNITS in the primary header repeats
+    the flux unit.  :func:`read_x1dints` reads this and the older one-table-per-integration layout.
+    Returns the path.  Raises OverwriteError.
     """
     _check_target(path, spec, overwrite)
-    primary, _ = _headers(spec, "x1dints", provenance, None, path)
-    primary["TSOUNITS"] = (spec.units, "flux unit of the EXTRACT1D tables")
-    wave = spec.wavelength
-    if wave is None:
-        wave = np.full(spec.nwave, np.nan)
-    hdus = [fits.PrimaryHDU(header=primary), _int_times_hdu(spec.int_times)]
-    for i in range(spec.nints):
-        w = wave if wave.ndim == 1 else wave[i]
-        cols = [fits.Column(name="WAVELENGTH", format="D", unit="um", array=w),
-                fits.Column(name="FLUX", format="D", unit=spec.units, array=spec.data[i]),
-                fits.Column(name="FLUX_ERROR", format="D", unit=spec.units, array=spec.err[i]),
-                fits.Column(name="DQ", format="J", bzero=2147483648, array=spec.dq[i])]
-        hdu = fits.BinTableHDU.from_columns(cols, name="EXTRACT1D")
-        hdu.header["EXTVER"] = i + 1
-        hdu.header["INT_NUM"] = (int(spec.int_times.integration_number[i]) if spec.int_times is not None
-                                 else int(spec.meta.get("INTSTART", 1)) + i, "Integration number")
-        hdus.append(hdu)
+    primary, sci, tso = _headers(spec, "x1dints", provenance, None, path)
+    primary["TSOUNITS"] = (spec.units, "EXTRACT1D flux unit (DN/s: not calibrated)")
+    hdus = [fits.PrimaryHDU(header=primary), _tso_spectable(spec), _int_times_hdu(spec.int_times)]
     if spec.aux:
         hdus.append(fits.BinTableHDU.from_columns(
             [fits.Column(name=k, format="D", array=v) for k, v in spec.aux.items()], name="TSO_AUX"))
-    return _atomic_write(fits.HDUList(hdus), path)
+    return _atomic_write(_finish(hdus, primary, sci, tso), path)
 
 
 # ----------------------------------------------------------------------------------------- reading
@@ -620,13 +734,16 @@ def read_uncal(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SUBA
             a, b = (int(v) for v in integrations)
             if not 0 <= a < b <= nfile:
                 raise ShapeError(f"{path}: integrations {integrations} outside 0..{nfile} of the file")
-        for name in ("GROUPDQ", "ERR"):
+        for name in ("GROUPDQ", "ERR", GROUPDQ_HIGH):
             # checked before reading: a chunk read would otherwise fail mid-array, unnamed
             if name in hdul and _image_shape(hdul[name]) not in ((0,), shape):
                 raise ProductError(path, f"{what}: inconsistent extensions: {name} has shape "
                                    f"{_image_shape(hdul[name])}, SCI {shape}")
-        data, groupdq, err = _read_images(path, ("SCI", "GROUPDQ", "ERR"), a, b,
-                                          (np.float32, np.uint32, np.float32))
+        data, groupdq, err, high = _read_images(path, ("SCI", "GROUPDQ", "ERR", GROUPDQ_HIGH), a, b,
+                                                (np.float32, np.uint32, np.float32, np.uint32))
+        if high is not None:
+            # our flags above GROUPDQ's byte (see write_uncal)
+            groupdq = high if groupdq is None else groupdq | high
         _check_not_empty(path, data, what=what)
         pixeldq = _image(hdul, "PIXELDQ", np.uint32)
         for name, arr in (("GROUPDQ", groupdq), ("PIXELDQ", pixeldq)):
@@ -688,11 +805,26 @@ def read_calints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SU
     return _read_rate(path, "calints", allowed_exp_types, expected_shape)
 
 
+def _int_times_from_columns(table) -> IntTimes | None:
+    """IntTimes from the INT_NUM / MJD-* / TDB-* columns of a one-table x1dints (None if absent/NaN)."""
+    names = table.columns.names
+    need = ("INT_NUM", "MJD-BEG", "MJD-AVG", "MJD-END", "TDB-BEG", "TDB-MID", "TDB-END")
+    if not all(n in names for n in need):
+        return None
+    c = {n: np.asarray(table[n], np.float64) for n in need[1:]}
+    if not np.isfinite(c["TDB-MID"]).all():
+        return None
+    return IntTimes(np.asarray(table["INT_NUM"], np.int64), c["TDB-BEG"], c["TDB-MID"], c["TDB-END"],
+                    c["MJD-BEG"], c["MJD-AVG"], c["MJD-END"])
+
+
 def read_x1dints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES) -> SpectraData:
     """Read a JWST ``_x1dints`` file into a :class:`SpectraData`.
 
-    Accepts one EXTRACT1D table per integration (jwst < 1.17 and ours) or a single EXTRACT1D table with
-    one row per integration and vector columns (jwst >= 1.17).  ``data`` = FLUX, ``err`` = FLUX_ERROR,
+    Accepts jwst >= 1.17's (and our) single EXTRACT1D table with one row per integration and vector
+    columns (TSOMultiSpecModel), and the older layout of one EXTRACT1D table per integration (e.g. the
+    flight WASP-39 file).  Times come from INT_TIMES, else from the table's INT_NUM / MJD-* / TDB-*
+    columns, else from the header (:func:`reconstruct_int_times`).  ``data`` = FLUX, ``err`` = FLUX_ERROR,
     ``dq`` = DQ (uint32), ``wavelength`` = WAVELENGTH (1-D when identical in every integration),
     ``units`` = TUNIT of FLUX, ``aux`` from TSO_AUX.
 
@@ -739,7 +871,11 @@ def read_x1dints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES) -> SpectraData:
         aux = {}
         if "TSO_AUX" in hdul:
             aux = {c: np.array(hdul["TSO_AUX"].data[c], np.float64) for c in hdul["TSO_AUX"].columns.names}
-        times = _read_int_times(path, hdul, flux.shape[0], meta)
+        times = None
+        if vector and "INT_TIMES" not in hdul:
+            times = _int_times_from_columns(first)
+        if times is None:
+            times = _read_int_times(path, hdul, flux.shape[0], meta)
     meta.pop("TSOUNITS", None)
     meta["_source_path"] = str(Path(path).resolve())
     try:

@@ -1,5 +1,6 @@
 """Files of an LRS simulation: uncal segments, truth (.npz), injected spectrum (ECSV) and CRDS-format
-reference files that match the truth (linearity, dark, gain, readnoise, saturation).
+reference files in the jwst pipeline's conventions that match the truth (linearity, dark, gain,
+readnoise, saturation, mask).
 
 Private helpers of :mod:`tsoreduce.simulate.lrs` (public entry points: ``write_lrs_simulation`` and
 ``load_lrs_truth``).  Every file is written atomically (temporary file in the target folder, then
@@ -30,7 +31,9 @@ _ARRAY_FIELDS = ("wavelength", "rp_rs", "star_spectrum", "trace_x", "trace_sigma
                  "saturation_dn")
 _DICT_FIELDS = ("transit", "rscd", "config")
 #: reference files written next to a simulation (CRDS REFTYPE, lower case)
-REFTYPES = ("linearity", "dark", "gain", "readnoise", "saturation")
+REFTYPES = ("linearity", "dark", "gain", "readnoise", "saturation", "mask")
+#: those our Stage 1 reads (the mask is for jwst's dq_init; our dq_init marks the same columns itself)
+STAGE1_REFTYPES = ("linearity", "dark", "gain", "readnoise", "saturation")
 
 
 def _check_new(path: Path, overwrite: bool) -> None:
@@ -120,30 +123,65 @@ def _ref_primary(reftype: str, description: str, meta: dict):
     return h
 
 
+def _dq_def(dq):
+    """The DQ_DEF table of jwst reference files (stdatamodels ``dq_def`` schema): one row per flag used
+    in ``dq`` (DO_NOT_USE always listed), named with the JWST mnemonic."""
+    from astropy.io import fits
+
+    used = int(np.bitwise_or.reduce(np.asarray(dq, np.uint32).ravel())) | int(DQ.DO_NOT_USE)
+    flags = [f for f in DQ if f.value and used & int(f.value)]
+    bits = np.array([int(f.value).bit_length() - 1 for f in flags], np.int32)
+    return fits.BinTableHDU.from_columns([
+        fits.Column(name="BIT", format="J", array=bits),
+        fits.Column(name="VALUE", format="J", bzero=2147483648,
+                    array=np.array([int(f.value) for f in flags], np.uint32)),
+        fits.Column(name="NAME", format="40A", array=np.array([f.name for f in flags])),
+        fits.Column(name="DESCRIPTION", format="80A",
+                    array=np.array([f.name.replace("_", " ").lower() for f in flags]))], name="DQ_DEF")
+
+
 def _write_ref(path: Path, reftype: str, description: str, meta: dict, ext: str, data,
-               dq=None, *, overwrite: bool) -> Path:
+               dq=None, *, overwrite: bool, keywords: dict | None = None, units: str | None = None) -> Path:
     from astropy.io import fits
 
     _check_new(path, overwrite)
-    hdus = [fits.PrimaryHDU(header=_ref_primary(reftype, description, meta)),
-            fits.ImageHDU(np.ascontiguousarray(data, np.float32 if ext != "COEFFS" else np.float64),
-                          name=ext)]
+    header = _ref_primary(reftype, description, meta)
+    for k, v in (keywords or {}).items():
+        header[k] = v
+    hdus = [fits.PrimaryHDU(header=header)]
+    if data is not None:
+        img = fits.ImageHDU(np.ascontiguousarray(data, np.float32 if ext != "COEFFS" else np.float64),
+                            name=ext)
+        if units:
+            img.header["BUNIT"] = units
+        hdus.append(img)
     if dq is not None:
-        hdus.append(fits.ImageHDU(np.ascontiguousarray(dq, np.uint32), name="DQ"))
+        hdus += [fits.ImageHDU(np.ascontiguousarray(dq, np.uint32), name="DQ"), _dq_def(dq)]
     hdul = fits.HDUList(hdus)
     return _atomic(path, lambda tmp: hdul.writeto(tmp, overwrite=True))
 
 
 def write_reference_files(truth, cfg, refdir, meta: dict, *, overwrite: bool = False) -> dict:
-    """CRDS-layout MIRI reference files equal to what was injected.
+    """CRDS-layout MIRI reference files equal to what was injected, in the jwst pipeline's conventions
+    (so both our Stage 1 and jwst's ``calwebb_detector1`` steps, given them as ``override_<reftype>``,
+    calibrate the simulation with its truth).
 
-    * linearity: COEFFS float64 ``(ncoeffs, 416, 72)`` (corrected = sum_k c_k raw**k) + DQ.
-    * dark: SCI float32 ``(ngroups, 416, 72)`` DN = dark rate x (g + 1) x TFRAME (group g holds g + 1
-      frames) plus the flux-independent part of the RSCD transient ``-A0 (1 - exp(-g / tau))`` when
-      RSCD is on (a MIRI dark exposure shows it too; anchors.md 2.2); DQ HOT (2048) where the dark rate
-      exceeds 5x the median.
-    * gain (e-/DN), readnoise (DN per read), saturation (DN): SCI float32 ``(416, 72)`` (+ DQ zeros).
+    * linearity: COEFFS float64 ``(ncoeffs, 416, 72)`` (corrected = sum_k c_k raw**k) + DQ + DQ_DEF.
+    * dark: jwst's MIRI dark (DarkMIRIModel): SCI float32 ``(1, ngroups, 416, 72)`` DN = dark rate x
+      (g + 1) x TFRAME (group g holds g + 1 frames) plus the flux-independent part of the RSCD
+      transient ``-A0 (1 - exp(-g / tau))`` when RSCD is on (a MIRI dark exposure shows it too);
+      one dark integration, used for every integration; DQ uint32 ``(1, 1, 416, 72)`` HOT (2048)
+      where the dark rate exceeds 5x the median; DQ_DEF; NINTS 1, NGROUPS, NFRAMES 1, GROUPGAP 0.
+    * readnoise: SCI float32 ``(416, 72)`` DN, the noise of a difference of two reads (CDS) =
+      sqrt(2) x the injected per-read noise: the convention of CRDS READNOISE files, which stcal's
+      jump and ramp-fit steps assume; DESCRIP says "CDS", so our ``readnoise_convention: auto`` divides
+      by sqrt(2) again.
+    * gain (e-/DN), saturation (DN): SCI float32 ``(416, 72)``; saturation with DQ + DQ_DEF.
+    * mask (jwst ``dq_init``): DQ uint32 ``(416, 72)`` REFERENCE_PIXEL on the 4 reference columns
+      (what our ``dq_init`` marks) + DQ_DEF.
 
+    Sources: JWST pipeline docs, reference-file pages of ``dark_current`` (MIRI 4-D dark, NFRAMES,
+    GROUPGAP), ``dq_init`` (MASK with DQ_DEF), ``jump``/``ramp_fitting`` (READNOISE is CDS noise).
     Returns ``{reftype: Path}`` (lower-case reftypes).
     """
     refdir = Path(refdir)
@@ -159,22 +197,30 @@ def write_reference_files(truth, cfg, refdir, meta: dict, *, overwrite: bool = F
     dark_dq = np.where(truth.dark > 5 * med, DQ.HOT, 0).astype(np.uint32) if med > 0 else \
         np.zeros(shape, np.uint32)
     zero_dq = np.zeros(shape, np.uint32)
+    mask = zero_dq.copy()
+    mask[:, :ref.N_REFERENCE_COLUMNS] = DQ.REFERENCE_PIXEL
+    dark_kw = {"NINTS": 1, "NGROUPS": ng, "NFRAMES": 1, "GROUPGAP": 0}
     name = lambda t: refdir / f"tsoreduce_sim_miri_{t}.fits"  # noqa: E731
     out = {
         "linearity": _write_ref(name("linearity"), "LINEARITY", "simulated linearity (truth)", meta,
                                 "COEFFS", truth.nonlinearity_coeffs, zero_dq, overwrite=overwrite),
         "dark": _write_ref(name("dark"), "DARK", "simulated dark + RSCD base (truth)", meta, "SCI",
-                           dark_cube, dark_dq, overwrite=overwrite),
+                           dark_cube[None], dark_dq[None, None], overwrite=overwrite, keywords=dark_kw,
+                           units="DN"),
         "gain": _write_ref(name("gain"), "GAIN", "simulated gain e-/DN (truth)", meta, "SCI", truth.gain,
-                           overwrite=overwrite),
-        "readnoise": _write_ref(name("readnoise"), "READNOISE", "simulated read noise DN/read (truth)",
-                                meta, "SCI", truth.read_noise_dn, zero_dq, overwrite=overwrite),
+                           overwrite=overwrite, units="electrons/DN"),
+        "readnoise": _write_ref(name("readnoise"), "READNOISE",
+                                "simulated read noise, CDS (read difference), DN (truth)", meta, "SCI",
+                                truth.read_noise_dn * np.sqrt(2.0), overwrite=overwrite, units="DN"),
         "saturation": _write_ref(name("saturation"), "SATURATION", "simulated saturation DN (truth)", meta,
-                                 "SCI", truth.saturation_dn, zero_dq, overwrite=overwrite),
+                                 "SCI", truth.saturation_dn, zero_dq, overwrite=overwrite, units="DN"),
+        "mask": _write_ref(name("mask"), "MASK", "simulated bad-pixel mask: reference columns", meta,
+                           "DQ", None, mask, overwrite=overwrite),
     }
-    # the references must load through the project's own loaders, cut to the data's subarray
+    # the references our Stage 1 reads must load through the project's own loaders, cut to the
+    # data's subarray (the mask is for jwst's dq_init: our dq_init marks the same columns itself)
     for reftype, path in out.items():
-        if ref.find_reference(reftype, path=path) is None:  # pragma: no cover - find_reference raises
+        if reftype != "mask" and ref.find_reference(reftype, path=path) is None:  # pragma: no cover
             raise ReferenceFileError(f"{path}: written {reftype} reference cannot be found")
     return out
 
@@ -193,7 +239,8 @@ def write_simulation(cfg, outdir, iter_segments, *, overwrite: bool = False,
     ``outdir`` (created if needed), one segment in memory at a time.
 
     Returns dict(uncal=[Path per segment], truth=Path (.npz), spectrum=Path (ECSV),
-    references={reftype: Path}).  Raises OverwriteError (before simulating) if a target file exists and
+    references={reftype: Path} (those our Stage 1 reads), jwst_references={reftype: Path} (all,
+    including the MASK for jwst's dq_init)).  Raises OverwriteError (before simulating) if a target file exists and
     not ``overwrite``.
     """
     from ..io import write_uncal
@@ -222,4 +269,7 @@ def write_simulation(cfg, outdir, iter_segments, *, overwrite: bool = False,
     refs = write_reference_files(truth, cfg, refdir, first_meta, overwrite=overwrite)
     log.info("wrote LRS simulation to %s: %d uncal segment(s), truth, spectrum, %d reference files",
              outdir, len(uncal_paths), len(refs))
-    return dict(uncal=uncal_paths, truth=truth_path, spectrum=spec_path, references=refs)
+    # ``references``: what our Stage 1 reads; ``jwst_references``: all, for jwst's override_<reftype>
+    ours = {k: v for k, v in refs.items() if k in STAGE1_REFTYPES}
+    return dict(uncal=uncal_paths, truth=truth_path, spectrum=spec_path, references=ours,
+                jwst_references=refs)

@@ -720,13 +720,16 @@ def write_lrs_simulation(cfg: LRSSimConfig | None, outdir, *, overwrite: bool = 
     * ``simulation_truth.npz`` (read back with :func:`load_lrs_truth`);
     * ``injected_spectrum.ecsv``: :meth:`LRSTruth.injected_spectrum` for ``spectrum_edges_um``
       (default 5-12 um in 0.5 um bins);
-    * ``references/tsoreduce_sim_miri_{linearity,dark,gain,readnoise,saturation}.fits``: CRDS-layout
-      reference files equal to the injected detector properties (loadable with
-      ``tsoreduce.reference.load_linearity`` etc.).
+    * ``references/tsoreduce_sim_miri_{linearity,dark,gain,readnoise,saturation,mask}.fits``:
+      CRDS-layout reference files in jwst's conventions (4-D MIRI dark, READNOISE as CDS noise, MASK
+      with DQ_DEF) equal to the injected detector properties (loadable with
+      ``tsoreduce.reference.load_linearity`` etc., and by jwst's detector1 steps as
+      ``override_<reftype>``).
 
     Returns
     -------
-    dict(uncal=[Path, ...], truth=Path, spectrum=Path, references={reftype: Path}).
+    dict(uncal=[Path, ...], truth=Path, spectrum=Path, references={reftype: Path} (the five our
+    Stage 1 reads), jwst_references={reftype: Path} (all six)).
 
     Raises :class:`~tsoreduce.errors.OverwriteError` if a target file exists and ``overwrite`` is False
     (checked before simulating).
