@@ -12,10 +12,14 @@ Steps, in the order :func:`run_stage3` runs them (one function each):
    shift fit, anchors.md 2.9).
 3. :func:`box_extract` (fractional edge pixels; optional width minimising white-light scatter,
    exoTEDRF ``extract_width='optimize'``, anchors.md 2.10) or :func:`optimal_extract` (Horne 1986,
-   PASP 98, 609; profile from the deep frame, variance from ERR, iterative outlier rejection;
-   anchors.md 2.11).
+   PASP 98, 609; Marsh 1989, PASP 101, 1032: a smooth profile model fitted to the deep frame along
+   the dispersion direction, :mod:`tsoreduce.optimal_profile`; variance from ERR; iterative outlier
+   rejection).  Pixels whose flux Stage 2 estimated are extracted with their estimate (inflated
+   variance) and mark the element FLUX_ESTIMATED; unrepaired bad pixels are excluded (optimal) or
+   mark it DO_NOT_USE (box).
 4. :func:`wavelength_at_trace` -- the wavelength map (jwst ``assign_wcs`` / CRDS specwcs) sampled at
-   the trace (anchors.md 2.12).
+   the trace; without a map the bundled default (specwcs_0009) with a WARNING.  The map used is
+   recorded in the x1dints header (R_SPCWCS, WAVSRC).
 5. :func:`bin_lightcurves` -- white and spectroscopic light curves with fractional-pixel bin weights
    (exoTEDRF ``bin_at_resolution``, anchors.md 2.13).
 
