@@ -487,3 +487,20 @@ def test_repaired_pixels_stay_repaired():
     fo, _, dqo, _ = optimal_extract(raw, deep, trace, aperture_halfwidth=6.0)
     assert dq_has(dqb[:, rows], DQ.DO_NOT_USE).all() and not dq_has(dqb[:, rows], DQ.FLUX_ESTIMATED).any()
     assert np.all(np.abs(np.nanmean(fo, axis=0)[rows] / true[rows] - 1) < 0.01)  # excluded, profile-weighted
+
+
+def test_bin_lightcurves_skips_elements_without_wavelength():
+    """Issue 13 part 1: elements with a NaN wavelength (outside the table) enter no bin and do not move
+    the edges of the others: the binned light curves equal those of the spectrum without them."""
+    sp, *_ = _transit_spectra()
+    w = sp.wavelength.copy()
+    w_nan = w.copy()
+    w_nan[[0, 5, 200]] = np.nan
+    keep = np.isfinite(w_nan)
+    with_nan = bin_lightcurves(sp.replace(wavelength=w_nan), normalise=False)
+    reduced = SpectraData(data=sp.data[:, keep], err=sp.err[:, keep], dq=sp.dq[:, keep], wavelength=w[keep],
+                          int_times=sp.int_times, aux=dict(sp.aux), meta=dict(sp.meta), units=sp.units)
+    ref = bin_lightcurves(reduced, normalise=False)
+    np.testing.assert_allclose(with_nan.flux, ref.flux, rtol=1e-12)
+    np.testing.assert_allclose(with_nan.white_flux, ref.white_flux, rtol=1e-12)
+    assert with_nan.meta["n_elements_without_wavelength"] == 3

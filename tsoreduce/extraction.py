@@ -647,8 +647,15 @@ def bin_lightcurves(spectra: SpectraData, edges=None, resolution=None, white_ran
         raise ShapeError("bin_lightcurves needs SpectraData.wavelength (um)")
     w = spectra.wavelength if spectra.wavelength.ndim == 1 else np.nanmedian(spectra.wavelength, axis=0)
     good_w = np.isfinite(w)
-    w_use = np.where(good_w, w, np.nanmedian(w))
-    plo, phi = _pixel_edges(w_use)
+    if not good_w.any():
+        raise ShapeError("bin_lightcurves: no spectral element has a finite wavelength")
+    # elements without a wavelength (outside the wavelength table) enter no bin, and the edges of the
+    # others come from their own neighbours only
+    plo, phi = np.zeros(w.shape), np.ones(w.shape)
+    plo[good_w], phi[good_w] = _pixel_edges(w[good_w])
+    if not good_w.all():
+        log.warning("bin_lightcurves: %d spectral elements without a wavelength are left out of every bin",
+                    int((~good_w).sum()))
     lo_w, hi_w = float(min(white_range)), float(max(white_range))
     if edges is not None:
         edges = np.asarray(edges, float)
@@ -693,7 +700,7 @@ def bin_lightcurves(spectra: SpectraData, edges=None, resolution=None, white_ran
         wflux, werr = wflux / wn, werr / abs(wn)
 
     meta = {"source": "tsoreduce Stage 3", "flux_units": "normalised" if normalise else spectra.units,
-            "white_range_um": [lo_w, hi_w]}
+            "white_range_um": [lo_w, hi_w], "n_elements_without_wavelength": int((~good_w).sum())}
     it = spectra.int_times
     if it is not None and np.isfinite(it.mid_bjd_tdb).all():
         time = it.mid_bjd_tdb
