@@ -9,6 +9,7 @@ and optimal / truth (the simulator's noiseless star flux of those rows, all colu
 
     python scripts/measure_optimal_bias.py --nints 10 --seeds 1 2 3 4
     python scripts/measure_optimal_bias.py --nints 120 --seeds 1
+    python scripts/measure_optimal_bias.py --nints 10 --seeds 1 2 3 4 --peak-rate 300
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     p.add_argument("--halfwidths", type=float, nargs="+", default=[4.0, 6.0, 10.0])
     p.add_argument("--band", type=float, nargs=2, default=[11.0, 12.0])
+    p.add_argument("--peak-rate", type=float, default=None,
+                   help="LRSSimConfig.peak_rate_dn_s (default the simulator's 2000 DN/s; lower = fainter)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     sys.path.insert(0, str(Path.cwd()))
@@ -38,7 +41,8 @@ def main(argv=None) -> int:
     ratios_true = {h: [] for h in args.halfwidths}
     box_true = []
     for seed in args.seeds:
-        rates, truth = simulate_lrs_rateints(LRSSimConfig(nints=args.nints, seed=seed))
+        kw = {} if args.peak_rate is None else {"peak_rate_dn_s": args.peak_rate}
+        rates, truth = simulate_lrs_rateints(LRSSimConfig(nints=args.nints, seed=seed, **kw))
         cal, diag = run_stage2(rates, {"pca": {"skip": True}})
         deep = diag["deep_frame"]
         trace, _ = find_trace(deep)
