@@ -524,9 +524,10 @@ def optimal_extract(calints: RateData, deep_frame, trace, *, aperture_halfwidth=
     c0, c1 = int(cols.min()), int(cols.max()) + 1
     sub = calints.replace(data=calints.data[:, :, c0:c1], err=calints.err[:, :, c0:c1],
                           dq=calints.dq[:, :, c0:c1], var_poisson=None, var_rnoise=None, wavelength=None)
-    _, bad_all, est_all = _clean(sub)
-    V = pixel_variance(sub.err, ~bad_all & ~est_all)
-    del bad_all, est_all
+    # measured values only (not flagged, not estimated); booleans, no float64 copy of the whole series
+    usable = np.isfinite(sub.data) & ((sub.dq & np.uint32(int(BAD_PIXEL_FLAGS | DQ.FLUX_ESTIMATED))) == 0)
+    V = pixel_variance(sub.err, usable)
+    del usable
     pos = V[np.isfinite(V) & (V > 0)]
     if pos.size == 0:
         # e.g. a noiseless simulation: the estimator stays unbiased, only its weights lose optimality

@@ -69,13 +69,14 @@ def pixel_variance(err, usable, *, halfwidth=3) -> np.ndarray:
 
     Returns float64 ``(nrows, ncols)``; NaN where no usable value is found within the window.
     """
-    e2 = np.where(usable & np.isfinite(err), np.asarray(err, float) ** 2, np.nan)
+    err = np.asarray(err, np.float32)
+    e2 = np.where(usable & np.isfinite(err), err * err, np.float32(np.nan))
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         from .spectroscopic import nanmedian
         v = nanmedian(e2, axis=0)
-    return _row_median(v, halfwidth)
+    return _row_median(np.asarray(v, np.float64), halfwidth)
 
 
 def _knots(r0, r1, knot_rows, k=3, info=None, min_rows=6.0):
