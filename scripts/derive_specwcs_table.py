@@ -1,5 +1,18 @@
 #!/usr/bin/env python
-"""Regenerate ``tsoreduce/data/slitlessprism_specwcs.ecsv`` from the CRDS specwcs reference file.
+"""Regenerate the bundled SLITLESSPRISM wavelength tables ``tsoreduce/data/slitlessprism_specwcs_*.ecsv``.
+
+Two sources, two tables:
+
+* ``slitlessprism_specwcs_0006.ecsv`` from the CRDS specwcs reference file itself (below);
+* ``slitlessprism_specwcs_0009.ecsv`` (``--from-calints``, the current default) from the WAVELENGTH
+  extension of a jwst calints whose primary header records ``R_SPCWCS = jwst_miri_specwcs_0009.fits``
+  (the 2024 slitless wavelength recalibration, CRDS jwst_1293.pmap and later): the map is sampled at
+  the trace centre of each row (linear interpolation along the row at ``x_center`` of the 0006 table;
+  the map is constant along rows, which is checked), rows where it is finite and > 0 are kept.  The
+  WAVELENGTH extension carries no trace position, so ``x_center`` is copied from specwcs_0006.
+
+specwcs_0006
+------------
 
 Source: ``jwst_miri_specwcs_0006.fits`` (CRDS, REFTYPE SPECWCS, EXP_TYPE MIR_LRS-SLITLESS, SUBARRAY
 SLITLESSPRISM, PEDIGREE INFLIGHT 2022-05-26 2022-05-31: the commissioning wavelength solution), a copy
@@ -24,8 +37,9 @@ file's coarse blue-end values; the later specwcs_0009 (used by jwst 2.0.1 for th
 Usage::
 
     python scripts/derive_specwcs_table.py /path/to/jwst_miri_specwcs_0006.fits [-o OUTPUT] [--force]
+    python scripts/derive_specwcs_table.py --from-calints /path/to/..._calints.fits [-o OUTPUT] [--force]
 
-Without ``-o`` the bundled table is rewritten (``--force`` is required to replace an existing file).
+Without ``-o`` the corresponding bundled table is rewritten (``--force`` is required to replace an existing file).
 The write is atomic (temporary file in the same folder, then ``os.replace``).
 """
 
@@ -41,7 +55,9 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-BUNDLED = Path(__file__).resolve().parents[1] / "tsoreduce" / "data" / "slitlessprism_specwcs.ecsv"
+DATA = Path(__file__).resolve().parents[1] / "tsoreduce" / "data"
+BUNDLED = DATA / "slitlessprism_specwcs_0006.ecsv"
+BUNDLED_0009 = DATA / "slitlessprism_specwcs_0009.ecsv"
 
 
 def derive(specwcs_path) -> Table:
@@ -81,6 +97,60 @@ def derive(specwcs_path) -> Table:
     return t
 
 
+def derive_from_calints(calints_path, trace_table: Table | None = None) -> Table:
+    """The bundled-table contents from the WAVELENGTH extension (um, ``(416, 72)``) of a jwst calints.
+
+    The wavelength of row ``y`` is the map linearly interpolated along the row at the trace centre
+    ``x_center(y)`` of ``trace_table`` (default: the bundled specwcs_0006 table); rows where it is not
+    finite or <= 0 are dropped.  Raises ValueError without a usable WAVELENGTH extension, when the map
+    varies along a row by more than 1e-4 um (the sampling column would then matter), or when the
+    wavelengths do not decrease monotonically with row.
+    """
+    if trace_table is None:
+        trace_table = Table.read(BUNDLED, format="ascii.ecsv")
+    with fits.open(calints_path) as h:
+        ph = h[0].header
+        if "WAVELENGTH" not in h or h["WAVELENGTH"].data is None:
+            raise ValueError(f"{calints_path}: no WAVELENGTH extension")
+        wmap = np.asarray(h["WAVELENGTH"].data, float)
+        rspc = str(ph.get("R_SPCWCS", "unknown")).replace("crds://", "")
+        ctx = str(ph.get("CRDS_CTX", "unknown"))
+        calver = str(ph.get("CAL_VER", "unknown"))
+        substrt2 = int(ph.get("SUBSTRT2", 529))
+    if wmap.ndim != 2 or substrt2 != 529:
+        raise ValueError(f"{calints_path}: WAVELENGTH {wmap.shape} is not a SLITLESSPRISM (SUBSTRT2 529) map")
+    wmap = np.where(np.isfinite(wmap) & (wmap > 0), wmap, np.nan)
+    rows_def = np.isfinite(wmap).any(axis=1)
+    spread = np.zeros(wmap.shape[0])
+    spread[rows_def] = np.nanmax(wmap[rows_def], axis=1) - np.nanmin(wmap[rows_def], axis=1)
+    if np.nanmax(spread) > 1e-4:
+        raise ValueError(f"{calints_path}: WAVELENGTH varies along a row by up to {np.nanmax(spread):.2g} um")
+    rows_t = np.asarray(trace_table["row"], float)
+    xc_t = np.asarray(trace_table["x_center"], float)
+    rows = np.arange(wmap.shape[0])
+    xc = np.interp(rows, rows_t, xc_t)
+    j = np.clip(np.floor(xc).astype(int), 0, wmap.shape[1] - 2)
+    fr = xc - j
+    wave = (1 - fr) * wmap[rows, j] + fr * wmap[rows, j + 1]
+    keep = np.isfinite(wave) & (rows >= rows_t[0]) & (rows <= rows_t[-1])
+    if not np.all(np.diff(wave[keep]) < 0):
+        raise ValueError(f"{calints_path}: WAVELENGTH does not decrease monotonically with row")
+    t = Table()
+    t["row"] = rows[keep].astype(np.int64)
+    t["row"].description = "SLITLESSPRISM subarray row, 0-based"
+    t["x_center"] = np.round(xc[keep], 6)
+    t["x_center"].unit = "pix"
+    t["x_center"].description = "trace centre column, 0-based subarray pixels (from specwcs_0006)"
+    t["wavelength"] = np.round(wave[keep], 6)
+    t["wavelength"].unit = "um"
+    t.meta["source"] = (f"CRDS {rspc} as applied by jwst {calver} (CRDS context {ctx}): WAVELENGTH "
+                        f"extension of {Path(calints_path).name}")
+    t.meta["derivation"] = ("wavelength = the WAVELENGTH map linearly interpolated along each row at "
+                            "x_center; x_center copied from specwcs_0006 (the map carries no trace "
+                            "position); rows where the map is finite and > 0")
+    return t
+
+
 def write_atomic(table: Table, output: Path, force: bool) -> None:
     if output.exists() and not force:
         raise SystemExit(f"{output} exists; pass --force to replace it")
@@ -96,13 +166,23 @@ def write_atomic(table: Table, output: Path, force: bool) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("specwcs", help="path to jwst_miri_specwcs_0006.fits")
-    p.add_argument("-o", "--output", type=Path, default=BUNDLED, help=f"output ECSV (default {BUNDLED})")
+    p.add_argument("specwcs", nargs="?", help="path to jwst_miri_specwcs_0006.fits")
+    p.add_argument("--from-calints", type=Path, default=None,
+                   help="derive the specwcs_0009 table from this calints' WAVELENGTH extension instead")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help=f"output ECSV (default {BUNDLED.name}, or {BUNDLED_0009.name} with --from-calints)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     args = p.parse_args(argv)
-    table = derive(args.specwcs)
-    write_atomic(table, args.output, args.force)
-    print(f"wrote {len(table)} rows (rows {table['row'][0]}-{table['row'][-1]}) to {args.output}")
+    if (args.specwcs is None) == (args.from_calints is None):
+        p.error("give either a specwcs file or --from-calints CALINTS")
+    if args.from_calints is not None:
+        table = derive_from_calints(args.from_calints)
+        output = args.output or BUNDLED_0009
+    else:
+        table = derive(args.specwcs)
+        output = args.output or BUNDLED
+    write_atomic(table, output, args.force)
+    print(f"wrote {len(table)} rows (rows {table['row'][0]}-{table['row'][-1]}) to {output}")
     return 0
 
 

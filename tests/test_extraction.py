@@ -8,7 +8,7 @@ import pytest
 
 from test_spectroscopic import _read_mirisim, synth_rates
 from tsoreduce import reference
-from tsoreduce.datamodel import IntTimes, LightCurves, SpectraData
+from tsoreduce.datamodel import DQ, IntTimes, LightCurves, SpectraData, dq_has
 from tsoreduce.errors import ConfigError, ShapeError
 from tsoreduce.extraction import (CONFIG_SCHEMA, bin_lightcurves, box_extract, box_weights, find_trace,
                                   measure_position_width, optimal_extract, optimize_box_width, run_stage3,
@@ -283,11 +283,16 @@ def test_sim_optimal_vs_box(sim_stage2):
     fb, _, _ = box_extract(cal, trace, 7.0)
     fo, eo, _, _ = optimal_extract(cal, deep, trace, aperture_halfwidth=6.0, shifts=shifts)
     (ib, wb), (io_, wo) = noise(fb), noise(fo)
-    assert io_ < ib, (io_, ib)
+    # issue 13: with the smooth (Horne/Marsh) profile the per-row noise equals the 7-px box's within 3 %
+    # here (measured 1.02x, summed over rows it is dominated by the bright, star-limited rows where
+    # optimal weights are box-like; 0.92-0.97x in the fainter rows 100-250).  The earlier deep-frame
+    # profile scored 0.99x only through its noise-correlated weights (with the true profile: 1.05x).
+    assert io_ < 1.03 * ib, (io_, ib)
     assert wo < 1.03 * wb, (wo, wb)
     noiseless, _ = subtract_background(RateData(truth.rate_star + truth.rate_background),
                                        trace_center=diag["trace_center"])
-    ta, _, _ = box_extract(noiseless, trace, 12.0)
+    # the optimal flux is the flux of the profile region (+-10.5 px, a 21-px box), not of the aperture
+    ta, _, _ = box_extract(noiseless, trace, 21.0)
     cons = fo[:, rows].sum() / ta[:, rows].sum() - 1
     print(f"\nsimulator: per-row noise box {1e6 * ib:.1f} ppm, optimal {1e6 * io_:.1f} ppm; white-light "
           f"scatter box {1e6 * wb:.0f} ppm, optimal {1e6 * wo:.0f} ppm; flux conservation {100 * cons:+.3f} %")
@@ -371,3 +376,131 @@ def test_bin_lightcurves_on_flight_wasp39_x1dints():
     np.testing.assert_allclose(lc.white_flux, ref, atol=2e-4)
     assert lc.nchan == 14 and np.isfinite(lc.flux).all()
     np.testing.assert_allclose(lc.time, spectra.int_times.mid_bjd_tdb)
+
+
+def test_mirisim_rateints_and_calints_same_wavelengths(tmp_path):
+    """Issue 13 part 1: the rateints-only run of the MIRISim NGTS-10 file (no WAVELENGTH extension, so
+    Stage 2 falls back to the bundled default specwcs_0009) gives the same x1dints wavelengths as a run
+    on its calints (the STScI WAVELENGTH extension, CRDS jwst_1535 / specwcs_0009), measured < 1e-5 um;
+    every calints and x1dints header names the map (R_SPCWCS, WAVSRC)."""
+    from astropy.io import fits
+
+    from tsoreduce import io
+
+    s2 = {"bad_pixels": {"skip_temporal": True}, "pca": {"n_components": 3}}
+    out = {}
+    for kind in ("rateints", "calints"):
+        cal, diag = run_stage2(_read_mirisim(kind), s2)
+        spectra, _ = run_stage3(cal, {"lightcurves": {"skip": True}}, deep_frame=diag["deep_frame"])
+        pc = io.write_calints(tmp_path / f"{kind}_calints.fits", cal)
+        px = io.write_x1dints(tmp_path / f"{kind}_x1dints.fits", spectra)
+        out[kind] = (spectra, fits.getheader(pc, 0), fits.getheader(px, 0))
+    wr, wc = out["rateints"][0].wavelength, out["calints"][0].wavelength
+    print(f"\nMIRISim x1dints wavelengths, rateints vs calints run: {wr.size} vs {wc.size} elements, "
+          f"max |diff| {np.max(np.abs(wr - wc)) if wr.shape == wc.shape else np.nan:.2g} um")
+    assert wr.shape == wc.shape == (388,)
+    np.testing.assert_allclose(wr, wc, atol=1e-5)
+    for kind, src in (("rateints", "bundled slitlessprism_specwcs_0009.ecsv"),
+                      ("calints", "input WAVELENGTH extension")):
+        for h in out[kind][1:]:
+            assert h["WAVSRC"] == src
+            assert "jwst_miri_specwcs_0009.fits" in h["R_SPCWCS"]
+
+
+# ------------------------------------------------------------------ issue 13: profile bias, repairs
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_optimal_profile_unbiased_at_low_snr(seed):
+    """Issue 13 part 2: at low S/N (10 integrations, the 11-12 um rows) the optimal flux equals a 21-px
+    box's on the same data to < 0.5 % and does not depend on the aperture half-width (4, 6, 10 px).
+    Measured (seeds 1-4): 1.0004 +- 0.0007 for every half-width; before (deep-frame profile with
+    negatives set to zero): 0.981 / 0.996 / 1.012 for half-widths 4 / 6 / 10."""
+    from tsoreduce.optimal_profile import pixel_variance, smooth_profile
+    from tsoreduce.simulate import LRSSimConfig, simulate_lrs_rateints
+
+    rates, truth = simulate_lrs_rateints(LRSSimConfig(nints=10, seed=seed))
+    cal, diag = run_stage2(rates, {"pca": {"skip": True}})
+    deep = diag["deep_frame"]
+    trace, _ = find_trace(deep)
+    rows = np.flatnonzero((truth.wavelength >= 11) & (truth.wavelength <= 12))
+    fb = box_extract(cal, trace, 21.0)[0][:, rows].sum()
+    r = np.array([np.nansum(optimal_extract(cal, deep, trace, aperture_halfwidth=h)[0][:, rows]) / fb
+                  for h in (4.0, 6.0, 10.0)])
+    print(f"\nseed {seed}: optimal / box-21 over 11-12 um, half-widths 4/6/10: {np.round(r, 4)}")
+    assert np.all(np.abs(r - 1) < 0.005), r
+    assert np.ptp(r) < 0.002, r
+    # the profile is non-negative, zero outside its region and normalised per row
+    region = box_weights(trace, 21.0, 72)
+    var = pixel_variance(cal.err, np.ones(cal.err.shape, bool)) * (0.5 * np.pi / cal.nints)
+    P, info = smooth_profile(deep, var, region)
+    assert (P >= 0).all() and (P[region == 0] == 0).all()
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=1e-9)
+
+
+def _noiseless_hot_pixels(nints=6, seed=11, rows=(233, 344, 250, 300, 330, 370), excess=500.0):
+    """Noiseless rate-level simulation (no Poisson, read noise, cosmic rays, EMI) with the ERR of the
+    same simulation with noise on (as Stage 1 reports for noiseless ramps), and hot pixels (+excess DN/s,
+    flagged HOT) on the trace centre column of ``rows``."""
+    import dataclasses
+
+    from tsoreduce.simulate import LRSSimConfig, simulate_lrs_rateints
+
+    cfg = LRSSimConfig(nints=nints, seed=seed, poisson=False, read_noise=False, cosmic_rays=False, emi=False)
+    rates, truth = simulate_lrs_rateints(cfg)
+    noisy, _ = simulate_lrs_rateints(dataclasses.replace(cfg, poisson=True, read_noise=True))
+    rows = np.asarray(rows)
+    cols = np.round(reference.trace_x_center(rows)).astype(int)
+    data, dq = rates.data.copy(), rates.dq.copy()
+    data[:, rows, cols] += excess
+    dq[:, rows, cols] |= np.uint32(DQ.HOT)
+    return rates.replace(data=data, dq=dq, err=noisy.err), truth, rows, cols
+
+
+def test_repaired_pixels_stay_repaired():
+    """Issue 13 part 5: on a noiseless simulation with hot pixels on the trace (rows 233 and 344 of the
+    issue and four more), every row from 5 to 10.5 um is within 1 % of the true star flux, box (21 px)
+    and optimal; the hot rows' x1dints DQ says FLUX_ESTIMATED, not DO_NOT_USE.  Measured: worst row
+    0.9935 (box) / 0.9937 (optimal), hot rows 0.995-1.001; before: hot rows 0.61-0.72 (the repaired
+    pixel was zeroed), flagged DO_NOT_USE.  Without Stage 2's repair the bad pixels are excluded and
+    the elements flagged DO_NOT_USE."""
+    rates, truth, rows, cols = _noiseless_hot_pixels()
+    cal, diag = run_stage2(rates, {"pca": {"skip": True}})
+    assert dq_has(cal.dq[:, rows, cols], DQ.FLUX_ESTIMATED).all()
+    deep = diag["deep_frame"]
+    trace, _ = find_trace(deep)
+    true = truth.rate_star.sum(axis=2).mean(axis=0)
+    band = np.flatnonzero((truth.wavelength >= 5.0) & (truth.wavelength <= 10.5))
+    for name, (f, e, dq, *_) in (("box", box_extract(cal, trace, 21.0)),
+                                 ("optimal", optimal_extract(cal, deep, trace, aperture_halfwidth=6.0))):
+        r = np.nanmean(f, axis=0) / true
+        print(f"\n{name}: hot rows {np.round(r[rows], 4)}, worst row 5-10.5 um {r[band][np.argmax(np.abs(r[band] - 1))]:.4f}")
+        assert np.all(np.abs(r[band] - 1) < 0.01), (name, band[np.abs(r[band] - 1) >= 0.01])
+        assert dq_has(dq[:, rows], DQ.FLUX_ESTIMATED).all()
+        assert not dq_has(dq[:, rows], DQ.DO_NOT_USE).any()
+        assert np.isfinite(e[:, rows]).all()
+    # the estimate's variance is inflated: the box error of a hot row exceeds its neighbours' mean
+    _, eb, _ = box_extract(cal, trace, 21.0)
+    assert np.all(eb[0, rows] > 0.5 * (eb[0, rows - 1] + eb[0, rows + 1]))
+    # not repaired (Stage 2's bad-pixel step skipped): excluded / flagged, never counted as estimated
+    raw, _ = run_stage2(rates, {"pca": {"skip": True}, "bad_pixels": {"skip": True}})
+    _, _, dqb = box_extract(raw, trace, 21.0)
+    fo, _, dqo, _ = optimal_extract(raw, deep, trace, aperture_halfwidth=6.0)
+    assert dq_has(dqb[:, rows], DQ.DO_NOT_USE).all() and not dq_has(dqb[:, rows], DQ.FLUX_ESTIMATED).any()
+    assert np.all(np.abs(np.nanmean(fo, axis=0)[rows] / true[rows] - 1) < 0.01)  # excluded, profile-weighted
+
+
+def test_bin_lightcurves_skips_elements_without_wavelength():
+    """Issue 13 part 1: elements with a NaN wavelength (outside the table) enter no bin and do not move
+    the edges of the others: the binned light curves equal those of the spectrum without them."""
+    sp, *_ = _transit_spectra()
+    w = sp.wavelength.copy()
+    w_nan = w.copy()
+    w_nan[[0, 5, 200]] = np.nan
+    keep = np.isfinite(w_nan)
+    with_nan = bin_lightcurves(sp.replace(wavelength=w_nan), normalise=False)
+    reduced = SpectraData(data=sp.data[:, keep], err=sp.err[:, keep], dq=sp.dq[:, keep], wavelength=w[keep],
+                          int_times=sp.int_times, aux=dict(sp.aux), meta=dict(sp.meta), units=sp.units)
+    ref = bin_lightcurves(reduced, normalise=False)
+    np.testing.assert_allclose(with_nan.flux, ref.flux, rtol=1e-12)
+    np.testing.assert_allclose(with_nan.white_flux, ref.white_flux, rtol=1e-12)
+    assert with_nan.meta["n_elements_without_wavelength"] == 3

@@ -188,50 +188,76 @@ def test_find_reference_crds_cache(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------ wavelengths
 def test_bundled_table_shape_and_monotonic():
-    t = ref.specwcs_table()
-    assert len(t) == 388 and t["row"][0] == 7 and t["row"][-1] == 394
-    assert np.all(np.diff(t["wavelength"]) < 0)
-    wmap = ref.default_wavelength_map()
-    assert wmap.shape == (416, 72) and np.isnan(wmap[:7]).all() and np.isnan(wmap[395:]).all()
-    assert ref.wavelength_of_row(257) == pytest.approx(9.70, abs=0.01)
+    assert ref.DEFAULT_WAVELENGTH_MAP == "specwcs_0009"
+    for name in ("specwcs_0009", "specwcs_0006"):
+        t = ref.specwcs_table(name)
+        assert len(t) == 388 and t["row"][0] == 7 and t["row"][-1] == 394
+        assert np.all(np.diff(t["wavelength"]) < 0)
+        wmap = ref.default_wavelength_map(name=name)
+        assert wmap.shape == (416, 72) and np.isnan(wmap[:7]).all() and np.isnan(wmap[395:]).all()
+    # PROVENANCE.md: row 257 ~ 9.70 um in 0006; 0009 moved it by -0.015 um
+    assert ref.wavelength_of_row(257, "specwcs_0006") == pytest.approx(9.6976, abs=1e-4)
+    assert ref.wavelength_of_row(257) == pytest.approx(9.6823, abs=1e-4)
+    assert ref.wavelength_map_label() == "jwst_miri_specwcs_0009.fits"
     assert 36 < ref.trace_x_center(200) < 38
+    with pytest.raises(ReferenceFileError, match="specwcs_0009"):
+        ref.specwcs_table("specwcs_0042")
+
+
+def test_wavelength_outside_table_is_nan_not_clamped():
+    """Rows outside the table (0-6, 395-415) are NaN in every bundled map, including just beyond each
+    end and at fractional rows; the last table row keeps its own value (not the one before)."""
+    for name in ("specwcs_0009", "specwcs_0006"):
+        rows = np.array([0, 6, 6.5, 6.999, 394.001, 394.5, 395, 415])
+        assert np.isnan(ref.wavelength_of_row(rows, name)).all()
+        t = ref.specwcs_table(name)
+        w = ref.wavelength_of_row([393, 394], name)
+        np.testing.assert_allclose(w, np.asarray(t["wavelength"][-2:], float))
+        assert w[1] < w[0]
 
 
 @needs_data
-def test_derive_script_reproduces_bundled_table(tmp_path):
+def test_derive_script_reproduces_bundled_tables(tmp_path):
     spec = importlib.util.spec_from_file_location("derive_specwcs_table",
                                                   REPO / "scripts" / "derive_specwcs_table.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     out = tmp_path / "specwcs.ecsv"
     assert mod.main([str(SPECWCS), "-o", str(out)]) == 0
-    bundled = REPO / "tsoreduce" / "data" / "slitlessprism_specwcs.ecsv"
+    bundled = REPO / "tsoreduce" / "data" / "slitlessprism_specwcs_0006.ecsv"
     assert out.read_text() == bundled.read_text()
     with pytest.raises(SystemExit):  # refuses to replace without --force
         mod.main([str(SPECWCS), "-o", str(out)])
+    out9 = tmp_path / "specwcs9.ecsv"
+    assert mod.main(["--from-calints", str(CALINTS), "-o", str(out9)]) == 0
+    assert out9.read_text() == (REPO / "tsoreduce" / "data" / "slitlessprism_specwcs_0009.ecsv").read_text()
 
 
 @needs_data
 def test_default_wavelength_map_vs_mirisim_calints():
-    """Bundled map (specwcs_0006) vs the jwst 2.0.1 WAVELENGTH extension of the MIRISim calints.
-
-    That calints records R_SPCWCS = jwst_miri_specwcs_0009.fits, a later solution than the 0006 we
-    bundle, so they differ slightly.  Measured along the trace column 36, rows 7-394: median |diff|
-    0.018 um (0.013 um over 5-12 um); rows 7-359 (> ~5.6 um) agree to 0.056 um; the difference grows
-    towards the blue end where 0009 revised the solution: 0.13 um by row 379, 0.19 um by row 389 and
-    0.36 um at row 394 (0006's coarse 3.7 um end value vs 4.06 um in 0009).
-    """
+    """The default map (specwcs_0009) reproduces the jwst 2.0.1 WAVELENGTH extension of the MIRISim
+    calints (R_SPCWCS = jwst_miri_specwcs_0009.fits, CRDS jwst_1535) along the trace to < 5 nm over
+    5-12 um (measured: 0 within float32 rounding, < 1e-6 um, on every row 7-394).  The 2022 map
+    (specwcs_0006) differs by up to 0.36 um (0.144 um at row 382, 5.44 um)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", io.IntTimesReconstructedWarning)
         cal = io.read_calints(CALINTS)
     pipe = cal.wavelength.astype(float)
-    ours = ref.default_wavelength_map().astype(float)
-    # same defined region: rows 7-394 (reference columns 0-3 are NaN in the pipeline map)
-    assert np.array_equal(np.isfinite(pipe).any(axis=1), np.isfinite(ours).any(axis=1))
-    diff = pipe[7:395, 36] - ours[7:395, 36]
-    assert np.median(np.abs(diff)) < 0.05
-    assert np.max(np.abs(diff)) < 0.5
-    assert np.max(np.abs(diff[: 360 - 7])) < 0.06
+    rows = np.arange(416)
+    xc = ref.trace_x_center(rows)
+    j = np.floor(xc).astype(int)
+    pipe_tr = (1 - (xc - j)) * pipe[rows, j] + (xc - j) * pipe[rows, j + 1]
+    ours = ref.wavelength_of_row(rows)
+    assert np.array_equal(np.isfinite(pipe_tr), np.isfinite(ours))  # same rows 7-394
+    band = np.isfinite(pipe_tr) & (pipe_tr >= 5) & (pipe_tr <= 12)
+    diff = np.abs(ours - pipe_tr)[band]
+    old = np.abs(ref.wavelength_of_row(rows, "specwcs_0006") - pipe_tr)
+    print(f"\ndefault map vs MIRISim calints WAVELENGTH, 5-12 um ({band.sum()} rows): max |diff| "
+          f"{1e3 * diff.max():.2g} nm; specwcs_0006: max {1e3 * np.nanmax(old[band]):.0f} nm, "
+          f"row 382 {old[382]:+.3f} um")
+    assert diff.max() < 0.005
+    assert np.nanmax(np.abs(ours - pipe_tr)) < 1e-4  # every row, not only 5-12 um
+    assert old[382] > 0.1  # the old map really differs there (the test can fail)
     assert np.all(np.diff(pipe[7:395, 36]) < 0)  # both decrease with row
 
 
@@ -241,7 +267,7 @@ def test_specwcs_vs_flight_x1dints_wavelengths():
     row 7-394.  Measured: median |diff| 0.0012 um, max 0.025 um (the pipeline evaluates the wavelength
     at the traced position, not at the row centre of the table)."""
     spec = io.read_x1dints(X1DINTS)
-    table = np.asarray(ref.specwcs_table()["wavelength"], float)
+    table = np.asarray(ref.specwcs_table("specwcs_0006")["wavelength"], float)
     assert spec.wavelength.shape == table.shape == (388,)
     diff = spec.wavelength - table
     assert np.median(np.abs(diff)) < 0.005

@@ -3,6 +3,7 @@ truth, plus the MIRISim rateints/calints (real STScI pipeline products) in ../sh
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from scipy.special import erf
 
 from tsoreduce import reference
-from tsoreduce.datamodel import DQ, RateData
+from tsoreduce.datamodel import DQ, RateData, dq_has
 from tsoreduce.errors import ConfigError, ShapeError
 from tsoreduce.spectroscopic import (CONFIG_SCHEMA, assign_wavelength, clean_bad_pixels, flat_field,
                                      make_deep_frame, pca_reconstruct, read_specwcs_wavelength_map,
@@ -62,31 +63,47 @@ def synth_rates(nints=40, *, seed=1, sigma=1.1, x_offset=0.0, shifts=None, width
 
 # ------------------------------------------------------------------------------------- wavelength
 
-def test_wavelength_sources():
+def test_wavelength_sources(caplog):
     r, _ = synth_rates(3, noise=False)
-    out = assign_wavelength(r, "auto")
+    with caplog.at_level(logging.WARNING, logger="tsoreduce.spectroscopic"):
+        out = assign_wavelength(r, "auto")
+    # the fallback to a bundled map is a WARNING naming it, and the product records it
+    assert any(rec.levelno == logging.WARNING and "specwcs_0009" in rec.getMessage() for rec in caplog.records)
+    assert out.meta["R_SPCWCS"] == "jwst_miri_specwcs_0009.fits"
+    assert out.meta["WAVSRC"] == "bundled slitlessprism_specwcs_0009.ecsv"
     ref = reference.default_wavelength_map()
     np.testing.assert_allclose(out.wavelength, ref, equal_nan=True)
     assert r.wavelength is None  # input untouched
+    old = run_stage2(r, {"wavelength": {"source": "default", "map": "specwcs_0006"}, "pca": {"skip": True},
+                         "bad_pixels": {"skip": True}})[0]
+    np.testing.assert_allclose(old.wavelength, reference.default_wavelength_map(name="specwcs_0006"),
+                               equal_nan=True)
+    assert old.meta["R_SPCWCS"] == "jwst_miri_specwcs_0006.fits"
+    with pytest.raises(ConfigError, match="map"):
+        run_stage2(r, {"wavelength": {"map": "specwcs_0042"}})
     with pytest.raises(ConfigError, match="WAVELENGTH"):
         assign_wavelength(r, "extension")
-    ext = r.replace(wavelength=ref + 0.01)
-    np.testing.assert_allclose(assign_wavelength(ext, "auto").wavelength, ref + 0.01, equal_nan=True)
+    ext = r.replace(wavelength=ref + 0.01, meta=dict(r.meta, R_SPCWCS="crds://jwst_miri_specwcs_0009.fits"))
+    out_ext = assign_wavelength(ext, "auto")
+    np.testing.assert_allclose(out_ext.wavelength, ref + 0.01, equal_nan=True)
+    assert out_ext.meta["WAVSRC"] == "input WAVELENGTH extension"
+    assert out_ext.meta["R_SPCWCS"] == "crds://jwst_miri_specwcs_0009.fits"
     # jwst #6963: an all-zero WAVELENGTH extension must not be used
     zero = r.replace(wavelength=np.zeros(reference.SUBARRAY_SHAPE))
     np.testing.assert_allclose(assign_wavelength(zero, "auto").wavelength, ref, equal_nan=True)
 
 
 @pytest.mark.skipif(not SPECWCS.exists(), reason=f"shared CRDS specwcs file absent ({SPECWCS})")
-def test_specwcs_file_matches_bundled_default():
+def test_specwcs_file_matches_bundled_0006():
     wm = read_specwcs_wavelength_map(SPECWCS)
-    ref = reference.default_wavelength_map()
+    ref = reference.default_wavelength_map(name="specwcs_0006")
     assert np.array_equal(np.isfinite(wm), np.isfinite(ref))
     assert np.nanmax(np.abs(wm - ref)) < 1e-3
     r, _ = synth_rates(2, noise=False)
     out = run_stage2(r, {"wavelength": {"source": "specwcs", "specwcs_path": str(SPECWCS)},
                          "pca": {"skip": True}})[0]
     assert abs(out.wavelength[257, 36] - 9.70) < 0.05  # PROVENANCE.md: row 257 ~ 9.70 um
+    assert out.meta["R_SPCWCS"] == SPECWCS.name and out.meta["WAVSRC"] == f"specwcs file {SPECWCS.name}"
 
 
 # ---------------------------------------------------------------------------------------- flat
@@ -264,8 +281,15 @@ def test_stage2_on_mirisim(kind):
     r = _read_mirisim(kind)
     out, diag = run_stage2(r)
     assert 36.0 <= diag["trace_center"] <= 38.5
-    assert np.isfinite(out.data[:, :, 4:]).all()
-    assert np.isfinite(diag["deep_frame"][:, 4:]).all()
+    # values without any estimate (real DO_NOT_USE regions at the subarray edge) stay NaN and
+    # DO_NOT_USE instead of a silent 0 flagged FLUX_ESTIMATED (issue 13); everything else is finite
+    nonfinite = ~np.isfinite(out.data[:, :, 4:])
+    assert dq_has(out.dq[:, :, 4:][nonfinite], DQ.DO_NOT_USE).all()
+    assert not dq_has(out.dq[:, :, 4:][nonfinite], DQ.FLUX_ESTIMATED).any()
+    assert nonfinite.mean() < 0.05
+    # columns 4-6 of this file are 94 % DO_NOT_USE (runs longer than the +-12-row search): no estimate
+    assert dq_has(r.dq[:, :, 4:7], DQ.DO_NOT_USE).mean() > 0.9
+    assert np.isfinite(diag["deep_frame"][:, 7:]).all()
     # background ~ 17.8 DN/s removed from off-trace pixels
     assert abs(np.median(out.data[:, 100:390, 14:28])) < 0.3
     if kind == "calints":  # the pipeline's own WAVELENGTH extension is used

@@ -12,10 +12,14 @@ Steps, in the order :func:`run_stage3` runs them (one function each):
    shift fit, anchors.md 2.9).
 3. :func:`box_extract` (fractional edge pixels; optional width minimising white-light scatter,
    exoTEDRF ``extract_width='optimize'``, anchors.md 2.10) or :func:`optimal_extract` (Horne 1986,
-   PASP 98, 609; profile from the deep frame, variance from ERR, iterative outlier rejection;
-   anchors.md 2.11).
+   PASP 98, 609; Marsh 1989, PASP 101, 1032: a smooth profile model fitted to the deep frame along
+   the dispersion direction, :mod:`tsoreduce.optimal_profile`; variance from ERR; iterative outlier
+   rejection).  Pixels whose flux Stage 2 estimated are extracted with their estimate (inflated
+   variance) and mark the element FLUX_ESTIMATED; unrepaired bad pixels are excluded (optimal) or
+   mark it DO_NOT_USE (box).
 4. :func:`wavelength_at_trace` -- the wavelength map (jwst ``assign_wcs`` / CRDS specwcs) sampled at
-   the trace (anchors.md 2.12).
+   the trace; without a map the bundled default (specwcs_0009) with a WARNING.  The map used is
+   recorded in the x1dints header (R_SPCWCS, WAVSRC).
 5. :func:`bin_lightcurves` -- white and spectroscopic light curves with fractional-pixel bin weights
    (exoTEDRF ``bin_at_resolution``, anchors.md 2.13).
 
@@ -37,6 +41,7 @@ from . import reference
 from .config import Param, validate
 from .datamodel import DQ, LightCurves, RateData, SpectraData
 from .errors import ConfigError, EmptyDataError, ShapeError
+from .optimal_profile import ESTIMATED_VARIANCE_FACTOR, estimated_mask, pixel_variance, smooth_profile
 from .spectroscopic import BAD_PIXEL_FLAGS, baseline_index, estimate_trace_column, make_deep_frame
 from .spectroscopic import _quiet_nanwarnings as _quiet
 from .spectroscopic import nanmedian
@@ -52,7 +57,7 @@ __all__ = ["CONFIG_SCHEMA", "run_stage3", "edgetrigger_centres", "fit_trace_poly
 CONFIG_SCHEMA = {
     "trace": {
         "method": Param("edgetrigger", str, "trace centres: 'edgetrigger' on the deep frame, 'user' "
-                        "(centroids given to run_stage3 or centroids_file) or 'nominal' (specwcs_0006)",
+                        "(centroids given to run_stage3 or centroids_file) or 'nominal' (specwcs_0006 trace)",
                         choices=("edgetrigger", "user", "nominal")),
         "halfwidth": Param(2, int, "half-width (px) of the local-slope window of edgetrigger", min=1, max=6),
         "poly_order": Param(3, int, "order of the robust polynomial of centre vs row", min=0, max=8),
@@ -72,6 +77,12 @@ CONFIG_SCHEMA = {
                             item_type=(int, float), min=0.5),
         "aperture_halfwidth": Param(6.0, float, "half-width (px) of the optimal-extraction aperture",
                                     min=1.0, max=20.0),
+        "profile_halfwidth": Param(10.5, float, "half-width (px) of the region over which the optimal-"
+                                   "extraction profile is normalised (the flux estimated is the flux "
+                                   "in it; 10.5 = a 21-px box)", min=2.0, max=30.0),
+        "profile_knot_rows": Param(40.0, float, "knot spacing (rows) of the B-spline profile model "
+                                   "fitted along each column (Horne 1986 / Marsh 1989)", min=5.0,
+                                   max=400.0),
         "clip_sigma": Param(5.0, float, "outlier rejection threshold of optimal extraction", min=2.0),
         "max_iter": Param(10, int, "maximum rejection iterations of optimal extraction", min=1, max=50),
         "shift_profile": Param(True, bool, "move the optimal-extraction profile with the measured "
@@ -323,32 +334,71 @@ def _blocks(nints, progress, what):
 
 
 def _clean(calints):
+    """Working copy of the data for extraction: ``(d, bad, est)``, each ``(nints, nrows, ncols)``.
+
+    ``est``: pixels whose flux Stage 2 estimated (FLUX_ESTIMATED set, DO_NOT_USE clear, finite) -- kept
+    with their estimate even when a bad-pixel bit (HOT, DEAD, ...) is also set, so a repaired pixel
+    stays repaired; ``bad``: non-finite or flagged DO_NOT_USE/DEAD/HOT/SATURATED and not estimated --
+    set to 0 in ``d``.
+    """
     d = calints.data.astype(np.float64)
-    bad = ~np.isfinite(d) | ((calints.dq & np.uint32(int(BAD_PIXEL_FLAGS))) != 0)
-    return np.where(bad, 0.0, d), bad
+    est = estimated_mask(calints.data, calints.dq)
+    bad = (~np.isfinite(d) | ((calints.dq & np.uint32(int(BAD_PIXEL_FLAGS))) != 0)) & ~est
+    return np.where(bad, 0.0, d), bad, est
+
+
+def _box_err2(calints, bad, est):
+    """ERR^2 of a block with the variance of estimated pixels replaced by
+    :data:`~tsoreduce.optimal_profile.ESTIMATED_VARIANCE_FACTOR` x the median ERR^2 of the measured
+    pixels within +-3 rows of the same column (the ERR of a replaced hot pixel describes the hot value,
+    not the estimate)."""
+    e2 = np.nan_to_num(calints.err.astype(np.float64)) ** 2
+    if est.any():
+        meas = ~bad & ~est & np.isfinite(calints.err)
+        ii, yy, xx = np.nonzero(est)
+        nrows = e2.shape[1]
+        vals = np.full((6, ii.size), np.nan)
+        for k, s in enumerate((-3, -2, -1, 1, 2, 3)):
+            y2 = yy + s
+            inside = (y2 >= 0) & (y2 < nrows)
+            y2 = np.clip(y2, 0, nrows - 1)
+            vals[k] = np.where(inside & meas[ii, y2, xx], e2[ii, y2, xx], np.nan)
+        with _quiet():
+            med = np.nanmedian(vals, axis=0)
+        e2[ii, yy, xx] = ESTIMATED_VARIANCE_FACTOR * np.where(np.isfinite(med), med, e2[ii, yy, xx])
+    return e2
+
+
+def _element_dq(nbad, nest):
+    """x1dints DQ of each element: DO_NOT_USE when an unrepaired bad pixel entered it, FLUX_ESTIMATED
+    when it contains the flux of a pixel estimated by Stage 2 (used, not excluded)."""
+    dq = np.where(nbad > 0, np.uint32(DQ.DO_NOT_USE), np.uint32(0))
+    return (dq | np.where(nest > 0, np.uint32(DQ.FLUX_ESTIMATED), np.uint32(0))).astype(np.uint32)
 
 
 def box_extract(calints: RateData, trace, width=7.0, *, progress=False):
     """Box extraction with fractional edge pixels.
 
     flux_i(y) = sum_x w(y,x) D_i(y,x); err = sqrt(sum_x w^2 ERR^2) (weights from :func:`box_weights`).
-    Pixels non-finite or flagged DO_NOT_USE/DEAD/HOT/SATURATED count as 0 and mark the spectral element
+    A pixel whose flux Stage 2 estimated (FLUX_ESTIMATED, DO_NOT_USE clear) enters with its estimate and
+    an inflated variance (:func:`_box_err2`), and marks the element FLUX_ESTIMATED; pixels non-finite or
+    flagged DO_NOT_USE/DEAD/HOT/SATURATED without an estimate count as 0 and mark the element
     DO_NOT_USE.  Returns ``(flux, err, dq)``, each ``(nints, nrows)``, in the data units (summed).
     ``progress``: a tqdm bar over the integration blocks.
     """
     w = box_weights(trace, width, calints.data.shape[2])
     nints, nrows = calints.data.shape[:2]
     flux, err = np.empty((nints, nrows)), np.empty((nints, nrows))
-    nbad = np.empty((nints, nrows))
+    nbad, nest = np.empty((nints, nrows)), np.empty((nints, nrows))
     for i0 in _blocks(nints, progress, "box extraction"):  # blocks bound the float64 working copies
         blk = slice(i0, min(i0 + _BLOCK, nints))
-        d, bad = _clean(calints.select_integrations(blk))
+        sub = calints.select_integrations(blk)
+        d, bad, est = _clean(sub)
         flux[blk] = np.einsum("iyx,yx->iy", d, w)
-        e = np.nan_to_num(calints.err[blk].astype(np.float64))
-        err[blk] = np.sqrt(np.einsum("iyx,yx->iy", e * e, w * w))
+        err[blk] = np.sqrt(np.einsum("iyx,yx->iy", _box_err2(sub, bad, est), w * w))
         nbad[blk] = np.einsum("iyx,yx->iy", bad.astype(float), w)
-    dq = np.where(nbad > 0, np.uint32(DQ.DO_NOT_USE), 0)
-    return flux, err, dq.astype(np.uint32)
+        nest[blk] = np.einsum("iyx,yx->iy", est.astype(float), w)
+    return flux, err, _element_dq(nbad, nest)
 
 
 def white_light_scatter(flux) -> float:
@@ -363,7 +413,7 @@ def white_light_scatter(flux) -> float:
 def optimize_box_width(calints: RateData, trace, rows, widths=np.arange(2.0, 12.01, 0.5)):
     """The box width (px) minimising :func:`white_light_scatter` of the white light curve summed over
     ``rows``.  Returns ``(best_width, widths, scatter)``."""
-    d, _ = _clean(calints)
+    d = _clean(calints)[0]
     rows = np.asarray(rows)
     sub = d[:, rows]
     sc = []
@@ -380,10 +430,11 @@ def optimize_box_width(calints: RateData, trace, rows, widths=np.arange(2.0, 12.
 # ----------------------------------------------------------------------------------- 3. optimal
 
 def _horne_block(d, bad, P, V, clip_sigma, max_iter):
-    """Horne (1986) iterations for a block of integrations; d, bad, P ``(n, nrows, ncols)``
-    (P normalised per row), V ``(nrows, ncols)``."""
+    """Horne (1986) iterations for a block of integrations; d, bad, P, V ``(n, nrows, ncols)`` (P
+    normalised per row over the profile region; V may broadcast).  Returns flux, err, the accepted
+    profile weight ``sum M P`` and the accepted-pixel mask M."""
     M = (~bad) & (P > 0)
-    PV = P / V[None]
+    PV = P / V
     PPV = P * PV
     nrej = 0
     for _ in range(max_iter):
@@ -394,7 +445,7 @@ def _horne_block(d, bad, P, V, clip_sigma, max_iter):
             f = np.where(den > 0, num / den, 0.0)
         # Horne's rule: only the single worst pixel of a row is rejected per pass, because one strong
         # outlier biases f and would otherwise make its good neighbours look discrepant too
-        z2 = np.where(M, (d - f[:, :, None] * P) ** 2 / V[None], -1.0)
+        z2 = np.where(M, (d - f[:, :, None] * P) ** 2 / V, -1.0)
         worst = np.argmax(z2, axis=2)
         zmax = np.take_along_axis(z2, worst[..., None], axis=2)[..., 0]
         hit = zmax > clip_sigma**2
@@ -410,49 +461,51 @@ def _horne_block(d, bad, P, V, clip_sigma, max_iter):
     with np.errstate(all="ignore"):
         flux = np.where(den > 0, num / den, np.nan)
         err = np.where(den > 0, np.sqrt(sp / den), np.nan)
-    return flux, err, sp, nrej
+    return flux, err, sp, nrej, M
 
 
-def _profiles(deep, wap, c0, c1, shifts):
-    """Normalised spatial profiles ``(len(shifts), nrows, c1 - c0)``: the deep frame (negatives -> 0)
-    moved by ``shifts`` columns (cubic spline along each row), times the aperture weights."""
-    nrows, ncols = deep.shape
+def _profiles(model, region, c0, c1, shifts):
+    """Profiles ``(len(shifts), nrows, c1 - c0)``: the smooth model ``(nrows, ncols)`` moved by ``shifts``
+    columns (cubic spline along each row), clipped at 0 and renormalised over the region weights."""
+    from .optimal_profile import _normalise
+
+    nrows, ncols = model.shape
     x = np.arange(ncols, dtype=float)
-    pos = np.clip(np.nan_to_num(deep), 0, None)
-    spl = CubicSpline(x, pos, axis=1) if np.any(shifts != 0) else None
     out = np.empty((len(shifts), nrows, c1 - c0))
-    w = wap[:, c0:c1]
+    spl = CubicSpline(x, model, axis=1) if np.any(shifts != 0) else None
     for k, dx in enumerate(shifts):
-        prof = pos[:, c0:c1] if (spl is None or dx == 0) else np.clip(spl(x[c0:c1] - dx), 0, None)
-        prof = prof * w
-        # rows with no positive deep-frame signal (far ends of the spectrum) get a flat profile, i.e. a
-        # variance-weighted box, so every row with a wavelength yields a finite flux
-        flat = prof.sum(axis=1) <= 0
-        prof[flat] = w[flat]
-        norm = prof.sum(axis=1, keepdims=True)
-        out[k] = np.where(norm > 0, prof / np.where(norm > 0, norm, 1), 0.0)
+        prof = model if (spl is None or dx == 0) else spl(x - dx)
+        out[k] = _normalise(prof, region)[:, c0:c1]
     return out
 
 
 def optimal_extract(calints: RateData, deep_frame, trace, *, aperture_halfwidth=6.0, clip_sigma=5.0,
-                    max_iter=10, shifts=None, progress=False):
-    """Optimal extraction (Horne 1986, PASP 98, 609; anchors.md 2.11).
+                    max_iter=10, shifts=None, progress=False, profile_halfwidth=10.5,
+                    profile_knot_rows=40.0):
+    """Optimal extraction (Horne 1986, PASP 98, 609; Marsh 1989, PASP 101, 1032).
 
-    Profile P(y,x): the deep frame (negatives set to 0) inside the aperture
-    [trace - h, trace + h] (fractional edge weights), normalised to sum 1 per row; with ``shifts``
-    ``(nints,)`` (columns, e.g. the measured trace offsets) the deep frame is moved by that amount for
-    each integration by cubic-spline interpolation along the row (SPARTA's shifted profile,
-    anchors.md 2.11) -- a fixed profile makes the optimal flux first-order sensitive to trace motion
-    wherever the sampled profile is asymmetric about the pixel grid.  Variance V(y,x): the
-    median over integrations of ERR^2 -- a noise-free estimate independent of each integration's own
-    fluctuation (ERR computed from the data would bias the weights of that integration; the transit
-    changes V by < 1 %).  Then per integration and row
+    Profile P(y,x): a smooth model of the deep frame (:func:`tsoreduce.optimal_profile.smooth_profile`:
+    per column, the fraction of the row's flux fitted with a cubic B-spline in row with iterative
+    rejection, clipped at 0), normalised to sum 1 per row over the profile region
+    [trace - H, trace + H], ``H = max(profile_halfwidth, aperture_halfwidth)``; only pixels inside the
+    aperture [trace - h, trace + h] (``h = aperture_halfwidth``) enter the sums, so the estimate is the
+    flux in the profile region whatever the aperture (independent of ``h`` within its noise, as the
+    21-px box for the default H = 10.5).  With ``shifts`` ``(nints,)`` (columns, e.g. the measured trace
+    offsets) the model is moved by that amount for each integration by cubic-spline interpolation along
+    the row (SPARTA's shifted profile).  Variance V(y,x): the ramp-fit read + Poisson variance ERR^2,
+    median over integrations and over +-3 rows of the same column
+    (:func:`tsoreduce.optimal_profile.pixel_variance`) -- independent of each pixel's own fluctuation.
+    Then per integration and row
 
         f = sum M P D / V / sum M P^2 / V,   var f = sum M P / sum M P^2 / V,
 
     with M the mask of accepted pixels; pixels with ``(D - f P)^2 / V > clip_sigma^2`` are masked
-    -- the worst one per row and pass, as in Horne (1986) -- and f recomputed, up to ``max_iter`` passes
-    or until no pixel is rejected (all integrations and rows at once).
+    -- the worst one per row and pass, as in Horne (1986) -- and f recomputed, up to ``max_iter`` passes.
+
+    Pixels whose flux Stage 2 estimated (FLUX_ESTIMATED, DO_NOT_USE clear) are used with their estimate
+    and V x :data:`~tsoreduce.optimal_profile.ESTIMATED_VARIANCE_FACTOR`; the element is flagged
+    FLUX_ESTIMATED.  Unrepaired bad pixels are excluded (M = 0); an element with less than half of its
+    profile weight accepted is flagged DO_NOT_USE.
 
     Returns ``(flux, err, dq, n_rejected)``; flux/err/dq ``(nints, nrows)`` in the data units.
     """
@@ -463,52 +516,79 @@ def optimal_extract(calints: RateData, deep_frame, trace, *, aperture_halfwidth=
     shifts = np.asarray(shifts, float)
     if shifts.shape != (nints,):
         raise ShapeError(f"optimal_extract: shifts has shape {shifts.shape}, expected ({nints},)")
+    H = max(float(profile_halfwidth), float(aperture_halfwidth))
+    region = box_weights(trace, 2 * H, ncols)
     wap = box_weights(trace, 2 * aperture_halfwidth, ncols)
-    # only the aperture's columns are touched, in blocks of integrations: memory stays bounded
-    cols = np.flatnonzero(wap.any(axis=0))
+    # only the region's columns are touched, in blocks of integrations: memory stays bounded
+    cols = np.flatnonzero(region.any(axis=0))
     c0, c1 = int(cols.min()), int(cols.max()) + 1
-    same = not np.any(shifts)
-    P0 = _profiles(deep, wap, c0, c1, np.zeros(1))
     sub = calints.replace(data=calints.data[:, :, c0:c1], err=calints.err[:, :, c0:c1],
                           dq=calints.dq[:, :, c0:c1], var_poisson=None, var_rnoise=None, wavelength=None)
-    e2 = np.where(np.isfinite(sub.err), sub.err.astype(np.float32) ** 2, np.nan)
-    e2[(sub.dq & np.uint32(int(BAD_PIXEL_FLAGS))) != 0] = np.nan
-    with np.errstate(all="ignore"), _quiet():
-        V = nanmedian(e2, axis=0).astype(float)
-    del e2
+    # measured values only (not flagged, not estimated); booleans, no float64 copy of the whole series
+    usable = np.isfinite(sub.data) & ((sub.dq & np.uint32(int(BAD_PIXEL_FLAGS | DQ.FLUX_ESTIMATED))) == 0)
+    V = pixel_variance(sub.err, usable)
+    del usable
     pos = V[np.isfinite(V) & (V > 0)]
     if pos.size == 0:
-        # no usable ERR: fall back to the temporal variance of each pixel (exoTEDRF variant)
-        log.warning("optimal extraction: ERR unusable, using the temporal variance of each pixel")
-        V = np.var(_clean(sub)[0], axis=0)
-        pos = V[V > 0]
-    V = np.where(np.isfinite(V) & (V > 0), V, np.median(pos) if pos.size else 1.0)
+        # e.g. a noiseless simulation: the estimator stays unbiased, only its weights lose optimality
+        log.warning("optimal extraction: no finite positive ERR in the %d x %d aperture pixels; uniform "
+                    "variance used (profile-weighted least squares, no outlier rejection) and the "
+                    "errors are not meaningful", V.shape[0], V.shape[1])
+        pos = np.ones(1)
+        clip_sigma = np.inf
+    nfill = int((~(np.isfinite(V) & (V > 0))).sum())
+    if nfill:
+        log.warning("optimal extraction: %d aperture pixels without a usable ERR in +-3 rows; their "
+                    "variance set to the median %.3g", nfill, float(np.median(pos)))
+    V = np.where(np.isfinite(V) & (V > 0), V, np.median(pos))
+    Vfull = np.full((nrows, ncols), np.nan)
+    Vfull[:, c0:c1] = V
+    # variance of the deep frame (a median over the integrations: pi/2 x the variance of a mean)
+    model, pinfo = smooth_profile(deep, Vfull * (0.5 * np.pi / nints), region, knot_rows=profile_knot_rows)
+    same = not np.any(shifts)
+    P0 = _profiles(model, region, c0, c1, np.zeros(1))
+    apw = (wap[:, c0:c1] > 0)[None]
     flux = np.empty((nints, nrows))
     err = np.empty((nints, nrows))
     sp = np.empty((nints, nrows))
+    nest = np.empty((nints, nrows))
     n_prev = 0
     for i0 in _blocks(nints, progress, "optimal extraction"):
         blk = slice(i0, min(i0 + _BLOCK, nints))
-        d, bad = _clean(sub.select_integrations(blk))
-        P = np.broadcast_to(P0, d.shape) if same else _profiles(deep, wap, c0, c1, shifts[blk])
-        flux[blk], err[blk], sp[blk], nr = _horne_block(d, bad, P, V, clip_sigma, max_iter)
+        d, bad, est = _clean(sub.select_integrations(blk))
+        P = np.broadcast_to(P0, d.shape) if same else _profiles(model, region, c0, c1, shifts[blk])
+        # pixels outside the aperture never enter the sums (their P still normalises the profile)
+        Vb = np.where(est, ESTIMATED_VARIANCE_FACTOR * V[None], V[None])
+        flux[blk], err[blk], sp[blk], nr, M = _horne_block(d, bad | ~apw, P, Vb, clip_sigma, max_iter)
+        nest[blk] = np.einsum("iyx,iyx->iy", (M & est).astype(float), P)
         n_prev += nr
     # a row with less than half of its profile weight accepted is unreliable
-    dq = np.where((sp < 0.5) | ~np.isfinite(flux), np.uint32(DQ.DO_NOT_USE), 0).astype(np.uint32)
-    log.info("optimal extraction: aperture +-%.1f px, %d pixel values rejected (%.2g %%)",
-             aperture_halfwidth, n_prev, 100 * n_prev / max(1, int(((P0 > 0).sum()) * nints)))
+    dq = _element_dq(((sp < 0.5) | ~np.isfinite(flux)).astype(int), nest)
+    log.info("optimal extraction: aperture +-%.1f px, smooth profile over +-%.1f px (B-spline knots every "
+             "%.0f rows, rows %s fitted, %d fraction values rejected), %d pixel values rejected (%.2g %%); "
+             "%d elements contain estimated flux", aperture_halfwidth, H, profile_knot_rows,
+             pinfo["rows_fit"], pinfo["n_rejected"], n_prev,
+             100 * n_prev / max(1, int(((P0 > 0) & apw).sum()) * nints), int((nest > 0).sum()))
     return flux, err, dq, n_prev
 
 
 # ------------------------------------------------------------------------------- 4. wavelength
 
-def wavelength_at_trace(calints: RateData, trace) -> np.ndarray:
+def wavelength_at_trace(calints: RateData, trace, *, map_name: str | None = None) -> np.ndarray:
     """Wavelength (um) of every row ``(nrows,)``: the map in ``calints.wavelength`` linearly interpolated
-    along the row at the trace column, or the bundled specwcs_0006 solution when there is no map."""
+    along the row at the trace column (jwst ``assign_wcs`` / CRDS specwcs, jwst-pipeline.readthedocs.io).
+
+    Without a map (a calints that did not go through :func:`tsoreduce.spectroscopic.assign_wavelength`)
+    the bundled map ``map_name`` (default :data:`tsoreduce.reference.DEFAULT_WAVELENGTH_MAP`) is used,
+    with a WARNING naming it.  Rows where the map is not finite (outside the table, rows 7-394 for
+    SLITLESSPRISM) are NaN -- never an edge value repeated.
+    """
     nrows, ncols = calints.data.shape[1:]
     if calints.wavelength is None or not np.isfinite(calints.wavelength).any():
-        log.info("wavelength: no map attached, using the bundled specwcs_0006 solution")
-        return reference.wavelength_of_row(np.arange(nrows))
+        name = map_name or reference.DEFAULT_WAVELENGTH_MAP
+        log.warning("wavelength: the calints has no wavelength map; using the bundled map %s (%s) for all "
+                    "%d rows", name, reference.wavelength_map_label(name), nrows)
+        return reference.wavelength_of_row(np.arange(nrows), name)
     wm = np.asarray(calints.wavelength, float)
     wm = np.where(wm > 0, wm, np.nan)
     t = np.clip(np.asarray(trace, float), 0, ncols - 1.000001)
@@ -568,8 +648,15 @@ def bin_lightcurves(spectra: SpectraData, edges=None, resolution=None, white_ran
         raise ShapeError("bin_lightcurves needs SpectraData.wavelength (um)")
     w = spectra.wavelength if spectra.wavelength.ndim == 1 else np.nanmedian(spectra.wavelength, axis=0)
     good_w = np.isfinite(w)
-    w_use = np.where(good_w, w, np.nanmedian(w))
-    plo, phi = _pixel_edges(w_use)
+    if not good_w.any():
+        raise ShapeError("bin_lightcurves: no spectral element has a finite wavelength")
+    # elements without a wavelength (outside the wavelength table) enter no bin, and the edges of the
+    # others come from their own neighbours only
+    plo, phi = np.zeros(w.shape), np.ones(w.shape)
+    plo[good_w], phi[good_w] = _pixel_edges(w[good_w])
+    if not good_w.all():
+        log.warning("bin_lightcurves: %d spectral elements without a wavelength are left out of every bin",
+                    int((~good_w).sum()))
     lo_w, hi_w = float(min(white_range)), float(max(white_range))
     if edges is not None:
         edges = np.asarray(edges, float)
@@ -614,7 +701,7 @@ def bin_lightcurves(spectra: SpectraData, edges=None, resolution=None, white_ran
         wflux, werr = wflux / wn, werr / abs(wn)
 
     meta = {"source": "tsoreduce Stage 3", "flux_units": "normalised" if normalise else spectra.units,
-            "white_range_um": [lo_w, hi_w]}
+            "white_range_um": [lo_w, hi_w], "n_elements_without_wavelength": int((~good_w).sum())}
     it = spectra.int_times
     if it is not None and np.isfinite(it.mid_bjd_tdb).all():
         time = it.mid_bjd_tdb
@@ -721,10 +808,17 @@ def run_stage3(calints: RateData, config: dict | None = None, *, plot_dir=None, 
         flux, err, sdq, nrej = optimal_extract(calints, deep_frame, trace,
                                                aperture_halfwidth=ec["aperture_halfwidth"],
                                                clip_sigma=ec["clip_sigma"], max_iter=ec["max_iter"],
-                                               shifts=shifts, progress=progress)
+                                               shifts=shifts, progress=progress,
+                                               profile_halfwidth=ec["profile_halfwidth"],
+                                               profile_knot_rows=ec["profile_knot_rows"])
         extr = {"method": "optimal", "aperture_halfwidth": ec["aperture_halfwidth"], "n_rejected": nrej}
 
     wave = wavelength_at_trace(calints, trace)
+    wave_meta = {}
+    if calints.wavelength is None or not np.isfinite(calints.wavelength).any():
+        wave_meta = {"R_SPCWCS": reference.wavelength_map_label(),
+                     "WAVSRC": "bundled " + reference.WAVELENGTH_MAPS[reference.DEFAULT_WAVELENGTH_MAP]}
+    # rows outside the wavelength table are not spectral elements: they are left out of the x1dints
     keep = np.isfinite(wave)
     if ec["rows"] is not None:
         r = np.arange(nrows)
@@ -733,12 +827,15 @@ def run_stage3(calints: RateData, config: dict | None = None, *, plot_dir=None, 
         raise EmptyDataError("<calints>", "no row has a valid wavelength in the selected rows")
     scale, units = _spectral_units(calints)
     meta = {k: v for k, v in calints.meta.items() if not str(k).startswith("_")}
+    meta.update(wave_meta)
+    meta.setdefault("R_SPCWCS", "unknown (calints wavelength map of unrecorded origin)")
     meta.update({"S_TSOS3": "COMPLETE", "EXTRMETH": extr["method"],
                  "_trace": trace[keep], "_rows": np.flatnonzero(keep)})
     if extr["method"] == "box":
         meta["EXTRWID"] = float(extr["width"])
     else:
         meta["EXTRAPHW"] = float(extr["aperture_halfwidth"])
+        meta["EXTRPRHW"] = max(float(ec["profile_halfwidth"]), float(extr["aperture_halfwidth"]))
     spectra = SpectraData(data=flux[:, keep] * scale, err=err[:, keep] * scale, dq=sdq[:, keep],
                           wavelength=wave[keep], int_times=calints.int_times,
                           aux={"trace_x": trace_x, "trace_width": trace_w}, meta=meta, units=units)

@@ -29,9 +29,11 @@ Constants (each with its source)
 
 Reference data
 --------------
-* :func:`specwcs_table` / :func:`default_wavelength_map` / :func:`trace_x_center`: the bundled
-  SLITLESSPRISM wavelength solution, derived from the CRDS file ``jwst_miri_specwcs_0006.fits``
-  (see ``tsoreduce/data/slitlessprism_specwcs.ecsv``).
+* :func:`specwcs_table` / :func:`default_wavelength_map` / :func:`wavelength_of_row`: the bundled
+  SLITLESSPRISM wavelength solutions, by default the current CRDS ``jwst_miri_specwcs_0009.fits``
+  (``specwcs_0009``); the 2022 commissioning ``jwst_miri_specwcs_0006.fits`` stays selectable by name
+  (``specwcs_0006``).  :func:`trace_x_center`: the nominal trace of specwcs_0006.  See
+  ``tsoreduce/data/README.md``.
 * :func:`pixel_read_time_offsets`: the read time of every pixel of every group and integration.
 
 Calibration reference files (CRDS format)
@@ -134,25 +136,77 @@ def pixel_read_time_offsets(nints: int, ngroups: int, *, int_offset: int = 0,
     return t_int, t_group, t_pixel
 
 
-@lru_cache(maxsize=1)
-def specwcs_table():
-    """The bundled SLITLESSPRISM wavelength solution as an astropy Table.
+#: bundled SLITLESSPRISM wavelength tables (``tsoreduce/data``, see its README.md): name -> file
+WAVELENGTH_MAPS = {
+    "specwcs_0009": "slitlessprism_specwcs_0009.ecsv",
+    "specwcs_0006": "slitlessprism_specwcs_0006.ecsv",
+}
+#: the bundled map used by default: the current CRDS solution (2024 slitless recalibration)
+DEFAULT_WAVELENGTH_MAP = "specwcs_0009"
+#: the CRDS reference file each bundled table reproduces (written as R_SPCWCS into products)
+WAVELENGTH_MAP_CRDS = {"specwcs_0009": "jwst_miri_specwcs_0009.fits",
+                       "specwcs_0006": "jwst_miri_specwcs_0006.fits"}
+
+
+def _map_name(name):
+    return DEFAULT_WAVELENGTH_MAP if name is None else str(name)
+
+
+@lru_cache(maxsize=8)
+def specwcs_table(name: str | None = None):
+    """A SLITLESSPRISM wavelength solution as an astropy Table.
+
+    Parameters
+    ----------
+    name : ``"specwcs_0009"`` (default, :data:`DEFAULT_WAVELENGTH_MAP`), ``"specwcs_0006"``, or the
+        path of an ECSV file with the same columns.
 
     Columns: ``row`` (0-based subarray row, 7-394), ``x_center`` (0-based subarray column of the trace
-    centre, pix), ``wavelength`` (um).  Derived from CRDS ``jwst_miri_specwcs_0006.fits`` (MIR_LRS-SLITLESS,
-    PEDIGREE INFLIGHT 2022-05): ``row = IMYSLTL + Y_CENTER - 1 - 528`` and
-    ``x_center = IMXSLTL + X_CENTER - 1`` with IMYSLTL = 829.0 and IMXSLTL = 38.5.
+    centre, pix), ``wavelength`` (um, decreasing with row).  ``specwcs_0009``: the WAVELENGTH extension
+    that jwst 2.0.1 wrote with CRDS ``jwst_miri_specwcs_0009.fits`` (context jwst_1535; the 2024 slitless
+    wavelength recalibration of CRDS jwst_1293), sampled at the trace; ``specwcs_0006``: the 2022
+    commissioning file's WAVETABLE, ``row = IMYSLTL + Y_CENTER - 1 - 528`` and
+    ``x_center = IMXSLTL + X_CENTER - 1`` with IMYSLTL = 829.0 and IMXSLTL = 38.5.  Both use the 0006
+    trace centre (the WAVELENGTH extension carries none).  Derivations: ``tsoreduce/data/README.md``.
+
+    Raises
+    ------
+    ReferenceFileError
+        unknown name / unreadable file / missing columns.
     """
     from astropy.table import Table
 
-    path = resources.files("tsoreduce") / "data" / "slitlessprism_specwcs.ecsv"
-    with resources.as_file(path) as p:
-        return Table.read(p, format="ascii.ecsv")
+    name = _map_name(name)
+    if name in WAVELENGTH_MAPS:
+        path = resources.files("tsoreduce") / "data" / WAVELENGTH_MAPS[name]
+        with resources.as_file(path) as p:
+            return Table.read(p, format="ascii.ecsv")
+    p = Path(name)
+    if not p.is_file():
+        raise ReferenceFileError(f"wavelength map {name!r}: neither a bundled map "
+                                 f"({', '.join(WAVELENGTH_MAPS)}) nor an existing ECSV file")
+    try:
+        t = Table.read(p, format="ascii.ecsv")
+    except (OSError, ValueError) as exc:
+        raise ReferenceFileError(f"{p}: not a readable ECSV wavelength table ({exc})") from exc
+    missing = {"row", "x_center", "wavelength"} - set(t.colnames)
+    if missing:
+        raise ReferenceFileError(f"{p}: wavelength table lacks columns {sorted(missing)}")
+    return t
 
 
-def wavelength_of_row(rows) -> np.ndarray:
-    """Wavelength (um) at (fractional, 0-based) subarray ``rows``; NaN outside the solution (rows 7-394)."""
-    t = specwcs_table()
+def wavelength_map_label(name: str | None = None) -> str:
+    """The name written into products (R_SPCWCS) for a bundled map or a table file: the CRDS file it
+    reproduces (``jwst_miri_specwcs_0009.fits``) or the table's file name."""
+    name = _map_name(name)
+    return WAVELENGTH_MAP_CRDS.get(name, Path(name).name)
+
+
+def wavelength_of_row(rows, name: str | None = None) -> np.ndarray:
+    """Wavelength (um) at (fractional, 0-based) subarray ``rows`` from the map ``name`` (default
+    :data:`DEFAULT_WAVELENGTH_MAP`), linear between table rows; NaN outside the table (rows 7-394),
+    never the edge value repeated."""
+    t = specwcs_table(_map_name(name))
     r = np.asarray(t["row"], float)
     w = np.asarray(t["wavelength"], float)
     rows = np.asarray(rows, float)
@@ -162,9 +216,9 @@ def wavelength_of_row(rows) -> np.ndarray:
 
 
 def trace_x_center(rows) -> np.ndarray:
-    """Nominal trace-centre column (0-based subarray pixels) at ``rows`` from the bundled specwcs;
-    rows outside 7-394 are extrapolated linearly from the nearest end."""
-    t = specwcs_table()
+    """Nominal trace-centre column (0-based subarray pixels) at ``rows`` from specwcs_0006 (the only
+    bundled source of a trace position); rows outside 7-394 are extrapolated linearly from the nearest end."""
+    t = specwcs_table("specwcs_0006")
     r = np.asarray(t["row"], float)
     x = np.asarray(t["x_center"], float)
     rows = np.asarray(rows, float)
@@ -175,11 +229,12 @@ def trace_x_center(rows) -> np.ndarray:
     return np.where(rows > r[-1], np.polyval(hi, rows), out)
 
 
-def default_wavelength_map(shape: tuple[int, int] = SUBARRAY_SHAPE) -> np.ndarray:
-    """Wavelength map of SLITLESSPRISM, float32 ``(416, 72)`` in um, constant along each row (as the jwst
+def default_wavelength_map(shape: tuple[int, int] = SUBARRAY_SHAPE, name: str | None = None) -> np.ndarray:
+    """Wavelength map of SLITLESSPRISM from the bundled map ``name`` (default
+    :data:`DEFAULT_WAVELENGTH_MAP`), float32 ``(416, 72)`` in um, constant along each row (as the jwst
     pipeline's WAVELENGTH extension), NaN in rows without a solution."""
     nrows, ncols = shape
-    w = wavelength_of_row(np.arange(nrows))
+    w = wavelength_of_row(np.arange(nrows), name)
     return np.repeat(w[:, None], ncols, axis=1).astype(np.float32)
 
 

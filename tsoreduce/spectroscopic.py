@@ -3,8 +3,8 @@
 Steps, in the order :func:`run_stage2` runs them (one function each):
 
 1. :func:`assign_wavelength` -- attach the SLITLESSPRISM wavelength map (file's WAVELENGTH extension,
-   a CRDS specwcs file, or the bundled default from specwcs_0006; the jwst ``assign_wcs`` step's
-   MIR_LRS-SLITLESS wavelength table).  anchors.md 2.12.
+   a CRDS specwcs file, or a bundled map: default the current CRDS specwcs_0009, or specwcs_0006; the
+   jwst ``assign_wcs`` step's MIR_LRS-SLITLESS wavelength table) and record it (R_SPCWCS, WAVSRC).
 2. :func:`flat_field` -- divide by a CRDS-format flat (skipped with a log line when none is given).
 3. :func:`subtract_background` -- per integration and detector row, the median (or a robust straight
    line in column, ``"slope"``) of off-trace columns, subtracted from the whole row.  anchors.md 2.6
@@ -50,9 +50,15 @@ BAD_PIXEL_FLAGS = DQ.DO_NOT_USE | DQ.DEAD | DQ.HOT | DQ.SATURATED
 CONFIG_SCHEMA = {
     "wavelength": {
         "source": Param("auto", str, "wavelength map: 'auto' (file's WAVELENGTH extension if valid, else "
-                        "bundled specwcs_0006), 'extension', 'default' or 'specwcs' (needs specwcs_path)",
+                        "the bundled map named by 'map', with a warning), 'extension', 'default' (the "
+                        "bundled 'map') or 'specwcs' (needs specwcs_path)",
                         choices=("auto", "extension", "default", "specwcs")),
-        "specwcs_path": Param(None, str, "CRDS specwcs FITS file (e.g. jwst_miri_specwcs_0006.fits)",
+        "map": Param(reference.DEFAULT_WAVELENGTH_MAP, str, "bundled wavelength map used by 'default' and "
+                     "by the 'auto' fallback: 'specwcs_0009' (current CRDS solution) or 'specwcs_0006' "
+                     "(2022 commissioning); another map: a CRDS file via specwcs_path",
+                     choices=tuple(reference.WAVELENGTH_MAPS)),
+        "specwcs_path": Param(None, str, "CRDS specwcs FITS file (e.g. jwst_miri_specwcs_0006.fits); "
+                              "used before the WAVELENGTH extension",
                               nullable=True),
     },
     "flat_field": {
@@ -217,35 +223,59 @@ def read_specwcs_wavelength_map(path, shape=reference.SUBARRAY_SHAPE) -> np.ndar
     return np.repeat(w[:, None], shape[1], axis=1).astype(np.float32)
 
 
-def assign_wavelength(rates: RateData, source: str = "auto", specwcs_path=None) -> RateData:
-    """Attach a wavelength map (um, ``(nrows, ncols)``) to ``rates.wavelength``.
+def assign_wavelength(rates: RateData, source: str = "auto", specwcs_path=None, *,
+                      map_name: str | None = None) -> RateData:
+    """Attach a wavelength map (um, ``(nrows, ncols)``) to ``rates.wavelength`` and record its origin.
 
     ``source``: ``"extension"`` keeps the file's WAVELENGTH map (error if absent or all zero/NaN --
-    jwst #6963 wrote zeros), ``"default"`` uses :func:`tsoreduce.reference.default_wavelength_map`
-    (CRDS specwcs_0006), ``"specwcs"`` reads ``specwcs_path``, ``"auto"`` = extension when valid else
-    default.  Source: the jwst ``assign_wcs`` MIR_LRS-SLITLESS model (row -> wavelength table of the
-    CRDS specwcs reference file; anchors.md 2.12).  Raises ConfigError / ReferenceFileError.
+    jwst #6963 wrote zeros), ``"default"`` uses the bundled map ``map_name``
+    (:func:`tsoreduce.reference.default_wavelength_map`; default the current CRDS specwcs_0009),
+    ``"specwcs"`` reads ``specwcs_path``, ``"auto"`` = ``specwcs_path`` when given, else the extension
+    when valid, else the bundled map -- a fallback logged at WARNING naming the map.  Source: the jwst
+    ``assign_wcs`` MIR_LRS-SLITLESS model (row -> wavelength table of the CRDS specwcs reference file,
+    jwst-pipeline.readthedocs.io, assign_wcs for MIRI LRS).
+
+    The returned ``meta`` records what was used (written into calints and x1dints headers):
+    ``R_SPCWCS`` the specwcs file (the input's own R_SPCWCS when its WAVELENGTH extension is kept) and
+    ``WAVSRC`` ``'input WAVELENGTH extension'``, ``'bundled <table file>'`` or ``'specwcs file <name>'``.
+
+    Raises ConfigError (bad source / no usable extension) or ReferenceFileError (bad file or map name).
     """
     shape = rates.data.shape[1:]
     ext = rates.wavelength
     ext_ok = ext is not None and np.isfinite(ext).any() and np.nanmax(np.abs(ext)) > 0
+    meta = dict(rates.meta)
     if source == "specwcs" or (source == "auto" and specwcs_path):
         if not specwcs_path:
             raise ConfigError("stage2.wavelength.source = 'specwcs' needs stage2.wavelength.specwcs_path")
         wmap = read_specwcs_wavelength_map(specwcs_path, shape)
+        meta["R_SPCWCS"] = Path(specwcs_path).name
+        meta["WAVSRC"] = f"specwcs file {Path(specwcs_path).name}"
         log.info("wavelength map from specwcs file %s", specwcs_path)
     elif source == "extension" or (source == "auto" and ext_ok):
         if not ext_ok:
             raise ConfigError("stage2.wavelength.source = 'extension' but the product has no usable "
                               "WAVELENGTH extension (absent, zero or NaN)")
         wmap = np.where(ext > 0, ext, np.nan).astype(np.float32)
-        log.info("wavelength map from the product's WAVELENGTH extension")
+        meta["WAVSRC"] = "input WAVELENGTH extension"
+        meta["R_SPCWCS"] = str(meta.get("R_SPCWCS") or "unknown (input WAVELENGTH extension)")
+        log.info("wavelength map from the product's WAVELENGTH extension (R_SPCWCS %s)", meta["R_SPCWCS"])
     elif source in ("default", "auto"):
-        wmap = reference.default_wavelength_map(shape)
-        log.info("wavelength map: bundled default (CRDS jwst_miri_specwcs_0006)")
+        name = map_name or reference.DEFAULT_WAVELENGTH_MAP
+        wmap = reference.default_wavelength_map(shape, name)
+        label = reference.wavelength_map_label(name)
+        table = reference.WAVELENGTH_MAPS.get(name, Path(name).name)
+        if source == "auto":
+            why = ("absent" if ext is None else "all zero or NaN")
+            log.warning("wavelength: the input has no usable WAVELENGTH extension (%s); using the bundled "
+                        "map %s (%s, tsoreduce/data/%s) for all %d rows", why, name, label, table, shape[0])
+        else:
+            log.info("wavelength map: bundled %s (%s) by configuration", name, label)
+        meta["R_SPCWCS"] = label
+        meta["WAVSRC"] = f"bundled {table}"
     else:
         raise ConfigError(f"stage2.wavelength.source: unknown value {source!r}")
-    return rates.replace(wavelength=wmap)
+    return rates.replace(wavelength=wmap, meta=meta)
 
 
 # ------------------------------------------------------------------------------------- 2. flat field
@@ -432,6 +462,32 @@ def _local_median_rows(cube, bad, halfwidth, where=None, side="both"):
     return out
 
 
+def _pair_mean_rows(cube, bad, halfwidth, where):
+    """Estimate at ``where`` from symmetric neighbour pairs along rows (same column): the median over
+    k = 1..halfwidth of (v[y-k] + v[y+k]) / 2 for the pairs whose two members are good.
+
+    Exact for a spectrum linear in row and unbiased for a sloped one even when the flagged pixels sit
+    asymmetrically around ``y`` (a plain median of the remaining neighbours is then biased by the slope);
+    the median over pairs keeps it robust to a deviant neighbour.  Returns a full-shape float32 array,
+    NaN where not evaluated or without a good pair.
+    """
+    n, ny, nx = cube.shape
+    ii, yy, xx = np.nonzero(where)
+    vals = np.full((halfwidth, ii.size), np.nan, np.float64)
+    for j, k in enumerate(range(1, halfwidth + 1)):
+        ylo, yhi = yy - k, yy + k
+        ok = (ylo >= 0) & (yhi < ny)
+        ylo, yhi = np.clip(ylo, 0, ny - 1), np.clip(yhi, 0, ny - 1)
+        lo = cube[ii, ylo, xx].astype(np.float64)
+        hi = cube[ii, yhi, xx].astype(np.float64)
+        ok &= ~bad[ii, ylo, xx] & ~bad[ii, yhi, xx] & np.isfinite(lo) & np.isfinite(hi)
+        vals[j] = np.where(ok, 0.5 * (lo + hi), np.nan)
+    out = np.full(cube.shape, np.nan, np.float32)
+    with _quiet_nanwarnings():
+        out[ii, yy, xx] = np.nanmedian(vals, axis=0)
+    return out
+
+
 def clean_bad_pixels(rates: RateData, *, space_thresh=10.0, space_halfwidth=3, time_thresh=10.0,
                      time_window=5, skip_temporal=False, baseline_ints=None):
     """Replace spatial and temporal outliers (anchors.md 2.7, exoTEDRF ``badpixstep``).
@@ -443,8 +499,11 @@ def clean_bad_pixels(rates: RateData, *, space_thresh=10.0, space_halfwidth=3, t
     ``space_thresh * s / 2`` from the one-sided medians above and below (so a real sharp spectral edge,
     which matches one side, is kept); also every pixel that is non-finite or
     flagged DO_NOT_USE/DEAD/HOT/SATURATED in an integration (there, only in that integration).
-    Reference columns 0-3 are left untouched.  Bad values are replaced by the local median in space
-    (same along-row neighbourhood, in that integration); DO_NOT_USE is cleared and FLUX_ESTIMATED set.
+    Reference columns 0-3 are left untouched.  Bad values are replaced, in that integration, by the
+    median over k = 1..``space_halfwidth`` of the means of the good symmetric pairs (y-k, y+k) of the
+    same column (unbiased on a sloped spectrum; windows of 2x and 4x the half-width when no pair is
+    good, then the deep-frame value); DO_NOT_USE is cleared and FLUX_ESTIMATED set.  A value with no
+    estimate stays NaN and DO_NOT_USE (warning with the count).
     (b) Temporal: with F the running median over ``time_window`` integrations and
     ``sigma = median|R_i - (R_{i-1}+R_{i+1})/2| / (0.6745 sqrt(1.5))`` per pixel (Gaussian-equivalent
     point-to-point scatter), values with ``|R - F| > time_thresh * sigma`` are replaced by F and flagged
@@ -466,7 +525,15 @@ def clean_bad_pixels(rates: RateData, *, space_thresh=10.0, space_halfwidth=3, t
     deep = make_deep_frame(rates, baseline_ints)
     dbad = ~np.isfinite(deep)[None]
     dmed = _local_median_rows(deep[None], dbad, space_halfwidth)[0]
-    resid = deep - dmed
+    # a spectral feature (e.g. the peak of the spectrum near 5 um) scales the whole spatial profile of
+    # its row, a hot pixel does not: the neighbours' median is scaled to the row's brightness (median
+    # over the row's bright pixels of deep / dmed, >= 3 of them, so one hot pixel does not move it)
+    with np.errstate(all="ignore"), _quiet_nanwarnings():
+        bright = (np.isfinite(deep) & np.isfinite(dmed) & ~refcols
+                  & (dmed > 0.2 * np.nanmax(np.where(refcols, np.nan, dmed), axis=1, keepdims=True)))
+        rrow = nanmedian(np.where(bright, deep / dmed, np.nan), axis=1)
+    rrow = np.where(np.isfinite(rrow) & (bright.sum(axis=1) >= 3), rrow, 1.0)
+    resid = deep - dmed * rrow[:, None]
     # the scatter is measured locally (21 rows along the column): along the trace it grows with the
     # spectrum's brightness, and a per-column scale would flag the bright part of the trace
     a = np.abs(np.nan_to_num(resid, nan=0.0))
@@ -474,6 +541,13 @@ def clean_bad_pixels(rates: RateData, *, space_thresh=10.0, space_halfwidth=3, t
     with _quiet_nanwarnings():
         floor = 1.4826 * np.nanmedian(np.abs(resid), axis=0)  # per column, for flat (zero-MAD) regions
     s = np.maximum(s, np.where(np.isfinite(floor), floor, 0.0)[None, :])
+    # nor below the deep frame's expected noise (ERR of the good values over sqrt(N), x sqrt(pi/2) for a
+    # median): on very smooth (e.g. noiseless simulated) data the MAD alone flags the neighbours of a
+    # hot pixel and the spectrum's own steep edges
+    with _quiet_nanwarnings():
+        e_ok = np.where(np.isfinite(rates.err) & ~bad_int, rates.err.astype(np.float64), np.nan)
+        enoise = nanmedian(e_ok, axis=0) * np.sqrt(0.5 * np.pi / max(nints, 1))
+    s = np.maximum(s, np.where(np.isfinite(enoise), enoise, 0.0))
     s = np.where(np.isfinite(s) & (s > 0), s, np.inf)
     # a hot pixel deviates from its neighbours on both sides along the dispersion direction; a sharp
     # spectral feature (e.g. the steep short-wavelength cut-off near row 395) agrees with one side
@@ -491,11 +565,25 @@ def clean_bad_pixels(rates: RateData, *, space_thresh=10.0, space_halfwidth=3, t
     replace = bad_int | hot_map[None]
     n_sp = int(replace.sum())
     if n_sp:
-        lm = _local_median_rows(data, replace, space_halfwidth, where=replace)
-        # a whole flagged run along rows has no good neighbour: fall back to the deep-frame value
-        lm = np.where(np.isfinite(lm), lm, np.where(np.isfinite(deep), deep, 0.0)[None])
+        lm = _pair_mean_rows(data, replace, space_halfwidth, where=replace)
+        # a whole flagged run along rows (e.g. a hot pixel whose smooth, noiseless neighbours were
+        # flagged with it) has no good neighbour: widen the window, then the deep-frame value; a value
+        # still unknown stays NaN and DO_NOT_USE (never a silent 0)
+        for hw in (2 * space_halfwidth, 4 * space_halfwidth):
+            miss = replace & ~np.isfinite(lm)
+            if not miss.any():
+                break
+            lm = np.where(miss, _pair_mean_rows(data, replace, hw, where=miss), lm)
+        lm = np.where(np.isfinite(lm), lm, deep[None])
+        unknown = replace & ~np.isfinite(lm)
+        if unknown.any():
+            log.warning("bad pixels (spatial): %d pixel-integration values have no good neighbour within "
+                        "+-%d rows nor a deep-frame value; set to NaN and flagged DO_NOT_USE",
+                        int(unknown.sum()), 4 * space_halfwidth)
         data = np.where(replace, lm, data).astype(np.float32)
-        dq = np.where(replace, (dq & ~np.uint32(DQ.DO_NOT_USE)) | np.uint32(DQ.FLUX_ESTIMATED), dq)
+        est = replace & ~unknown
+        dq = np.where(est, (dq & ~np.uint32(DQ.DO_NOT_USE)) | np.uint32(DQ.FLUX_ESTIMATED), dq)
+        dq = np.where(unknown, dq | np.uint32(DQ.DO_NOT_USE), dq)
     log.info("bad pixels (spatial): %d pixels in the hot-pixel map, %d pixel-integration values "
              "replaced", int(hot_map.sum()), n_sp)
 
@@ -629,7 +717,8 @@ def run_stage2(rates: RateData, config: dict | None = None, *, plot_dir=None, re
              rates.data.shape[1:], rates.units)
     diag: dict = {}
     wc = cfg["wavelength"]
-    out = assign_wavelength(rates, wc["source"], references.get("specwcs") or wc["specwcs_path"])
+    out = assign_wavelength(rates, wc["source"], references.get("specwcs") or wc["specwcs_path"],
+                            map_name=wc["map"])
 
     fc = cfg["flat_field"]
     if fc["skip"]:

@@ -6,8 +6,10 @@ is a fast rate-level shortcut (rateints with ramp-fit noise) for Stage 2/3 tests
 ``write_lrs_simulation(cfg, outdir)`` writes the uncal segments, the truth, the injected spectrum and
 CRDS-format reference files matching the truth.
 
-Geometry: 416 rows x 72 columns, dispersion along rows (wavelength decreasing with row, bundled specwcs
-``jwst_miri_specwcs_0006``), columns 0-3 are reference pixels (no light), FASTR1 readout with
+Geometry: 416 rows x 72 columns, dispersion along rows (wavelength decreasing with row: the bundled
+default map, ``reference.DEFAULT_WAVELENGTH_MAP`` = CRDS specwcs_0009, the one Stage 2 falls back to, so
+injected and recovered spectra share one wavelength scale; trace centre from specwcs_0006), columns
+0-3 are reference pixels (no light), FASTR1 readout with
 TFRAME = 0.15904 s and one reset frame between integrations.
 
 Order in which a read is built (per integration; group ``g`` holds ``g + 1`` frames of charge)::
@@ -702,7 +704,7 @@ def simulate_lrs_rateints(cfg: LRSSimConfig | None = None):
     dq = np.zeros(model.shape, np.uint32)
     dq[..., :ref.N_REFERENCE_COLUMNS] = _REFPIX_RATE_DQ
     meta = _meta(cfg, 0, 0, cfg.nints, times)
-    meta.update(BUNIT="DN/s", EXSEGNUM=1, EXSEGTOT=1)
+    meta.update(BUNIT="DN/s", EXSEGNUM=1, EXSEGTOT=1, R_SPCWCS=ref.wavelength_map_label())
     rates = RateData(data=data, err=np.sqrt(var_p + var_r), dq=dq, var_poisson=var_p,
                      var_rnoise=np.array(var_r), wavelength=ref.default_wavelength_map(shape),
                      int_times=times, meta=meta, units="DN/s")

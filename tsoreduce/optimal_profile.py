@@ -1,0 +1,257 @@
+"""Spatial-profile and variance models for optimal extraction of MIRI LRS slitless spectra.
+
+:func:`smooth_profile` builds the profile the way Horne (1986, PASP 98, 609, section III step 5) and
+Marsh (1989, PASP 101, 1032) do: the fraction of each row's flux that falls in each column is fitted,
+column by column, with a smooth function of the dispersion coordinate (here a cubic B-spline in row,
+knots every ``knot_rows`` rows, weighted least squares with iterative rejection), then made
+non-negative and normalised per row.  Using the fitted model instead of the (noisy) deep frame itself
+removes the noise-correlated bias of "deep frame with negatives set to zero" profiles: positive noise
+in the wings no longer gets weight, and the normalisation is no longer inflated by clipped noise.
+
+:func:`pixel_variance` is the per-pixel variance model of the extraction (the ramp-fit read + Poisson
+variance, i.e. ERR^2 of the rateints/calints, made independent of each pixel's own noise by a median
+over integrations and along the dispersion direction), with the variance of pixels whose flux Stage 2
+estimated inflated by :data:`ESTIMATED_VARIANCE_FACTOR`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy.interpolate import BSpline
+
+from .datamodel import DQ
+
+log = logging.getLogger(__name__)
+
+__all__ = ["smooth_profile", "pixel_variance", "estimated_mask", "ESTIMATED_VARIANCE_FACTOR"]
+
+#: variance of a Stage 2 flux estimate relative to a measured pixel's.  The estimate (median of the
+#: along-dispersion neighbours, jwst ``pixel_replace``-like) carries ~0.3 of a pixel's noise variance
+#: plus an interpolation error set by the spectrum's curvature that is not known pixel by pixel; it is
+#: taken as twice a measured pixel's variance, so an element resting on an estimate is never quoted
+#: as more precise than a measured one.
+ESTIMATED_VARIANCE_FACTOR = 2.0
+#: fractional floor (of the row's peak fraction) on the error of a profile fraction in the model fit
+PROFILE_FLOOR = 0.002
+
+
+def estimated_mask(data, dq) -> np.ndarray:
+    """Pixels whose flux was estimated (FLUX_ESTIMATED set, DO_NOT_USE not set, value finite)."""
+    return (np.isfinite(data) & ((dq & np.uint32(DQ.FLUX_ESTIMATED)) != 0)
+            & ((dq & np.uint32(DQ.DO_NOT_USE)) == 0))
+
+
+def _row_median(a, halfwidth):
+    """NaN-ignoring running median along axis -2 (rows) over +-halfwidth rows, same column."""
+    n = a.shape[-2]
+    stack = np.full((2 * halfwidth + 1,) + a.shape, np.nan)
+    for k, s in enumerate(range(-halfwidth, halfwidth + 1)):
+        lo, hi = max(0, -s), min(n, n - s)
+        stack[k][..., lo:hi, :] = a[..., lo + s:hi + s, :]
+    with np.errstate(all="ignore"):
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmedian(stack, axis=0)
+
+
+def pixel_variance(err, usable, *, halfwidth=3) -> np.ndarray:
+    """Variance model ``(nrows, ncols)`` of the extraction: ERR^2 (ramp-fit read + Poisson variance)
+    median over integrations of the usable values, then a running median over +-``halfwidth`` rows of
+    the same column (a value independent of each pixel's own fluctuation, defined at flagged pixels).
+
+    Parameters
+    ----------
+    err : ``(nints, nrows, ncols)`` ERR in the data units.
+    usable : bool ``(nints, nrows, ncols)``, measured (not flagged, not estimated) values.
+
+    Returns float64 ``(nrows, ncols)``; NaN where no usable value is found within the window.
+    """
+    err = np.asarray(err, np.float32)
+    e2 = np.where(usable & np.isfinite(err), err * err, np.float32(np.nan))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        from .spectroscopic import nanmedian
+        v = nanmedian(e2, axis=0)
+    return _row_median(np.asarray(v, np.float64), halfwidth)
+
+
+def _knots(r0, r1, knot_rows, k=3, info=None, min_rows=6.0):
+    """Cubic B-spline knots on [r0, r1]: ``(r1 - r0) / knot_rows`` spans, uniform in row, or -- with
+    ``info`` (per-row information, e.g. S/N^2, for rows r0..r1) -- at equal steps of cumulative
+    information (dense where the spectrum is bright, so the profile follows the fast change of the PSF
+    width at the blue end, sparse where it is faint, so noise is averaged), no closer than ``min_rows``."""
+    n_int = max(int(round((r1 - r0) / float(knot_rows))) - 1, 0)
+    if info is None or n_int == 0:
+        inner = np.linspace(r0, r1, n_int + 2)[1:-1]
+    else:
+        c = np.cumsum(np.clip(np.nan_to_num(info), 0, None))
+        if c[-1] <= 0:
+            inner = np.linspace(r0, r1, n_int + 2)[1:-1]
+        else:
+            q = np.linspace(0, c[-1], n_int + 2)[1:-1]
+            cand = r0 + np.interp(q, c, np.arange(c.size, dtype=float))
+            inner, last = [], float(r0)
+            for t in cand:
+                if t - last >= min_rows and r1 - t >= min_rows:
+                    inner.append(t)
+                    last = t
+            inner = np.asarray(inner)
+    return np.r_[[float(r0)] * (k + 1), inner, [float(r1)] * (k + 1)]
+
+
+def smooth_profile(deep, var, region, *, knot_rows=40.0, clip_sigma=5.0, max_iter=5, snr_min=3.0):
+    """Smooth, non-negative spatial profile normalised per row (Horne 1986; Marsh 1989).
+
+    Parameters
+    ----------
+    deep : ``(nrows, ncols)`` background-subtracted deep frame (NaN = unknown), any units.
+    var : ``(nrows, ncols)`` variance of ``deep`` (same units squared; NaN/<= 0 = unknown).
+    region : ``(nrows, ncols)`` weights in [0, 1] of the normalisation region (e.g. :func:`box_weights`
+        of a wide band around the trace); the profile is zero outside it and sums to 1 inside.
+    knot_rows : mean knot spacing (rows) of the cubic B-spline fitted along each column; the knots sit at
+        equal steps of cumulative S/N^2 (dense where bright), at least 6 rows apart.
+    clip_sigma, max_iter : rejection of fraction values deviating by > clip_sigma (in units of their
+        error, rescaled by the fit's robust scatter when that exceeds 1), at most max_iter passes.
+    snr_min : rows whose region flux S/N is below this do not enter the fit.
+
+    Method
+    ------
+    Per row y, S(y) = sum_x region * deep and S_s(y) the median S of the +-3 neighbouring rows; per
+    column x the fractions F = deep / S with weights 1 / (var / S_s^2 + (PROFILE_FLOOR x peak
+    fraction)^2) (independent of the row's own noise) are fitted by weighted least squares with a cubic B-spline in row over the rows
+    [r0, r1] spanned by the rows with S/N >= ``snr_min``, then refitted once with F = deep / f_opt,
+    f_opt the row flux optimally extracted from the deep frame with the first model (rows with a non-finite pixel in the region
+    are left out); rows outside [r0, r1] take the model of the nearest end row.  The model is clipped
+    at 0, multiplied by ``region`` and normalised to sum 1 per row (the model is smooth, so the clipped
+    wing values are small, unlike those of a noisy deep frame); rows whose model sums to <= 0 get the
+    normalised ``region`` (a variance-weighted box).
+
+    Returns
+    -------
+    P : float64 ``(nrows, ncols)``; info dict (``rows_fit`` (r0, r1), ``n_rejected``, ``rms_z``).
+    """
+    deep = np.asarray(deep, float)
+    var = np.asarray(var, float)
+    region = np.asarray(region, float)
+    nrows, ncols = deep.shape
+    cols = np.flatnonzero(region.any(axis=0))
+    D, W = deep[:, cols], region[:, cols]
+    Vd = var[:, cols]
+    inreg = W > 0
+    finite = np.isfinite(D) | ~inreg
+    rowfin = finite.all(axis=1)
+    S = np.sum(np.where(inreg, W * np.nan_to_num(D), 0.0), axis=1)
+    var_s = np.sum(np.where(inreg & np.isfinite(Vd) & (Vd > 0), W * W * Vd, 0.0), axis=1)
+    P = np.zeros((nrows, ncols))
+    info = {"rows_fit": None, "n_rejected": 0, "rms_z": np.nan}
+    # weights and the S/N cut use the median row sum of the +-3 neighbouring rows (S_s): weights
+    # S^2 / var with the row's own noisy S would favour rows whose S fluctuated high (whose core
+    # fractions are low)
+    S_s = _neighbour_median(np.where(rowfin, S, np.nan), 3)
+    with np.errstate(all="ignore"):
+        snr = np.where(var_s > 0, S_s / np.sqrt(var_s), 0.0)
+    rowok = rowfin & (S_s > 0) & (S > 0) & (snr >= snr_min)
+    if rowok.sum() < 8:
+        log.warning("optimal extraction profile: only %d rows with S/N >= %.1f; a normalised box profile "
+                    "is used instead of a fitted one", int(rowok.sum()), snr_min)
+        return _normalise(np.zeros_like(region), region), info
+    r0, r1 = int(np.flatnonzero(rowok)[0]), int(np.flatnonzero(rowok)[-1])
+    x = np.arange(r0, r1 + 1, dtype=float)
+    sl = slice(r0, r1 + 1)
+    B = BSpline.design_matrix(x, _knots(r0, r1, knot_rows, info=np.where(rowok[sl], snr[sl] ** 2, 0.0)),
+                              3).toarray()
+    with np.errstate(all="ignore"):
+        # variance of a fraction: noise (var / S_s^2) plus a model floor of PROFILE_FLOOR of the core
+        # fraction (the smooth model cannot follow a bright row to better than that; without the floor
+        # the brightest rows dominate each fit and look like outliers to the rejection)
+        core = np.nanmax(np.where(inreg[sl], D[sl], np.nan), axis=1) / S_s[sl]
+        w = 1.0 / (Vd[sl] / S_s[sl, None] ** 2 + (PROFILE_FLOOR * core[:, None]) ** 2)
+    ok = rowok[sl, None] & inreg[sl] & np.isfinite(D[sl]) & np.isfinite(w) & (w > 0)
+    w = np.where(ok, w, 0.0)
+    Dz = np.where(ok, D[sl], 0.0)
+    Vz = np.where(ok, Vd[sl], np.inf)
+    # pass 1: fractions of the row's own sum (Horne 1986, step 5); pass 2: fractions of the row flux
+    # optimally extracted from the deep frame with the pass-1 profile -- a less noisy normaliser, so the
+    # ratio bias of D / S (a core fraction too high by ~ var(S) / S^2 at low S/N) shrinks
+    norm = S[sl]
+    nrej_tot = 0
+    for _pass in range(2):
+        with np.errstate(all="ignore"):
+            F = np.where(ok, Dz / norm[:, None], 0.0)
+        model, nrej, zs = _fit_columns(F, w, B, clip_sigma, max_iter)
+        nrej_tot += nrej
+        Pm = np.clip(model, 0.0, None) * W[sl]
+        with np.errstate(all="ignore"):
+            fopt = np.sum(Pm * Dz / Vz, axis=1) / np.sum(Pm * Pm / Vz, axis=1) * np.sum(model * W[sl], axis=1)
+        good = np.isfinite(fopt) & (fopt > 0)
+        norm = np.where(good, fopt, norm)
+    full = np.empty((nrows, len(cols)))
+    full[r0:r1 + 1] = model
+    full[:r0] = model[0]
+    full[r1 + 1:] = model[-1]
+    P[:, cols] = full
+    info.update(rows_fit=(r0, r1), n_rejected=nrej_tot,
+                rms_z=float(np.sqrt(np.mean(np.concatenate(zs) ** 2))) if zs else np.nan)
+    return _normalise(P, region), info
+
+
+def _fit_columns(F, w, B, clip_sigma, max_iter):
+    """Weighted least-squares fit of each column of ``F`` ``(n, ncols)`` with the basis ``B`` ``(n, m)``,
+    rejecting the worst value per pass above ``clip_sigma`` (in units of the weights' errors, rescaled
+    by the robust scatter of the normalised residuals when larger than 1).  Returns (model, n_rejected,
+    list of the accepted normalised residuals per column)."""
+    model = np.zeros_like(F)
+    nrej, zs = 0, []
+    for j in range(F.shape[1]):
+        wj, fj = w[:, j].copy(), F[:, j]
+        if np.count_nonzero(wj) < B.shape[1] + 2:
+            continue
+        for _ in range(max_iter):
+            sw = np.sqrt(wj)
+            coef, *_ = np.linalg.lstsq(B * sw[:, None], fj * sw, rcond=None)
+            m = B @ coef
+            z = (fj - m) * sw
+            used = wj > 0
+            scale = max(1.0, 1.4826 * float(np.median(np.abs(z[used]))))
+            if not np.any(used & (np.abs(z) > clip_sigma * scale)):
+                break
+            # the worst value only per pass (Horne 1986): one outlier distorts the fit near it
+            wj[int(np.argmax(np.where(used, np.abs(z), -1.0)))] = 0.0
+            nrej += 1
+        model[:, j] = m
+        zs.append(z[wj > 0])
+    return model, nrej, zs
+
+
+def _neighbour_median(S, halfwidth):
+    """Median of the ``2 * halfwidth`` neighbours of each element of ``S`` (the element itself excluded,
+    NaN ignored): a row-flux estimate free of the row's own noise that still follows sharp spectral
+    edges (a smooth fit of S overshoots at the MIRI blue cut-off)."""
+    n = S.size
+    stack = np.full((2 * halfwidth, n), np.nan)
+    j = 0
+    for k in range(-halfwidth, halfwidth + 1):
+        if k == 0:
+            continue
+        lo, hi = max(0, -k), min(n, n - k)
+        stack[j, lo:hi] = S[lo + k:hi + k]
+        j += 1
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(stack, axis=0)
+
+
+def _normalise(P, region):
+    """``max(P, 0) * region`` normalised to sum 1 per row; rows without a positive sum get the
+    normalised ``region`` (a variance-weighted box)."""
+    prof = np.clip(P, 0.0, None) * region
+    s = prof.sum(axis=1)
+    flat = s <= 0
+    prof[flat] = region[flat]
+    s = prof.sum(axis=1, keepdims=True)
+    return np.where(s > 0, prof / np.where(s > 0, s, 1.0), 0.0)
