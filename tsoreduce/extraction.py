@@ -36,7 +36,7 @@ from scipy.optimize import least_squares
 from . import reference
 from .config import Param, validate
 from .datamodel import DQ, LightCurves, RateData, SpectraData
-from .errors import ConfigError, EmptyDataError, ShapeError
+from .errors import ConfigError, EmptyDataError, ProductError, ShapeError
 from .spectroscopic import BAD_PIXEL_FLAGS, baseline_index, estimate_trace_column, make_deep_frame
 from .spectroscopic import _quiet_nanwarnings as _quiet
 from .spectroscopic import nanmedian
@@ -92,6 +92,9 @@ CONFIG_SCHEMA = {
         "normalise": Param(True, bool, "divide each light curve by its baseline median"),
         "baseline_ints": Param(None, list, "integrations defining the baseline ([start, stop) pairs, "
                                "0-based); null -> all", nullable=True, item_type=int),
+        "max_bad_fraction": Param(0.5, float, "a channel point (white: the whole integration) whose "
+                                  "wavelength weight is NaN or DO_NOT_USE beyond this fraction is NaN and "
+                                  "masked, not repaired", min=0.0, max=1.0),
     },
 }
 
@@ -540,7 +543,8 @@ def _overlap_weights(plo, phi, blo, bhi):
 
 
 def bin_lightcurves(spectra: SpectraData, edges=None, resolution=None, white_range=(5, 12),
-                    normalise=True, *, bin_width=0.5, baseline_ints=None) -> LightCurves:
+                    normalise=True, *, bin_width=0.5, baseline_ints=None,
+                    max_bad_fraction=0.5) -> LightCurves:
     """White-light and spectroscopic light curves from a time series of spectra.
 
     Bins: ``edges`` (um, ascending) if given; else a constant-resolution grid uniform in ln(lambda)
@@ -549,8 +553,14 @@ def bin_lightcurves(spectra: SpectraData, edges=None, resolution=None, white_ran
     spectral element enters a bin with the fraction of its wavelength interval inside it (exoTEDRF
     ``bin_at_resolution``); errors add in quadrature.  Elements that are NaN or flagged DO_NOT_USE in an
     integration are replaced by the element's median over time scaled by that integration's white-light
-    ratio (so one bad element does not bias the sum).  With ``normalise`` each light curve is divided by
-    its median over ``baseline_ints`` (all integrations by default).
+    ratio (so one bad element does not bias the sum) -- unless more than ``max_bad_fraction`` of a
+    bin's wavelength weight is bad in that integration: that point is NaN, and when the white band is
+    affected the integration is masked (``mask`` True; a WARNING lists them; ``meta`` records
+    ``n_masked_integrations``, ``masked_integrations``, ``n_nan_channel_points``).  Non-finite INT_TIMES
+    entries are interpolated (``meta['n_times_interpolated']``, WARNING).  With ``normalise`` each
+    light curve is divided by its median over ``baseline_ints`` (all integrations by default).
+    ``meta['noise']`` holds per light curve the expected scatter from the propagated ERR, the achieved
+    point-to-point scatter, their ratio and a red-noise factor (see :mod:`tsoreduce.noise`).
 
     Parameters
     ----------
@@ -562,7 +572,8 @@ def bin_lightcurves(spectra: SpectraData, edges=None, resolution=None, white_ran
     integration time when absent, flagged in ``meta['time_source']``), ``flux``/``err`` ``(nchan,
     nints)``, channel centres and edges, white light curve, regressors = ``spectra.aux``.
 
-    Raises ShapeError without a 1-D wavelength array; ConfigError for empty / bad bins.
+    Raises ShapeError without a 1-D wavelength array; ConfigError for empty / bad bins; ProductError
+    when fewer than two integration times are finite and the header gives no EFFINTTM / INTTIME.
     """
     if spectra.wavelength is None:
         raise ShapeError("bin_lightcurves needs SpectraData.wavelength (um)")
@@ -590,6 +601,9 @@ def bin_lightcurves(spectra: SpectraData, edges=None, resolution=None, white_ran
 
     f = spectra.data.astype(float)
     bad = ~np.isfinite(f) | ((spectra.dq & np.uint32(DQ.DO_NOT_USE)) != 0)
+    # a channel (or the white band) whose weight is mostly bad in an integration is not repaired from
+    # the median spectrum: that point is NaN (and the integration masked when the white band is)
+    chan_bad, white_bad = _mostly_bad(bad, W, Ww, max_bad_fraction)
     if bad.any():
         f0 = np.where(bad, np.nan, f)
         with np.errstate(all="ignore"):
@@ -605,6 +619,8 @@ def bin_lightcurves(spectra: SpectraData, edges=None, resolution=None, white_ran
     err = np.sqrt((e * e) @ (W * W).T)
     wflux = (f @ Ww.T)[:, 0]
     werr = np.sqrt((e * e) @ (Ww * Ww).T)[:, 0]
+    flux[chan_bad], err[chan_bad] = np.nan, np.nan
+    wflux[white_bad], werr[white_bad] = np.nan, np.nan
     if normalise:
         idx = baseline_index(spectra.nints, baseline_ints)
         with np.errstate(all="ignore"):
@@ -615,23 +631,111 @@ def bin_lightcurves(spectra: SpectraData, edges=None, resolution=None, white_ran
 
     meta = {"source": "tsoreduce Stage 3", "flux_units": "normalised" if normalise else spectra.units,
             "white_range_um": [lo_w, hi_w]}
-    it = spectra.int_times
-    if it is not None and np.isfinite(it.mid_bjd_tdb).all():
-        time = it.mid_bjd_tdb
-        meta["time_source"] = "INT_TIMES int_mid_BJD_TDB" + (" (reconstructed)" if it.reconstructed else "")
-    else:
-        dt = float(spectra.meta.get("EFFINTTM", spectra.meta.get("INTTIME", 1.0)) or 1.0)
-        time = np.arange(spectra.nints) * dt / 86400.0
-        meta["time_source"] = f"integration index x {dt:g} s (no INT_TIMES in the product)"
-        log.warning("bin_lightcurves: no integration times; time = index x %g s (days from start)", dt)
+    time, tmeta = _lightcurve_times(spectra)
+    meta.update(tmeta)
+    nmask = int(white_bad.sum())
+    meta["max_bad_fraction"] = float(max_bad_fraction)
+    meta["n_masked_integrations"] = nmask
+    meta["n_nan_channel_points"] = int(chan_bad.sum())
+    if nmask or chan_bad.any():
+        num = spectra.int_times.integration_number if spectra.int_times is not None else \
+            np.arange(1, spectra.nints + 1)
+        meta["masked_integrations"] = [int(x) for x in num[white_bad]]
+        log.warning("light curves: %d integration(s) masked (more than %.0f %% of the white-band flux bad: "
+                    "NaN flux, mask column set)%s; %d channel point(s) NaN for the same reason",
+                    nmask, 100 * max_bad_fraction,
+                    f", integration number(s) {meta['masked_integrations'][:20]}" if nmask else "",
+                    int(chan_bad.sum()))
     for k in ("TARGPROP", "TARGNAME", "PROGRAM", "OBSERVTN"):
         if k in spectra.meta:
             meta[k] = spectra.meta[k]
     log.info("light curves: %d channels %.2f-%.2f um, white light %.1f-%.1f um", len(edges) - 1,
              edges[0], edges[-1], lo_w, hi_w)
+    meta["noise"] = _noise_meta(flux.T, err.T, wflux, werr, white_bad)
     return LightCurves(time=time.copy(), flux=flux.T, err=err.T, wavelength=0.5 * (edges[:-1] + edges[1:]),
                        wavelength_lower=edges[:-1], wavelength_upper=edges[1:], white_flux=wflux,
-                       white_err=werr, regressors=dict(spectra.aux), meta=meta)
+                       white_err=werr, mask=white_bad, regressors=dict(spectra.aux), meta=meta)
+
+
+def _mostly_bad(bad, W, Ww, max_bad_fraction):
+    """``(nints, nchan)`` and ``(nints,)`` bool: the bad share of a bin's wavelength weight exceeds
+    ``max_bad_fraction`` (W ``(nchan, nwave)``, Ww ``(1, nwave)`` overlap weights)."""
+    b = bad.astype(float)
+    with np.errstate(all="ignore"):
+        chan = (b @ W.T) / W.sum(axis=1)[None, :]
+        white = (b @ Ww.T)[:, 0] / Ww.sum()
+    return chan > max_bad_fraction, white > max_bad_fraction
+
+
+def _lightcurve_times(spectra: SpectraData):
+    """Mid-integration BMJD_TDB ``(nints,)`` and the metadata saying where it came from.
+
+    Non-finite INT_TIMES entries are interpolated linearly in integration number from the finite
+    ones (the cadence is regular within an exposure) with a WARNING and a count
+    (``n_times_interpolated``, ``times_interpolated`` integration numbers).  With fewer than two finite
+    times the time is integration index x EFFINTTM (or INTTIME) from the header, with a WARNING;
+    without either keyword a :class:`~tsoreduce.errors.ProductError` is raised (no default cadence).
+    """
+    it = spectra.int_times
+    meta = {"n_times_interpolated": 0}
+    t = None if it is None else np.asarray(it.mid_bjd_tdb, float)
+    ok = np.zeros(spectra.nints, bool) if t is None else np.isfinite(t)
+    if ok.sum() >= 2:
+        meta["time_source"] = "INT_TIMES int_mid_BJD_TDB" + (" (reconstructed)" if it.reconstructed else "")
+        if ok.all():
+            return t.copy(), meta
+        num = np.asarray(it.integration_number, float)
+        t = t.copy()
+        t[~ok] = np.interp(num[~ok], num[ok], t[ok], left=np.nan, right=np.nan)
+        edge = ~np.isfinite(t)
+        if edge.any():  # beyond the first / last finite time: extrapolate with the median cadence
+            step = np.median(np.diff(t[ok]) / np.diff(num[ok]))
+            i0 = np.flatnonzero(ok)[0]
+            t[edge] = t[i0] + (num[edge] - num[i0]) * step
+        meta["n_times_interpolated"] = int((~ok).sum())
+        meta["times_interpolated"] = [int(x) for x in num[~ok]]
+        log.warning("light curves: %d of %d INT_TIMES mid times non-finite; interpolated in integration "
+                    "number from the %d finite ones (integration(s) %s)", int((~ok).sum()), ok.size,
+                    int(ok.sum()), meta["times_interpolated"][:20])
+        return t, meta
+    dt = spectra.meta.get("EFFINTTM", spectra.meta.get("INTTIME"))
+    try:
+        dt = float(dt)
+    except (TypeError, ValueError):
+        dt = float("nan")
+    if not (np.isfinite(dt) and dt > 0):
+        raise ProductError(spectra.meta.get("_source_path", "<x1dints>"),
+                           f"fewer than 2 finite integration times ({int(ok.sum())} of {spectra.nints}) "
+                           "and no EFFINTTM / INTTIME keyword to rebuild them from")
+    meta["time_source"] = f"integration index x EFFINTTM {dt:g} s (INT_TIMES absent or unusable)"
+    meta["n_times_interpolated"] = int(spectra.nints)
+    log.warning("light curves: %s; time = integration index x %g s (days from the first integration)",
+                "no integration times" if it is None else f"only {int(ok.sum())} finite INT_TIMES entries",
+                dt)
+    return np.arange(spectra.nints) * dt / 86400.0, meta
+
+
+def _noise_meta(flux, err, wflux, werr, mask) -> dict:
+    """Per light curve: expected scatter (propagated ERR), achieved point-to-point scatter, their
+    ratio and the short-time-scale red-noise factor (definitions: :mod:`tsoreduce.noise`)."""
+    from .noise import lightcurve_noise
+
+    out = {"definitions": "expected = sqrt(mean(ERR^2)); achieved_p2p = mad_std(diff(flux))/sqrt(2); "
+                          "ratio = achieved_p2p/expected; beta = binning-curve red-noise factor of the "
+                          "residuals from a running median over beta_window integrations "
+                          "(tsoreduce.noise)"}
+    keep = ~mask
+    if wflux is not None:
+        out["white"] = _rounded(lightcurve_noise(wflux[keep], werr[keep]))
+    chans = [_rounded(lightcurve_noise(flux[c][keep], err[c][keep])) for c in range(flux.shape[0])]
+    for k in ("expected", "achieved_p2p", "ratio", "beta"):
+        out[k] = [c[k] for c in chans]
+    out["beta_window"] = chans[0]["beta_window"] if chans else None
+    return out
+
+
+def _rounded(d):
+    return {k: (float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in d.items()}
 
 
 # -------------------------------------------------------------------------------------- runner
@@ -750,7 +854,8 @@ def run_stage3(calints: RateData, config: dict | None = None, *, plot_dir=None, 
     else:
         lc = bin_lightcurves(spectra, edges=lc_cfg["edges"], resolution=lc_cfg["resolution"],
                              white_range=tuple(lc_cfg["white_range"]), normalise=lc_cfg["normalise"],
-                             bin_width=lc_cfg["bin_width"], baseline_ints=lc_cfg["baseline_ints"])
+                             bin_width=lc_cfg["bin_width"], baseline_ints=lc_cfg["baseline_ints"],
+                             max_bad_fraction=lc_cfg["max_bad_fraction"])
     if plot_dir is not None:
         _plots(deep_frame, trace, tinfo, extr, spectra, lc, scan, plot_dir)
     return spectra, lc
