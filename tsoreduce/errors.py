@@ -67,3 +67,8 @@ class NotImplementedStepError(TsoreduceError, NotImplementedError):
 
     Raised instead of passing data through silently.
     """
+
+
+class FitError(TsoreduceError, RuntimeError):
+    """A light-curve fit cannot proceed as specified, e.g. emcee walkers cannot be started inside the
+    prior support (the posterior is non-finite around the least-squares solution)."""
