@@ -167,3 +167,31 @@ def test_non_finite_int_times_are_interpolated_not_discarded(caplog):
         lc = bin_lightcurves(_spectra(np.full(30, np.nan), {"EFFINTTM": 10.0}))
     assert _warnings(caplog, "index x 10 s")
     np.testing.assert_allclose(np.diff(lc.time) * 86400, 10.0)
+
+
+# ------------------------------------------------------------------------------ noise budget (part 4)
+def test_background_subtraction_noise_is_in_the_spectra_err():
+    """Constant scene (no transit, drift, settling or cosmic rays): the scatter over 150 integrations
+    of each box-extracted row equals its ERR once the row-correlated noise of the median background
+    (pi/2 sigma^2 / n, times the box width squared) is propagated; without it the ERR is low on the
+    long-wavelength rows (here ~5 %; 10-20 % in the ramp-level noise budget, benchmarks/noise_budget.py).  Tolerance: 150 x 60 rows, the rms ratio has a
+    standard error of ~1 %; 4 % allows for the temporal outlier cleaning and the median's finite-n
+    efficiency."""
+    from tsoreduce.extraction import run_stage3
+    from tsoreduce.spectroscopic import run_stage2
+
+    rates, _ = simulate_lrs_rateints(LRSSimConfig(nints=150, seed=9, transit=False, drift=False,
+                                                  settling=False, cosmic_rays=False))
+    cal, _ = run_stage2(rates, {"pca": {"skip": True}})
+    assert cal.meta["BKGMETH"] == "median" and cal.meta["BKGCOLS"]
+    cfg = {"extraction": {"method": "box"}, "lightcurves": {"skip": True}}
+    spectra, _ = run_stage3(cal, cfg)
+    assert spectra.meta["BKGERR"]
+    rows = (spectra.wavelength > 9.5) & (spectra.wavelength < 12)
+    f, e = spectra.data[:, rows], spectra.err[:, rows]
+    ratio = np.sqrt(np.mean(np.var(f, axis=0, ddof=1)) / np.mean(e ** 2))
+    plain, _ = run_stage3(cal.replace(meta={k: v for k, v in cal.meta.items() if k != "BKGMETH"}), cfg)
+    ratio_plain = np.sqrt(np.mean(np.var(f, axis=0, ddof=1)) / np.mean(plain.err[:, rows] ** 2))
+    print(f"9.5-12 um rows: scatter / ERR = {ratio:.3f} with the background term, {ratio_plain:.3f} without")
+    assert abs(ratio - 1) < 0.04
+    assert ratio_plain > ratio + 0.04  # the term is several standard errors (~1 %) large here

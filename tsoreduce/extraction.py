@@ -828,6 +828,7 @@ def run_stage3(calints: RateData, config: dict | None = None, *, plot_dir=None, 
                                                shifts=shifts, progress=progress)
         extr = {"method": "optimal", "aperture_halfwidth": ec["aperture_halfwidth"], "n_rejected": nrej}
 
+    err, var_b = _background_error(calints, deep_frame, trace, extr, err)
     wave = wavelength_at_trace(calints, trace)
     keep = np.isfinite(wave)
     if ec["rows"] is not None:
@@ -839,6 +840,7 @@ def run_stage3(calints: RateData, config: dict | None = None, *, plot_dir=None, 
     meta = {k: v for k, v in calints.meta.items() if not str(k).startswith("_")}
     meta.update({"S_TSOS3": "COMPLETE", "EXTRMETH": extr["method"],
                  "_trace": trace[keep], "_rows": np.flatnonzero(keep)})
+    meta["BKGERR"] = var_b is not None
     if extr["method"] == "box":
         meta["EXTRWID"] = float(extr["width"])
     else:
@@ -859,6 +861,28 @@ def run_stage3(calints: RateData, config: dict | None = None, *, plot_dir=None, 
     if plot_dir is not None:
         _plots(deep_frame, trace, tinfo, extr, spectra, lc, scan, plot_dir)
     return spectra, lc
+
+
+def _background_error(calints, deep_frame, trace, extr, err):
+    """ERR of the spectra with the row-correlated background-subtraction noise added
+    (:mod:`tsoreduce.background_noise`): response = the box width, or Horne's ``sum(P/V)/sum(P^2/V)``
+    with the deep-frame profile for optimal extraction."""
+    from . import background_noise as bn
+
+    if extr["method"] == "box":
+        response = box_weights(trace, extr["width"], calints.data.shape[2]).sum(axis=1)
+    else:
+        e2 = nanmedian(calints.err.astype(np.float64) ** 2, axis=0)
+        response = bn.optimal_response(deep_frame, e2, trace, extr["aperture_halfwidth"], box_weights)
+    err, var_b = bn.add_background_error(err, calints, response, BAD_PIXEL_FLAGS)
+    if var_b is not None:
+        log.info("x1dints ERR: background-subtraction noise added (%s estimator, median %.3g of the ERR "
+                 "variance)", calints.meta.get("BKGMETH"),
+                 float(np.nanmedian(np.nan_to_num(response ** 2 * var_b) / np.maximum(err ** 2, 1e-300))))
+    else:
+        log.info("x1dints ERR: no background subtraction recorded in the calints (BKGMETH); ERR is read + "
+                 "Poisson only")
+    return err, var_b
 
 
 def _plots(deep, trace, tinfo, extr, spectra, lc, scan, plot_dir):

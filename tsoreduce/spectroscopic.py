@@ -33,6 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from . import reference
+from .background_noise import format_columns
 from .config import Param, validate
 from .datamodel import DQ, RateData, dq_has
 from .errors import ConfigError, EmptyDataError, ReferenceFileError, ShapeError
@@ -378,6 +379,9 @@ def subtract_background(rates: RateData, *, method="median", trace_center=None, 
     dq = rates.dq
     meta = dict(rates.meta)
     meta["NBKGINTP"] = int(missing.sum())
+    # the estimator, so that Stage 3 can propagate its noise (tsoreduce.background_noise)
+    meta.update(BKGMETH=method, BKGCOLS=format_columns(cols), BKGTRACE=float(trace_center),
+                BKGSMTH=int(smooth_rows or 0))
     if missing.any():
         dq = rates.dq.copy()
         dq[missing] |= np.uint32(DQ.FLUX_ESTIMATED)
