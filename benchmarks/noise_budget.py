@@ -118,7 +118,7 @@ def main(argv=None):
                   f"beta {white[2]:.2f}  ({time.perf_counter() - t0:.0f} s)")
     T = np.stack(tables)  # (nseeds, nchan, 5)
     print(f"\nmeasured / expected (propagated ERR), mean over seeds {a.seeds}, {a.nints} integrations x "
-          f"{a.ngroups} groups; the rms over seeds of one figure is ~ 1/sqrt(2 n) = "
+          f"{a.ngroups} groups; the standard error of one channel-seed light-curve figure is ~ 1/sqrt(2 n) = "
           f"{1 / np.sqrt(2 * a.nints):.3f} for the light curves")
     print("  um      S1 rate   S2 cal   S3 lc p2p   S4 resid")
     for c in range(T.shape[1]):

@@ -84,15 +84,17 @@ def beta_factor(resid, max_bin=None) -> float:
 
 def lightcurve_noise(flux, err, *, window=None) -> dict:
     """Stage 3 noise figures of one light curve (no model): ``expected``, ``achieved_p2p``, ``ratio``,
-    ``beta`` (residuals from a running median over ``window`` integrations, default ``max(11, n // 10)``
-    made odd) and ``beta_window``.  Inputs ``(n,)`` in time order; NaN points are skipped."""
+    ``beta`` (residuals from a running median over ``window`` integrations, default 21: red noise on
+    time scales below ~10 integrations only -- a longer window lets the transit ingress and egress
+    through as 'red noise'; the Stage 4 beta on the model residuals is the full measure) and
+    ``beta_window``.  Inputs ``(n,)`` in time order; NaN points are skipped."""
     f = np.asarray(flux, float)
     e = np.asarray(err, float)
     ok = np.isfinite(f) & np.isfinite(e)
     f, e = f[ok], e[ok]
     exp = expected_scatter(e)
     ach = p2p_scatter(f)
-    window = int(window or max(11, f.size // 10)) | 1
+    window = int(window or 21) | 1
     beta = float("nan")
     if f.size >= 3 * window:
         hp = f - ndimage.median_filter(f, size=window, mode="nearest")

@@ -335,7 +335,12 @@ def subtract_background(rates: RateData, *, method="median", trace_center=None, 
       clipping (5 passes), evaluated at every column (exoTEDRF ``method='slope'``, vectorised).
 
     ``smooth_rows`` > 0 median-filters the background along rows (ExoTiC-MIRI option).
-    Pixels flagged DO_NOT_USE/DEAD/HOT/SATURATED or non-finite are ignored.
+    Pixels flagged DO_NOT_USE/DEAD/HOT/SATURATED or non-finite are ignored.  A row with no usable
+    background pixel gets the background interpolated along rows from the rows of the same integration
+    that have one (beyond the first/last such row: that row's value); its pixels are flagged
+    FLUX_ESTIMATED and counted in a WARNING and in ``meta['NBKGINTP']`` (pixels); an integration with
+    no estimate at all is NaN and DO_NOT_USE.  The estimator is recorded for the noise propagation of
+    Stage 3 (:mod:`tsoreduce.background_noise`): ``BKGMETH``, ``BKGCOLS``, ``BKGTRACE``, ``BKGSMTH``.
 
     Returns
     -------
@@ -665,7 +670,11 @@ def run_stage2(rates: RateData, config: dict | None = None, *, plot_dir=None, re
     -------
     (calints RateData, diagnostics dict) -- diagnostics: ``deep_frame`` float32 ``(nrows, ncols)``,
     ``background`` ``(nints, nrows, ncols)`` or None, ``background_columns``, ``trace_center``,
-    ``hot_pixel_map``, ``n_replaced_spatial``, ``n_replaced_temporal``, ``pca`` (PCAResult or None).
+    ``hot_pixel_map``, ``n_replaced_spatial``, ``n_replaced_temporal``, ``pca`` (PCAResult or None)
+    and, when some were found, ``bad_integrations`` bool ``(nints,)``.  Integrations with more than
+    ``bad_integrations.max_bad_fraction`` of their science pixels non-finite or DO_NOT_USE
+    (:func:`find_bad_integrations`) skip every step and come back SCI/ERR NaN with every pixel
+    DO_NOT_USE; the header keyword NBADINT counts them (BADINTFR: the threshold).
 
     Raises ConfigError (bad config), EmptyDataError (all-NaN input), ShapeError, ReferenceFileError.
     """
