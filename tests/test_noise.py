@@ -49,3 +49,26 @@ def test_stage3_light_curves_carry_noise_metadata_through_the_table(tmp_path):
     assert back.mask[5] and back.mask.sum() == 1 and back.meta["masked_integrations"] == [6]
     print("Stage 3 p2p/ERR per channel:", " ".join(f"{x:.2f}" for x in n["ratio"]))
     assert 0.7 < np.median(n["ratio"]) < 1.3
+
+
+def test_run_summary_states_the_noise_figures_and_flagged_parameters(caplog):
+    import logging
+    from types import SimpleNamespace
+
+    from tsoreduce.pipeline import _result_numbers
+
+    def fit(label, ratio, beta, flags):
+        return SimpleNamespace(label=label, median={"rp_rs": 0.1}, free=["rp_rs"], err_lower={"rp_rs": 0.01},
+                               err_upper={"rp_rs": 0.01}, chi2_red=1.0, flags=flags,
+                               noise={"expected_ppm": 500.0, "achieved_resid_ppm": 500.0 * ratio,
+                                      "ratio_resid": ratio, "beta": beta})
+
+    res = SimpleNamespace(white=fit("white", 1.05, 1.1, {"rp_rs": ""}),
+                          channels=[fit("channel_00", 1.0, 1.0, {"rp_rs": ""}),
+                                    fit("channel_01", 1.3, 1.4, {"rp_rs": "at_lower_bound"})])
+    with caplog.at_level(logging.WARNING):
+        nums = _result_numbers(res)
+    assert nums["white.noise_ratio"] == 1.05 and nums["white.beta"] == 1.1
+    assert nums["channels.noise_ratio_max"] == 1.3 and nums["channels.noise_ratio_median"] == 1.15
+    assert nums["stage4.n_flagged_parameters"] == 1
+    assert any("channel_01.rp_rs" in r.getMessage() for r in caplog.records)

@@ -612,8 +612,9 @@ def bin_lightcurves(spectra: SpectraData, edges=None, resolution=None, white_ran
             ref = np.nansum(np.where(bad, 0, tmpl[None]) * Ww[0], axis=1)
             scale = np.where(ref > 0, white0 / ref, 1.0)
         f = np.where(bad, np.nan_to_num(tmpl)[None] * scale[:, None], f)
-        log.info("bin_lightcurves: %d bad spectral values replaced by the scaled median spectrum",
-                 int(bad.sum()))
+        log.warning("bin_lightcurves: %d NaN or DO_NOT_USE spectral values (%d integrations) replaced by "
+                    "the element's median scaled to the integration (meta n_replaced_spectral_values)",
+                    int(bad.sum()), int(bad.any(axis=1).sum()))
     e = np.nan_to_num(spectra.err.astype(float))
     flux = f @ W.T
     err = np.sqrt((e * e) @ (W * W).T)
@@ -635,6 +636,7 @@ def bin_lightcurves(spectra: SpectraData, edges=None, resolution=None, white_ran
     meta.update(tmeta)
     nmask = int(white_bad.sum())
     meta["max_bad_fraction"] = float(max_bad_fraction)
+    meta["n_replaced_spectral_values"] = int(bad.sum())
     meta["n_masked_integrations"] = nmask
     meta["n_nan_channel_points"] = int(chan_bad.sum())
     if nmask or chan_bad.any():
