@@ -224,6 +224,17 @@ def test_unsorted_and_nan_times_are_sorted_and_dropped_with_warnings(caplog):
     print(f"rp_rs sorted-from-shuffled {res.median['rp_rs']:.5f} vs ordered {ref.median['rp_rs']:.5f} "
           f"+- {ref.err_lower['rp_rs']:.5f}")
     assert abs(res.median["rp_rs"] - ref.median["rp_rs"]) < 0.2 * ref.err_lower["rp_rs"]
+    # a zero-filled placeholder row (time 0, flux 0, err 0; seen in a real table) sorts first but must
+    # not become the time reference of the settling ramp
+    t0 = lc.time.copy()
+    t0[700] = 0.0
+    wf, we = lc.white_flux.copy(), lc.white_err.copy()
+    wf[700], we[700] = 0.0, 0.0
+    cf, ce = lc.flux.copy(), lc.err.copy()
+    cf[:, 700], ce[:, 700] = 0.0, 0.0
+    res0 = fit_white(lc.replace(time=t0, white_flux=wf, white_err=we, flux=cf, err=ce), cfg)
+    assert abs(res0.median["rp_rs"] - ref.median["rp_rs"]) < 0.2 * ref.err_lower["rp_rs"]
+    assert abs(res0.median["ramp_amp1"] - ref.median["ramp_amp1"]) < 0.2 * ref.err_lower["ramp_amp1"]
 
 
 def test_parameter_pinned_at_a_prior_bound_is_flagged_in_every_table(tmp_path, caplog):

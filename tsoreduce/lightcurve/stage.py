@@ -229,6 +229,23 @@ def ordered_lightcurves(lc: LightCurves) -> LightCurves:
                       regressors={k: v[idx] for k, v in lc.regressors.items()}, meta=meta)
 
 
+def _time_reference(lc: LightCurves) -> float:
+    """Exposure start for the time-dependent systematics (settling ramp, polynomial): the earliest time
+    of an integration with usable data in the white light curve or any channel (finite flux, err > 0),
+    masked or excluded ones included, so that a zero-filled placeholder row (time 0) cannot become the
+    reference."""
+    use = np.zeros(lc.nints, bool)
+    curves = [(lc.white_flux, lc.white_err)] if lc.white_flux is not None else []
+    curves += [(lc.flux[c], lc.err[c]) for c in range(lc.nchan)]
+    for f, e in curves:
+        if e is None:
+            continue
+        with np.errstate(invalid="ignore"):
+            use |= np.isfinite(f) & np.isfinite(e) & (e > 0)
+    use &= np.isfinite(lc.time)
+    return float(lc.time[use].min()) if use.any() else float(np.nanmin(lc.time))
+
+
 def _excluded_note(lc: LightCurves, ok, what):
     n_mask = int(np.count_nonzero(lc.mask))
     if n_mask:
@@ -297,7 +314,7 @@ def fit_white(lc: LightCurves, config: dict) -> FitResult:
     if ok.sum() < 10:
         raise EmptyDataError(lc.meta.get("_source_path", "<LightCurves>"),
                              f"only {ok.sum()} usable integrations in the white light curve")
-    model = build_model(lc.time[ok], cfg, {n: lc.regressors[n][ok] for n in regs}, t_start=lc.time[0])
+    model = build_model(lc.time[ok], cfg, {n: lc.regressors[n][ok] for n in regs}, t_start=_time_reference(lc))
     params = build_parameters(model, cfg, flux[ok])
     log.info("stage4: white light curve, %d integrations, %d free parameters (%s)", ok.sum(), params.nfree,
              ", ".join(params.free_names))
@@ -358,17 +375,18 @@ def fit_channels(lc: LightCurves, config: dict, white: FitResult | None = None, 
     if bad:
         raise ConfigError(f"stage4.channels: {bad} outside 0..{lc.nchan - 1}")
     regs = _regressor_names(lc, cfg)
+    t_ref = _time_reference(lc)
     tasks = []
     for c in channels:
         ok = _valid_points(lc, lc.flux[c], lc.err[c], regs, cfg["exclude_first"])
         if ok.sum() < 10:
             raise EmptyDataError(lc.meta.get("_source_path", "<LightCurves>"),
                                  f"channel {c}: only {ok.sum()} usable integrations")
-        model = build_model(lc.time[ok], cfg, {n: lc.regressors[n][ok] for n in regs}, t_start=lc.time[0])
+        model = build_model(lc.time[ok], cfg, {n: lc.regressors[n][ok] for n in regs}, t_start=t_ref)
         params = _channel_specs(model, cfg, lc.flux[c][ok], white)
         wl = (float(lc.wavelength[c]), float(lc.wavelength_lower[c]), float(lc.wavelength_upper[c]))
         tasks.append((f"channel_{c:02d}", lc.time[ok], lc.flux[c][ok], lc.err[c][ok],
-                      {n: lc.regressors[n][ok] for n in regs}, float(lc.time[0]), cfg, dict(params.specs), wl,
+                      {n: lc.regressors[n][ok] for n in regs}, t_ref, cfg, dict(params.specs), wl,
                       cfg["fitter"]["seed"] + c + 1))
     nproc = n_processes or cfg["n_processes"]
     nproc = max(1, min(nproc, len(tasks)))
