@@ -301,3 +301,15 @@ def test_noise_figures_on_white_noise_at_the_limit(tmp_path):
         spec = Table.read(tmp_path / "spectrum.ecsv")
     np.testing.assert_allclose(spec["noise_ratio"], [c.noise["ratio_resid"] for c in res.channels])
     assert "noise" in Table.read(tmp_path / "white_fit.ecsv").meta
+
+
+def test_log_uniform_prior_bounds_are_judged_in_log_space():
+    from tsoreduce.lightcurve.fitting import FitResult, bound_flags
+
+    def res(m, lo_err, hi_err):
+        return FitResult(label="x", names=["ramp_tau1"], free=["ramp_tau1"], median={"ramp_tau1": m},
+                         err_lower={"ramp_tau1": lo_err}, err_upper={"ramp_tau1": hi_err}, fixed={"ramp_tau1": False},
+                         bounds={"ramp_tau1": (2e-4, 0.5, True)}, samples=np.zeros((1, 1)))
+    # 50 s on a [17 s, 12 h] log-uniform prior is well inside it (seen flagged with linear distances)
+    assert bound_flags(res(5.8e-4, 8e-5, 8e-5))["ramp_tau1"] == ""
+    assert bound_flags(res(2.05e-4, 4e-6, 2e-5))["ramp_tau1"] == "at_lower_bound"

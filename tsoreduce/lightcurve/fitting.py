@@ -93,7 +93,7 @@ class FitResult:
     time, flux, err : the fitted points ``(nt,)``; model, systematics, astro : best-fit (median) curves ``(nt,)``.
     sigma : per-point inflated sigma at the median; chi2_red; n_logprob (evaluations); runtime_s.
     wavelength, wavelength_lower, wavelength_upper : um (NaN when unknown).
-    bounds : dict name -> (lower, upper) prior support of each free parameter (+-inf when open).
+    bounds : dict name -> (lower, upper, log-uniform?) prior support of each free parameter (+-inf when open).
     flags : dict name -> '' or ';'-joined 'at_lower_bound' / 'at_upper_bound' / 'err_exceeds_prior'
         (:func:`bound_flags`).
     noise : expected / achieved scatter, their ratios and beta of the fit (:func:`tsoreduce.noise.residual_noise`,
@@ -386,12 +386,12 @@ def _fit_lightcurve(model: LightCurveModel, params: ParameterSet, flux, err, *, 
     r = (flux - fr.model) / fr.sigma
     fr.chi2_red = float(r @ r / max(flux.size - len(free), 1))
     lo_b, hi_b = params.bounds()
-    fr.bounds = {n: (float(a), float(b)) for n, a, b in zip(free, lo_b, hi_b)}
+    fr.bounds = {n: (float(a), float(b), params[n].prior == "loguniform") for n, a, b in zip(free, lo_b, hi_b)}
     fr.flags = bound_flags(fr)
     for n, f in fr.flags.items():
         if f:
             log.warning("%s: %s = %.6g +%.3g/-%.3g with prior [%g, %g]: %s", label, n, fr.median[n],
-                        fr.err_upper[n], fr.err_lower[n], *fr.bounds[n], f.replace(";", ", "))
+                        fr.err_upper[n], fr.err_lower[n], *fr.bounds[n][:2], f.replace(";", ", "))
     fr.noise = _noise(flux, fr.model, err, len(free), fr.median.get("f0", np.nan))
     fr.n_logprob = post.ncalls
     fr.runtime_s = _time.perf_counter() - t_begin
@@ -411,17 +411,24 @@ def bound_flags(res: FitResult) -> dict:
     Returns name -> '' or a ';'-joined subset of ``at_lower_bound``, ``at_upper_bound`` (median within
     :data:`BOUND_TOL` of the prior width from the bound, or a 16th/84th percentile within a tenth of
     that: the posterior is truncated by the bound) and ``err_exceeds_prior`` (err_lower or err_upper
-    larger than the prior width).  Open or one-sided priors only get the checks their bounds allow.
+    larger than the prior width).  For a log-uniform prior the distances and the width are taken in
+    log space.  Open or one-sided priors only get the checks their bounds allow.
     """
     out = {}
-    for n, (lo, hi) in res.bounds.items():
+    for n, b in res.bounds.items():
+        lo, hi = b[0], b[1]
+        is_log = len(b) > 2 and b[2] and lo > 0
         f = []
         m, el, eu = res.median[n], res.err_lower[n], res.err_upper[n]
         width = hi - lo
         if np.isfinite(width) and width > 0:
-            if m - lo < BOUND_TOL * width or (res.samples is not None and m - el - lo < 0.1 * BOUND_TOL * width):
+            # distances measured in the prior's own variable: log for a log-uniform prior
+            tr = (lambda x: np.log(x) if x > 0 else -np.inf) if is_log else (lambda x: x)
+            tm, tlo, thi = tr(m), tr(lo), tr(hi)
+            tw = thi - tlo
+            if tm - tlo < BOUND_TOL * tw or (res.samples is not None and tr(m - el) - tlo < 0.1 * BOUND_TOL * tw):
                 f.append("at_lower_bound")
-            if hi - m < BOUND_TOL * width or (res.samples is not None and hi - m - eu < 0.1 * BOUND_TOL * width):
+            if thi - tm < BOUND_TOL * tw or (res.samples is not None and thi - tr(m + eu) < 0.1 * BOUND_TOL * tw):
                 f.append("at_upper_bound")
             if not (max(el, eu) <= width):
                 f.append("err_exceeds_prior")
