@@ -82,3 +82,14 @@ def test_uncal_to_spectrum_recovers_injected_depths(tmp_path):
     w_err = 0.5 * (res.white.err_lower["rp_rs"] + res.white.err_upper["rp_rs"])
     w_depth, w_derr = 1e6 * w_rp**2, 2e6 * w_rp * w_err
     assert abs(w_depth - white_inj) < 2 * w_derr, (w_depth, w_derr, white_inj)
+
+    # noise budget: the residual scatter of every fit against the propagated ERR (60 points: the std of
+    # a sample rms is 1/sqrt(120) = 9 %, so 1.3x is a > 3-sigma excess) and the Stage 3 p2p figures
+    ratios = [c.noise["ratio_resid"] for c in res.channels]
+    s3 = lc.meta["noise"]
+    print("Stage 4 residual / ERR per channel:", " ".join(f"{r:.2f}" for r in ratios),
+          f"white {res.white.noise['ratio_resid']:.2f}; Stage 3 p2p / ERR:",
+          " ".join(f"{r:.2f}" for r in s3["ratio"]), f"white {s3['white']['ratio']:.2f}")
+    assert 0.85 < np.median(ratios) < 1.12 and max(ratios) < 1.35, ratios
+    assert 0.7 < res.white.noise["ratio_resid"] < 1.35
+    assert 0.85 < np.median(s3["ratio"]) < 1.2, s3["ratio"]

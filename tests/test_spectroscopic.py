@@ -254,7 +254,8 @@ def test_run_stage2_defaults_and_outputs(tmp_path):
 
     with pytest.raises(OverwriteError):
         write_stage2_diagnostics(tmp_path / "stage2_diagnostics.fits", diag)
-    assert set(CONFIG_SCHEMA) == {"wavelength", "flat_field", "background", "bad_pixels", "pca", "deep_frame"}
+    assert set(CONFIG_SCHEMA) == {"wavelength", "flat_field", "background", "bad_pixels", "pca", "deep_frame",
+                                  "bad_integrations"}
 
 
 def test_deep_frame_baseline_selection():

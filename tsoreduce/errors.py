@@ -69,6 +69,11 @@ class NotImplementedStepError(TsoreduceError, NotImplementedError):
     """
 
 
+class FitError(TsoreduceError, RuntimeError):
+    """A light-curve fit cannot proceed as specified, e.g. emcee walkers cannot be started inside the
+    prior support (the posterior is non-finite around the least-squares solution)."""
+
+
 class OutputWriteError(TsoreduceError, OSError):
     """A product or run file cannot be written: the output directory is read-only, the disk is full,
     ...  ``path`` names the file, ``errno`` the system error (e.g. 28 = ENOSPC, 13 = EACCES)."""

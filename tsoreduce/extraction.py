@@ -40,7 +40,7 @@ from scipy.optimize import least_squares
 from . import reference
 from .config import Param, validate
 from .datamodel import DQ, LightCurves, RateData, SpectraData
-from .errors import ConfigError, EmptyDataError, ShapeError
+from .errors import ConfigError, EmptyDataError, ProductError, ShapeError
 from .optimal_profile import ESTIMATED_VARIANCE_FACTOR, estimated_mask, pixel_variance, smooth_profile
 from .spectroscopic import BAD_PIXEL_FLAGS, baseline_index, estimate_trace_column, make_deep_frame
 from .spectroscopic import _quiet_nanwarnings as _quiet
@@ -103,6 +103,9 @@ CONFIG_SCHEMA = {
         "normalise": Param(True, bool, "divide each light curve by its baseline median"),
         "baseline_ints": Param(None, list, "integrations defining the baseline ([start, stop) pairs, "
                                "0-based); null -> all", nullable=True, item_type=int),
+        "max_bad_fraction": Param(0.5, float, "a channel point (white: the whole integration) whose "
+                                  "wavelength weight is NaN or DO_NOT_USE beyond this fraction is NaN and "
+                                  "masked, not repaired", min=0.0, max=1.0),
     },
 }
 
@@ -620,7 +623,8 @@ def _overlap_weights(plo, phi, blo, bhi):
 
 
 def bin_lightcurves(spectra: SpectraData, edges=None, resolution=None, white_range=(5, 12),
-                    normalise=True, *, bin_width=0.5, baseline_ints=None) -> LightCurves:
+                    normalise=True, *, bin_width=0.5, baseline_ints=None,
+                    max_bad_fraction=0.5) -> LightCurves:
     """White-light and spectroscopic light curves from a time series of spectra.
 
     Bins: ``edges`` (um, ascending) if given; else a constant-resolution grid uniform in ln(lambda)
@@ -629,8 +633,14 @@ def bin_lightcurves(spectra: SpectraData, edges=None, resolution=None, white_ran
     spectral element enters a bin with the fraction of its wavelength interval inside it (exoTEDRF
     ``bin_at_resolution``); errors add in quadrature.  Elements that are NaN or flagged DO_NOT_USE in an
     integration are replaced by the element's median over time scaled by that integration's white-light
-    ratio (so one bad element does not bias the sum).  With ``normalise`` each light curve is divided by
-    its median over ``baseline_ints`` (all integrations by default).
+    ratio (so one bad element does not bias the sum) -- unless more than ``max_bad_fraction`` of a
+    bin's wavelength weight is bad in that integration: that point is NaN, and when the white band is
+    affected the integration is masked (``mask`` True; a WARNING lists them; ``meta`` records
+    ``n_masked_integrations``, ``masked_integrations``, ``n_nan_channel_points``).  Non-finite INT_TIMES
+    entries are interpolated (``meta['n_times_interpolated']``, WARNING).  With ``normalise`` each
+    light curve is divided by its median over ``baseline_ints`` (all integrations by default).
+    ``meta['noise']`` holds per light curve the expected scatter from the propagated ERR, the achieved
+    point-to-point scatter, their ratio and a red-noise factor (see :mod:`tsoreduce.noise`).
 
     Parameters
     ----------
@@ -642,7 +652,8 @@ def bin_lightcurves(spectra: SpectraData, edges=None, resolution=None, white_ran
     integration time when absent, flagged in ``meta['time_source']``), ``flux``/``err`` ``(nchan,
     nints)``, channel centres and edges, white light curve, regressors = ``spectra.aux``.
 
-    Raises ShapeError without a 1-D wavelength array; ConfigError for empty / bad bins.
+    Raises ShapeError without a 1-D wavelength array; ConfigError for empty / bad bins; ProductError
+    when fewer than two integration times are finite and the header gives no EFFINTTM / INTTIME.
     """
     if spectra.wavelength is None:
         raise ShapeError("bin_lightcurves needs SpectraData.wavelength (um)")
@@ -677,6 +688,9 @@ def bin_lightcurves(spectra: SpectraData, edges=None, resolution=None, white_ran
 
     f = spectra.data.astype(float)
     bad = ~np.isfinite(f) | ((spectra.dq & np.uint32(DQ.DO_NOT_USE)) != 0)
+    # a channel (or the white band) whose weight is mostly bad in an integration is not repaired from
+    # the median spectrum: that point is NaN (and the integration masked when the white band is)
+    chan_bad, white_bad = _mostly_bad(bad, W, Ww, max_bad_fraction)
     if bad.any():
         f0 = np.where(bad, np.nan, f)
         with np.errstate(all="ignore"):
@@ -685,13 +699,16 @@ def bin_lightcurves(spectra: SpectraData, edges=None, resolution=None, white_ran
             ref = np.nansum(np.where(bad, 0, tmpl[None]) * Ww[0], axis=1)
             scale = np.where(ref > 0, white0 / ref, 1.0)
         f = np.where(bad, np.nan_to_num(tmpl)[None] * scale[:, None], f)
-        log.info("bin_lightcurves: %d bad spectral values replaced by the scaled median spectrum",
-                 int(bad.sum()))
+        log.warning("bin_lightcurves: %d NaN or DO_NOT_USE spectral values (%d integrations) replaced by "
+                    "the element's median scaled to the integration (meta n_replaced_spectral_values)",
+                    int(bad.sum()), int(bad.any(axis=1).sum()))
     e = np.nan_to_num(spectra.err.astype(float))
     flux = f @ W.T
     err = np.sqrt((e * e) @ (W * W).T)
     wflux = (f @ Ww.T)[:, 0]
     werr = np.sqrt((e * e) @ (Ww * Ww).T)[:, 0]
+    flux[chan_bad], err[chan_bad] = np.nan, np.nan
+    wflux[white_bad], werr[white_bad] = np.nan, np.nan
     if normalise:
         idx = baseline_index(spectra.nints, baseline_ints)
         with np.errstate(all="ignore"):
@@ -702,23 +719,112 @@ def bin_lightcurves(spectra: SpectraData, edges=None, resolution=None, white_ran
 
     meta = {"source": "tsoreduce Stage 3", "flux_units": "normalised" if normalise else spectra.units,
             "white_range_um": [lo_w, hi_w], "n_elements_without_wavelength": int((~good_w).sum())}
-    it = spectra.int_times
-    if it is not None and np.isfinite(it.mid_bjd_tdb).all():
-        time = it.mid_bjd_tdb
-        meta["time_source"] = "INT_TIMES int_mid_BJD_TDB" + (" (reconstructed)" if it.reconstructed else "")
-    else:
-        dt = float(spectra.meta.get("EFFINTTM", spectra.meta.get("INTTIME", 1.0)) or 1.0)
-        time = np.arange(spectra.nints) * dt / 86400.0
-        meta["time_source"] = f"integration index x {dt:g} s (no INT_TIMES in the product)"
-        log.warning("bin_lightcurves: no integration times; time = index x %g s (days from start)", dt)
+    time, tmeta = _lightcurve_times(spectra)
+    meta.update(tmeta)
+    nmask = int(white_bad.sum())
+    meta["max_bad_fraction"] = float(max_bad_fraction)
+    meta["n_replaced_spectral_values"] = int(bad.sum())
+    meta["n_masked_integrations"] = nmask
+    meta["n_nan_channel_points"] = int(chan_bad.sum())
+    if nmask or chan_bad.any():
+        num = spectra.int_times.integration_number if spectra.int_times is not None else \
+            np.arange(1, spectra.nints + 1)
+        meta["masked_integrations"] = [int(x) for x in num[white_bad]]
+        log.warning("light curves: %d integration(s) masked (more than %.0f %% of the white-band flux bad: "
+                    "NaN flux, mask column set)%s; %d channel point(s) NaN for the same reason",
+                    nmask, 100 * max_bad_fraction,
+                    f", integration number(s) {meta['masked_integrations'][:20]}" if nmask else "",
+                    int(chan_bad.sum()))
     for k in ("TARGPROP", "TARGNAME", "PROGRAM", "OBSERVTN"):
         if k in spectra.meta:
             meta[k] = spectra.meta[k]
     log.info("light curves: %d channels %.2f-%.2f um, white light %.1f-%.1f um", len(edges) - 1,
              edges[0], edges[-1], lo_w, hi_w)
+    meta["noise"] = _noise_meta(flux.T, err.T, wflux, werr, white_bad)
     return LightCurves(time=time.copy(), flux=flux.T, err=err.T, wavelength=0.5 * (edges[:-1] + edges[1:]),
                        wavelength_lower=edges[:-1], wavelength_upper=edges[1:], white_flux=wflux,
-                       white_err=werr, regressors=dict(spectra.aux), meta=meta)
+                       white_err=werr, mask=white_bad, regressors=dict(spectra.aux), meta=meta)
+
+
+def _mostly_bad(bad, W, Ww, max_bad_fraction):
+    """``(nints, nchan)`` and ``(nints,)`` bool: the bad share of a bin's wavelength weight exceeds
+    ``max_bad_fraction`` (W ``(nchan, nwave)``, Ww ``(1, nwave)`` overlap weights)."""
+    b = bad.astype(float)
+    with np.errstate(all="ignore"):
+        chan = (b @ W.T) / W.sum(axis=1)[None, :]
+        white = (b @ Ww.T)[:, 0] / Ww.sum()
+    return chan > max_bad_fraction, white > max_bad_fraction
+
+
+def _lightcurve_times(spectra: SpectraData):
+    """Mid-integration BMJD_TDB ``(nints,)`` and the metadata saying where it came from.
+
+    Non-finite INT_TIMES entries are interpolated linearly in integration number from the finite
+    ones (the cadence is regular within an exposure) with a WARNING and a count
+    (``n_times_interpolated``, ``times_interpolated`` integration numbers).  With fewer than two finite
+    times the time is integration index x EFFINTTM (or INTTIME) from the header, with a WARNING;
+    without either keyword a :class:`~tsoreduce.errors.ProductError` is raised (no default cadence).
+    """
+    it = spectra.int_times
+    meta = {"n_times_interpolated": 0}
+    t = None if it is None else np.asarray(it.mid_bjd_tdb, float)
+    ok = np.zeros(spectra.nints, bool) if t is None else np.isfinite(t)
+    if ok.sum() >= 2:
+        meta["time_source"] = "INT_TIMES int_mid_BJD_TDB" + (" (reconstructed)" if it.reconstructed else "")
+        if ok.all():
+            return t.copy(), meta
+        num = np.asarray(it.integration_number, float)
+        t = t.copy()
+        t[~ok] = np.interp(num[~ok], num[ok], t[ok], left=np.nan, right=np.nan)
+        edge = ~np.isfinite(t)
+        if edge.any():  # beyond the first / last finite time: extrapolate with the median cadence
+            step = np.median(np.diff(t[ok]) / np.diff(num[ok]))
+            i0 = np.flatnonzero(ok)[0]
+            t[edge] = t[i0] + (num[edge] - num[i0]) * step
+        meta["n_times_interpolated"] = int((~ok).sum())
+        meta["times_interpolated"] = [int(x) for x in num[~ok]]
+        log.warning("light curves: %d of %d INT_TIMES mid times non-finite; interpolated in integration "
+                    "number from the %d finite ones (integration(s) %s)", int((~ok).sum()), ok.size,
+                    int(ok.sum()), meta["times_interpolated"][:20])
+        return t, meta
+    dt = spectra.meta.get("EFFINTTM", spectra.meta.get("INTTIME"))
+    try:
+        dt = float(dt)
+    except (TypeError, ValueError):
+        dt = float("nan")
+    if not (np.isfinite(dt) and dt > 0):
+        raise ProductError(spectra.meta.get("_source_path", "<x1dints>"),
+                           f"fewer than 2 finite integration times ({int(ok.sum())} of {spectra.nints}) "
+                           "and no EFFINTTM / INTTIME keyword to rebuild them from")
+    meta["time_source"] = f"integration index x EFFINTTM {dt:g} s (INT_TIMES absent or unusable)"
+    meta["n_times_interpolated"] = int(spectra.nints)
+    log.warning("light curves: %s; time = integration index x %g s (days from the first integration)",
+                "no integration times" if it is None else f"only {int(ok.sum())} finite INT_TIMES entries",
+                dt)
+    return np.arange(spectra.nints) * dt / 86400.0, meta
+
+
+def _noise_meta(flux, err, wflux, werr, mask) -> dict:
+    """Per light curve: expected scatter (propagated ERR), achieved point-to-point scatter, their
+    ratio and the short-time-scale red-noise factor (definitions: :mod:`tsoreduce.noise`)."""
+    from .noise import lightcurve_noise
+
+    out = {"definitions": "expected = sqrt(mean(ERR^2)); achieved_p2p = mad_std(diff(flux))/sqrt(2); "
+                          "ratio = achieved_p2p/expected; beta = binning-curve red-noise factor of the "
+                          "residuals from a running median over beta_window integrations "
+                          "(tsoreduce.noise)"}
+    keep = ~mask
+    if wflux is not None:
+        out["white"] = _rounded(lightcurve_noise(wflux[keep], werr[keep]))
+    chans = [_rounded(lightcurve_noise(flux[c][keep], err[c][keep])) for c in range(flux.shape[0])]
+    for k in ("expected", "achieved_p2p", "ratio", "beta"):
+        out[k] = [c[k] for c in chans]
+    out["beta_window"] = chans[0]["beta_window"] if chans else None
+    return out
+
+
+def _rounded(d):
+    return {k: (float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in d.items()}
 
 
 # -------------------------------------------------------------------------------------- runner
@@ -813,6 +919,7 @@ def run_stage3(calints: RateData, config: dict | None = None, *, plot_dir=None, 
                                                profile_knot_rows=ec["profile_knot_rows"])
         extr = {"method": "optimal", "aperture_halfwidth": ec["aperture_halfwidth"], "n_rejected": nrej}
 
+    err, var_b = _background_error(calints, deep_frame, trace, extr, err)
     wave = wavelength_at_trace(calints, trace)
     wave_meta = {}
     if calints.wavelength is None or not np.isfinite(calints.wavelength).any():
@@ -831,6 +938,7 @@ def run_stage3(calints: RateData, config: dict | None = None, *, plot_dir=None, 
     meta.setdefault("R_SPCWCS", "unknown (calints wavelength map of unrecorded origin)")
     meta.update({"S_TSOS3": "COMPLETE", "EXTRMETH": extr["method"],
                  "_trace": trace[keep], "_rows": np.flatnonzero(keep)})
+    meta["BKGERR"] = var_b is not None
     if extr["method"] == "box":
         meta["EXTRWID"] = float(extr["width"])
     else:
@@ -847,10 +955,33 @@ def run_stage3(calints: RateData, config: dict | None = None, *, plot_dir=None, 
     else:
         lc = bin_lightcurves(spectra, edges=lc_cfg["edges"], resolution=lc_cfg["resolution"],
                              white_range=tuple(lc_cfg["white_range"]), normalise=lc_cfg["normalise"],
-                             bin_width=lc_cfg["bin_width"], baseline_ints=lc_cfg["baseline_ints"])
+                             bin_width=lc_cfg["bin_width"], baseline_ints=lc_cfg["baseline_ints"],
+                             max_bad_fraction=lc_cfg["max_bad_fraction"])
     if plot_dir is not None:
         _plots(deep_frame, trace, tinfo, extr, spectra, lc, scan, plot_dir)
     return spectra, lc
+
+
+def _background_error(calints, deep_frame, trace, extr, err):
+    """ERR of the spectra with the row-correlated background-subtraction noise added
+    (:mod:`tsoreduce.background_noise`): response = the box width, or Horne's ``sum(P/V)/sum(P^2/V)``
+    with the deep-frame profile for optimal extraction."""
+    from . import background_noise as bn
+
+    if extr["method"] == "box":
+        response = box_weights(trace, extr["width"], calints.data.shape[2]).sum(axis=1)
+    else:
+        e2 = nanmedian(calints.err.astype(np.float64) ** 2, axis=0)
+        response = bn.optimal_response(deep_frame, e2, trace, extr["aperture_halfwidth"], box_weights)
+    err, var_b = bn.add_background_error(err, calints, response, BAD_PIXEL_FLAGS)
+    if var_b is not None:
+        log.info("x1dints ERR: background-subtraction noise added (%s estimator, median %.3g of the ERR "
+                 "variance)", calints.meta.get("BKGMETH"),
+                 float(np.nanmedian(np.nan_to_num(response ** 2 * var_b) / np.maximum(err ** 2, 1e-300))))
+    else:
+        log.info("x1dints ERR: no background subtraction recorded in the calints (BKGMETH); ERR is read + "
+                 "Poisson only")
+    return err, var_b
 
 
 def _plots(deep, trace, tinfo, extr, spectra, lc, scan, plot_dir):

@@ -715,6 +715,34 @@ def _result_numbers(result) -> dict:
     chi2 = getattr(white, "chi2_red", None)
     if isinstance(chi2, (int, float)):
         out["white.chi2_red"] = float(chi2)
+    out.update(_noise_numbers(white, getattr(result, "channels", None) or []))
+    return out
+
+
+def _noise_numbers(white, channels) -> dict:
+    """Stage 4 noise figures for the summary (definitions: tsoreduce.noise): the white fit's expected
+    (ERR) and residual rms in ppm, their ratio and beta; over the channels the median and maximum
+    ratio and beta; and how many fitted parameters are flagged at a prior bound."""
+    out = {}
+    n = getattr(white, "noise", None) or {}
+    for k, name in (("expected_ppm", "expected_ppm"), ("achieved_resid_ppm", "residual_ppm"),
+                    ("ratio_resid", "noise_ratio"), ("beta", "beta")):
+        if k in n:
+            out[f"white.{name}"] = float(n[k])
+    ratios = [c.noise.get("ratio_resid") for c in channels if getattr(c, "noise", None)]
+    betas = [c.noise.get("beta") for c in channels if getattr(c, "noise", None)]
+    import numpy as np
+    if ratios:
+        out["channels.noise_ratio_median"] = float(np.nanmedian(ratios))
+        out["channels.noise_ratio_max"] = float(np.nanmax(ratios))
+        out["channels.beta_median"] = float(np.nanmedian(betas))
+        out["channels.beta_max"] = float(np.nanmax(betas))
+    flagged = [f"{r.label}.{p}" for r in [white] + list(channels) for p, f in (getattr(r, "flags", None) or {}).items()
+               if f]
+    out["stage4.n_flagged_parameters"] = len(flagged)
+    if flagged:
+        log.warning("summary: %d fitted parameter(s) at a prior bound or with errors beyond the prior: %s",
+                    len(flagged), ", ".join(flagged[:12]) + (" ..." if len(flagged) > 12 else ""))
     return out
 
 
@@ -728,11 +756,19 @@ def _key_numbers(config: dict, out_dir: Path) -> dict:
             lc = _io().read_lightcurves(out_dir / STAGE_DIRS[3] / lcs[0])
             nums["lightcurves.nints"] = int(lc.nints)
             nums["lightcurves.nchannels"] = int(lc.nchan)
+            nums["lightcurves.n_masked_integrations"] = int(np.count_nonzero(lc.mask))
             if lc.white_flux is not None and lc.nints > 2:
+                from .noise import p2p_scatter
                 w = lc.white_flux[~lc.mask]
                 # point-to-point scatter: robust to the transit and slow trends
-                nums["lightcurves.white_p2p_ppm"] = float(
-                    np.nanmedian(np.abs(np.diff(w))) * 1.4826 / np.sqrt(2) / np.nanmedian(w) * 1e6)
+                nums["lightcurves.white_p2p_ppm"] = float(p2p_scatter(w) / np.nanmedian(w) * 1e6)
+            noise = lc.meta.get("noise") or {}
+            if noise.get("white"):
+                nums["lightcurves.white_noise_ratio"] = float(noise["white"]["ratio"])
+                nums["lightcurves.white_beta"] = float(noise["white"]["beta"])
+            if noise.get("ratio"):
+                nums["lightcurves.channel_noise_ratio_median"] = float(np.nanmedian(noise["ratio"]))
+                nums["lightcurves.channel_noise_ratio_max"] = float(np.nanmax(noise["ratio"]))
         except Exception as exc:  # the summary must never fail a finished run
             log.warning("summary: could not read %s (%s)", lcs[0], exc)
     m4 = _read_marker(out_dir / STAGE_DIRS[4] / DONE)

@@ -33,13 +33,14 @@ import numpy as np
 from scipy import ndimage
 
 from . import reference
+from .background_noise import format_columns
 from .config import Param, validate
 from .datamodel import DQ, RateData, dq_has
 from .errors import ConfigError, EmptyDataError, ReferenceFileError, ShapeError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CONFIG_SCHEMA", "run_stage2", "assign_wavelength", "read_specwcs_wavelength_map",
+__all__ = ["CONFIG_SCHEMA", "run_stage2", "find_bad_integrations", "assign_wavelength", "read_specwcs_wavelength_map",
            "flat_field", "estimate_trace_column", "subtract_background", "clean_bad_pixels",
            "pca_reconstruct", "make_deep_frame", "PCAResult", "baseline_index",
            "write_stage2_diagnostics", "nanmedian"]
@@ -97,6 +98,11 @@ CONFIG_SCHEMA = {
                                    item_type=int, min=1),
         "columns": Param([12, 61], list, "column range [start, stop) used by the PCA (avoids the "
                          "reference pixels and the 'lightsaber' artefact)", item_type=int, min=0, max=72),
+    },
+    "bad_integrations": {
+        "max_bad_fraction": Param(0.5, float, "an integration whose science pixels are non-finite or "
+                                  "DO_NOT_USE beyond this fraction is excluded (all pixels DO_NOT_USE, "
+                                  "SCI NaN), never repaired", min=0.0, max=1.0),
     },
     "deep_frame": {
         "baseline_ints": Param(None, list, "integrations used for the deep frame: [start, stop) 0-based "
@@ -359,7 +365,12 @@ def subtract_background(rates: RateData, *, method="median", trace_center=None, 
       clipping (5 passes), evaluated at every column (exoTEDRF ``method='slope'``, vectorised).
 
     ``smooth_rows`` > 0 median-filters the background along rows (ExoTiC-MIRI option).
-    Pixels flagged DO_NOT_USE/DEAD/HOT/SATURATED or non-finite are ignored.
+    Pixels flagged DO_NOT_USE/DEAD/HOT/SATURATED or non-finite are ignored.  A row with no usable
+    background pixel gets the background interpolated along rows from the rows of the same integration
+    that have one (beyond the first/last such row: that row's value); its pixels are flagged
+    FLUX_ESTIMATED and counted in a WARNING and in ``meta['NBKGINTP']`` (pixels); an integration with
+    no estimate at all is NaN and DO_NOT_USE.  The estimator is recorded for the noise propagation of
+    Stage 3 (:mod:`tsoreduce.background_noise`): ``BKGMETH``, ``BKGCOLS``, ``BKGTRACE``, ``BKGSMTH``.
 
     Returns
     -------
@@ -395,12 +406,53 @@ def subtract_background(rates: RateData, *, method="median", trace_center=None, 
             bkg = a[..., None] + b[..., None] * xall
         else:
             raise ConfigError(f"stage2.background.method: unknown value {method!r}")
+    bkg, missing, lost = _fill_missing_background(np.asarray(bkg, np.float64))
     if smooth_rows and smooth_rows > 1:
         bkg = ndimage.median_filter(np.nan_to_num(bkg), size=(1, smooth_rows | 1, 1), mode="nearest")
-    bkg = np.where(np.isfinite(bkg), bkg, 0.0).astype(np.float32)
-    log.info("background: method %s, columns %s, median level %.4g %s", method,
-             _ranges(cols), float(np.median(bkg)), rates.units)
-    return rates.replace(data=(rates.data - bkg).astype(np.float32)), bkg
+        bkg[lost] = np.nan
+    bkg = bkg.astype(np.float32)
+    dq = rates.dq
+    meta = dict(rates.meta)
+    meta["NBKGINTP"] = int(missing.sum())
+    # the estimator, so that Stage 3 can propagate its noise (tsoreduce.background_noise)
+    meta.update(BKGMETH=method, BKGCOLS=format_columns(cols), BKGTRACE=float(trace_center),
+                BKGSMTH=int(smooth_rows or 0))
+    if missing.any():
+        dq = rates.dq.copy()
+        dq[missing] |= np.uint32(DQ.FLUX_ESTIMATED)
+        dq[lost] |= np.uint32(DQ.DO_NOT_USE)
+        log.warning("background: %d row(s) of %d integration(s) had no usable background pixel; their "
+                    "background is interpolated from the neighbouring rows and their pixels flagged "
+                    "FLUX_ESTIMATED (header NBKGINTP)%s", int(missing[:, :, 0].sum()),
+                    int(missing[:, :, 0].any(axis=1).sum()),
+                    f"; {int(lost[:, :, 0].sum())} row(s) in integrations without any background "
+                    f"estimate set to NaN, DO_NOT_USE" if lost.any() else "")
+    with _quiet_nanwarnings():
+        level = float(np.nanmedian(bkg)) if np.isfinite(bkg).any() else float("nan")
+    log.info("background: method %s, columns %s, median level %.4g %s", method, _ranges(cols), level,
+             rates.units)
+    return rates.replace(data=(rates.data - bkg).astype(np.float32), dq=dq, meta=meta), bkg
+
+
+def _fill_missing_background(bkg):
+    """Rows whose background is non-finite get the linear interpolation, along rows and column by
+    column, of the rows of the same integration that have one (the LRS background varies smoothly
+    along the dispersion direction).  Returns ``(bkg, missing, lost)``: ``missing`` bool
+    ``(nints, nrows, ncols)`` marks interpolated rows, ``lost`` rows of integrations with no estimate at
+    all (left NaN)."""
+    bad_row = ~np.isfinite(bkg).all(axis=2)  # (nints, nrows)
+    missing = np.zeros(bkg.shape, bool)
+    lost = np.zeros(bkg.shape, bool)
+    rows = np.arange(bkg.shape[1])
+    for i in np.flatnonzero(bad_row.any(axis=1)):
+        good = ~bad_row[i]
+        if not good.any():
+            lost[i] = True
+            continue
+        for c in range(bkg.shape[2]):
+            bkg[i, bad_row[i], c] = np.interp(rows[bad_row[i]], rows[good], bkg[i, good, c])
+        missing[i, bad_row[i]] = True
+    return bkg, missing, lost
 
 
 def _weighted_line(x, y, w):
@@ -706,7 +758,11 @@ def run_stage2(rates: RateData, config: dict | None = None, *, plot_dir=None, re
     -------
     (calints RateData, diagnostics dict) -- diagnostics: ``deep_frame`` float32 ``(nrows, ncols)``,
     ``background`` ``(nints, nrows, ncols)`` or None, ``background_columns``, ``trace_center``,
-    ``hot_pixel_map``, ``n_replaced_spatial``, ``n_replaced_temporal``, ``pca`` (PCAResult or None).
+    ``hot_pixel_map``, ``n_replaced_spatial``, ``n_replaced_temporal``, ``pca`` (PCAResult or None)
+    and, when some were found, ``bad_integrations`` bool ``(nints,)``.  Integrations with more than
+    ``bad_integrations.max_bad_fraction`` of their science pixels non-finite or DO_NOT_USE
+    (:func:`find_bad_integrations`) skip every step and come back SCI/ERR NaN with every pixel
+    DO_NOT_USE; the header keyword NBADINT counts them (BADINTFR: the threshold).
 
     Raises ConfigError (bad config), EmptyDataError (all-NaN input), ShapeError, ReferenceFileError.
     """
@@ -732,6 +788,11 @@ def run_stage2(rates: RateData, config: dict | None = None, *, plot_dir=None, re
         out = flat_field(out, flat)
 
     base = cfg["deep_frame"]["baseline_ints"]
+    full, bad_ints = out, find_bad_integrations(out, cfg["bad_integrations"]["max_bad_fraction"])
+    if bad_ints.any():
+        good = np.flatnonzero(~bad_ints)
+        out = out.select_integrations(good)
+        base = _baseline_among(base, bad_ints)
     bc = cfg["background"]
     center = bc["trace_center"]
     if center is None:
@@ -773,8 +834,12 @@ def run_stage2(rates: RateData, config: dict | None = None, *, plot_dir=None, re
         diag["pca"] = pres
 
     diag["deep_frame"] = make_deep_frame(out, base)
+    if bad_ints.any():
+        out, diag = _restore_bad_integrations(out, full, bad_ints, diag)
     meta = dict(out.meta)
     meta["S_TSOS2"] = "COMPLETE"
+    meta["NBADINT"] = int(bad_ints.sum())
+    meta["BADINTFR"] = float(cfg["bad_integrations"]["max_bad_fraction"])
     out = out.replace(meta=meta)
     if plot_dir is not None:
         _plots(out, diag, plot_dir)
@@ -786,6 +851,77 @@ def run_stage2(rates: RateData, config: dict | None = None, *, plot_dir=None, re
                  Path(diagnostics_file).name, int(diag.get("n_replaced_spatial", 0)),
                  int(diag.get("n_replaced_temporal", 0)))
     return out, diag
+
+
+def find_bad_integrations(rates: RateData, max_bad_fraction: float = 0.5) -> np.ndarray:
+    """Integrations that are mostly bad data, bool ``(nints,)``.
+
+    An integration is bad when more than ``max_bad_fraction`` of its science pixels (columns from 4 on:
+    the reference columns carry no light) are non-finite or flagged DO_NOT_USE.  Such an integration
+    (a dropped or corrupted frame) is excluded, not repaired: spatial replacement would fill it with
+    the neighbours' values -- for an all-NaN frame, the deep frame itself -- and the light curve would
+    show a normal-looking point.  Each bad integration is logged at WARNING with its fraction.
+    """
+    sci = (slice(None), slice(None), slice(reference.N_REFERENCE_COLUMNS, None))
+    bad = ~np.isfinite(rates.data[sci]) | dq_has(rates.dq[sci], DQ.DO_NOT_USE)
+    frac = bad.reshape(rates.nints, -1).mean(axis=1)
+    out = frac > max_bad_fraction
+    if out.any():
+        idx = np.flatnonzero(out)
+        start = int(rates.meta.get("INTSTART", 1) or 1)
+        log.warning("bad integrations: %d of %d have more than %.0f %% of their science pixels non-finite or "
+                    "DO_NOT_USE and are excluded (SCI NaN, DQ DO_NOT_USE; header NBADINT): integration(s) %s "
+                    "(bad fractions %s)", idx.size, rates.nints, 100 * max_bad_fraction,
+                    ", ".join(str(start + k) for k in idx[:20]) + (" ..." if idx.size > 20 else ""),
+                    ", ".join(f"{frac[k]:.2f}" for k in idx[:20]))
+    if out.all():
+        raise EmptyDataError(rates.meta.get("_source_path", "<in-memory RateData>"),
+                             f"every integration has more than {100 * max_bad_fraction:.0f} % bad pixels")
+    return out
+
+
+def _baseline_among(baseline_ints, bad_ints):
+    """``baseline_ints`` ([start, stop) pairs over all integrations) re-expressed over the good ones."""
+    if baseline_ints is None:
+        return None
+    keep = np.zeros(bad_ints.size, bool)
+    keep[baseline_index(bad_ints.size, baseline_ints)] = True
+    k = keep[~bad_ints]
+    if not k.any():
+        raise ConfigError(f"deep_frame.baseline_ints {baseline_ints!r} selects only bad integrations")
+    edges = np.flatnonzero(np.diff(np.r_[0, k.astype(np.int8), 0]))
+    return [int(x) for x in edges]
+
+
+def _restore_bad_integrations(out: RateData, full: RateData, bad_ints, diag):
+    """The processed good integrations back in their places among all of ``full``'s; the bad ones
+    are SCI/ERR NaN with every pixel DO_NOT_USE.  Per-integration diagnostics are expanded alike."""
+    n = bad_ints.size
+    good = np.flatnonzero(~bad_ints)
+
+    def expand(a, fill, axis=0):
+        if a is None:
+            return None
+        shape = list(a.shape)
+        shape[axis] = n
+        b = np.full(shape, fill, a.dtype)
+        idx = [slice(None)] * a.ndim
+        idx[axis] = good
+        b[tuple(idx)] = a
+        return b
+
+    dq = expand(out.dq, 0)
+    dq[bad_ints] = full.dq[bad_ints] | np.uint32(DQ.DO_NOT_USE)
+    res = full.replace(data=expand(out.data, np.nan), err=expand(out.err, np.nan), dq=dq,
+                       var_poisson=expand(out.var_poisson, np.nan), var_rnoise=expand(out.var_rnoise, np.nan),
+                       wavelength=out.wavelength, meta=out.meta)
+    diag = dict(diag)
+    if diag.get("background") is not None:
+        diag["background"] = expand(diag["background"], np.nan)
+    if diag.get("pca") is not None and "timeseries" in diag["pca"]:
+        diag["pca"]["timeseries"] = expand(diag["pca"]["timeseries"], np.nan, axis=1)
+    diag["bad_integrations"] = bad_ints
+    return res, diag
 
 
 def write_stage2_diagnostics(path, diag: dict, *, overwrite: bool = False):

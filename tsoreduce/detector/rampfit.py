@@ -49,11 +49,28 @@ _BAD_GROUP = np.uint32(DQ.DO_NOT_USE | DQ.SATURATED)
 
 
 def group_time(meta: dict) -> float:
-    """Seconds between group starts: TGROUP, else TFRAME, else the SLITLESSPRISM FAST frame time."""
+    """Seconds between group starts: TGROUP, else TFRAME, else the SLITLESSPRISM FAST frame time.
+
+    A fallback is a WARNING and is recorded in ``meta['TGRPSRC']`` (the keyword used, or 'DEFAULT'),
+    which the rateints header carries; ``meta`` is updated in place.  A value that is present but
+    non-finite or <= 0 counts as absent.
+    """
     for key in ("TGROUP", "TFRAME"):
         v = meta.get(key)
-        if v is not None and float(v) > 0:
-            return float(v)
+        try:
+            v = None if v is None else float(v)
+        except (TypeError, ValueError):
+            v = None
+        if v is not None and np.isfinite(v) and v > 0:
+            if key != "TGROUP" and meta.get("TGRPSRC") != key:
+                log.warning("group time: no usable TGROUP in the header; using TFRAME = %g s", v)
+                meta["TGRPSRC"] = key
+            return v
+    if meta.get("TGRPSRC") != "DEFAULT":
+        log.warning("group time: neither TGROUP nor TFRAME usable in the header; using the SLITLESSPRISM "
+                    "FASTR1 frame time %g s (header TGRPSRC = 'DEFAULT'); rates scale as 1 / this time",
+                    ref.TFRAME)
+        meta["TGRPSRC"] = "DEFAULT"
     return ref.TFRAME
 
 

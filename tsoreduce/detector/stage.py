@@ -321,10 +321,8 @@ def run_stage1(ramp: RampData, config: dict | None = None, *, plot_dir=None, ref
     rf = cfg["ramp_fit"]
     rn = rf["read_noise_dn"] if rf["read_noise_dn"] is not None else refs.get("readnoise", ref.READ_NOISE_DN)
     gain = rf["gain"] if rf["gain"] is not None else refs.get("gain", ref.GAIN)
-    if isinstance(gain, np.ndarray):
-        gain = np.where(np.isfinite(gain) & (gain > 0), gain, ref.GAIN)
-    if isinstance(rn, np.ndarray):
-        rn = np.where(np.isfinite(rn) & (rn > 0), rn, ref.READ_NOISE_DN)
+    gain = _usable_noise_map(ramp, gain, "gain", ref.GAIN, "e-/DN", DQ.NO_GAIN_VALUE, "NGAINDEF")
+    rn = _usable_noise_map(ramp, rn, "read noise", ref.READ_NOISE_DN, "DN", DQ.UNRELIABLE_ERROR, "NRNDEF")
     s_ref = rampfit.poisson_signal_per_group(ramp)
 
     # 7. jumps
@@ -380,6 +378,28 @@ def run_stage1(ramp: RampData, config: dict | None = None, *, plot_dir=None, ref
     nbad = int(np.count_nonzero(~np.isfinite(rates.data)))
     log.info("Stage 1 done: rateints %s, %d NaN rates", rates.data.shape, nbad)
     return _convert_units(rates, rf["units"], gain)
+
+
+def _usable_noise_map(ramp: RampData, value, what: str, default: float, unit: str, flag: DQ, keyword: str):
+    """``value`` (scalar or ``(ny, nx)`` reference map) with non-finite or <= 0 pixels set to ``default``.
+
+    Such pixels are counted in a WARNING, flagged ``flag`` in ``ramp.pixeldq`` (in place; the ramp fit
+    carries PIXELDQ into every integration's DQ) and counted in ``ramp.meta[keyword]`` (a rateints
+    header keyword).  JWST has no read-noise bit: a defaulted read noise makes the ERR unreliable, so
+    it is flagged UNRELIABLE_ERROR; a defaulted gain NO_GAIN_VALUE (JWST DQ flag definitions).
+    """
+    if not isinstance(value, np.ndarray) or value.ndim == 0:
+        return value
+    bad = ~(np.isfinite(value) & (value > 0))
+    n = int(np.count_nonzero(bad))
+    ramp.meta[keyword] = n
+    if n == 0:
+        return value
+    if bad.shape == ramp.pixeldq.shape:
+        ramp.pixeldq[bad] |= np.uint32(flag)
+    log.warning("%s reference: %d pixel(s) non-finite or <= 0 set to the default %g %s and flagged %s "
+                "(header %s)", what, n, default, unit, flag.name, keyword)
+    return np.where(bad, default, value)
 
 
 def _convert_units(rates: RateData, units: str, gain) -> RateData:

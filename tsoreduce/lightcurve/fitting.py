@@ -21,11 +21,13 @@ import numpy as np
 from scipy import optimize
 from threadpoolctl import threadpool_limits
 
-from ..errors import ConfigError
+from ..errors import ConfigError, FitError
+from ..noise import residual_noise
 from .models import LightCurveModel
 from .parameters import ParameterSet
 
-__all__ = ["LogPosterior", "FitResult", "fit_lsq", "run_emcee", "fit_lightcurve", "NOISE_PARAMS"]
+__all__ = ["LogPosterior", "FitResult", "fit_lsq", "run_emcee", "fit_lightcurve", "NOISE_PARAMS",
+           "bound_flags", "BOUND_TOL"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,11 @@ class FitResult:
     time, flux, err : the fitted points ``(nt,)``; model, systematics, astro : best-fit (median) curves ``(nt,)``.
     sigma : per-point inflated sigma at the median; chi2_red; n_logprob (evaluations); runtime_s.
     wavelength, wavelength_lower, wavelength_upper : um (NaN when unknown).
+    bounds : dict name -> (lower, upper, log-uniform?) prior support of each free parameter (+-inf when open).
+    flags : dict name -> '' or ';'-joined 'at_lower_bound' / 'at_upper_bound' / 'err_exceeds_prior'
+        (:func:`bound_flags`).
+    noise : expected / achieved scatter, their ratios and beta of the fit (:func:`tsoreduce.noise.residual_noise`,
+        in the light curve's flux units; ``*_ppm`` keys relative to the fitted normalisation f0).
     """
 
     label: str
@@ -123,6 +130,9 @@ class FitResult:
     wavelength: float = float("nan")
     wavelength_lower: float = float("nan")
     wavelength_upper: float = float("nan")
+    bounds: dict = field(default_factory=dict)
+    flags: dict = field(default_factory=dict)
+    noise: dict = field(default_factory=dict)
 
     def derived_samples(self, name) -> np.ndarray | None:
         """Posterior samples of a free parameter (None when fixed or for an lsq-only fit)."""
@@ -140,10 +150,14 @@ class FitResult:
         t["err_lower"] = [self.err_lower[n] for n in self.names]
         t["err_upper"] = [self.err_upper[n] for n in self.names]
         t["fixed"] = [bool(self.fixed[n]) for n in self.names]
+        t["flag"] = [self.flags.get(n, "") for n in self.names]
         t.meta.update({"label": self.label, "method": self.method, "chi2_red": float(self.chi2_red),
                        "acceptance": float(self.acceptance), "burn_in": int(self.burn_in),
                        "n_points": int(0 if self.time is None else self.time.size),
                        "n_clipped": int(self.n_clipped)})
+        if self.noise:
+            t.meta["noise"] = dict(self.noise)
+        t.meta["flag_definitions"] = _FLAG_DOC
         if self.tau is not None:
             t.meta["autocorr_time"] = {n: float(x) for n, x in zip(self.free, self.tau)}
         return t
@@ -228,12 +242,15 @@ def _solve_jitter(post, P, dof):
 
 
 # ---------------------------------------------------------------------------------- emcee
-def run_emcee(post: LogPosterior, x0, scale, *, nwalkers, nsteps, seed=0, progress=False):
+def run_emcee(post: LogPosterior, x0, scale, *, nwalkers, nsteps, seed=0, progress=False, label="fit"):
     """Run emcee from a Gaussian ball around ``x0`` (``scale`` per free parameter) with the vectorised posterior.
 
     Returns the :class:`emcee.EnsembleSampler` after ``nsteps`` steps.  Walkers starting outside the
-    prior support are redrawn (then pulled to x0 if they keep failing).
+    prior support are redrawn up to 50 times in a tighter ball (0.3 ``scale``).
+    Raises :class:`~tsoreduce.errors.FitError` when some still have a non-finite posterior, and
+    ConfigError for fewer than 2 x ndim walkers.
     """
+    names = list(post.params.free_names)
     rng = np.random.default_rng(seed)
     nd = x0.size
     if nwalkers < 2 * nd:
@@ -247,7 +264,12 @@ def run_emcee(post: LogPosterior, x0, scale, *, nwalkers, nsteps, seed=0, progre
         p0[bad] = x0[None, :] + 0.3 * scale[None, :] * rng.standard_normal((int(bad.sum()), nd))
     else:
         bad = ~np.isfinite(post(p0))
-        p0[bad] = x0
+        if bad.any():
+            # identical walkers would leave emcee's stretch move without a direction: refuse
+            raise FitError(f"{label}: {int(bad.sum())} of {nwalkers} emcee walkers still have a non-finite "
+                           f"posterior after 50 redraws around the least-squares solution "
+                           f"(log posterior there {float(post(x0[None, :])[0]):.4g}); check the priors and "
+                           f"starting values of {', '.join(names) if names else 'the free parameters'}")
     sampler = emcee.EnsembleSampler(nwalkers, nd, post, vectorize=True)
     sampler.random_state = np.random.RandomState(seed).get_state()
     sampler.run_mcmc(p0, nsteps, progress=progress)
@@ -331,7 +353,8 @@ def _fit_lightcurve(model: LightCurveModel, params: ParameterSet, flux, err, *, 
         width = np.where(np.isfinite(hi_b - lo_b), hi_b - lo_b, np.inf)
         scale = np.where(np.isfinite(xerr) & (xerr > 0), 0.5 * xerr, 1e-6 * np.maximum(np.abs(x), 1e-3))
         scale = np.minimum(scale, 0.01 * width)
-        sampler = run_emcee(post, x, scale, nwalkers=nw, nsteps=nsteps, seed=seed, progress=progress)
+        sampler = run_emcee(post, x, scale, nwalkers=nw, nsteps=nsteps, seed=seed, progress=progress,
+                            label=label)
         chain = sampler.get_chain()
         lp = sampler.get_log_prob()
         flat = chain[burn_in:].reshape(-1, nd)
@@ -362,9 +385,64 @@ def _fit_lightcurve(model: LightCurveModel, params: ParameterSet, flux, err, *, 
     fr.sigma = model.sigma(P, err)
     r = (flux - fr.model) / fr.sigma
     fr.chi2_red = float(r @ r / max(flux.size - len(free), 1))
+    lo_b, hi_b = params.bounds()
+    fr.bounds = {n: (float(a), float(b), params[n].prior == "loguniform") for n, a, b in zip(free, lo_b, hi_b)}
+    fr.flags = bound_flags(fr)
+    for n, f in fr.flags.items():
+        if f:
+            log.warning("%s: %s = %.6g +%.3g/-%.3g with prior [%g, %g]: %s", label, n, fr.median[n],
+                        fr.err_upper[n], fr.err_lower[n], *fr.bounds[n][:2], f.replace(";", ", "))
+    fr.noise = _noise(flux, fr.model, err, len(free), fr.median.get("f0", np.nan))
     fr.n_logprob = post.ncalls
     fr.runtime_s = _time.perf_counter() - t_begin
     return fr
+
+
+#: relative tolerance (fraction of the prior width) within which a median counts as "at" a bound
+BOUND_TOL = 0.01
+_FLAG_DOC = ("flag: at_lower_bound / at_upper_bound = posterior median within 1 % of the prior width of "
+             "that bound, or (emcee) its 16th / 84th percentile within 0.1 %; err_exceeds_prior = an error "
+             "larger than the prior width")
+
+
+def bound_flags(res: FitResult) -> dict:
+    """Free parameters pinned at a prior bound or with an error larger than the prior range.
+
+    Returns name -> '' or a ';'-joined subset of ``at_lower_bound``, ``at_upper_bound`` (median within
+    :data:`BOUND_TOL` of the prior width from the bound, or a 16th/84th percentile within a tenth of
+    that: the posterior is truncated by the bound) and ``err_exceeds_prior`` (err_lower or err_upper
+    larger than the prior width).  For a log-uniform prior the distances and the width are taken in
+    log space.  Open or one-sided priors only get the checks their bounds allow.
+    """
+    out = {}
+    for n, b in res.bounds.items():
+        lo, hi = b[0], b[1]
+        is_log = len(b) > 2 and b[2] and lo > 0
+        f = []
+        m, el, eu = res.median[n], res.err_lower[n], res.err_upper[n]
+        width = hi - lo
+        if np.isfinite(width) and width > 0:
+            # distances measured in the prior's own variable: log for a log-uniform prior
+            tr = (lambda x: np.log(x) if x > 0 else -np.inf) if is_log else (lambda x: x)
+            tm, tlo, thi = tr(m), tr(lo), tr(hi)
+            tw = thi - tlo
+            if tm - tlo < BOUND_TOL * tw or (res.samples is not None and tr(m - el) - tlo < 0.1 * BOUND_TOL * tw):
+                f.append("at_lower_bound")
+            if thi - tm < BOUND_TOL * tw or (res.samples is not None and thi - tr(m + eu) < 0.1 * BOUND_TOL * tw):
+                f.append("at_upper_bound")
+            if not (max(el, eu) <= width):
+                f.append("err_exceeds_prior")
+        out[n] = ";".join(f)
+    return out
+
+
+def _noise(flux, model, err, nfree, f0) -> dict:
+    """:func:`tsoreduce.noise.residual_noise` of the fit, plus the scatters in ppm of ``f0``."""
+    d = residual_noise(flux, model, err, nfree=nfree)
+    if np.isfinite(f0) and f0 != 0:
+        for k in ("expected", "achieved_p2p", "achieved_resid"):
+            d[f"{k}_ppm"] = 1e6 * d[k] / abs(f0)
+    return {k: float(f"{v:.6g}") for k, v in d.items()}
 
 
 def _restart(params: ParameterSet, x) -> ParameterSet:

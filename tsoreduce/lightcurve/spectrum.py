@@ -91,6 +91,19 @@ def spectrum_table(results: list[FitResult], *, meta=None) -> Table:
         t["pc_offset1_err_lower"] = [x[1] for x in rows] * u.deg
         t["pc_offset1_err_upper"] = [x[2] for x in rows] * u.deg
     t["label"] = [r.label for r in results]
+    # a spectrum point whose fit sits on a prior bound (or whose error exceeds the prior) is flagged
+    t["flag"] = [";".join(f"{n}:{f}" for n, f in r.flags.items() if f) for r in results]
+    for key, col, unit in (("expected_ppm", "rms_expected", cds.ppm), ("achieved_resid_ppm", "rms_residual", cds.ppm),
+                           ("ratio_resid", "noise_ratio", None), ("beta", "beta_red_noise", None)):
+        vals = [float(r.noise.get(key, np.nan)) for r in results]
+        t[col] = vals * unit if unit is not None else vals
+    t.meta["flag_definitions"] = ("flag: 'name:condition' of fitted parameters at_lower_bound / at_upper_bound "
+                                  "(median within 1 % of the prior width of the bound, or the 16th/84th "
+                                  "percentile within 0.1 %) or err_exceeds_prior (error > prior width)")
+    t.meta["noise_definitions"] = ("rms_expected: sqrt(mean(ERR^2)) of the propagated errors; rms_residual: std "
+                                   "of the fit residuals; noise_ratio = rms_residual / rms_expected; "
+                                   "beta_red_noise: binning-curve red-noise factor of the residuals "
+                                   "(tsoreduce.noise); ppm of the fitted f0")
     t.meta["description"] = ("tsoreduce Stage 4 spectrum; errors are distances from the posterior median to "
                              "the 16th/84th percentiles; ppm columns use astropy.units.cds.ppm")
     t.meta.update(meta or {})
@@ -107,11 +120,18 @@ def channel_parameter_table(results: list[FitResult]) -> Table:
     rows = []
     for r in results:
         for n in r.names:
-            rows.append((r.label, r.wavelength, n, r.median[n], r.err_lower[n], r.err_upper[n], bool(r.fixed[n])))
-    t = Table(rows=rows, names=("label", "wavelength", "name", "median", "err_lower", "err_upper", "fixed"),
-              dtype=(str, float, str, float, float, float, bool)) if rows else Table()
+            rows.append((r.label, r.wavelength, n, r.median[n], r.err_lower[n], r.err_upper[n], bool(r.fixed[n]),
+                         r.flags.get(n, "")))
+    t = Table(rows=rows, names=("label", "wavelength", "name", "median", "err_lower", "err_upper", "fixed", "flag"),
+              dtype=(str, float, str, float, float, float, bool, str)) if rows else Table()
     if rows:
         t["wavelength"].unit = u.um
+        # per channel: expected scatter from ERR, achieved (raw point-to-point and residual), ratios, beta
+        t.meta["noise"] = {r.label: dict(r.noise) for r in results}
+        t.meta["noise_definitions"] = ("expected = sqrt(mean(ERR^2)) (propagated errors); achieved_p2p = "
+                                       "mad_std(diff(flux))/sqrt(2); achieved_resid = std of the residuals; "
+                                       "ratio_* = achieved_* / expected; beta = binning-curve red-noise factor "
+                                       "of the residuals (tsoreduce.noise); *_ppm relative to f0")
     return t
 
 

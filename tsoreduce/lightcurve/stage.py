@@ -29,7 +29,7 @@ from .spectrum import channel_parameter_table, spectrum_table, write_chains, wri
 from .systematics import RAMP_KINDS
 
 __all__ = ["CONFIG_SCHEMA", "Stage4Result", "validate_config", "build_model", "build_parameters", "fit_white",
-           "fit_channels", "run_stage4"]
+           "fit_channels", "run_stage4", "ordered_lightcurves"]
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,68 @@ def build_parameters(model: LightCurveModel, cfg: dict, flux) -> ParameterSet:
     return ParameterSet(specs)
 
 
+def ordered_lightcurves(lc: LightCurves) -> LightCurves:
+    """``lc`` with NaN times dropped and the integrations sorted by time, each with a WARNING.
+
+    Unsorted times would make the time reference (the first row) and the exposure-start systematics
+    wrong and the plotted model zig-zag; a NaN time cannot be placed on the orbit.  The counts are
+    recorded in ``meta['stage4_n_nan_time_dropped']`` / ``meta['stage4_sorted']``.  Returns ``lc``
+    itself when nothing needs doing.
+    """
+    t = lc.time
+    ok = np.isfinite(t)
+    order = None
+    meta = dict(lc.meta)
+    if not ok.all():
+        log.warning("stage4: %d of %d integrations have a non-finite time and are dropped", int((~ok).sum()),
+                    t.size)
+        meta["stage4_n_nan_time_dropped"] = int((~ok).sum())
+    idx = np.flatnonzero(ok)
+    if np.any(np.diff(t[idx]) < 0):
+        order = idx[np.argsort(t[idx], kind="stable")]
+        n_back = int(np.count_nonzero(np.diff(t[idx]) < 0))
+        log.warning("stage4: times are not in increasing order (%d step(s) backwards); the %d integrations "
+                    "are sorted by time", n_back, idx.size)
+        meta["stage4_sorted"] = True
+        idx = order
+    if idx.size == t.size and order is None:
+        return lc
+    dup = int(np.count_nonzero(np.diff(t[idx]) == 0))
+    if dup:
+        log.warning("stage4: %d integration(s) share a time with the previous one", dup)
+    return lc.replace(time=t[idx], flux=lc.flux[:, idx], err=lc.err[:, idx],
+                      white_flux=None if lc.white_flux is None else lc.white_flux[idx],
+                      white_err=None if lc.white_err is None else lc.white_err[idx], mask=lc.mask[idx],
+                      regressors={k: v[idx] for k, v in lc.regressors.items()}, meta=meta)
+
+
+def _time_reference(lc: LightCurves) -> float:
+    """Exposure start for the time-dependent systematics (settling ramp, polynomial): the earliest time
+    of an integration with usable data in the white light curve or any channel (finite flux, err > 0),
+    masked or excluded ones included, so that a zero-filled placeholder row (time 0) cannot become the
+    reference."""
+    use = np.zeros(lc.nints, bool)
+    curves = [(lc.white_flux, lc.white_err)] if lc.white_flux is not None else []
+    curves += [(lc.flux[c], lc.err[c]) for c in range(lc.nchan)]
+    for f, e in curves:
+        if e is None:
+            continue
+        with np.errstate(invalid="ignore"):
+            use |= np.isfinite(f) & np.isfinite(e) & (e > 0)
+    use &= np.isfinite(lc.time)
+    return float(lc.time[use].min()) if use.any() else float(np.nanmin(lc.time))
+
+
+def _excluded_note(lc: LightCurves, ok, what):
+    n_mask = int(np.count_nonzero(lc.mask))
+    if n_mask:
+        log.info("stage4: %s: %d masked integration(s) excluded (mask column of the light curves)", what, n_mask)
+    n_other = int(np.count_nonzero(~ok & ~lc.mask))
+    if n_other:
+        log.warning("stage4: %s: %d integration(s) with non-finite flux, error or regressor (or err <= 0, or "
+                    "exclude_first) left out of the fit", what, n_other)
+
+
 def _valid_points(lc: LightCurves, flux, err, reg_names, exclude_first):
     ok = ~lc.mask & np.isfinite(flux) & np.isfinite(err) & (err > 0) & np.isfinite(lc.time)
     for n in reg_names:
@@ -244,13 +306,15 @@ def fit_white(lc: LightCurves, config: dict) -> FitResult:
     Raises ConfigError / EmptyDataError.
     """
     cfg = validate_config(config)
+    lc = ordered_lightcurves(lc)
     flux, err = _white_curve(lc)
     regs = _regressor_names(lc, cfg)
     ok = _valid_points(lc, flux, err, regs, cfg["exclude_first"])
+    _excluded_note(lc, ok, "white light")
     if ok.sum() < 10:
         raise EmptyDataError(lc.meta.get("_source_path", "<LightCurves>"),
                              f"only {ok.sum()} usable integrations in the white light curve")
-    model = build_model(lc.time[ok], cfg, {n: lc.regressors[n][ok] for n in regs}, t_start=lc.time[0])
+    model = build_model(lc.time[ok], cfg, {n: lc.regressors[n][ok] for n in regs}, t_start=_time_reference(lc))
     params = build_parameters(model, cfg, flux[ok])
     log.info("stage4: white light curve, %d integrations, %d free parameters (%s)", ok.sum(), params.nfree,
              ", ".join(params.free_names))
@@ -304,23 +368,25 @@ def fit_channels(lc: LightCurves, config: dict, white: FitResult | None = None, 
     Returns one :class:`FitResult` per channel (label ``channel_NN``), in channel order.
     """
     cfg = validate_config(config)
+    lc = ordered_lightcurves(lc)
     if channels is None:
         channels = cfg["channels"] if cfg["channels"] is not None else list(range(lc.nchan))
     bad = [c for c in channels if not 0 <= c < lc.nchan]
     if bad:
         raise ConfigError(f"stage4.channels: {bad} outside 0..{lc.nchan - 1}")
     regs = _regressor_names(lc, cfg)
+    t_ref = _time_reference(lc)
     tasks = []
     for c in channels:
         ok = _valid_points(lc, lc.flux[c], lc.err[c], regs, cfg["exclude_first"])
         if ok.sum() < 10:
             raise EmptyDataError(lc.meta.get("_source_path", "<LightCurves>"),
                                  f"channel {c}: only {ok.sum()} usable integrations")
-        model = build_model(lc.time[ok], cfg, {n: lc.regressors[n][ok] for n in regs}, t_start=lc.time[0])
+        model = build_model(lc.time[ok], cfg, {n: lc.regressors[n][ok] for n in regs}, t_start=t_ref)
         params = _channel_specs(model, cfg, lc.flux[c][ok], white)
         wl = (float(lc.wavelength[c]), float(lc.wavelength_lower[c]), float(lc.wavelength_upper[c]))
         tasks.append((f"channel_{c:02d}", lc.time[ok], lc.flux[c][ok], lc.err[c][ok],
-                      {n: lc.regressors[n][ok] for n in regs}, float(lc.time[0]), cfg, dict(params.specs), wl,
+                      {n: lc.regressors[n][ok] for n in regs}, t_ref, cfg, dict(params.specs), wl,
                       cfg["fitter"]["seed"] + c + 1))
     nproc = n_processes or cfg["n_processes"]
     nproc = max(1, min(nproc, len(tasks)))
@@ -369,6 +435,7 @@ def run_stage4(lc: LightCurves, config: dict, outdir, *, plot=True, progress=Non
     names = ("spectrum.ecsv", "white_fit.ecsv", "channel_fits.ecsv", "chains.h5")
     if src is not None and any(Path(src).resolve() == (outdir / n).resolve() for n in names):
         raise OverwriteError(f"stage4 output would overwrite its input {src}")
+    lc = ordered_lightcurves(lc)
     white = None
     if cfg["fit_white"]:
         white = fit_white(lc, cfg)
@@ -382,6 +449,7 @@ def run_stage4(lc: LightCurves, config: dict, outdir, *, plot=True, progress=Non
             log.info("stage4: %s %.3f um: rp_rs %.5f +%.5f/-%.5f%s", r.label, r.wavelength, r.median["rp_rs"],
                      r.err_upper["rp_rs"], r.err_lower["rp_rs"],
                      f", fp {1e6 * r.median['fp']:.0f} ppm" if "fp" in r.median else "")
+            _log_noise(r)
     elif cfg["fit_channels"]:
         log.info("stage4: the table has no spectroscopic channels; the spectrum is the white-light row")
     else:
@@ -420,6 +488,15 @@ def _log_fit(r: FitResult):
     parts = [f"{n} = {r.median[n]:.10g} +{r.err_upper[n]:.2g}/-{r.err_lower[n]:.2g}" for n in r.free]
     log.info("stage4: %s fit (%s, reduced chi2 %.2f, %d points, %.1f s): %s", r.label, r.method, r.chi2_red,
              r.time.size, r.runtime_s, "; ".join(parts))
+    _log_noise(r)
+
+
+def _log_noise(r: FitResult):
+    n = r.noise
+    if n:
+        log.info("stage4: %s noise: expected %.0f ppm (ERR), residual rms %.0f ppm (%.2fx), raw p2p %.2fx, "
+                 "beta %.2f", r.label, n.get("expected_ppm", np.nan), n.get("achieved_resid_ppm", np.nan),
+                 n.get("ratio_resid", np.nan), n.get("ratio_p2p", np.nan), n.get("beta", np.nan))
 
 
 def _make_figures(white, chans, spec, figdir) -> dict:

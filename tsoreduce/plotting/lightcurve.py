@@ -67,7 +67,10 @@ def binned_rms(resid, max_bin=None):
 
 
 def plot_rms_vs_binsize(results, *, path=None):
-    """Binned residual rms vs bin size against the white-noise expectation (one curve per fit)."""
+    """Binned residual rms vs bin size (solid) against two expectations: dashed, white noise scaled from
+    the unbinned residual rms (``rms_1 / sqrt(N)``: the curve's shape test, Pont et al. 2006); dotted,
+    the noise limit from the propagated ERR (``sqrt(mean((err / S)^2)) / sqrt(N)``, S the systematics
+    model), which the solid curve meets only when the reduction is at the photon + read noise limit."""
     results = results if isinstance(results, (list, tuple)) else [results]
     fig = Figure(figsize=(6, 4.5))
     ax = fig.subplots()
@@ -75,9 +78,13 @@ def plot_rms_vs_binsize(results, *, path=None):
         n, rms, exp = binned_rms((r.flux - r.model) / r.systematics * 1e6)
         ax.loglog(n, rms, "-", color=f"C{k % 10}", lw=1, label=r.label if len(results) <= 14 else None)
         ax.loglog(n, exp, "--", color=f"C{k % 10}", lw=0.8)
+        if r.err is not None:
+            e = np.asarray(r.err / r.systematics * 1e6, float)
+            e1 = np.sqrt(np.nanmean(e * e))
+            ax.loglog(n, e1 / np.sqrt(n), ":", color=f"C{k % 10}", lw=1.0)
     ax.set_xlabel("bin size (integrations)")
     ax.set_ylabel("rms of binned residuals (ppm)")
-    ax.set_title("solid: measured; dashed: white-noise expectation")
+    ax.set_title("solid: measured; dashed: white noise from rms; dotted: from ERR", fontsize=9)
     if len(results) <= 14:
         ax.legend(fontsize=6, ncol=2)
     return _finish(fig, path)

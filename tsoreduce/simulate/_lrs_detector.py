@@ -150,7 +150,10 @@ class RampBuilder:
         self.cfg, self.p, self.maps, self.emi = cfg, truth_parts, maps, emi
         self.shape = shape
         ng = cfg.ngroups
-        self.noise_seqs = noise_seq.spawn(cfg.nints)
+        # per integration, one stream for the photon noise and one for the read noise: the Poisson
+        # draws of bright pixels consume a data-dependent count of numbers, so sharing a generator would
+        # redraw every read noise whenever dark, drift or settling change the photon rates
+        self.noise_seqs = [s.spawn(2) for s in noise_seq.spawn(cfg.nints)]
         self.hits_by_int = {}
         for h in hits:
             self.hits_by_int.setdefault(int(h["integration"]), []).append(h)
@@ -168,12 +171,18 @@ class RampBuilder:
         p, m = self.p, self.maps
         return (p["rate_star"][i].astype(np.float64) + p["rate_background"][i] + m["dark"]) * self.cfg.gain
 
+    def read_noise_draw(self, i: int) -> np.ndarray:
+        """Standard-normal read-noise draws of integration ``i``, float32 ``(ngroups, nrows, ncols)``,
+        from the integration's own read-noise stream (independent of every other effect)."""
+        rng = np.random.default_rng(self.noise_seqs[i][1])
+        return rng.standard_normal((self.cfg.ngroups,) + tuple(self.shape), dtype=np.float32)
+
     def integration(self, i: int, out: np.ndarray | None = None) -> np.ndarray:
         """Raw reads of global integration ``i``, float32 ``(ngroups, nrows, ncols)`` integer DN."""
         cfg, m = self.cfg, self.maps
         ng = cfg.ngroups
         nr, nc = self.shape
-        rng = np.random.default_rng(self.noise_seqs[i])
+        rng = np.random.default_rng(self.noise_seqs[i][0])
         per_frame = self.electrons_rate(i) * cfg.tframe  # e- per frame
         if cfg.poisson:
             frames = poisson_frames(rng, per_frame, ng)
@@ -190,7 +199,7 @@ class RampBuilder:
             rscd_amp = np.broadcast_to(cfg.rscd_amplitude_dn + cfg.rscd_flux_fraction * prev, (nr, nc))
         else:
             rscd_amp = np.zeros((nr, nc))
-        rn_draw = rng.standard_normal((ng, nr, nc), dtype=np.float32)  # x read-noise map (0 when off)
+        rn_draw = self.read_noise_draw(i)  # x read-noise map (0 when off)
         ne = len(self.emi_pix)
         sin_g, cos_g = np.zeros((ne, ng)), np.zeros((ne, ng))
         cos_p, sin_p = np.zeros((ne, nr, nc)), np.zeros((ne, nr, nc))
