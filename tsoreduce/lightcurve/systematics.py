@@ -49,7 +49,9 @@ class Systematics:
         self.dt_ref = self.time - self.t_ref
         self._sorted = bool(np.all(np.diff(self.dt_start) >= 0))
         self._ramp_grid()
-        self._powers = np.array([self.dt_ref ** k for k in range(1, self.poly_order + 1)])
+        # (poly_order, nt) even at order 0, so subset() can index the time axis
+        self._powers = np.array([self.dt_ref ** k for k in range(1, self.poly_order + 1)]).reshape(
+            self.poly_order, self.time.size)
         self.regressor_names = []
         zs = []
         for name, r in (regressors or {}).items():
