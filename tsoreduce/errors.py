@@ -67,3 +67,15 @@ class NotImplementedStepError(TsoreduceError, NotImplementedError):
 
     Raised instead of passing data through silently.
     """
+
+
+class VisitOverlapError(ConfigError):
+    """Two visits of a joint Stage 4 fit overlap in time (or fall on the same orbital epoch)."""
+
+
+class NoTransitInWindowError(ConfigError):
+    """A visit's time window does not contain the transit (or eclipse) the starting ephemeris predicts."""
+
+
+class ScopeError(ConfigError):
+    """A joint-fit parameter scope cannot be applied (e.g. ``per_band`` while a visit has no band)."""

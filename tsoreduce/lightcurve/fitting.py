@@ -25,7 +25,8 @@ from ..errors import ConfigError
 from .models import LightCurveModel
 from .parameters import ParameterSet
 
-__all__ = ["LogPosterior", "FitResult", "fit_lsq", "run_emcee", "fit_lightcurve", "NOISE_PARAMS"]
+__all__ = ["LogPosterior", "FitResult", "fit_lsq", "run_emcee", "fit_lightcurve", "NOISE_PARAMS", "chain_tau",
+           "sample_until_converged"]
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ class FitResult:
     lsq_values, lsq_errors : least-squares solution and covariance errors (free parameters).
     chain : ``(nsteps, nwalkers, nfree)`` emcee chain (None for method 'lsq'); ``log_prob`` ``(nsteps, nwalkers)``.
     samples : flat post-burn-in samples ``(nsamples, nfree)`` (None for 'lsq').
-    burn_in, tau (autocorrelation time per free parameter), acceptance (mean fraction).
+    burn_in, tau (autocorrelation time per free parameter), acceptance (mean fraction), ess (effective
+    samples: nwalkers x kept steps / max tau).
     time, flux, err : the fitted points ``(nt,)``; model, systematics, astro : best-fit (median) curves ``(nt,)``.
     sigma : per-point inflated sigma at the median; chi2_red; n_logprob (evaluations); runtime_s.
     wavelength, wavelength_lower, wavelength_upper : um (NaN when unknown).
@@ -123,6 +125,7 @@ class FitResult:
     wavelength: float = float("nan")
     wavelength_lower: float = float("nan")
     wavelength_upper: float = float("nan")
+    ess: float = float("nan")
 
     def derived_samples(self, name) -> np.ndarray | None:
         """Posterior samples of a free parameter (None when fixed or for an lsq-only fit)."""
@@ -228,11 +231,15 @@ def _solve_jitter(post, P, dof):
 
 
 # ---------------------------------------------------------------------------------- emcee
-def run_emcee(post: LogPosterior, x0, scale, *, nwalkers, nsteps, seed=0, progress=False):
+def run_emcee(post: LogPosterior, x0, scale, *, nwalkers, nsteps, seed=0, progress=False, n_tau=None,
+              burn_in=0):
     """Run emcee from a Gaussian ball around ``x0`` (``scale`` per free parameter) with the vectorised posterior.
 
-    Returns the :class:`emcee.EnsembleSampler` after ``nsteps`` steps.  Walkers starting outside the
-    prior support are redrawn (then pulled to x0 if they keep failing).
+    Returns the :class:`emcee.EnsembleSampler`.  Without ``n_tau`` it runs ``nsteps`` steps; with
+    ``n_tau`` convergence is the stopping rule (:func:`sample_until_converged`): it stops as soon as
+    the post-burn-in chain is ``n_tau`` integrated autocorrelation times long, ``nsteps`` being the cap.
+    Walkers starting outside the prior support are redrawn (then pulled to x0 if they keep failing).
+    ``post`` is any vectorised callable ``(nw, nfree) -> (nw,)``.
     """
     rng = np.random.default_rng(seed)
     nd = x0.size
@@ -250,8 +257,47 @@ def run_emcee(post: LogPosterior, x0, scale, *, nwalkers, nsteps, seed=0, progre
         p0[bad] = x0
     sampler = emcee.EnsembleSampler(nwalkers, nd, post, vectorize=True)
     sampler.random_state = np.random.RandomState(seed).get_state()
-    sampler.run_mcmc(p0, nsteps, progress=progress)
+    if n_tau:
+        sample_until_converged(sampler, p0, max_steps=nsteps, burn_in=burn_in, n_tau=n_tau, progress=progress)
+    else:
+        sampler.run_mcmc(p0, nsteps, progress=progress)
     return sampler
+
+
+def chain_tau(chain, burn_in=0) -> np.ndarray:
+    """Integrated autocorrelation time (steps) per parameter of a ``(nsteps, nwalkers, ndim)`` chain after
+    ``burn_in`` (emcee ``autocorr.integrated_time``, Goodman & Weare 2010; Sokal's automatic window c = 5),
+    without emcee's length check: callers compare the length with ``n_tau * tau`` themselves."""
+    x = np.asarray(chain)[burn_in:]
+    if x.shape[0] < 4:
+        return np.full(x.shape[-1], np.inf)
+    return emcee.autocorr.integrated_time(x, c=5, tol=0, quiet=True)
+
+
+def sample_until_converged(sampler, p0, *, max_steps, burn_in, n_tau=50.0, check_every=None, progress=False):
+    """Advance ``sampler`` from ``p0`` until the chain after ``burn_in`` is ``n_tau`` autocorrelation times
+    long for every parameter (emcee's recommended >= 50 tau, Foreman-Mackey et al. 2013), or ``max_steps``.
+
+    The time is re-estimated every ``check_every`` steps (default: 10 % of the steps so far, >= 50) on
+    the post-burn-in chain.  Returns (converged: bool, tau ``(ndim,)``, steps run).  The effective
+    sample size of the kept chain is nwalkers x (steps - burn_in) / max(tau).
+    """
+    state, n, tau = p0, 0, None
+    converged = False
+    while n < max_steps:
+        step = check_every or max(50, n // 10)
+        step = min(step, max_steps - n)
+        state = sampler.run_mcmc(state, step, progress=progress)
+        n += step
+        kept = n - burn_in
+        if kept < 50:
+            continue
+        tau = chain_tau(sampler.get_chain(), burn_in)
+        if np.all(np.isfinite(tau)) and kept >= n_tau * np.max(tau):
+            converged = True
+            break
+    log.debug("emcee: %d steps, %s after burn-in %d", n, "converged" if converged else "not converged", burn_in)
+    return converged, tau, n
 
 
 # ---------------------------------------------------------------------------------- one light curve
@@ -265,6 +311,8 @@ def fit_lightcurve(model, params, flux, err, **kwargs) -> FitResult:
     flux, err : float64 ``(nt,)``.
     method : 'lsq' (least squares only; errors from the covariance) or 'emcee'.
     nwalkers (default max(32, 2 nfree + 2), even), nsteps, burn_in (steps discarded), seed.
+    n_tau : convergence stopping rule: stop once the kept chain is ``n_tau`` autocorrelation times long
+        (``nsteps`` is then the cap); None runs exactly ``nsteps``.
     clip_sigma : reject integrations whose least-squares residual exceeds this many robust sigma, then
         re-fit (None: no clipping).
     label, wavelength (centre, lower, upper in um), progress.
@@ -281,7 +329,7 @@ def fit_lightcurve(model, params, flux, err, **kwargs) -> FitResult:
 
 def _fit_lightcurve(model: LightCurveModel, params: ParameterSet, flux, err, *, label="white", method="emcee",
                    nwalkers=None, nsteps=2000, burn_in=500, seed=0, clip_sigma=None, progress=False,
-                   wavelength=(np.nan, np.nan, np.nan)) -> FitResult:
+                   wavelength=(np.nan, np.nan, np.nan), n_tau=None) -> FitResult:
     t_begin = _time.perf_counter()
     missing = [n for n in model.names if n not in params]
     extra = [n for n in params.names if n not in model.index]
@@ -331,8 +379,10 @@ def _fit_lightcurve(model: LightCurveModel, params: ParameterSet, flux, err, *, 
         width = np.where(np.isfinite(hi_b - lo_b), hi_b - lo_b, np.inf)
         scale = np.where(np.isfinite(xerr) & (xerr > 0), 0.5 * xerr, 1e-6 * np.maximum(np.abs(x), 1e-3))
         scale = np.minimum(scale, 0.01 * width)
-        sampler = run_emcee(post, x, scale, nwalkers=nw, nsteps=nsteps, seed=seed, progress=progress)
+        sampler = run_emcee(post, x, scale, nwalkers=nw, nsteps=nsteps, seed=seed, progress=progress,
+                            n_tau=n_tau, burn_in=burn_in)
         chain = sampler.get_chain()
+        nsteps = chain.shape[0]  # fewer than the cap when the convergence rule stopped the chain
         lp = sampler.get_log_prob()
         flat = chain[burn_in:].reshape(-1, nd)
         q = np.percentile(flat, [16, 50, 84], axis=0)
@@ -345,13 +395,14 @@ def _fit_lightcurve(model: LightCurveModel, params: ParameterSet, flux, err, *, 
         tau = sampler.get_autocorr_time(discard=burn_in, quiet=True)
         acc = float(np.mean(sampler.acceptance_fraction))
         n_eff = (nsteps - burn_in) / np.nanmax(tau) if np.all(np.isfinite(tau)) else np.nan
+        ess = nw * n_eff if np.isfinite(n_eff) else np.nan
         log.info("%s: emcee %d walkers x %d steps (burn-in %d): acceptance %.2f, max autocorr time %.1f steps "
                  "(chain = %.1f tau)", label, nw, nsteps, burn_in, acc, np.nanmax(tau), n_eff)
-        if np.isfinite(n_eff) and n_eff < 50:
+        if np.isfinite(n_eff) and n_eff < (n_tau or 50):
             log.warning("%s: chain shorter than 50 autocorrelation times (%.1f); posteriors may be unconverged",
                         label, n_eff)
         fr = FitResult(median=med, err_lower=lo, err_upper=hi, chain=chain, log_prob=lp, samples=flat,
-                       burn_in=burn_in, tau=tau, acceptance=acc, **result)
+                       burn_in=burn_in, tau=tau, acceptance=acc, ess=float(ess), **result)
     else:
         raise ConfigError(f"stage4.fitter.method: {method!r} is not 'lsq' or 'emcee'")
     P = np.array([fr.median[n] for n in params.names])
