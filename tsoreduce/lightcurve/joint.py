@@ -238,13 +238,58 @@ class JointPosterior:
         return out
 
 
+_POOL_POST = None  # the posterior a forked worker evaluates (inherited at fork time)
+
+
+def _pool_eval(theta):
+    return _POOL_POST(theta)
+
+
+class PooledPosterior:
+    """Evaluates a vectorised posterior with the walkers split over ``nproc`` forked processes.
+
+    Each process holds its own copy of the batman models (forked after they are built), so one call
+    costs one pickled ``(nw/nproc, nfree)`` block each way.  Use as a context manager.
+    """
+
+    def __init__(self, post, nproc: int):
+        import multiprocessing
+
+        global _POOL_POST
+        self.post, self.nproc = post, nproc
+        self.ncalls = 0
+        _POOL_POST = post
+        self.pool = multiprocessing.get_context("fork").Pool(nproc)
+
+    def __call__(self, theta):
+        theta = np.atleast_2d(theta)
+        self.ncalls += theta.shape[0]
+        parts = np.array_split(theta, self.nproc)
+        return np.concatenate(self.pool.map(_pool_eval, parts))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.pool.close()
+        self.pool.join()
+
+
 # ---------------------------------------------------------------------------------- least squares
 def _base(name):
     return name.split("@", 1)[0]
 
 
 def _joint_lsq(setup: JointSetup, max_nfev=4000):
-    """Two-pass least squares; returns (x_free, err_free, per-visit reduced chi^2 of pass 1)."""
+    """Two-pass least squares; returns (x_free, err_free, per-visit reduced chi^2 of pass 1).
+
+    BLAS on one thread: trf's SVD of the (npoints x nfree) Jacobian is ~50x slower on two busy cores.
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _joint_lsq_impl(setup, max_nfev)
+
+
+def _joint_lsq_impl(setup, max_nfev):
     ps = setup.params
     free = ps.free_names
     x0 = ps.start()
@@ -437,7 +482,8 @@ def fit_joint(visits, config: dict, *, progress: bool = False) -> JointResult:
         ``{lc: LightCurves, visit: label, band: band}`` / ``{time, flux, err, regressors, visit, band}``.
     config : a stage4 section (validated here): ``joint.orbit``, ``parameters`` with ``scope:``,
         ``systematics`` (+ ``joint.systematics`` per-visit overrides), ``fitter`` (method lsq | emcee;
-        emcee stops at ``n_tau`` autocorrelation times, ``nsteps`` the cap), ``clip_sigma``.
+        emcee stops at ``n_tau`` autocorrelation times, ``nsteps`` the cap), ``clip_sigma``;
+        ``n_processes`` > 1 splits the walkers of each emcee step over that many forked processes.
 
     Returns
     -------
@@ -499,8 +545,19 @@ def fit_joint(visits, config: dict, *, progress: bool = False) -> JointResult:
             scale = np.where(np.isfinite(xerr) & (xerr > 0), 0.5 * xerr, 1e-6 * np.maximum(np.abs(x), 1e-3))
             scale = np.minimum(scale, 0.01 * width)
             t_mc = _time.perf_counter()
-            sampler = run_emcee(post, x, scale, nwalkers=nw, nsteps=f["nsteps"], seed=f["seed"],
-                                progress=progress or f["progress"], n_tau=f["n_tau"], burn_in=f["burn_in"])
+            nproc = max(1, min(cfg["n_processes"], nw // 2))
+            import multiprocessing
+
+            if nproc > 1 and "fork" in multiprocessing.get_all_start_methods():
+                with PooledPosterior(post, nproc) as pooled:
+                    sampler = run_emcee(pooled, x, scale, nwalkers=nw, nsteps=f["nsteps"], seed=f["seed"],
+                                        progress=progress or f["progress"], n_tau=f["n_tau"],
+                                        burn_in=f["burn_in"], moves=f["moves"])
+                post.ncalls += pooled.ncalls
+            else:
+                sampler = run_emcee(post, x, scale, nwalkers=nw, nsteps=f["nsteps"], seed=f["seed"],
+                                    progress=progress or f["progress"], n_tau=f["n_tau"], burn_in=f["burn_in"],
+                                    moves=f["moves"])
             chain = sampler.get_chain()
             burn = f["burn_in"]
             samples = chain[burn:].reshape(-1, nd)

@@ -59,7 +59,7 @@ CONFIG_SCHEMA = {
     "clip_sigma": Param(5.0, float, "reject integrations beyond this many robust sigma of the least-squares "
                         "residuals (null: keep all)", nullable=True, min=2.0),
     "parameters": Param({}, dict, "name -> {value, prior: fixed|uniform|loguniform|normal, bounds, sigma, "
-                        "mean, shared}"),
+                        "mean, shared, scope (joint fits: shared | per_visit | per_band)}"),
     "fit_white": Param(True, bool, "fit the white light curve first"),
     "fit_channels": Param(True, bool, "fit the spectroscopic channels"),
     "channels": Param(None, list, "channel indices to fit (null: all)", nullable=True, item_type=int),
@@ -70,6 +70,8 @@ CONFIG_SCHEMA = {
         "nsteps": Param(2000, int, "emcee steps per walker (the cap when n_tau is set)", min=10),
         "n_tau": Param(50.0, float, "stop emcee once the chain after burn-in is this many integrated "
                        "autocorrelation times long (null: always run nsteps)", nullable=True, min=1.0),
+        "moves": Param("de", str, "emcee proposal: de (differential evolution 80 % + snooker 20 %) or stretch "
+                       "(affine-invariant stretch move)", choices=("de", "stretch")),
         "burn_in": Param(500, int, "steps discarded as burn-in", min=0),
         "channel_nsteps": Param(None, int, "steps for channel fits (null: nsteps)", nullable=True, min=10),
         "channel_burn_in": Param(None, int, "burn-in for channel fits (null: burn_in)", nullable=True, min=0),
@@ -238,7 +240,8 @@ def _fit_args(cfg, channel=False):
     if burn >= nsteps:
         raise ConfigError(f"stage4.fitter: burn-in {burn} must be < steps {nsteps}")
     return dict(method=f["method"], nwalkers=f["nwalkers"], nsteps=nsteps, burn_in=burn,
-                clip_sigma=cfg["clip_sigma"], progress=f["progress"] and not channel, n_tau=f["n_tau"])
+                clip_sigma=cfg["clip_sigma"], progress=f["progress"] and not channel, n_tau=f["n_tau"],
+                moves=f["moves"])
 
 
 def fit_white(lc: LightCurves, config: dict) -> FitResult:
