@@ -223,3 +223,30 @@ def test_yaml_list_input(tmp_path):
     user["input"]["lightcurves"][1] = {"path": "missing.ecsv"}
     with pytest.raises(ConfigError, match="no file"):
         validate_run_config(user, tmp_path)
+
+
+def test_yaml_run_through_pipeline(tmp_path):
+    """A run file with a list of light-curve files runs the joint fit in Stage 4 and writes its products."""
+    import yaml
+    from astropy.table import Table
+
+    from tsoreduce import pipeline
+    from tsoreduce.config import load_run_config
+    from tsoreduce.datamodel import LightCurves
+    from tsoreduce.io import write_lightcurves
+
+    entries, _ = _simulate(8, visits=[("v1", "A", 0, 240.0, None, 400.0), ("v2", "B", 3, 240.0, None, 400.0)])
+    items = []
+    for e in entries:
+        p = tmp_path / f"{e['visit']}.ecsv"
+        write_lightcurves(p, LightCurves(time=e["time"], white_flux=e["flux"], white_err=e["err"]))
+        items.append({"path": p.name, "visit": e["visit"], "band": e["band"]})
+    cfg = _config(labels=())
+    cfg["joint"]["per_visit_fits"] = "lsq"
+    run = {"name": "joint", "output_dir": "out", "stages": 4, "plots": False, "input": {"lightcurves": items},
+           "stage4": cfg}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    pipeline.run(load_run_config(tmp_path / "run.yaml"), progress=False)
+    vt = Table.read(tmp_path / "out" / "stage4" / "visits.ecsv")
+    assert list(vt["label"]) == ["v1", "v2"] and list(vt["epoch"]) == [0, 3]
+    assert (tmp_path / "out" / "stage4" / "visit_fits.ecsv").is_file()
