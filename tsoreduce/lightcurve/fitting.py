@@ -171,7 +171,16 @@ def fit_lsq(post: LogPosterior, *, max_nfev=2000):
     P0 = ps.expand(x0)
     sig0 = model.sigma(P0, post.err)
 
-    def resid(x):
+    xs = x0[fit_idx]
+    l, h = lo[fit_idx], hi[fit_idx]
+    # typical sizes of each parameter, so that trf steps are well conditioned
+    scale = np.where(np.isfinite(h - l), 0.01 * (h - l), np.maximum(np.abs(xs) * 0.01, 1e-6))
+
+    # solved in u = (x - xs) / scale: trf's xtol compares a step with |x|, and with t0 ~ 6e4 d in x it
+    # stopped after a few evaluations at (or near) the starting values; its difference steps (~1e-8 |x|)
+    # were ~1e-3 d in t0
+    def resid(u):
+        x = xs + u * scale
         th = x0.copy()
         th[fit_idx] = x
         r = (post.flux - model.evaluate(ps.expand(th))) / sig0
@@ -179,15 +188,13 @@ def fit_lsq(post: LogPosterior, *, max_nfev=2000):
             r = np.concatenate([r, [(x[k] - mu) / sd for k, mu, sd in nor]])
         return r
 
-    xs = x0[fit_idx]
-    l, h = lo[fit_idx], hi[fit_idx]
-    # x_scale: typical sizes of each parameter, so that trf steps are well conditioned
-    scale = np.where(np.isfinite(h - l), 0.01 * (h - l), np.maximum(np.abs(xs) * 0.01, 1e-6))
-    sol = optimize.least_squares(resid, xs, bounds=(l, h), x_scale=scale, method="trf", max_nfev=max_nfev)
+    sol = optimize.least_squares(resid, np.zeros(xs.size), bounds=((l - xs) / scale, (h - xs) / scale),
+                                 method="trf", max_nfev=max_nfev)
+    sol.x = xs + sol.x * scale
     r = sol.fun[:post.n]
     dof = max(post.n - fit_idx.size, 1)
     chi2_red = float(r @ r / dof)
-    J = sol.jac
+    J = sol.jac / scale[None, :]
     try:
         cov = np.linalg.inv(J.T @ J)
     except np.linalg.LinAlgError:

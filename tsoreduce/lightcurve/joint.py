@@ -502,6 +502,10 @@ def fit_joint(visits, config: dict, *, progress: bool = False) -> JointResult:
         visits = make_visits(visits, exclude_first=cfg["exclude_first"],
                              regressors=cfg["systematics"]["decorrelate"])
     setup = JointSetup(visits, cfg)
+    nw_cfg, nfree = cfg["fitter"]["nwalkers"], setup.params.nfree
+    if cfg["fitter"]["method"] == "emcee" and nw_cfg is not None and nw_cfg < 2 * nfree:
+        raise ConfigError(f"stage4.fitter.nwalkers: {nw_cfg} walkers for {nfree} free parameters of the joint fit; "
+                          f"emcee needs >= 2 x ndim = {2 * nfree}")
     log.info("stage4 joint: %d visits (epochs %s), %d free parameters, orbit mode %s", len(visits),
              ", ".join(f"{v.label}:{v.epoch}" for v in visits), setup.params.nfree, setup.orbit)
     with threadpool_limits(limits=1, user_api="blas"):
