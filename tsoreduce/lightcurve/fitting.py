@@ -188,8 +188,9 @@ def fit_lsq(post: LogPosterior, *, max_nfev=2000):
             r = np.concatenate([r, [(x[k] - mu) / sd for k, mu, sd in nor]])
         return r
 
+    # diff_step: difference steps of 1e-4 scale (the default ~1e-8 scale is below the float resolution of t0)
     sol = optimize.least_squares(resid, np.zeros(xs.size), bounds=((l - xs) / scale, (h - xs) / scale),
-                                 method="trf", max_nfev=max_nfev)
+                                 method="trf", max_nfev=max_nfev, diff_step=1e-4)
     sol.x = xs + sol.x * scale
     r = sol.fun[:post.n]
     dof = max(post.n - fit_idx.size, 1)

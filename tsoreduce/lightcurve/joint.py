@@ -323,8 +323,9 @@ def _joint_lsq_impl(setup, max_nfev):
                 r.append(np.array([(x[j] - mu) / sd for j, mu, sd in nor]))
             return np.concatenate(r)
 
+        # difference steps of 1e-4 scale: the default (~1e-8 scale) is below the float resolution of t0 ~ 6e4 d
         sol = optimize.least_squares(resid, np.zeros(xs.size), bounds=((lo_ - xs) / scale, (hi_ - xs) / scale),
-                                     method="trf", max_nfev=max_nfev)
+                                     method="trf", max_nfev=max_nfev, diff_step=1e-4)
         if not sol.success:
             log.warning("joint least squares did not converge: %s", sol.message)
         th = xstart.copy()
