@@ -210,7 +210,8 @@ def test_yaml_list_input(tmp_path):
     p = tmp_path / "a.ecsv"
     p.write_text("x")
     user = {"name": "j", "stages": 4, "input": {"lightcurves": [{"path": "a.ecsv", "visit": "x", "band": 3.2},
-                                                                "a.ecsv"]}}
+                                                                "a.ecsv"]},
+            "stage4": _config(labels=())}
     cfg = validate_run_config(user, tmp_path)
     assert cfg["input"]["lightcurve_visits"][0] == {"path": str(p), "visit": "x", "band": "3.2"}
     assert cfg["input"]["lightcurve_visits"][1]["visit"] == "v2"

@@ -26,7 +26,8 @@ from .models import LightCurveModel
 from .parameters import ParameterSet
 
 __all__ = ["LogPosterior", "FitResult", "fit_lsq", "run_emcee", "fit_lightcurve", "NOISE_PARAMS", "chain_tau",
-           "sample_until_converged", "emcee_moves"]
+           "sample_until_converged", "emcee_moves",
+           "scaled_jacobian"]
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,26 @@ class FitResult:
 
 
 # ---------------------------------------------------------------------------------- least squares
+def scaled_jacobian(fun, lower, upper, h=1e-4):
+    """Forward-difference Jacobian of ``fun(u)`` for trf in scaled offsets u = (x - x_start) / scale.
+
+    A fixed step ``h`` in u (1e-6 of a prior's width): scipy's relative steps (``diff_step`` x |u|)
+    vanish near u = 0, and its default (~1e-8 max(1, |x|)) is below the float resolution of t0 ~ 6e4 d
+    when taken in x.  The step is reversed where it would leave the bounds.
+    """
+    def jac(u, *args):
+        r0 = fun(u)
+        J = np.empty((r0.size, u.size))
+        for j in range(u.size):
+            step = h if u[j] + h <= upper[j] else -h
+            uj = u.copy()
+            uj[j] += step
+            J[:, j] = (fun(uj) - r0) / step
+        return J
+
+    return jac
+
+
 def fit_lsq(post: LogPosterior, *, max_nfev=2000):
     """Least-squares fit of the non-noise free parameters.
 
@@ -188,9 +209,9 @@ def fit_lsq(post: LogPosterior, *, max_nfev=2000):
             r = np.concatenate([r, [(x[k] - mu) / sd for k, mu, sd in nor]])
         return r
 
-    # diff_step: difference steps of 1e-4 scale (the default ~1e-8 scale is below the float resolution of t0)
-    sol = optimize.least_squares(resid, np.zeros(xs.size), bounds=((l - xs) / scale, (h - xs) / scale),
-                                 method="trf", max_nfev=max_nfev, diff_step=1e-4)
+    ul, uh = (l - xs) / scale, (h - xs) / scale
+    sol = optimize.least_squares(resid, np.zeros(xs.size), bounds=(ul, uh), method="trf", max_nfev=max_nfev,
+                                 jac=scaled_jacobian(resid, ul, uh))
     sol.x = xs + sol.x * scale
     r = sol.fun[:post.n]
     dof = max(post.n - fit_idx.size, 1)

@@ -41,7 +41,7 @@ from threadpoolctl import threadpool_limits
 
 from ..config import validate
 from ..errors import ConfigError, NotImplementedStepError, OverwriteError, ScopeError
-from .fitting import NOISE_PARAMS, FitResult, chain_tau, fit_lightcurve, run_emcee
+from .fitting import NOISE_PARAMS, FitResult, chain_tau, fit_lightcurve, run_emcee, scaled_jacobian
 from .parameters import ORBIT_PARAMS, ParameterSet, ParamSpec
 from .visits import Visit, assign_epochs, make_visits
 
@@ -323,9 +323,9 @@ def _joint_lsq_impl(setup, max_nfev):
                 r.append(np.array([(x[j] - mu) / sd for j, mu, sd in nor]))
             return np.concatenate(r)
 
-        # difference steps of 1e-4 scale: the default (~1e-8 scale) is below the float resolution of t0 ~ 6e4 d
-        sol = optimize.least_squares(resid, np.zeros(xs.size), bounds=((lo_ - xs) / scale, (hi_ - xs) / scale),
-                                     method="trf", max_nfev=max_nfev, diff_step=1e-4)
+        ul, uh = (lo_ - xs) / scale, (hi_ - xs) / scale
+        sol = optimize.least_squares(resid, np.zeros(xs.size), bounds=(ul, uh), method="trf", max_nfev=max_nfev,
+                                     jac=scaled_jacobian(resid, ul, uh))
         if not sol.success:
             log.warning("joint least squares did not converge: %s", sol.message)
         th = xstart.copy()
