@@ -53,8 +53,8 @@ def _config(orbit="ephemeris", method="lsq", start_shift=0.0, labels=("v1", "v2"
                   "systematics": {k: {"ramp": "single"} for k in ("v1", "v3") if k in labels}},
         "parameters": {
             "t0": {"value": 60000.0 + start_shift, "prior": "uniform", "bounds": [59999.95, 60000.05]},
-            "per": ({"value": 3.0 + start_shift / 10, "prior": "uniform", "bounds": [2.98, 3.02]} if orbit == "ephemeris"
-                    else {"value": 3.0, "prior": "fixed"}),
+            "per": ({"value": 3.0 + start_shift / 10, "prior": "uniform", "bounds": [2.98, 3.02]}
+                    if orbit == "ephemeris" else {"value": 3.0, "prior": "fixed"}),
             "rp_rs": {"value": 0.11, "prior": "uniform", "bounds": [0.03, 0.3], "scope": "per_band"},
             "a_rs": {"value": 10.5, "prior": "uniform", "bounds": [4.0, 30.0]},
             "inc": {"value": 87.2, "prior": "uniform", "bounds": [80.0, 90.0]},

@@ -319,8 +319,9 @@ def sample_until_converged(sampler, p0, *, max_steps, burn_in, n_tau=50.0, check
     long for every parameter (emcee's recommended >= 50 tau, Foreman-Mackey et al. 2013), or ``max_steps``.
 
     The time is re-estimated every ``check_every`` steps (default: 10 % of the steps so far, >= 50) on
-    the post-burn-in chain; ``progress`` logs each estimate at INFO (instead of a bar per chunk).  Returns (converged: bool, tau ``(ndim,)``, steps run).  The effective
-    sample size of the kept chain is nwalkers x (steps - burn_in) / max(tau).
+    the post-burn-in chain; ``progress`` logs each estimate at INFO (instead of a bar per chunk).
+    Returns (converged: bool, tau ``(ndim,)``, steps run).  The effective sample size of the kept
+    chain is nwalkers x (steps - burn_in) / max(tau).
     """
     state, n, tau = p0, 0, None
     converged = False
