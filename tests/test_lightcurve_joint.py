@@ -251,3 +251,15 @@ def test_yaml_run_through_pipeline(tmp_path):
     vt = Table.read(tmp_path / "out" / "stage4" / "visits.ecsv")
     assert list(vt["label"]) == ["v1", "v2"] and list(vt["epoch"]) == [0, 3]
     assert (tmp_path / "out" / "stage4" / "visit_fits.ecsv").is_file()
+
+
+def test_padding_row_does_not_move_the_ramp_origin():
+    """A padding row (time 0, flux 0 / NaN error) as in the Eureka! tables is excluded and does not set t_start."""
+    entries, _ = _simulate(9, visits=[VISITS[0]])
+    e = entries[0]
+    k = e["time"].size // 2
+    e["time"] = np.insert(e["time"], k, 0.0)
+    e["flux"] = np.insert(e["flux"], k, 0.0)
+    e["err"] = np.insert(e["err"], k, np.nan)
+    (v,) = make_visits(entries, regressors=[])
+    assert v.t_start == pytest.approx(entries[0]["time"][0]) and v.time.size == entries[0]["time"].size - 1

@@ -132,7 +132,17 @@ def make_visits(entries, *, exclude_first: int = 0, regressors=None) -> list[Vis
         for n in names:
             ok &= np.isfinite(regs[n])
         order = np.argsort(time, kind="stable")
-        t_start = float(np.nanmin(time))
+        # the ramp's origin: the first integration with usable data (a padding row with time 0, as in the
+        # Eureka! MIRI table, would otherwise put the origin 60000 d early and kill the ramp term)
+        usable = ok & (time > 0)
+        if not usable.any():
+            raise EmptyDataError(src or label, f"visit {label}: no integration with a usable time and flux")
+        t_start = float(np.min(time[usable]))
+        if np.any(time[~usable & np.isfinite(time)] < t_start):
+            log.warning("visit %s: %d excluded integration(s) carry times before the first usable one (e.g. %.6f); "
+                        "the ramp origin is the first usable time %.6f", label,
+                        int(np.sum(time[~usable & np.isfinite(time)] < t_start)),
+                        float(np.nanmin(time)), t_start)
         ok_sorted = ok[order]
         ok_sorted[:exclude_first] = False
         idx = order[ok_sorted]
