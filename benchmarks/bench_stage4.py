@@ -1,14 +1,18 @@
-"""Benchmark of Stage 4 on the real WASP-43b MIRI LRS phase curve (14 channels, 5-12 um).
+"""Benchmark of Stage 4 on real data, measured as converged samples.
 
-Times the spectroscopic fits (least squares + emcee with >= 20,000 samples per channel, orbit fixed at
-the white-light values) on 2 worker processes, and compares in the same run the log-probability
-throughput of
+1. The WASP-43b MIRI LRS phase curve (14 channels, 5-12 um): spectroscopic fits (least squares, then emcee
+   run until the chain after burn-in is ``--n-tau`` (50) integrated autocorrelation times long, capped at
+   ``--steps``; orbit fixed at the white-light values) on ``--processes`` worker processes.  Reports per
+   channel the steps, max tau, effective samples (ESS = walkers x kept steps / max tau) and ESS per second.
+   In the same run: log-probability throughput naive (one walker, numpy) vs vectorised (walkers at once,
+   windowed batman, numba kernel), and ESS/s of emcee's stretch move vs the DE mixture on channel 0.
+2. ``--joint``: the five-visit WASP-107b joint fit of runs/wasp107b_joint.yaml (36 free parameters) to
+   convergence, walkers split over ``--processes``.
 
-* the naive baseline: one walker at a time, numpy model on every integration (``LogPosterior.single``),
-* the production path: all walkers at once (emcee ``vectorize=True``), batman only on the transit /
-  eclipse windows, fused numba likelihood kernel (``LogPosterior.__call__``).
+    python benchmarks/bench_stage4.py [--n-tau 50] [--steps 20000] [--walkers 32] [--channels 14] [--processes 2]
+    python benchmarks/bench_stage4.py --joint [--processes 2]
 
-    python benchmarks/bench_stage4.py [--steps 700] [--walkers 32] [--channels 14] [--processes 2]
+The machine's load average is printed: other processes on the same cores slow every figure.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ CFG = {
         "fp": {"value": 0.0055, "prior": "uniform", "bounds": [0.0, 0.02]},
         "pc_amp1": {"value": 0.002, "prior": "uniform", "bounds": [0.0, 0.01]},
         "pc_offset1": {"value": 10.0, "prior": "uniform", "bounds": [-60.0, 60.0]}},
-    "fitter": {"method": "emcee", "nwalkers": 32, "nsteps": 700, "burn_in": 300, "seed": 43},
+    "fitter": {"method": "emcee", "nwalkers": 32, "nsteps": 20000, "burn_in": 300, "seed": 43, "n_tau": 50},
 }
 
 
@@ -71,19 +75,62 @@ def throughput(lc, cfg, white, nwalk, repeats):
     return 1.0 / t_naive, 1.0 / t_fast, fast_model.time.size
 
 
+def ess_rate(lc, cfg, white, moves):
+    """(ESS, seconds, steps, converged) of channel 0 fitted to convergence with emcee ``moves`` (1 process)."""
+    c = dict(cfg, fitter=dict(cfg["fitter"], moves=moves))
+    t = time.perf_counter()
+    r = fit_channels(lc, c, white, channels=[0], n_processes=1)[0]
+    kept = r.chain.shape[0] - r.burn_in
+    return r.ess, time.perf_counter() - t, r.chain.shape[0], kept >= cfg["fitter"]["n_tau"] * np.nanmax(r.tau)
+
+
+def bench_joint(processes):
+    import os
+
+    import yaml
+
+    from tsoreduce.config import validate_run_config
+    from tsoreduce.lightcurve.joint import fit_joint, read_visit_entries
+
+    path = Path(__file__).resolve().parents[1] / "runs" / "wasp107b_joint.yaml"
+    run = validate_run_config(yaml.safe_load(path.read_text()), path.parent)
+    cfg = dict(run["stage4"], n_processes=processes)
+    cfg["joint"] = dict(cfg["joint"], per_visit_fits="none")
+    entries = read_visit_entries(run["input"]["lightcurve_visits"])
+    print(f"load average before: {os.getloadavg()}")
+    t = time.perf_counter()
+    jr = fit_joint(entries, cfg)
+    wall = time.perf_counter() - t
+    print(f"five-visit joint fit: {len(jr.free)} free parameters, {cfg['fitter']['nwalkers']} walkers, "
+          f"{jr.nsteps} steps (burn-in {jr.burn_in}), max tau {np.max(jr.tau):.1f} steps, "
+          f"{(jr.nsteps - jr.burn_in) / np.max(jr.tau):.1f} tau kept, converged {jr.converged}")
+    print(f"  {jr.n_logprob} log-prob evaluations, wall {wall:.1f} s (target < 180 s), ESS {jr.ess:.0f}, "
+          f"{jr.ess / wall:.1f} effective samples/s, {processes} processes")
+    print(f"load average after: {os.getloadavg()}")
+
+
 def main():
+    import os
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=700)
+    ap.add_argument("--steps", type=int, default=20000, help="cap on emcee steps")
     ap.add_argument("--burn", type=int, default=300)
+    ap.add_argument("--n-tau", type=float, default=50.0)
     ap.add_argument("--walkers", type=int, default=32)
     ap.add_argument("--channels", type=int, default=14)
     ap.add_argument("--processes", type=int, default=2)
+    ap.add_argument("--joint", action="store_true", help="benchmark the five-visit WASP-107b joint fit instead")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the stretch-vs-DE comparison on channel 0")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.joint:
+        return bench_joint(args.processes)
     if not DATA.exists():
         raise SystemExit(f"WASP-43b light curves not found at {DATA}")
+    print(f"load average before: {os.getloadavg()}")
     cfg = dict(CFG)
-    cfg["fitter"] = dict(CFG["fitter"], nsteps=args.steps, burn_in=args.burn, nwalkers=args.walkers)
+    cfg["fitter"] = dict(CFG["fitter"], nsteps=args.steps, burn_in=args.burn, nwalkers=args.walkers,
+                         n_tau=args.n_tau)
     cfg = validate_config(cfg)
     lc = read_lightcurves(DATA)
     t = time.perf_counter()
@@ -96,23 +143,39 @@ def main():
     print(f"  naive (one walker at a time, numpy, batman on all points): {r_naive:8.0f} evaluations/s")
     print(f"  vectorised (walkers at once, windowed batman, numba kernel): {r_fast:8.0f} evaluations/s")
     print(f"  ratio vectorised / naive: {r_fast / r_naive:.1f}x")
+    if not args.no_baseline:
+        rates = {}
+        for mv in ("stretch", "de"):
+            ess, sec, steps, conv = ess_rate(lc, cfg, white, mv)
+            rates[mv] = ess / sec
+            print(f"  channel 0 to {args.n_tau:g} tau, {mv:>7} moves: {steps} steps, converged {conv}, ESS {ess:.0f} "
+                  f"in {sec:.1f} s = {ess / sec:.0f} effective samples/s")
+        print(f"  ratio DE / stretch (effective samples per second): {rates['de'] / rates['stretch']:.1f}x")
 
     chans = list(range(min(args.channels, lc.nchan)))
     t = time.perf_counter()
     res = fit_channels(lc, cfg, white, channels=chans, n_processes=args.processes)
     wall = time.perf_counter() - t
-    nsamp = args.walkers * args.steps
-    print(f"\n{len(chans)} channels, emcee {args.walkers} walkers x {args.steps} steps = {nsamp} samples per "
-          f"channel (burn-in {args.burn}), {args.processes} processes:")
-    print(" channel  wavelength  time (s)  logprob evals  evals/s  acceptance  max tau")
+    print(f"\n{len(chans)} channels, emcee {args.walkers} walkers ({cfg['fitter']['moves']} moves) until "
+          f"{args.n_tau:g} autocorrelation times after burn-in {args.burn} (cap {args.steps} steps), "
+          f"{args.processes} processes:")
+    print(" channel  wavelength  time (s)  steps  max tau  tau kept      ESS  ESS/s  evals/s  acceptance")
+    nconv = 0
     for r in res:
-        print(f"  {r.label[-2:]:>6}  {r.wavelength:8.2f}  {r.runtime_s:8.1f}  {r.n_logprob:13d}  "
-              f"{r.n_logprob / r.runtime_s:7.0f}  {r.acceptance:10.2f}  {np.nanmax(r.tau):7.1f}")
+        steps = r.chain.shape[0]
+        ntau = (steps - r.burn_in) / np.nanmax(r.tau)
+        nconv += ntau >= args.n_tau
+        print(f"  {r.label[-2:]:>6}  {r.wavelength:8.2f}  {r.runtime_s:8.1f}  {steps:5d}  {np.nanmax(r.tau):7.1f}  "
+              f"{ntau:8.1f}  {r.ess:7.0f}  {r.ess / r.runtime_s:5.0f}  {r.n_logprob / r.runtime_s:7.0f}  "
+              f"{r.acceptance:10.2f}")
     tot = sum(r.n_logprob for r in res)
-    print(f"total wall time {wall:.1f} s for {len(chans)} channels (target < 120 s); "
-          f"{tot / wall:.0f} log-prob evaluations/s over {args.processes} processes")
+    ess = sum(r.ess for r in res)
+    print(f"total wall time {wall:.1f} s for {len(chans)} channels ({nconv} converged; target all in < 60 s); "
+          f"{ess / wall:.0f} effective samples/s, {tot / wall:.0f} log-prob evaluations/s over {args.processes} "
+          "processes")
     print(f"naive baseline estimate for the same evaluations on {args.processes} processes: "
           f"{tot / r_naive / args.processes:.0f} s")
+    print(f"load average after: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

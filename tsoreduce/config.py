@@ -215,7 +215,8 @@ INPUT_KINDS = {
     "rateints": (2, "glob or list of rateints FITS files (ours or the STScI pipeline's)"),
     "calints": (3, "glob or list of calints FITS files (ours or the STScI pipeline's)"),
     "lightcurves": (4, "a light-curve table read by tsoreduce.io.read_lightcurves: ours (HDF5/ECSV), "
-                       "SPARTA-style HDF5 or a Eureka!-style white-light ECSV"),
+                       "SPARTA-style HDF5 or a Eureka!-style white-light ECSV; or a list of them, one per "
+                       "visit, each a path or {path, visit, band}, for a joint fit (stage4.joint)"),
     "mrs": (3, "MRS cube time series: a mapping validated by tsoreduce.mrs.INPUT_SCHEMA"),
 }
 
@@ -451,6 +452,38 @@ def _expand_files(kind: str, value, base: Path, must_exist: bool) -> list[str]:
     return files
 
 
+def _validate_visit_list(items: list, base: Path, check_files: bool) -> list[dict]:
+    """``input.lightcurves`` as a list (a joint Stage 4 fit, one light curve per visit): each item a
+    path string or ``{path, visit, band}``; labels default to v1, v2 ...; paths resolved and checked."""
+    if not items:
+        raise ConfigError("input.lightcurves: the list of visits is empty")
+    out, labels = [], set()
+    for k, item in enumerate(items):
+        where = f"input.lightcurves[{k}]"
+        item = {"path": item} if isinstance(item, str) else item
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: expected a path string or a mapping {{path, visit, band}}, got {item!r}")
+        unknown = [x for x in item if x not in ("path", "visit", "band")]
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}: unknown key; allowed: path, visit, band")
+        if not isinstance(item.get("path"), str):
+            raise ConfigError(f"{where}.path: a light-curve file path (string) is required")
+        for key in ("visit", "band"):
+            if item.get(key) is not None and not isinstance(item[key], (str, int, float)):
+                raise ConfigError(f"{where}.{key}: expected a string, got {item[key]!r}")
+        label = str(item.get("visit") if item.get("visit") is not None else f"v{k + 1}")
+        if label in labels:
+            raise ConfigError(f"{where}.visit: label {label!r} is used twice")
+        labels.add(label)
+        path = _resolve_path(item["path"], base)
+        if check_files and not os.path.isfile(path):
+            raise ConfigError(f"{where}.path: no file {item['path']!r} (resolved to {path}; relative paths are "
+                              "relative to the YAML file's directory)")
+        out.append({"path": path, "visit": label,
+                    "band": None if item.get("band") is None else str(item["band"])})
+    return out
+
+
 def _validate_input(user, base: Path, check_files: bool) -> dict:
     if not isinstance(user, dict):
         raise ConfigError("input: expected a mapping with exactly one of "
@@ -481,9 +514,13 @@ def _validate_input(user, base: Path, check_files: bool) -> dict:
         # every string value that names a path is resolved relative to the YAML directory
         # the cube paths (string or list) and any *path/*file key resolve against the YAML directory
         out["mrs"] = _resolve_section_paths(section, base, extra_keys=("cubes",))
+    elif kind == "lightcurves" and isinstance(user["lightcurves"], list):
+        out["lightcurve_visits"] = _validate_visit_list(user["lightcurves"], base, check_files)
+        out["lightcurves"] = [e["path"] for e in out["lightcurve_visits"]]
     elif kind == "lightcurves":
         if not isinstance(user["lightcurves"], str):
-            raise ConfigError("input.lightcurves: expected one path string")
+            raise ConfigError("input.lightcurves: expected one path string, or a list of visits (path strings or "
+                              "{path, visit, band}) for a joint fit")
         out["lightcurves"] = _expand_files(kind, user["lightcurves"], base, check_files)[:1] or [
             _resolve_path(user["lightcurves"], base)]
     else:

@@ -74,6 +74,18 @@ class FitError(TsoreduceError, RuntimeError):
     prior support (the posterior is non-finite around the least-squares solution)."""
 
 
+class VisitOverlapError(ConfigError):
+    """Two visits of a joint Stage 4 fit overlap in time (or fall on the same orbital epoch)."""
+
+
+class NoTransitInWindowError(ConfigError):
+    """A visit's time window does not contain the transit (or eclipse) the starting ephemeris predicts."""
+
+
+class ScopeError(ConfigError):
+    """A joint-fit parameter scope cannot be applied (e.g. ``per_band`` while a visit has no band)."""
+
+
 class OutputWriteError(TsoreduceError, OSError):
     """A product or run file cannot be written: the output directory is read-only, the disk is full,
     ...  ``path`` names the file, ``errno`` the system error (e.g. 28 = ENOSPC, 13 = EACCES)."""

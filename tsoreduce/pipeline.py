@@ -667,8 +667,14 @@ def _run_one(config: dict, p: StagePlan, *, force: bool, progress: bool, state: 
                                          overwrite=overwrite, provenance=prov, progress=progress))
     else:
         files, upstream_id = _upstream_products(config, out_dir, 4, state)
-        result = run_stage4_files(files[0], config["stage4"], d, plot=config["plots"],
-                                  provenance=prov, progress=progress)
+        visits = config["input"].get("lightcurve_visits") if p.stage == first_stage(config) else None
+        if visits:  # input.lightcurves is a list: one joint fit over the visits
+            from .lightcurve.joint import run_joint
+            result = run_joint(visits, config["stage4"], d, plot=config["plots"], provenance=prov,
+                               progress=progress)
+        else:
+            result = run_stage4_files(files[0], config["stage4"], d, plot=config["plots"],
+                                      provenance=prov, progress=progress)
         products = sorted(str(x) for x in d.iterdir() if x.is_file() and not x.name.startswith("."))
         extra = {"result": _result_numbers(result)}
         if config["input"]["kind"] == "simulate":
@@ -700,6 +706,8 @@ def _result_numbers(result) -> dict:
     (median +- mean error) and reduced chi2."""
     out = {}
     white = getattr(result, "white", None)
+    if white is None and hasattr(result, "visit_rows"):  # a joint fit: its global free parameters
+        white = result
     if white is None:
         return out
     med = getattr(white, "median", None) or getattr(white, "params", None) or {}

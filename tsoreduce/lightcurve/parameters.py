@@ -6,13 +6,15 @@ A parameter is declared in the ``stage4.parameters`` mapping of a YAML run as::
     t0:    {value: 59963.97, prior: normal, sigma: 0.01}          # mean defaults to value
     a_rs:  {value: 18.0, prior: uniform, bounds: [10, 30], shared: true}
     per:   {value: 5.72148926, prior: fixed}
+    rp_rs: {value: 0.145, prior: uniform, bounds: [0.05, 0.3], scope: per_band}   # joint fits
     jitter_ppm: {value: 100, prior: loguniform, bounds: [1, 1.0e4]}
 
 Prior types (anchors.md 2.14: the vocabulary of exoUPRF / Eureka! S5): ``fixed``, ``uniform``
 (bounds required), ``loguniform`` (alias ``log-uniform``; 0 < lower < upper), ``normal`` (``sigma`` > 0, ``mean`` defaults to
 ``value``, optional ``bounds`` truncate it).  ``shared: true`` means: fitted on the white light curve,
 then held fixed at its white-light posterior median in every spectroscopic channel (Eureka!
-``white_fixed``); the orbit (t0, per, a_rs, inc, ecc, w) is shared by default.
+``white_fixed``); the orbit (t0, per, a_rs, inc, ecc, w) is shared by default.  ``scope:`` applies
+to joint fits of several visits (:mod:`.joint`): ``shared`` (one value), ``per_visit`` or ``per_band``.
 
 Any malformed declaration raises :class:`~tsoreduce.errors.ConfigError` naming the parameter.
 """
@@ -31,7 +33,9 @@ __all__ = ["PRIOR_TYPES", "ParamSpec", "ParameterSet", "parse_parameter", "ORBIT
 
 PRIOR_TYPES = ("fixed", "uniform", "loguniform", "normal")
 ORBIT_PARAMS = ("t0", "per", "a_rs", "inc", "ecc", "w")
-_ALLOWED_KEYS = {"value", "prior", "bounds", "sigma", "mean", "shared"}
+_ALLOWED_KEYS = {"value", "prior", "bounds", "sigma", "mean", "shared", "scope"}
+#: joint fits over several visits: one value for all, one per visit, one per wavelength band
+SCOPES = ("shared", "per_visit", "per_band")
 
 
 @dataclass
@@ -45,6 +49,7 @@ class ParamSpec:
     sigma: float | None = None
     mean: float | None = None
     shared: bool = False
+    scope: str | None = None  # joint fits only (None: the default scope of the parameter)
 
     @property
     def free(self) -> bool:
@@ -62,7 +67,7 @@ class ParamSpec:
 
     def fixed_at(self, value: float) -> "ParamSpec":
         """A copy held fixed at ``value`` (used for shared parameters in channel fits)."""
-        return ParamSpec(self.name, float(value), "fixed", self.bounds, None, None, self.shared)
+        return ParamSpec(self.name, float(value), "fixed", self.bounds, None, None, self.shared, self.scope)
 
     def with_value(self, value: float) -> "ParamSpec":
         """A copy whose starting value is ``value`` (clipped into the prior bounds)."""
@@ -108,6 +113,9 @@ def parse_parameter(name: str, decl, *, default_shared: bool = False) -> ParamSp
     shared = decl.get("shared", default_shared)
     if not isinstance(shared, bool):
         raise ConfigError(f"{where}.shared: expected true/false, got {shared!r}")
+    scope = decl.get("scope")
+    if scope is not None and scope not in SCOPES:
+        raise ConfigError(f"{where}.scope: {scope!r} is not one of {', '.join(SCOPES)}")
     bounds = decl.get("bounds")
     if bounds is not None:
         if not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
@@ -144,7 +152,7 @@ def parse_parameter(name: str, decl, *, default_shared: bool = False) -> ParamSp
         # emcee walkers need a start strictly inside the support
         value = float(np.clip(value, bounds[0] + 1e-6 * (bounds[1] - bounds[0]),
                               bounds[1] - 1e-6 * (bounds[1] - bounds[0])))
-    return ParamSpec(name, value, prior, bounds, sigma, mean, shared)
+    return ParamSpec(name, value, prior, bounds, sigma, mean, shared, scope)
 
 
 def _number(where, v) -> float:

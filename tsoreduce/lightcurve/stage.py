@@ -27,6 +27,7 @@ from .models import LD_LAWS, MODEL_KINDS, NOISE_KINDS, LightCurveModel, ld_coeff
 from .parameters import ORBIT_PARAMS, ParameterSet, ParamSpec, parse_parameter
 from .spectrum import channel_parameter_table, spectrum_table, write_chains, write_table
 from .systematics import RAMP_KINDS
+from .visits import JOINT_SCHEMA
 
 __all__ = ["CONFIG_SCHEMA", "Stage4Result", "validate_config", "build_model", "build_parameters", "fit_white",
            "fit_channels", "run_stage4", "ordered_lightcurves"]
@@ -58,7 +59,7 @@ CONFIG_SCHEMA = {
     "clip_sigma": Param(5.0, float, "reject integrations beyond this many robust sigma of the least-squares "
                         "residuals (null: keep all)", nullable=True, min=2.0),
     "parameters": Param({}, dict, "name -> {value, prior: fixed|uniform|loguniform|normal, bounds, sigma, "
-                        "mean, shared}"),
+                        "mean, shared, scope (joint fits: shared | per_visit | per_band)}"),
     "fit_white": Param(True, bool, "fit the white light curve first"),
     "fit_channels": Param(True, bool, "fit the spectroscopic channels"),
     "channels": Param(None, list, "channel indices to fit (null: all)", nullable=True, item_type=int),
@@ -66,7 +67,11 @@ CONFIG_SCHEMA = {
         "method": Param("emcee", str, "lsq (least squares only) or emcee (least-squares start)",
                         choices=("lsq", "emcee")),
         "nwalkers": Param(None, int, "emcee walkers (null: max(32, 2 nfree + 2))", nullable=True, min=4),
-        "nsteps": Param(2000, int, "emcee steps per walker", min=10),
+        "nsteps": Param(2000, int, "emcee steps per walker (the cap when n_tau is set)", min=10),
+        "n_tau": Param(50.0, float, "stop emcee once the chain after burn-in is this many integrated "
+                       "autocorrelation times long (null: always run nsteps)", nullable=True, min=1.0),
+        "moves": Param("de", str, "emcee proposal: de (differential evolution 80 % + snooker 20 %) or stretch "
+                       "(affine-invariant stretch move)", choices=("de", "stretch")),
         "burn_in": Param(500, int, "steps discarded as burn-in", min=0),
         "channel_nsteps": Param(None, int, "steps for channel fits (null: nsteps)", nullable=True, min=10),
         "channel_burn_in": Param(None, int, "burn-in for channel fits (null: burn_in)", nullable=True, min=0),
@@ -74,6 +79,7 @@ CONFIG_SCHEMA = {
         "progress": Param(False, bool, "show the emcee progress bar of the white-light fit"),
     },
     "n_processes": Param(2, int, "worker processes for the channel fits", min=1, max=64),
+    "joint": JOINT_SCHEMA,
 }
 
 _REQUIRED = {"transit": ("t0", "per", "rp_rs", "a_rs", "inc"),
@@ -296,7 +302,8 @@ def _fit_args(cfg, channel=False):
     if burn >= nsteps:
         raise ConfigError(f"stage4.fitter: burn-in {burn} must be < steps {nsteps}")
     return dict(method=f["method"], nwalkers=f["nwalkers"], nsteps=nsteps, burn_in=burn,
-                clip_sigma=cfg["clip_sigma"], progress=f["progress"] and not channel)
+                clip_sigma=cfg["clip_sigma"], progress=f["progress"] and not channel, n_tau=f["n_tau"],
+                moves=f["moves"])
 
 
 def fit_white(lc: LightCurves, config: dict) -> FitResult:
