@@ -124,24 +124,17 @@ def run_joint(entries, config: dict, outdir, *, plot=True, progress=None, proven
 
 def _write_chain(path: Path, jr: JointResult) -> Path:
     import json
-    import os
-    import tempfile
 
     import h5py
 
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            g = f.create_group("joint")
-            g.create_dataset("chain", data=jr.chain, compression="gzip")
-            g.create_dataset("log_prob", data=jr.log_prob, compression="gzip")
-            g.attrs["free_names"] = json.dumps(jr.free)
-            g.attrs["burn_in"] = jr.burn_in
-            g.attrs["acceptance"] = jr.acceptance
-            g.attrs["autocorr_time"] = json.dumps([float(x) for x in jr.tau])
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from .._util import atomic_path
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        g = f.create_group("joint")
+        g.create_dataset("chain", data=jr.chain, compression="gzip")
+        g.create_dataset("log_prob", data=jr.log_prob, compression="gzip")
+        g.attrs["free_names"] = json.dumps(jr.free)
+        g.attrs["burn_in"] = jr.burn_in
+        g.attrs["acceptance"] = jr.acceptance
+        g.attrs["autocorr_time"] = json.dumps([float(x) for x in jr.tau])
     return path
