@@ -67,3 +67,18 @@ class NotImplementedStepError(TsoreduceError, NotImplementedError):
 
     Raised instead of passing data through silently.
     """
+
+
+class BackendUnavailableError(ConfigError):
+    """The configured execution backend cannot be used here (e.g. ``execution.backend: dask`` without
+    dask.distributed installed: ``pip install 'tsoreduce[dask]'``)."""
+
+
+class WorkUnitError(TsoreduceError):
+    """A work unit (a Stage 1 segment, a channel fit, an exposure) could not be completed by the execution
+    backend, e.g. its worker process kept dying.  ``unit`` names the unit, ``reason`` says why."""
+
+    def __init__(self, unit: str, reason: str):
+        self.unit = str(unit)
+        self.reason = reason
+        super().__init__(f"work unit {self.unit}: {reason}")
