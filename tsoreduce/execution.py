@@ -171,7 +171,7 @@ class Executor:
         self.nested = nested
 
     def map(self, fn, items, *, labels=None, desc="work units", progress=False,
-            return_exceptions=False, forward_logs=True) -> list:
+            return_exceptions=False, forward_logs=True, on_result=None) -> list:
         """Run ``fn`` on every item.
 
         Parameters
@@ -182,6 +182,7 @@ class Executor:
         desc, progress : tqdm bar over finished units.
         return_exceptions : put a unit's exception in its result slot instead of raising it.
         forward_logs : re-emit the units' log records in this process.
+        on_result : called here as ``on_result(k, result)`` when unit ``k`` finishes.
 
         Raises
         ------
@@ -223,7 +224,7 @@ class SerialExecutor(Executor):
     """Every unit in this process, in order (the default)."""
 
     def map(self, fn, items, *, labels=None, desc="work units", progress=False,
-            return_exceptions=False, forward_logs=True):
+            return_exceptions=False, forward_logs=True, on_result=None):
         items = list(items)
         out = []
         with _bar(len(items), desc, progress) as bar:
@@ -234,6 +235,8 @@ class SerialExecutor(Executor):
                     if not return_exceptions:
                         raise
                     out.append(exc)
+                if on_result is not None:
+                    on_result(len(out) - 1, out[-1])
                 bar.update(1)
         return out
 
@@ -258,7 +261,7 @@ class ProcessesExecutor(Executor):
         return self._pool
 
     def map(self, fn, items, *, labels=None, desc="work units", progress=False,
-            return_exceptions=False, forward_logs=True):
+            return_exceptions=False, forward_logs=True, on_result=None):
         items, labels = list(items), _labels(items, labels)
         results: dict = {}
         tries = {k: 0 for k in range(len(items))}
@@ -287,16 +290,22 @@ class ProcessesExecutor(Executor):
                             self._abandon()
                             raise
                         results[k] = exc
-                        bar.update(1)
-                        continue
-                    if forward_logs:
-                        _replay(records)
-                    results[k] = res
+                    else:
+                        if forward_logs:
+                            _replay(records)
+                        results[k] = res
+                    if on_result is not None:
+                        on_result(k, results[k])
                     bar.update(1)
                 if broken:
                     lost += 1
                     todo = [labels[k] for k in tries if k not in results]
                     self._abandon()
+                    if lost > self.lost_worker_retries and return_exceptions:
+                        for k in [k for k in tries if k not in results]:
+                            results[k] = WorkUnitError(labels[k], f"a worker process died {lost} times; "
+                                                       f"not retried again (execution.lost_worker_retries)")
+                        break
                     if lost > self.lost_worker_retries:
                         raise WorkUnitError(todo[0], f"a worker process died {lost} times (last with "
                                             f"{len(todo)} unit(s) unfinished: {', '.join(todo[:5])}); "
@@ -367,7 +376,7 @@ class DaskExecutor(Executor):
         return self._client
 
     def map(self, fn, items, *, labels=None, desc="work units", progress=False,
-            return_exceptions=False, forward_logs=True):
+            return_exceptions=False, forward_logs=True, on_result=None):
         from distributed import as_completed
         from distributed.scheduler import KilledWorker
 
@@ -402,6 +411,8 @@ class DaskExecutor(Executor):
                     if forward_logs:
                         _replay(records)
                     results[k] = res
+                if on_result is not None:
+                    on_result(k, results[k])
                 bar.update(1)
         return [results[k] for k in range(len(items))]
 
