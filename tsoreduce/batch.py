@@ -61,6 +61,7 @@ class Exposure:
     config: dict | None = None
     error: str | None = None
     plans: list = field(default_factory=list)
+    output_dir: str | None = None
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -119,7 +120,7 @@ def load_batch(paths, *, output_dir=None) -> tuple[list[Exposure], Path, dict | 
                 name = str(entry["name"])
                 merged = _merge(shared, entry)
                 merged.setdefault("output_dir", str(out / name))
-                exp = Exposure(name, f"{p}#{name}")
+                exp = Exposure(name, f"{p}#{name}", output_dir=os.path.join(base, str(merged["output_dir"])))
                 try:
                     cfg = validate_run_config(merged, base)
                     cfg["_source"] = f"{p.resolve()}#{name}"
@@ -151,8 +152,9 @@ def _check_distinct(exposures):
             raise ConfigError(f"batch: two exposures are named {e.name!r} ({seen_names[e.name]} and "
                               f"{e.source}); names must be unique")
         seen_names[e.name] = e.source
-        if e.config is not None:
-            d = os.path.realpath(e.config["output_dir"])
+        d = e.config["output_dir"] if e.config is not None else e.output_dir
+        if d is not None:
+            d = os.path.realpath(d)
             if d in seen_dirs:
                 raise ConfigError(f"batch: {seen_dirs[d]} and {e.source} would both write into {d}; "
                                   f"give each exposure its own output_dir")

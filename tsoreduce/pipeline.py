@@ -311,7 +311,9 @@ def run_stage1_files(uncal_paths, config: dict | None, outdir, *, references=Non
     Each segment is run through ``tsoreduce.detector.run_stage1_segment(path, config, plot_dir=,
     references=)`` (chunks sized by ``stage1.memory``, so memory is bounded by one chunk) and written as
     ``<segment>_rateints.fits`` in ``outdir`` (DN/s, ``provenance`` in the header).  Figures are made
-    for the first segment only.  ``skip_existing`` keeps segments already written (resume).
+    for the first segment only.  ``skip_existing`` keeps segments already written (resume).  Each
+    segment is a work unit of the current execution backend (:func:`tsoreduce.execution.current`:
+    serial in this process unless a run's ``execution`` section or a ``session`` says otherwise).
 
     Returns the rateints paths in segment order.  Raises OverwriteError for an existing product
     unless ``overwrite``; never writes over an input file.
