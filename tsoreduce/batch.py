@@ -310,6 +310,11 @@ def run_batch(exposures: list[Exposure], batch_dir, *, execution=None, force=Fal
             results = ex.map(_run_exposure, [(e.config, force) for e in runnable],
                              labels=[e.name for e in runnable], desc="exposures", progress=False,
                              return_exceptions=True, forward_logs=False, on_result=done)
+            try:  # what each worker needed: the figure to size a cluster's memory per worker
+                peaks = {str(k): round(v, 3) for k, v in ex.worker_peak_rss_gb().items()}
+            except Exception as exc:
+                log.info("batch: no per-worker memory figures (%s)", exc)
+                peaks = {}
         for e, res in zip(runnable, results):
             if isinstance(res, BaseException):  # the unit itself was lost (e.g. its worker kept dying)
                 res = {"name": e.name, "output_dir": e.config["output_dir"], "status": "failed",
@@ -322,7 +327,7 @@ def run_batch(exposures: list[Exposure], batch_dir, *, execution=None, force=Fal
             else:
                 log.info("batch: %s finished in %.1f s", e.name, res["seconds"])
         ordered = [rows[e.name] for e in exposures]
-        _write_summary(batch_dir, ordered, time.perf_counter() - t0, ex_cfg)
+        _write_summary(batch_dir, ordered, time.perf_counter() - t0, ex_cfg, peaks)
         log.info("batch summary:\n%s", format_table(ordered))
         return ordered
     finally:
@@ -351,7 +356,7 @@ _COLUMNS = ("name", "status", "white_depth_ppm", "white_depth_err_ppm", "white_p
             "seconds", "output_dir", "error")
 
 
-def _write_summary(batch_dir: Path, rows, seconds, ex_cfg):
+def _write_summary(batch_dir: Path, rows, seconds, ex_cfg, peaks=None):
     from astropy.table import Table
     from . import __version__
 
@@ -374,6 +379,7 @@ def _write_summary(batch_dir: Path, rows, seconds, ex_cfg):
     os.replace(tmp, batch_dir / "batch_summary.ecsv")
     tmp = batch_dir / f".batch_summary.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps({"seconds": round(seconds, 2), "execution": ex_cfg,
+                               "worker_peak_rss_gb": peaks or {},
                                "exposures": [{k: v for k, v in r.items() if k != "traceback"}
                                              for r in rows]}, indent=1, default=str))
     os.replace(tmp, batch_dir / "batch_summary.json")

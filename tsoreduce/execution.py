@@ -24,7 +24,8 @@ The YAML ``execution`` section chooses the backend (:data:`CONFIG_SCHEMA`):
   is re-run on another worker by the scheduler (``distributed.scheduler.allowed-failures``).
 
 Units give the same products on every backend: each is a pure function of its inputs (emcee is
-seeded per channel, ``stage4.fitter.seed + k + 1``), products are written atomically
+seeded per channel, ``stage4.fitter.seed + k + 1``; BLAS runs one thread inside every unit, serial
+included, as in a dask worker, so reductions round alike), products are written atomically
 (``tsoreduce.io``: temporary file + ``os.replace``), and the stage's resume markers are written by the
 calling process only after every unit of the stage has finished.  Log records a unit emits in another
 process are sent back with its result and re-emitted here, so ``run.log`` is complete.
@@ -124,6 +125,15 @@ class _Box:
         self.value = value
 
 
+def _one_blas_thread():
+    """BLAS/OpenMP pools limited to one thread while a unit runs, on every backend: dask workers run
+    single-threaded BLAS (distributed's nanny sets OMP/MKL/OPENBLAS_NUM_THREADS=1) and a threaded
+    BLAS changes the last bits of reductions (e.g. Stage 2's PCA), so results would otherwise depend
+    on where the unit ran (threadpoolctl, a scikit-learn dependency)."""
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=1)
+
+
 def _unit(fn, box: _Box, origin_pid: int):
     """Run ``fn(box.value)`` as a work unit: nested execution is serial (no pool inside a worker) and,
     away from the origin process, the unit's tsoreduce log records are returned with its result."""
@@ -137,7 +147,8 @@ def _unit(fn, box: _Box, origin_pid: int):
         if root.level == logging.NOTSET or root.level > logging.INFO:
             root.setLevel(logging.INFO)
     try:
-        return fn(box.value), (collect.records if collect else [])
+        with _one_blas_thread():
+            return fn(box.value), (collect.records if collect else [])
     finally:
         _CURRENT.reset(token)
         if collect is not None:
@@ -230,7 +241,8 @@ class SerialExecutor(Executor):
         with _bar(len(items), desc, progress) as bar:
             for item in items:
                 try:
-                    out.append(fn(item))
+                    with _one_blas_thread():  # as in a worker process (see _one_blas_thread)
+                        out.append(fn(item))
                 except Exception as exc:
                     if not return_exceptions:
                         raise
