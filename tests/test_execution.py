@@ -270,3 +270,11 @@ def test_batch_refuses_two_exposures_in_one_folder_and_isolates_bad_configs(tmp_
     assert [r["status"] for r in rows] == ["failed", "failed"]
     assert "ConfigError" in rows[0]["error"]
     assert "2 failed" in batch.format_table(rows)
+
+
+def test_cli_dispatches_batch(capsys):
+    from tsoreduce import cli
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["batch", "--help"])
+    assert exc.value.code == 0 and "exposures" in capsys.readouterr().out
+    assert cli.main(["batch", "/nonexistent/run.yaml"]) == 2
