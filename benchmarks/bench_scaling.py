@@ -151,7 +151,8 @@ def main(argv=None):
         print(f"  {b}: {res[b]['wall_s']:.1f} s, statuses {res[b]['status']}", flush=True)
     ref = hashes(Path(res["serial"]["batch_dir"])) if "serial" in res else None
     t_ser = res.get("serial", {}).get("wall_s")
-    print("\n| backend | workers | wall (s) | speed-up | efficiency | peak RSS per worker (GB) | parent (GB) | identical to serial |")
+    print("\n| backend | workers | wall (s) | speed-up | efficiency | peak RSS per worker (GB) | parent (GB) "
+          "| identical to serial |")
     print("|---|---|---|---|---|---|---|---|")
     for b, r in res.items():
         nw = BACKENDS[b].get("workers", 1)

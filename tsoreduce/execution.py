@@ -41,7 +41,6 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
-import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -470,7 +469,6 @@ class _Session:
     def __init__(self, executor: Executor, own: bool):
         self.executor, self._own = executor, own
         self._token = _CURRENT.set(executor)
-        self._t0 = time.perf_counter()
 
     def close(self):
         if self._token is None:
