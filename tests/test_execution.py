@@ -122,6 +122,21 @@ def test_dask_products_identical_to_serial(sim, cluster, tmp_path):
         # the units' log records came back from the workers into run.log
         assert log_text.count("Stage 1: wrote") == 2
         assert "fitting 4 channels on the" in log_text
+    # an interrupted Stage 1 on dask resumes: the segment already written is kept, the other re-made
+    cfg = validate_run_config(_run_user(sim, tmp_path / "dask", {"backend": "dask",
+                                                                  "scheduler": cluster.scheduler_address}),
+                              tmp_path)
+    s1 = tmp_path / "dask" / "stage1"
+    kept, lost = sorted(s1.glob("*_rateints.fits"))
+    mtime = kept.stat().st_mtime_ns
+    lost.unlink()
+    (s1 / ".done.json").rename(s1 / ".running.json")
+    plans = pipeline.plan(cfg, stages="1")
+    assert plans[0].action == "resume" and plans[0].keep_existing
+    pipeline.run(cfg, stages="1", progress=False)
+    assert kept.stat().st_mtime_ns == mtime and lost.exists()
+    again = product_hashes(tmp_path / "dask")
+    assert all(again[k] == ref[k] for k in ref if k.startswith("stage1/"))
     # the backend is no part of any stage hash: the serial markers are valid for the dask run
     assert pipeline.stage_hashes(validate_run_config(_run_user(sim, tmp_path / "x"), tmp_path)) == \
         pipeline.stage_hashes(validate_run_config(_run_user(sim, tmp_path / "x", {"backend": "processes"}),
