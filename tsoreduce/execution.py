@@ -133,9 +133,14 @@ def _one_blas_thread():
     return threadpool_limits(limits=1)
 
 
-def _unit(fn, box: _Box, origin_pid: int):
+def _unit(fn, box: _Box, origin_pid: int, numba_threads: int | None = None):
     """Run ``fn(box.value)`` as a work unit: nested execution is serial (no pool inside a worker) and,
-    away from the origin process, the unit's tsoreduce log records are returned with its result."""
+    away from the origin process, the unit's tsoreduce log records are returned with its result.
+    ``numba_threads`` caps the numba thread pool (Stage 1's prange kernels), so that workers sharing
+    a machine do not oversubscribe its cores; the kernels' results do not depend on it."""
+    if numba_threads:
+        import numba
+        numba.set_num_threads(max(1, min(numba_threads, numba.config.NUMBA_NUM_THREADS)))
     token = _CURRENT.set(SerialExecutor(nested=True))
     collect = None
     root = logging.getLogger("tsoreduce")
@@ -207,6 +212,11 @@ class Executor:
     def worker_peak_rss_gb(self) -> dict:
         """Peak resident memory (VmHWM) of each live worker process, in GB."""
         return {f"pid {os.getpid()}": _vmhwm_gb()}
+
+
+def _threads_per_worker(workers: int) -> int:
+    """Cores of this machine per local worker (at least 1)."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
 def _labels(items, labels):
@@ -281,7 +291,8 @@ class ProcessesExecutor(Executor):
         with _bar(len(items), desc, progress) as bar:
             while len(results) < len(items):
                 pool = self._get_pool()
-                futs = {pool.submit(_unit, fn, _Box(items[k]), pid): k for k in tries if k not in results}
+                futs = {pool.submit(_unit, fn, _Box(items[k]), pid, _threads_per_worker(self.workers)): k
+                        for k in tries if k not in results}
                 broken = False
                 from concurrent.futures import as_completed
                 for fut in as_completed(futs):
@@ -397,8 +408,9 @@ class DaskExecutor(Executor):
         client = self.client
         tag = uuid.uuid4().hex[:8]
         keys = [f"tsoreduce-{lab}-{tag}" for lab in labels]
-        futs = client.map(_unit, [fn] * len(items), [_Box(x) for x in items], [os.getpid()] * len(items), key=keys,
-                          pure=False, retries=self.retries)
+        nt = _threads_per_worker(self.workers or os.cpu_count()) if self._cluster is not None else None
+        futs = client.map(_unit, [fn] * len(items), [_Box(x) for x in items], [os.getpid()] * len(items),
+                          [nt] * len(items), key=keys, pure=False, retries=self.retries)
         index = {f.key: k for k, f in enumerate(futs)}
         results: dict = {}
         with _bar(len(items), desc, progress) as bar:
