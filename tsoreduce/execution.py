@@ -145,7 +145,7 @@ def _unit(fn, box: _Box, origin_pid: int, numba_threads: int | None = None):
     collect = None
     root = logging.getLogger("tsoreduce")
     old_level = root.level
-    if os.getpid() != origin_pid:
+    if origin_pid is not None and os.getpid() != origin_pid:  # None: the caller does not want them
         collect = _Collect()
         root.addHandler(collect)
         if root.level == logging.NOTSET or root.level > logging.INFO:
@@ -291,7 +291,8 @@ class ProcessesExecutor(Executor):
         with _bar(len(items), desc, progress) as bar:
             while len(results) < len(items):
                 pool = self._get_pool()
-                futs = {pool.submit(_unit, fn, _Box(items[k]), pid, _threads_per_worker(self.workers)): k
+                futs = {pool.submit(_unit, fn, _Box(items[k]), pid if forward_logs else None,
+                                    _threads_per_worker(self.workers)): k
                         for k in tries if k not in results}
                 broken = False
                 from concurrent.futures import as_completed
@@ -409,7 +410,7 @@ class DaskExecutor(Executor):
         tag = uuid.uuid4().hex[:8]
         keys = [f"tsoreduce-{lab}-{tag}" for lab in labels]
         nt = _threads_per_worker(self.workers or os.cpu_count()) if self._cluster is not None else None
-        futs = client.map(_unit, [fn] * len(items), [_Box(x) for x in items], [os.getpid()] * len(items),
+        futs = client.map(_unit, [fn] * len(items), [_Box(x) for x in items], [os.getpid() if forward_logs else None] * len(items),
                           [nt] * len(items), key=keys, pure=False, retries=self.retries)
         index = {f.key: k for k, f in enumerate(futs)}
         results: dict = {}
