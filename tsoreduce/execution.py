@@ -129,6 +129,8 @@ def _one_blas_thread():
     single-threaded BLAS (distributed's nanny sets OMP/MKL/OPENBLAS_NUM_THREADS=1) and a threaded
     BLAS changes the last bits of reductions (e.g. Stage 2's PCA), so results would otherwise depend
     on where the unit ran (threadpoolctl, a scikit-learn dependency)."""
+    import numpy  # noqa: F401  threadpoolctl limits only the libraries already loaded: numpy's
+    import scipy.linalg  # noqa: F401  and scipy's own BLAS (scikit-learn's PCA runs on scipy's)
     from threadpoolctl import threadpool_limits
     return threadpool_limits(limits=1)
 
