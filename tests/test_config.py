@@ -104,7 +104,7 @@ def test_template_is_valid_and_lists_every_key(fake, tmp_path):
     assert cfg["input"]["kind"] == "simulate"
     user = yaml.safe_load(text)
     assert set(user) == {"name", "output_dir", "stages", "plots", "input", "stage1", "stage2",
-                         "stage3", "stage4", "mrs"}
+                         "stage3", "stage4", "mrs", "execution"}
     assert user["stage1"] == {"ramp_fit": {"method": "ols"}, "drop_groups": 1}
     assert "# ramp fitting method (one of ols, gls)" in text
     assert "range [0, 10]" in text

@@ -8,6 +8,7 @@ Examples::
     tsoreduce runs/demo.yaml --start-at 3 --force
     tsoreduce runs/wasp107b_white.yaml --output-dir /tmp/w107
     tsoreduce --write-template runs/template.yaml
+    tsoreduce batch runs/a.yaml runs/b.yaml --backend dask --workers 4   # many exposures (tsoreduce.batch)
 
 Exit status (``tsoreduce.errors.EXIT_STATUS``; README "What can go wrong" lists them with the
 named errors): 0 success; 1 another tsoreduce error (e.g. an unreadable product); 2 configuration
@@ -80,6 +81,10 @@ def main(argv=None) -> int:
                          exit_status)
     from . import pipeline
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "batch":  # tsoreduce batch RUN1.yaml RUN2.yaml ... (tsoreduce.batch)
+        from .batch import main as batch_main
+        return batch_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.write_template:
         text = render_template()

@@ -181,6 +181,7 @@ def validate(user: dict | None, schema: dict, path: str = "", *, errors: list | 
 #   stages:      "all", "1-4", "2-3", 4, [1, 2] ...
 #   plots:       make diagnostic figures (bool)
 #   stage1 / stage2 / stage3 / stage4 / mrs:  sections validated against that stage module's CONFIG_SCHEMA
+#   execution:   where the work units run (serial | processes | dask), tsoreduce.execution.CONFIG_SCHEMA
 #
 # Relative paths in a run file are resolved against the directory that contains the YAML file (so a
 # run works from any current directory); paths given on the command line are relative to the current
@@ -567,7 +568,7 @@ def validate_run_config(user: dict, base_dir=".", *, stages=None, check_files: b
             return None
 
     base = Path(base_dir).resolve()
-    allowed_top = list(RUN_SCHEMA) + ["input"] + list(SECTION_MODULES)
+    allowed_top = list(RUN_SCHEMA) + ["input"] + list(SECTION_MODULES) + ["execution"]
     for key in user:
         if key not in allowed_top:
             close = difflib.get_close_matches(str(key), allowed_top, n=3)
@@ -578,6 +579,9 @@ def validate_run_config(user: dict, base_dir=".", *, stages=None, check_files: b
     if not top["name"] or any(c in top["name"] for c in "/\\ "):
         errors.append(f"name: {top['name']!r} must be a non-empty string without spaces or slashes")
     cfg["output_dir"] = _resolve_path(top["output_dir"] or f"{top['name']}_output", base)
+    # where the work units run (not part of any stage hash: results do not depend on it)
+    cfg["execution"] = attempt(importlib.import_module("tsoreduce.execution").validate_config,
+                               user.get("execution"))
     if "input" not in user:
         errors.append("input: missing; a run needs an input section (one of "
                       + ", ".join(INPUT_KINDS) + ")")
@@ -750,4 +754,7 @@ def render_template() -> str:
     for section, (module, doc) in SECTION_MODULES.items():
         lines += ["", f"# {doc}  [{module}.CONFIG_SCHEMA]", f"{section}:"]
         _render_schema(stage_schema(section), 2, lines)
+    lines += ["", "# where the work units (Stage 1 segments, Stage 4 channel fits) run; results do not depend "
+              "on it  [tsoreduce.execution.CONFIG_SCHEMA]", "execution:"]
+    _render_schema(importlib.import_module("tsoreduce.execution").CONFIG_SCHEMA, 2, lines)
     return "\n".join(lines) + "\n"

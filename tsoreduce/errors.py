@@ -184,3 +184,16 @@ def render_failure_table() -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     print(render_failure_table(), end="")
+class BackendUnavailableError(ConfigError):
+    """The configured execution backend cannot be used here (e.g. ``execution.backend: dask`` without
+    dask.distributed installed: ``pip install 'tsoreduce[dask]'``)."""
+
+
+class WorkUnitError(TsoreduceError):
+    """A work unit (a Stage 1 segment, a channel fit, an exposure) could not be completed by the execution
+    backend, e.g. its worker process kept dying.  ``unit`` names the unit, ``reason`` says why."""
+
+    def __init__(self, unit: str, reason: str):
+        self.unit = str(unit)
+        self.reason = reason
+        super().__init__(f"work unit {self.unit}: {reason}")

@@ -337,19 +337,19 @@ def run_stage1_files(uncal_paths, config: dict | None, outdir, *, references=Non
     Each segment is run through ``tsoreduce.detector.run_stage1_segment(path, config, plot_dir=,
     references=)`` (chunks sized by ``stage1.memory``, so memory is bounded by one chunk) and written as
     ``<segment>_rateints.fits`` in ``outdir`` (DN/s, ``provenance`` in the header).  Figures are made
-    for the first segment only.  ``skip_existing`` keeps segments already written (resume).
+    for the first segment only.  ``skip_existing`` keeps segments already written (resume).  Each
+    segment is a work unit of the current execution backend (:func:`tsoreduce.execution.current`:
+    serial in this process unless a run's ``execution`` section or a ``session`` says otherwise).
 
     Returns the rateints paths in segment order.  Raises OverwriteError for an existing product
     unless ``overwrite``; never writes over an input file.
     """
-    run_stage1 = _stage_function("stage1", "run_stage1")
-    run_segment = getattr(importlib.import_module(SECTION_MODULES["stage1"][0]), "run_stage1_segment", None)
-    io = _io()
+    _stage_function("stage1", "run_stage1")  # the stage module imports (else ConfigError), here
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     paths = [str(p) for p in uncal_paths]
-    out = []
-    for i, src in enumerate(_tqdm(paths, desc="Stage 1 segments", unit="seg", disable=not progress)):
+    out, units = [], []
+    for i, src in enumerate(paths):
         dst = outdir / _product_name(src, "rateints")
         if Path(src).resolve() == dst.resolve():
             raise OverwriteError(f"{dst}: the product would overwrite its input")
@@ -357,20 +357,39 @@ def run_stage1_files(uncal_paths, config: dict | None, outdir, *, references=Non
         if skip_existing and dst.exists():
             log.info("Stage 1: %s already written, kept (resume)", dst.name)
             continue
-        with _stage1_caption(src, config, plot_dir is not None and i == 0):
-            if run_segment is not None:
-                # chunks of integrations with bounded memory (stage1.memory)
-                rate = _call(run_segment, src, config, plot_dir=plot_dir if i == 0 else None,
-                             references=references, progress=progress)
-            else:
-                ramp = io.read_uncal(src)
-                rate = _call(run_stage1, ramp, config, plot_dir=plot_dir if i == 0 else None,
-                             copy=False, references=references, progress=progress)
-                del ramp
-        io.write_rateints(dst, rate, overwrite=overwrite, provenance=provenance)
-        log.info("Stage 1: wrote %s (%d integrations)", dst.name, rate.nints)
-        del rate
+        units.append([src, str(dst), config, references, str(plot_dir) if plot_dir is not None and i == 0
+                      else None, overwrite, provenance, progress])
+    # ---- issue 17: segments are work units of the execution backend (tsoreduce.execution) ----
+    from . import execution
+    ex = execution.current()
+    for u in units:
+        u[-1] = u[-1] and not ex.distributes  # per-chunk bars only in this process
+    ex.map(_stage1_segment_unit, units, labels=[Path(u[0]).name for u in units],
+           desc="Stage 1 segments", progress=progress)
     return out
+
+
+def _stage1_segment_unit(unit) -> str:
+    """One Stage 1 work unit: uncal segment ``src`` -> rateints ``dst`` (read and written by path, so it
+    runs in any worker process).  Returns ``dst``."""
+    src, dst, config, references, plot_dir, overwrite, provenance, progress = unit
+    run_stage1 = _stage_function("stage1", "run_stage1")
+    run_segment = getattr(importlib.import_module(SECTION_MODULES["stage1"][0]), "run_stage1_segment", None)
+    io = _io()
+    with _stage1_caption(src, config, plot_dir is not None):
+        if run_segment is not None:
+            # chunks of integrations with bounded memory (stage1.memory)
+            rate = _call(run_segment, src, config, plot_dir=plot_dir, references=references,
+                         progress=progress)
+        else:
+            ramp = io.read_uncal(src)
+            rate = _call(run_stage1, ramp, config, plot_dir=plot_dir, copy=False, references=references,
+                         progress=progress)
+            del ramp
+    io.write_rateints(dst, rate, overwrite=overwrite, provenance=provenance)
+    log.info("Stage 1: wrote %s (%d integrations)", Path(dst).name, rate.nints)
+    return dst
+# ---- end issue 17 ----
 
 
 def _stage1_caption(src, config, active: bool):
@@ -546,6 +565,8 @@ def _run_locked(config: dict, plans: list[StagePlan], out_dir: Path, *, force: b
     t_start = time.perf_counter()
     summary = {"name": config["name"], "output_dir": str(out_dir), "version": __version__,
                "stages": {}, "numbers": {}}
+    from . import execution  # issue 17: the backend of the work units, for the whole run
+    backend = execution.open_session(config.get("execution"))
     try:
         log.info("tsoreduce %s: run %r, config %s", __version__, config["name"], config.get("_source"))
         log.info("plan:\n%s", format_plan(config, plans))
@@ -569,6 +590,7 @@ def _run_locked(config: dict, plans: list[StagePlan], out_dir: Path, *, force: b
         # run.log only: the command line prints the summary itself (once, on stdout)
         log.info("summary:\n%s", format_summary(summary), extra={"file_only": True})
     finally:
+        backend.close()  # issue 17
         logging.getLogger("tsoreduce").removeHandler(handler)
         handler.close()
     return summary

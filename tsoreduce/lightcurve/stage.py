@@ -395,7 +395,15 @@ def fit_channels(lc: LightCurves, config: dict, white: FitResult | None = None, 
         tasks.append((f"channel_{c:02d}", lc.time[ok], lc.flux[c][ok], lc.err[c][ok],
                       {n: lc.regressors[n][ok] for n in regs}, t_ref, cfg, dict(params.specs), wl,
                       cfg["fitter"]["seed"] + c + 1))
-    nproc = n_processes or cfg["n_processes"]
+    # ---- issue 17: an execution backend (tsoreduce.execution) takes the channel fits as work units ----
+    from ..execution import current as _current_executor
+    ex = _current_executor()
+    if ex.distributes:
+        log.info("stage4: fitting %d channels on the %s execution backend", len(tasks), ex.name)
+        return ex.map(_fit_channel_task, tasks, labels=[t[0] for t in tasks], desc="Stage 4 channels",
+                      progress=progress)
+    nproc = 1 if ex.nested else (n_processes or cfg["n_processes"])  # no pool inside a work unit
+    # ---- end issue 17 ----
     nproc = max(1, min(nproc, len(tasks)))
     log.info("stage4: fitting %d channels with %d process(es)", len(tasks), nproc)
     from tqdm.auto import tqdm
