@@ -43,6 +43,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._util import atomic_write, atomic_write_text
 from .errors import ConfigError, TsoreduceError
 
 __all__ = ["Exposure", "load_batch", "run_batch", "format_table", "main"]
@@ -374,15 +375,13 @@ def _write_summary(batch_dir: Path, rows, seconds, ex_cfg, peaks=None):
     t["seconds"].unit = "s"
     t.meta.update({"tsoreduce_version": __version__, "batch_seconds": round(seconds, 2),
                    "execution": dict(ex_cfg)})
-    tmp = batch_dir / f".batch_summary.ecsv.{os.getpid()}.tmp"
-    t.write(tmp, format="ascii.ecsv", overwrite=True)
-    os.replace(tmp, batch_dir / "batch_summary.ecsv")
-    tmp = batch_dir / f".batch_summary.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"seconds": round(seconds, 2), "execution": ex_cfg,
-                               "worker_peak_rss_gb": peaks or {},
-                               "exposures": [{k: v for k, v in r.items() if k != "traceback"}
-                                             for r in rows]}, indent=1, default=str))
-    os.replace(tmp, batch_dir / "batch_summary.json")
+    atomic_write(batch_dir / "batch_summary.ecsv", lambda tmp: t.write(tmp, format="ascii.ecsv", overwrite=True),
+                 suffix=".ecsv")
+    atomic_write_text(batch_dir / "batch_summary.json",
+                      json.dumps({"seconds": round(seconds, 2), "execution": ex_cfg,
+                                  "worker_peak_rss_gb": peaks or {},
+                                  "exposures": [{k: v for k, v in r.items() if k != "traceback"}
+                                                for r in rows]}, indent=1, default=str))
 
 
 def _short(text: str, n: int = 160) -> str:
