@@ -20,7 +20,8 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def test_uncal_to_spectrum_recovers_injected_depths(tmp_path):
+@pytest.mark.parametrize("seed", [3, 5])
+def test_uncal_to_spectrum_recovers_injected_depths(tmp_path, seed):
     sim = pytest.importorskip("tsoreduce.simulate")
     detector = pytest.importorskip("tsoreduce.detector")
     lightcurve = pytest.importorskip("tsoreduce.lightcurve")
@@ -31,13 +32,14 @@ def test_uncal_to_spectrum_recovers_injected_depths(tmp_path):
     # settling is off so the simple (linear baseline) model is the right one; every detector effect
     # Stage 1 must handle (nonlinearity, reset/RSCD, EMI, cosmic rays, saturation, drift) is on;
     # the dark is off because its reference is a per-group ramp that the rate-level truth does not carry
-    # seed 4 since the simulator and Stage 2 moved to the current wavelength map (specwcs_0009, issue 13):
-    # measured with the same code on seeds 3-7 (optimal extraction): fraction within 1 sigma / chi2 =
-    # 0.36 / 1.32 (seed 3: fails the half-within-1-sigma rule; box extraction 0.43 as well), 0.71 / 0.60
-    # (4), 0.43 / 2.13 (5: fails), 0.71 / 0.75 (6), 0.57 / 1.31 (7); with specwcs_0006 in the scene and
-    # Stage 2 the same code gives 0.86 / 0.62 (seed 3) and 0.64 / 1.21 (seed 5), as before.  The two
-    # failures come from the 5.0-6.0 um bins (|z| up to 2.5): an open question for the blue end.
-    cfg = sim.LRSSimConfig(nints=60, ngroups=30, seed=4, settling=False, dark=False)
+    # seeds 3 and 5: the two that failed after the move to specwcs_0009, kept rather than replaced.
+    # With the bright rows of that map at the very end of the table, the optimal-extraction profile fit
+    # took in the dark row after them and rang (tests/test_profile_blue_edge.py): seed 5's 5.25 / 5.75 um
+    # channels then scattered 2.86x / 1.78x their ERR (the noise-budget assertion below failed); with the
+    # fix 0.97 / 1.04.  Seeds 3-17 with the fix (current simulator noise streams): fraction within 1 sigma
+    # 0.57-0.93, chi^2 0.48-1.25 except seed 10 (2.22, from the 10-11.5 um bins); 5-6 um mean z -0.44,
+    # rms 0.96 over 30 bin-seeds.
+    cfg = sim.LRSSimConfig(nints=60, ngroups=30, seed=seed, settling=False, dark=False)
     s = sim.simulate_lrs(cfg)
     truth = s.truth
     refs = {"linearity": truth.nonlinearity_coeffs, "gain": truth.gain,

@@ -116,7 +116,8 @@ def smooth_profile(deep, var, region, *, knot_rows=40.0, clip_sigma=5.0, max_ite
         equal steps of cumulative S/N^2 (dense where bright), at least 6 rows apart.
     clip_sigma, max_iter : rejection of fraction values deviating by > clip_sigma (in units of their
         error, rescaled by the fit's robust scatter when that exceeds 1), at most max_iter passes.
-    snr_min : rows whose region flux S/N is below this do not enter the fit.
+    snr_min : rows whose region flux S/N -- their own, and that of the median of their neighbours --
+        is below this do not enter the fit.
 
     Method
     ------
@@ -154,7 +155,12 @@ def smooth_profile(deep, var, region, *, knot_rows=40.0, clip_sigma=5.0, max_ite
     S_s = _neighbour_median(np.where(rowfin, S, np.nan), 3)
     with np.errstate(all="ignore"):
         snr = np.where(var_s > 0, S_s / np.sqrt(var_s), 0.0)
-    rowok = rowfin & (S_s > 0) & (S > 0) & (snr >= snr_min)
+        snr_own = np.where(var_s > 0, S / np.sqrt(var_s), 0.0)
+    # the row's own S/N must pass too: just beyond a spectrum that ends on bright rows (the blue
+    # cut-off of the specwcs_0009 map, whose brightest rows are the last ones of the table) a row
+    # without star light has bright neighbours, so S_s alone would let its noise fractions D / S into
+    # the fit with the weight of a bright row, and the spline's end would ring over ~ 15 rows
+    rowok = rowfin & (S_s > 0) & (S > 0) & (snr >= snr_min) & (snr_own >= snr_min)
     if rowok.sum() < 8:
         log.warning("optimal extraction profile: only %d rows with S/N >= %.1f; a normalised box profile "
                     "is used instead of a fitted one", int(rowok.sum()), snr_min)
