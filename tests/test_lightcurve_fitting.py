@@ -322,3 +322,20 @@ def test_log_uniform_prior_bounds_are_judged_in_log_space():
     # 50 s on a [17 s, 12 h] log-uniform prior is well inside it (seen flagged with linear distances)
     assert bound_flags(res(5.8e-4, 8e-5, 8e-5))["ramp_tau1"] == ""
     assert bound_flags(res(2.05e-4, 4e-6, 2e-5))["ramp_tau1"] == "at_lower_bound"
+
+
+def test_run_emcee_samples_any_vectorised_callable():
+    """run_emcee takes any vectorised log-probability (the joint fit's pooled posterior has no
+    ParameterSet): a 2-D standard normal is sampled with the right mean and width."""
+    import numpy as np
+    from tsoreduce.lightcurve.fitting import run_emcee
+
+    def logp(theta):
+        theta = np.atleast_2d(theta)
+        return -0.5 * np.sum(theta ** 2, axis=1)
+
+    sampler = run_emcee(logp, np.zeros(2), np.ones(2), nwalkers=16, nsteps=1500, seed=3)
+    flat = sampler.get_chain(discard=300, flat=True)
+    print(f"\nmean {flat.mean(axis=0)}, std {flat.std(axis=0)}")
+    assert np.all(np.abs(flat.mean(axis=0)) < 0.15)
+    assert np.all(np.abs(flat.std(axis=0) - 1) < 0.15)

@@ -296,7 +296,8 @@ def run_emcee(post: LogPosterior, x0, scale, *, nwalkers, nsteps, seed=0, progre
     posterior, and ConfigError for fewer than 2 x ndim walkers.
     ``post`` is any vectorised callable ``(nw, nfree) -> (nw,)``; ``moves`` see :func:`emcee_moves`.
     """
-    names = list(post.params.free_names)
+    # any vectorised callable may be sampled (the joint fit's pooled posterior has no ParameterSet)
+    names = list(getattr(getattr(post, "params", None), "free_names", None) or [])
     rng = np.random.default_rng(seed)
     nd = x0.size
     if nwalkers < 2 * nd:
