@@ -40,6 +40,15 @@ def test_package_cites_no_unshipped_notes():
     assert not hits, "cite the primary source (docs/sources.md) instead of:\n" + "\n".join(hits)
 
 
+def test_tutorials_cite_no_research_notes():
+    # tutorials may point at real data under /work/shared/data, but not at the research notes
+    notes = FORBIDDEN[2:]
+    hits = [f"{p.relative_to(ROOT)}: {m.group().decode()}"
+            for p in sorted((ROOT / "tutorials").glob("*")) if p.suffix in (".py", ".ipynb", ".md")
+            for pat in notes for m in pat.finditer(p.read_bytes())]
+    assert not hits, "cite the primary source (docs/sources.md) instead of:\n" + "\n".join(hits)
+
+
 def test_docs_paths_cited_in_package_exist():
     refs = {}
     for path in _package_files():
