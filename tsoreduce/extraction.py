@@ -3,15 +3,15 @@
 Steps, in the order :func:`run_stage3` runs them (one function each):
 
 1. :func:`find_trace` -- edgetrigger on the deep frame (Radica et al. 2022, PASP 134, 104502, algorithm
-   by L. Albert; anchors.md 2.9) applied to MIRI's vertical trace: per row, the trace edges are the
+   by L. Albert) applied to MIRI's vertical trace: per row, the trace edges are the
    extrema of the local least-squares slope of the spatial profile, the centre their mean; a robust
    polynomial in row smooths the centres.  User centroids or the nominal specwcs trace are accepted.
 2. :func:`measure_position_width` -- per-integration trace offset and width for decorrelation, from a
    linear least-squares fit of each integration with the deep-frame profile, its derivative and its
    dilation (first-order Taylor expansion of a shifted / stretched template; cf. SPARTA's template
-   shift fit, anchors.md 2.9).
+   shift fit, github.com/ideasrule/sparta).
 3. :func:`box_extract` (fractional edge pixels; optional width minimising white-light scatter,
-   exoTEDRF ``extract_width='optimize'``, anchors.md 2.10) or :func:`optimal_extract` (Horne 1986,
+   exoTEDRF ``extract_width='optimize'``, Radica 2024) or :func:`optimal_extract` (Horne 1986,
    PASP 98, 609; Marsh 1989, PASP 101, 1032: a smooth profile model fitted to the deep frame along
    the dispersion direction, :mod:`tsoreduce.optimal_profile`; variance from ERR; iterative outlier
    rejection).  Pixels whose flux Stage 2 estimated are extracted with their estimate (inflated
@@ -21,7 +21,7 @@ Steps, in the order :func:`run_stage3` runs them (one function each):
    the trace; without a map the bundled default (specwcs_0009) with a WARNING.  The map used is
    recorded in the x1dints header (R_SPCWCS, WAVSRC).
 5. :func:`bin_lightcurves` -- white and spectroscopic light curves with fractional-pixel bin weights
-   (exoTEDRF ``bin_at_resolution``, anchors.md 2.13).
+   (exoTEDRF ``bin_at_resolution``, Radica 2024).
 
 The x1dints product (:class:`~tsoreduce.datamodel.SpectraData`) keeps one spectral element per detector
 row with a valid wavelength, in row order (wavelength decreasing, as the STScI x1dints), flux in the
@@ -176,7 +176,7 @@ def fit_trace_polynomial(rows, centres, order=3, nrows=reference.SUBARRAY_SHAPE[
                          weights=None):
     """Robust polynomial of trace centre vs row: 5 passes of ``clip``-sigma clipping of a least-squares
     fit, then a Huber-loss fit (scipy ``least_squares``, ``f_scale`` = robust residual scale), as in
-    the edgetrigger reference implementation (anchors.md 2.9).  Returns ``(trace (nrows,), coeffs,
+    the edgetrigger reference implementation (APPLESOSS, Radica et al. 2022).  Returns ``(trace (nrows,), coeffs,
     rms of the accepted residuals, mask of rows kept)``.  Raises EmptyDataError with < order+2 rows."""
     rows = np.asarray(rows, float)
     c = np.asarray(centres, float)
@@ -319,7 +319,7 @@ def measure_position_width(calints: RateData, deep_frame, trace, *, rows, halfwi
 def box_weights(trace, width, ncols=reference.SUBARRAY_SHAPE[1]):
     """Aperture weights ``(nrows, ncols)``: the fraction of each pixel [j-0.5, j+0.5] inside
     [trace - width/2, trace + width/2]; reference columns 0-3 get 0 (exoTEDRF ``do_box_extraction``,
-    anchors.md 2.10)."""
+    Radica 2024)."""
     t = np.asarray(trace, float)[:, None]
     j = np.arange(ncols, dtype=float)[None, :]
     w = np.clip(np.minimum(j + 0.5, t + width / 2) - np.maximum(j - 0.5, t - width / 2), 0.0, 1.0)

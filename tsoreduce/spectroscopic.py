@@ -7,13 +7,13 @@ Steps, in the order :func:`run_stage2` runs them (one function each):
    jwst ``assign_wcs`` step's MIR_LRS-SLITLESS wavelength table) and record it (R_SPCWCS, WAVSRC).
 2. :func:`flat_field` -- divide by a CRDS-format flat (skipped with a log line when none is given).
 3. :func:`subtract_background` -- per integration and detector row, the median (or a robust straight
-   line in column, ``"slope"``) of off-trace columns, subtracted from the whole row.  anchors.md 2.6
+   line in column, ``"slope"``) of off-trace columns, subtracted from the whole row.
    (exoTEDRF ``backgroundstep_miri``; ExoTiC-MIRI ``row_wise``).
 4. :func:`clean_bad_pixels` -- spatial outliers of the deep frame + DQ-flagged pixels replaced by a
    local median along the dispersion direction; temporal outliers vs a running median in time replaced
-   by that median.  anchors.md 2.7 (exoTEDRF ``badpixstep``; Nikolov et al. 2014 for the p2p scatter).
+   by that median.  (exoTEDRF ``badpixstep``, Radica 2024; Nikolov et al. 2014 for the p2p scatter).
 5. :func:`pca_reconstruct` -- PCA of the (integration x pixel) matrix with scikit-learn; eigenimages,
-   eigen-time-series, optional removal of chosen components.  anchors.md 2.8 (exoTEDRF
+   eigen-time-series, optional removal of chosen components.  (exoTEDRF, Radica 2024,
    ``pcareconstructionstep``; Coulombe et al. 2023 for the use of PCA on JWST TSO stability).
 6. :func:`make_deep_frame` -- median of the (baseline) integrations, used by Stage 3.
 
@@ -149,7 +149,7 @@ def make_deep_frame(rates: RateData, baseline_ints=None) -> np.ndarray:
     """Deep (median) frame: NaN-median over the selected integrations, float32 ``(nrows, ncols)``.
 
     Pixels flagged DO_NOT_USE/DEAD/HOT/SATURATED in an integration are ignored in that integration.
-    Source: anchors.md 2.7/2.8 (exoTEDRF ``make_baseline_stack_general``).
+    Source: exoTEDRF ``make_baseline_stack_general`` (Radica 2024).
     """
     idx = baseline_index(rates.nints, baseline_ints)
     d = np.where(dq_has(rates.dq[idx], BAD_PIXEL_FLAGS), np.nan, rates.data[idx])
@@ -542,7 +542,7 @@ def _pair_mean_rows(cube, bad, halfwidth, where):
 
 def clean_bad_pixels(rates: RateData, *, space_thresh=10.0, space_halfwidth=3, time_thresh=10.0,
                      time_window=5, skip_temporal=False, baseline_ints=None):
-    """Replace spatial and temporal outliers (anchors.md 2.7, exoTEDRF ``badpixstep``).
+    """Replace spatial and temporal outliers (exoTEDRF ``badpixstep``, Radica 2024).
 
     (a) Spatial: on the deep frame M, a pixel is bad when ``|M - med| > space_thresh * s``, with ``med``
     the median of its ``space_halfwidth`` neighbours either side along rows (same column) and ``s``
@@ -679,7 +679,7 @@ class PCAResult(dict):
 
 
 def pca_reconstruct(rates: RateData, *, n_components=10, remove_components=(), columns=(12, 61)):
-    """PCA of the integration x pixel matrix and removal of chosen components (anchors.md 2.8).
+    """PCA of the integration x pixel matrix and removal of chosen components (exoTEDRF, Radica 2024).
 
     With X the ``(nints, P)`` matrix of the pixels in ``columns`` (NaN filled with the pixel's time
     median), scikit-learn PCA centres each pixel over time and computes X - mu = U S V^T (truncated to

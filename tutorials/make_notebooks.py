@@ -198,7 +198,7 @@ print(ramp.data.shape, "(integration, group, row, column), DN")'''),
 MIRI's readout picks up electromagnetic interference at 390.625 Hz (and other tones): a sinusoid in
 each pixel's *read time*, which is row- and column-dependent within a frame.  `correct_emi` fits the
 tone's amplitude and phase per integration on pixels away from the trace and subtracts it from every
-read (jwst `emicorr`; anchors.md 2.1).  The periodogram of the reads shows the tone before and its
+read (jwst `emicorr`; jwst issue #7729).  The periodogram of the reads shows the tone before and its
 removal after."""),
         new_code_cell('''\
 from tsoreduce.detector import correct_emi, dq_init, emi_periodogram
@@ -249,7 +249,7 @@ The estimate also absorbs any additive offset common to a row -- here the residu
 (RSCD) transient that survives the dropped groups, which lowers every slope by the same amount.
 Dropping more groups shrinks it (at the cost of signal-to-noise); the background step removes it
 either way.
-A PCA of the frames (anchors.md 2.8) separates the transit (PC scores follow the light curve) from
+A PCA of the frames (exoTEDRF, Radica 2024; Coulombe et al. 2023) separates the transit (PC scores follow the light curve) from
 trace motion."""),
         new_code_cell('''\
 from tsoreduce.detector import run_stage1

@@ -8,7 +8,7 @@
   of the ramp is ``-2 beta b**2`` (b = DN per group), so a quadratic fit ``raw(g) = a + b g + c g**2``
   of each bright pixel's median-over-integrations ramp gives ``c = -beta b**2``; beta is the weighted
   least-squares solution over the bright pixels, inverted to second order (``T = raw + beta raw**2 + 2 beta**2 raw**3``).  Same idea
-  as ExoTiC-MIRI's self-calibrated linearity (anchors.md 2.2), with one global coefficient.
+  as ExoTiC-MIRI's self-calibrated linearity (github.com/Exo-TiC/ExoTiC-MIRI), with one global coefficient.
 * :func:`subtract_dark` -- subtract a dark ramp (SCI ``(ngroups, nrows, ncols)`` or
   ``(nints_dark, ngroups, nrows, ncols)``; for MIRI the first dark integration applies to the first
   integration of the exposure and the last one to all others, jwst ``dark_current``).

@@ -2,7 +2,7 @@
 
 * :func:`dq_init` -- marks the reference columns (PIXELDQ REFERENCE_PIXEL) and flags the first and the
   last group of every integration DO_NOT_USE (the MIRI first-frame reset transient and last-frame
-  odd/even-row pull-down, anchors.md 2.2 / jwst ``firstframe`` & ``lastframe`` / exoTEDRF DQInit).
+  odd/even-row pull-down, JDox MIRI TSO known issues / jwst ``firstframe`` & ``lastframe`` / exoTEDRF DQInit).
 * :func:`flag_saturation` -- flags SATURATED | DO_NOT_USE on the first group at or above the
   saturation threshold and on every later group of that ramp, optionally growing the flag to the
   neighbouring pixels (jwst ``saturation``, ``n_pix_grow_sat``), and AD_FLOOR | DO_NOT_USE on reads

@@ -1,6 +1,6 @@
 """EMI (390.625 Hz and other MIRI electromagnetic-interference tones) removal on group-level data.
 
-Method (anchors.md 2.1; design after the jwst ``emicorr`` "joint" algorithm, re-derived as a linear
+Method (jwst issue #7729; design after the jwst ``emicorr`` "joint" algorithm, re-derived as a linear
 least-squares problem)
 ---------------------------------------------------------------------------------------------------
 Every read of pixel ``p`` in group ``g`` of integration ``i`` happens at time

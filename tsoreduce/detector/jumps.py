@@ -1,20 +1,20 @@
 """Jump (cosmic-ray) detection on group-level data: up-the-ramp and time-domain methods.
 
 Both flag the group *after* an outlying first difference with JUMP_DET (the JWST convention: the
-flagged group starts a new ramp segment, anchors.md 2.3), so :func:`tsoreduce.detector.fit_ramps`
+flagged group starts a new ramp segment; stcal jump documentation), so :func:`tsoreduce.detector.fit_ramps`
 drops exactly that difference.
 
 * :func:`detect_jumps_up_the_ramp` -- two-point differences within each ramp compared with the
   expected noise ``sqrt(2 R^2 + S/gain)`` (read noise R in DN, S the pixel's signal per group from the
   median over integrations), iterative rejection of the largest outlier around the mean of the
-  remaining differences (stcal two-point difference, anchors.md 2.3, which centres on the median; the
+  remaining differences (stcal two-point difference, stcal jump documentation, which centres on the median; the
   mean allows an exact vectorised pre-screen: only ramps with a deviation above threshold are
   iterated).  Optional flagging of the 4 neighbours for
   large jumps (IPC / charge spill).
 * :func:`detect_jumps_time_domain` -- each pixel's first difference ``g -> g+1`` is compared with the
   same difference in neighbouring integrations: running median over a window of integrations, noise
   from the pixel's own MAD of the residuals (pooled over groups) with a Poisson-aware floor
-  (exoTEDRF ``jumpstep_in_time`` after Nikolov et al. 2014, anchors.md 2.4).  Because every pixel is
+  (exoTEDRF ``jumpstep_in_time``, Radica 2024, after Nikolov et al. 2014).  Because every pixel is
   scaled by its own temporal scatter, bright but steady trace pixels are not flagged (the STScI
   pipeline issue MR-LRS03).  Works for NGROUPS = 2 (one difference per integration): there an
   outlying difference is replaced by its running median so the integration keeps a slope.
@@ -186,7 +186,7 @@ def detect_jumps_up_the_ramp(ramp: RampData, *, threshold: float = 4.0, flag_4_n
     out : optional pre-allocated uint32 array for the new GROUPDQ (same shape as ``ramp.groupdq``).
 
     Returns a new RampData whose ``groupdq`` has JUMP_DET on the group after each outlying difference.
-    Source: stcal two-point difference jump detection (anchors.md 2.3).
+    Source: stcal two-point difference jump detection (stcal documentation, jump detection).
     """
     g0, g1 = usable_group_range(ramp.groupdq)
     frame = ramp.data.shape[2:]
@@ -443,7 +443,7 @@ def detect_jumps_time_domain(ramp: RampData, *, threshold: float = 5.0, window: 
 
     Returns a new RampData with JUMP_DET added (and, for one usable difference, the corrected data);
     raises ConfigError for ``window < 3``.  Source: exoTEDRF
-    ``jumpstep_in_time`` / Nikolov et al. 2014 (anchors.md 2.4), with a per-pixel MAD and a Poisson
+    ``jumpstep_in_time`` (Radica 2024) / Nikolov et al. 2014, with a per-pixel MAD and a Poisson
     floor instead of a plane-wide cut.  The running medians of a row's 72 columns advance together in
     branch-free sorted windows (vectorised); columns with an unusable difference fall back to a
     per-pixel window.

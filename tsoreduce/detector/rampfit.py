@@ -1,14 +1,14 @@
 """Ramp fitting: per-pixel, per-integration count rate from group-level data (rateints).
 
-Method (anchors.md 2.5; documented choice)
------------------------------------------
+Method (Fixsen et al. 2000; stcal ramp_fitting documentation; documented choice)
+--------------------------------------------------------------------------------
 Generalised least squares (GLS) on the **first differences** of each ramp.  With a single-read noise
 ``R`` (DN) and a Poisson signal of ``S`` DN per group interval (``S / gain`` DN^2 of variance), the
 ``n`` first differences ``d_j = D_{j+1} - D_j`` of an uninterrupted run of good groups have the
 tridiagonal covariance ``C = (2 R^2 + S/gain) I - R^2 (shift up + shift down)``.  The best linear
 unbiased slope is ``sum(w d) / sum(w)`` with ``w = C^-1 1`` and variance ``1 / sum(w)``; this is the
 exact "optimal" weighting for read + Poisson noise that the JWST OLS_C "optimal" weights (Fixsen et al.
-2000, SNR-power exponents P) approximate, and that SPARTA evaluates in closed form (anchors.md 2.5).
+2000, SNR-power exponents P) approximate, and that SPARTA evaluates in closed form (github.com/ideasrule/sparta).
 ``C`` is solved per segment with the Thomas algorithm in O(n).
 
 Segments: a difference is usable when both of its groups are free of DO_NOT_USE and SATURATED and

@@ -2,7 +2,8 @@
 
 The MIRI reset switch charge decay makes the early groups of every integration non-linear in time;
 the TSO community drops them (exoTEDRF ``miri_drop_groups`` = 12, SPARTA 5, jwst ``rscd`` n_skip;
-anchors.md 2.2 and 6).  The groups stay in the array (JWST convention) and the ramp fitter and jump
+Morrison et al. 2023; JWST pipeline documentation, rscd step).
+The groups stay in the array (JWST convention) and the ramp fitter and jump
 detectors skip them.
 """
 

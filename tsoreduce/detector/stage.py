@@ -1,6 +1,6 @@
 """Stage 1 runner: uncal ramps -> rateints (DN/s), in the MIRI calwebb_detector1 order.
 
-Order (anchors.md 2.1 / 2.2; jwst calwebb_detector1 for MIRI): dq_init -> emi -> saturation ->
+Order (JWST pipeline documentation, calwebb_detector1 for MIRI): dq_init -> emi -> saturation ->
 reset (RSCD group drop) -> linearity -> dark -> jump -> ramp_fit.
 
 Memory: :func:`run_stage1` makes one private working copy of the ramp data and GROUPDQ (or none with

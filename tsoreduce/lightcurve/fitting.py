@@ -1,6 +1,6 @@
 """Fitting one light curve: vectorised log-posterior, least squares, emcee, summaries.
 
-Procedure (anchors.md 2.14: Eureka! S5 'lsq start then emcee', SPARTA): scipy ``least_squares``
+Procedure (Eureka! S5 'lsq start then emcee', Bell et al. 2022; SPARTA): scipy ``least_squares``
 (trust-region reflective, bounds from the priors, normal priors as extra residuals) with the noise
 parameter held at its start value; covariance from the Jacobian scaled by the reduced chi^2; optional
 sigma-clipping of outlying integrations on the best-fit residuals and a re-fit; then emcee with the

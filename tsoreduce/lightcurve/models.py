@@ -8,7 +8,7 @@ Normalised to the stellar flux:
   Fp = fp + A1 [cos(theta + d1) - cos d1] (+ A2 [cos(2 theta + d2) - cos d2]),
   theta = 2 pi (t - t_secondary) / P, so that Fp(t_secondary) = fp is the eclipse depth and a positive
   offset d (degrees) puts the maximum before the eclipse (an eastward hotspot).  The planet is hidden
-  during the eclipse through E (SPARTA ``get_planet_flux``; Eureka! ``sinusoid_pc``, anchors.md 2.14).
+  during the eclipse through E (SPARTA ``get_planet_flux``; Eureka! ``sinusoid_pc``, Bell et al. 2022).
 
 Parameters (names used in the YAML): t0 (BMJD_TDB, d), per (d), rp_rs, a_rs, inc (deg), ecc, w (deg),
 fp, pc_amp1, pc_offset1 (deg), pc_amp2, pc_offset2, limb darkening q1, q2 (Kipping 2013, MNRAS 435,
@@ -16,7 +16,8 @@ fp, pc_amp1, pc_offset1 (deg), pc_amp2, pc_offset2, limb darkening q1, q2 (Kippi
 (:mod:`.systematics`) and the noise parameter (``err_mult`` or ``jitter_ppm``).
 
 batman model objects are built once for a fixed time array and reused for every evaluation
-(ARCHITECTURE.md: nthreads=1, parallelism over channels is by processes).  When the orbit is fixed
+(nthreads=1: parallelism over channels is by processes, :mod:`tsoreduce.lightcurve.stage`).
+When the orbit is fixed
 (spectroscopic channels) :meth:`LightCurveModel.freeze_orbit` restricts the batman calls to the
 integrations that can be in transit / eclipse, which is exact and ~2x faster.
 """

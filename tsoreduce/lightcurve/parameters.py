@@ -9,7 +9,7 @@ A parameter is declared in the ``stage4.parameters`` mapping of a YAML run as::
     rp_rs: {value: 0.145, prior: uniform, bounds: [0.05, 0.3], scope: per_band}   # joint fits
     jitter_ppm: {value: 100, prior: loguniform, bounds: [1, 1.0e4]}
 
-Prior types (anchors.md 2.14: the vocabulary of exoUPRF / Eureka! S5): ``fixed``, ``uniform``
+Prior types (the vocabulary of exoUPRF / Eureka! S5, Bell et al. 2022): ``fixed``, ``uniform``
 (bounds required), ``loguniform`` (alias ``log-uniform``; 0 < lower < upper), ``normal`` (``sigma`` > 0, ``mean`` defaults to
 ``value``, optional ``bounds`` truncate it).  ``shared: true`` means: fitted on the white light curve,
 then held fixed at its white-light posterior median in every spectroscopic channel (Eureka!

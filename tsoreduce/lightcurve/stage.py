@@ -4,8 +4,9 @@
 each spectroscopic channel with the parameters declared ``shared`` (by default the orbit: t0, per, a_rs,
 inc, ecc, w) fixed at their white-light posterior medians and the others (Rp/Rs, fp, phase-curve
 terms, limb darkening, systematics, noise) free per channel, started at the white-light values
-(Eureka! ``white_fixed``, exoTEDRF / SPARTA practice; anchors.md 2.14).  Channels run in a
-``ProcessPoolExecutor`` (``n_processes`` workers, default 2; batman nthreads=1, ARCHITECTURE.md).
+(Eureka! ``white_fixed``, exoTEDRF / SPARTA practice).  Channels run in a
+``ProcessPoolExecutor`` (``n_processes`` workers, default 2; batman nthreads=1 so the
+workers do not oversubscribe the cores).
 """
 
 from __future__ import annotations

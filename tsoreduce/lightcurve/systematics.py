@@ -3,7 +3,7 @@
 S(t) = f0 * R(t) * P(t) * D(t) with, each switchable:
 
 * R, exponential settling ramp anchored at the start of the exposure (MIRI detector settling;
-  anchors.md 2.14, Eureka! ExpRamp / SPARTA):  R = 1 + A1 exp(-(t - t_start)/tau1) [+ A2 exp(-(t - t_start)/tau2)]
+  Eureka! ExpRamp, Bell et al. 2022 / SPARTA):  R = 1 + A1 exp(-(t - t_start)/tau1) [+ A2 exp(-(t - t_start)/tau2)]
   (``ramp: single`` or ``double``; tau in days).
 * P, polynomial in time about the mean time of the fitted points:  P = 1 + sum_k c_k (t - t_ref)^k
   (parameters ``poly1`` ... ``polyN`` in relative flux per day^k).

@@ -5,7 +5,8 @@ wavelength plane with a fixed centre and a time-fixed bad-spaxel mask
 (:func:`extract_cube_photometry`), and build the same products as Stage 3 -- a
 :class:`~tsoreduce.datamodel.SpectraData` (Jy) and :class:`~tsoreduce.datamodel.LightCurves` with band
 labels -- so Stage 4 fits MRS light curves unchanged (:func:`extract_cube_timeseries`, :func:`run_mrs`).
-Method notes: /work/shared/research/mrs.md (sections cited in each function).
+Each function names its source (JWST pipeline ``cube_build`` and ``extract_1d`` documentation, Law et
+al. 2023); full references in docs/sources.md.
 """
 
 from .apertures import *  # noqa: F401,F403

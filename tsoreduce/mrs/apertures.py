@@ -1,6 +1,6 @@
 """PSF-size law, circle-pixel overlap weights, encircled energy and centring for MRS cubes.
 
-Pixel convention (photutils / STScI extract_1d, mrs.md 2.3): 0-based spaxel index i spans
+Pixel convention (photutils / STScI extract_1d): 0-based spaxel index i spans
 [i - 0.5, i + 0.5]; a centre (x, y) is in those coordinates (x along the cube's last axis).
 """
 
@@ -109,7 +109,8 @@ def pixel_integrated_gaussian(shape, x0, y0, sigma) -> np.ndarray:
     """A unit-integral circular Gaussian integrated exactly over each spaxel.
 
     P_ij = 1/4 [erf((x_j + 1/2 - x0)/(sqrt2 sigma)) - erf((x_j - 1/2 - x0)/(sqrt2 sigma))] x [same in y]
-    (mrs.md 5.1).  ``x0``, ``y0``, ``sigma`` (spaxels) scalars or 1-D arrays of one length n; returns
+    (the exact integral of a separable Gaussian over a unit square).
+    ``x0``, ``y0``, ``sigma`` (spaxels) scalars or 1-D arrays of one length n; returns
     ``(ny, nx)`` or ``(n, ny, nx)``.  Sums to 1 over an infinite grid.
     """
     ny, nx = shape
@@ -149,7 +150,8 @@ def find_centre(image, fwhm_pix, *, method: str = "moment", guess=None, tol: flo
                 maxiter: int = 50):
     """Centre of a point source in a (time- and wavelength-collapsed) image.
 
-    Steps (mrs.md 3.3 item 2): peak guess (brightest spaxel of the 3x3-box-smoothed image unless
+    Steps (this project's design; accuracy measured by ``tests/test_mrs.py::test_centroids_fixed_and_tracked``):
+    peak guess (brightest spaxel of the 3x3-box-smoothed image unless
     ``guess``); subtract a robust tilted plane fitted beyond 3 FWHM of the guess (background with a
     gradient); then either the iterated first moment inside r = 2 FWHM (exact overlap weights, until the
     shift < ``tol`` spaxel), or (``method="gaussian"``) a least-squares pixel-integrated 2-D Gaussian +

@@ -1,7 +1,7 @@
 """Bands: joining per-band spectra, band-aware light curves, and stitching for display.
 
 For time series, bands are never mixed inside a spectroscopic channel: each channel is a whole band or a
-bin inside one band (mrs.md 2.8: stitching is irrelevant to transit depths; band-to-band scale offsets
+bin inside one band (stitching is irrelevant to transit depths; band-to-band scale offsets
 from slice/pixel-scale discontinuities, jwst #7814, would otherwise enter a channel).  Stitching
 (:func:`stitch_spectrum`) is for display and absolute spectra only.
 """

@@ -3,13 +3,14 @@
 The STScI pipeline stops MRS time series at ``calints``; users build one ``s3d`` cube per integration
 (``cube_build`` on single-integration cal files, pinned ``ra_center``/``dec_center``/``cube_pa``/
 ``nspax_x``/``nspax_y`` so every cube shares one grid) or stack them into a 4-D array.  This module
-reads either form (mrs.md 1.1-1.3, 3.2 A):
+reads either form (JWST pipeline documentation, ``cube_build`` and the ``s3d`` science product):
 
 * one ``s3d`` file per integration (a list of paths or a glob), ordered by INTSTART;
 * one file holding a 4-D SCI stack, numpy shape ``(integration, wavelength, y, x)``;
 * arrays already in memory (:func:`cubes_from_arrays`).
 
-Cube contract (mrs.md 1.1): SCI and ERR in MJy/sr, DQ uint32 (1 = DO_NOT_USE, 512 = NON_SCIENCE),
+Cube contract (JWST pipeline ``s3d`` product; stdatamodels ``ifucube`` schema):
+SCI and ERR in MJy/sr, DQ uint32 (1 = DO_NOT_USE, 512 = NON_SCIENCE),
 optional WMAP (coverage; 0 = no data), the wavelength axis either linear
 (``lambda_k = CRVAL3 + (k + 1 - CRPIX3) * CDELT3`` for 0-based plane k) or tabulated
 (CTYPE3 = 'WAVE-TAB', the WCS-TABLE extension, column ``wavelength``), PIXAR_SR = spaxel solid angle
@@ -37,11 +38,11 @@ log = logging.getLogger(__name__)
 __all__ = ["CubeSeries", "MRS_BANDS", "band_label", "band_of_wavelength", "read_cubes",
            "read_cube_bands", "cubes_from_arrays", "cube_wavelengths", "ARCSEC2_TO_SR"]
 
-#: (pi / 648000)^2: one square arcsecond in steradian (mrs.md 1.3)
+#: (pi / 648000)^2: one square arcsecond in steradian (1 arcsec = pi / 648000 rad)
 ARCSEC2_TO_SR = (np.pi / 648000.0) ** 2
 
 #: MRS sub-bands: label -> (lambda_min, lambda_max) um, default spaxel (arcsec), spectral step (um).
-#: Source: CRDS jwst_miri_cubepar_0014 as quoted by stpsf (mrs.md 2.8).
+#: Source: CRDS reference file jwst_miri_cubepar_0014.fits, as tabulated in stpsf (``stpsf/detectors.py``).
 MRS_BANDS = {
     "1A": (4.90, 5.74, 0.13, 0.0008), "1B": (5.66, 6.63, 0.13, 0.0008),
     "1C": (6.53, 7.65, 0.13, 0.0008), "2A": (7.51, 8.77, 0.17, 0.0013),
@@ -157,7 +158,7 @@ class CubeSeries:
 
     def bad_voxels(self) -> np.ndarray:
         """bool ``(nints, nwave, ny, nx)``: True where a voxel cannot be used (non-finite SCI or ERR,
-        DO_NOT_USE, or zero coverage).  The pipeline relies on WMAP == 0 alone (mrs.md 2.4); NaNs are
+        DO_NOT_USE, or zero coverage).  The pipeline relies on WMAP == 0 alone (jwst ``extract_1d/ifu.py``); NaNs are
         masked explicitly as well."""
         bad = ~np.isfinite(self.data) | ~np.isfinite(self.err)
         bad |= (self.dq & np.uint32(DQ.DO_NOT_USE)) != 0
@@ -182,7 +183,8 @@ class CubeSeries:
 def cube_wavelengths(sci_header, hdul=None, path="<memory>") -> np.ndarray:
     """Wavelength (um) of every plane of a cube, shape ``(nwave,)``.
 
-    Rule (mrs.md 1.2): a WCS-TABLE extension (column ``wavelength``) wins when present -- it is the only
+    Rule (jwst ``cube_build/ifu_cube.py``; stdatamodels ``wcsinfo`` schema):
+    a WCS-TABLE extension (column ``wavelength``) wins when present -- it is the only
     description of a WAVE-TAB axis and cube_build writes it for linear cubes too; otherwise
     ``lambda_k = CRVAL3 + (k + 1 - CRPIX3) * CDELT3`` (0-based k; CUNIT3 um or m).  Raises
     :class:`~tsoreduce.errors.MalformedCubeError` when neither is usable or the sizes disagree.

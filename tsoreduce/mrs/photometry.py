@@ -1,6 +1,7 @@
 """Point-source aperture photometry of every wavelength plane of an MRS cube time series.
 
-Method (mrs.md 2.2-2.5, 3.3; STScI extract_1d IFU point-source branch, with the TSO changes below):
+Method (STScI extract_1d IFU point-source branch -- JWST pipeline documentation, Extract1D; jwst
+``extract_1d/ifu.py`` -- with the TSO changes below):
 
 * **Centre**: one fixed centre for all integrations, from the time-median, wavelength-summed,
   background-subtracted image (:func:`~tsoreduce.mrs.apertures.find_centre`), unless given.
@@ -10,7 +11,7 @@ Method (mrs.md 2.2-2.5, 3.3; STScI extract_1d IFU point-source branch, with the 
 * **Background**: the weighted mean surface brightness of the annulus [k_in, k_out] x FWHM
   (default 2.5-3.5), iteratively sigma-clipped, per integration and plane, over valid spaxels only
   (never pi r^2); net = sum_ap w S - B sum_ap w.  The pipeline instead counts clipped spaxels in the
-  annulus area, which biases B low (mrs.md 2.4, quirk).
+  annulus area, which biases B low (jwst ``extract_1d/ifu.py``).
 * **Bad spaxels, held fixed in time** (``mask_mode``): ``"union"`` (default) removes from the aperture
   every spaxel that is bad in ANY integration (a constant loss per plane, but if the lost spaxel is in the
   PSF core, pointing jitter modulates it: ~PSF fraction x gradient x jitter, e.g. 0.2 % rms for 0.02
@@ -19,9 +20,11 @@ Method (mrs.md 2.2-2.5, 3.3; STScI extract_1d IFU point-source branch, with the 
   the scaled time-median PSF (background-subtracted template x per-integration scale fitted on the
   always-good aperture spaxels); ``"per_integration"`` is the pipeline's behaviour (mask each
   integration on its own) and is kept only to show its failure: a flickering core spaxel fakes a 5-13 %
-  dip (mrs.md 5.2 row 8).
+  dip (measured: ``tests/test_mrs.py::test_flickering_core_spaxel_pipeline_masking_fakes_a_dip_union_does_not``).
 * **Flux**: F [Jy] = 1e6 x PIXAR_SR x sum(w S), errors
-  sigma_F^2 = (1e6 Omega)^2 [sum w^2 sigma^2 + (sum w)^2 sum_ann w^2 sigma^2 / (sum_ann w)^2] (mrs.md 1.3),
+  sigma_F^2 = (1e6 Omega)^2 [sum w^2 sigma^2 + (sum w)^2 sum_ann w^2 sigma^2 / (sum_ann w)^2] (propagation
+  of a weighted sum and of the annulus weighted mean;
+  checked by ``tests/test_mrs.py::test_propagated_errors_match_scatter``),
   times ``covar_scale`` (drizzle covariance, Law et al. 2023: 1.5-3).
 * **Aperture correction** (optional): a table (wavelength, apcorr) or an analytic PSF model, multiplying
   flux and error (the pipeline's apply_apcorr convention).
@@ -122,7 +125,8 @@ def aperture_correction(spec, wavelength, k_ap, k_in, k_out, *, subtract_backgro
 
     ``spec``: None/"none" (ones); ``"gaussian"`` or ``"airy"`` -- analytic, 1 / [EE(k_ap) -
     (k_ap^2 / (k_out^2 - k_in^2)) (EE(k_out) - EE(k_in))], i.e. the inverse of the net fraction of a
-    point source left after subtracting the annulus mean (mrs.md 5.2 row 10; the pipeline applies its
+    point source left after subtracting the annulus mean
+    (checked by ``tests/test_mrs.py::test_aperture_corrections``; the pipeline applies its
     table after background subtraction too); or a path to a table readable by astropy (ECSV, CSV, FITS)
     with columns ``wavelength`` (um) and ``apcorr`` for THIS radius, interpolated linearly (held
     constant beyond its ends).  Raises FileNotFoundError / KeyError for a missing file / column.
@@ -377,7 +381,7 @@ def extract_cube_photometry(cubes: CubeSeries, *, centre=None, centre_method: st
             var = np.einsum("tkyx,kyx->tk", Ev * Ev, w_eff * w_eff)
             n_use = np.broadcast_to(n_k, net.shape)
         if subtract_background:
-            # the aperture sum of the background model has variance g^T Cov g (mrs.md 1.3 for the mean)
+            # the aperture sum of the background model has variance g^T Cov g (linear error propagation)
             var = var + np.nan_to_num(np.einsum("tkp,tkpq,tkq->tk", g, cov, g))
 
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -66,7 +66,8 @@ def p750l_throughput(wavelength_um) -> np.ndarray:
     A smooth stand-in for the PCE curve of JDox "MIRI Low Resolution Spectroscopy" / Kendrew et al.
     2015 (PASP 127, 623): a broad Gaussian peaking at 8.0 um (sigma 3.2 um) times a logistic cut-on at
     4.8 um, so it falls toward 5 um and beyond 12 um.  Checked against the MIRISim NGTS-10
-    SLITLESSPRISM rateints in ../shared/data (a 4400 K star through MIRISim's PCE): the row-summed
+    SLITLESSPRISM rateints (ERS_NGTS10_2022_new_drift_041, distributed with kevin218/Eureka;
+    a 4400 K star through MIRISim's PCE): the row-summed
     count-rate spectrum agrees within ~ 20 % from 5.4 to 11.7 um (MIRISim cuts off at 12 um; we keep a
     gentle decline to 14 um).  Not a calibrated curve: only the spectral shape depends on it, the
     absolute level is set by ``peak_rate_dn_s``.
@@ -177,6 +178,6 @@ def transit_light_curves(times: np.ndarray, rp_rows: np.ndarray, tp: dict, exp_t
 def settling_curve(t_from_start_s: np.ndarray, amplitude: float, tau_s: float) -> np.ndarray:
     """MIRI detector settling ("idle recovery") ramp, ``1 - A exp(-t / tau)``, shape of ``t``.
 
-    Source: the exponential ramp in flux at the start of every MIRI TSO (Bell et al. 2023; anchors.md
-    "Detector settling", 1-3 % over ~30-60 min)."""
+    Source: the exponential ramp in flux at the start of every MIRI TSO (Bell et al. 2023,
+    arXiv:2301.06350; 1-3 % over ~30-60 min)."""
     return 1.0 - amplitude * np.exp(-np.asarray(t_from_start_s, float) / tau_s)

@@ -94,7 +94,8 @@ class LRSSimConfig:
         for the PSF halo.  Trace centre per row from the bundled specwcs (``reference.trace_x_center``).
         Spectrum per row: blackbody photon flux x row bandwidth |d lambda / d row| x an APPROXIMATE
         P750L efficiency curve (``_lrs_scene.p750l_throughput``), so the brightest pixel sits near
-        5.1 um (row ~ 385) as in the MIRISim NGTS-10 rateints of ../shared/data.
+        5.1 um (row ~ 385) as in the MIRISim NGTS-10 SLITLESSPRISM simulation
+        (ERS_NGTS10_2022_new_drift_041 rateints, distributed with kevin218/Eureka).
 
     Transit (batman, quadratic limb darkening)
         rp_rs (0.12) + a Gaussian feature of feature_amplitude (0.005 in Rp/Rs) at feature_center_um
@@ -107,7 +108,7 @@ class LRSSimConfig:
         averaged over each integration).  The default orbit is a short-period toy (P ~ 49 min,
         a/Rs ~ 8.6) chosen so a 5-minute simulation holds a whole transit with baseline on both sides.
 
-    Settling (MIRI idle-recovery ramp, Bell et al. 2023; anchors.md)
+    Settling (MIRI idle-recovery ramp, Bell et al. 2023, arXiv:2301.06350)
         settling_amplitude (0.02), settling_tau_s (None -> 10 % of the series so it is visible in short
         simulations; real value ~ 1800 s): flux multiplied by ``1 - A exp(-t/tau)``, t from exposure start.
 
@@ -115,7 +116,7 @@ class LRSSimConfig:
         drift_x_px (0.03 px: linear drift of the trace centre across the series, centred on 0),
         jitter_x_px (0.01 px rms per integration), width_jitter (0.002: rms fractional change of the
         PSF width per integration).  These are the 0.01-0.05 px scale typical of MIRI TSO decorrelation studies, larger than
-        flight: the WASP-107b MIRI LRS regressors in ../shared/data (Eureka! ypos, GO 1280) show
+        flight: measured on the Eureka! ``ypos`` regressors of a WASP-107b MIRI LRS reduction (GO 1280) which show
         ~ 0.001 px rms jitter and ~ 0.007 px peak-to-peak drift over 7 h; set jitter_x_px = 0.001,
         drift_x_px = 0.007 for flight-like values.
 
@@ -135,7 +136,7 @@ class LRSSimConfig:
         with nonlinearity_scatter (0.05 fractional pixel scatter of c_2, c_3), saturation_dn
         (reference.SATURATION_DN = 60000 DN, 1 % pixel scatter).
 
-    RSCD / reset transient (jwst rscd and reset steps; Morrison et al. 2023; anchors.md 2.2)
+    RSCD / reset transient (jwst rscd and reset steps; Morrison et al. 2023)
         An additive offset ``-A (1 - exp(-g / rscd_tau_groups))`` on group g (lowers the slope of the
         first ~ 3 tau groups), ``A = rscd_amplitude_dn (15 DN) + rscd_flux_fraction (0.003) x the
         previous integration's accumulated charge`` (reset-switch charge decay); rscd_tau_groups (3.0);
@@ -147,7 +148,7 @@ class LRSSimConfig:
         log-uniform in [cosmic_ray_min_dn, cosmic_ray_max_dn] = [50, 5000] DN, in light-sensitive
         columns 4-71, arriving between two reads (group 1 .. ngroups-1) so each one is a jump.
 
-    EMI (jwst #7729, emicorr; anchors.md 2.1)
+    EMI (jwst issue #7729; JWST pipeline documentation, emicorr step)
         emi_components (((390.625, 4.0),): (frequency Hz, amplitude DN) pairs; a frequency may be a
         jwst emicorr name from ``reference.EMI_FREQUENCIES``, e.g. ``("Hz10", 1.0)``), emi_harmonics (False; True adds 781.25 Hz at
         0.75 DN and 1562.5 Hz at 0.22 DN, the Eureka! remove390 waveform).  Each read gets

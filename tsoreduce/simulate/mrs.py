@@ -5,7 +5,7 @@ dec_center / cube_pa / nspax), in MJy/sr:
 
     S(t, lambda, y, x) = F(lambda) T(t, lambda) P(lambda; y, x) / (1e6 PIXAR_SR) + B(lambda) + g_x dx + g_y dy
 
-* P: circular Gaussian integrated exactly over each spaxel (erf differences, mrs.md 5.1) with
+* P: circular Gaussian integrated exactly over each spaxel (erf differences) with
   FWHM(lambda) = 0.033 lambda + 0.106 arcsec (Law et al. 2023); optional pointing jitter per integration.
 * F(lambda) = flux_jy (lambda / 5 um)^flux_index; T = batman quadratic-limb-darkened transit with
   Rp/Rs(lambda) = rp_rs + rp_rs_slope (lambda - 5 um).
@@ -282,7 +282,7 @@ def _cube_hdul(cubes: CubeSeries, sl, wave_axis, intstart):
         hdus.append(fits.ImageHDU(squeeze(cubes.wmap), name="WMAP"))
     hdus[2].header["BUNIT"] = "MJy/sr"
     col = fits.Column("wavelength", f"{nw}D", unit="um", dim=f"(1,{nw})", array=wl.reshape(1, nw, 1))
-    if wave_axis == "tab" or True:  # cube_build always writes WCS-TABLE (mrs.md 1.1)
+    if wave_axis == "tab" or True:  # cube_build always writes WCS-TABLE (jwst cube_build/ifu_cube.py)
         hdus.append(fits.BinTableHDU.from_columns([col], name="WCS-TABLE"))
     if cubes.int_times is not None:
         hdus.append(_int_times_hdu(cubes.int_times))
