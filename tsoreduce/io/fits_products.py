@@ -71,7 +71,8 @@ from ..datamodel import IntTimes, RampData, RateData, SpectraData, concatenate
 from ..errors import (EmptyDataError, MissingExtensionError, OverwriteError, ProductError,
                       ShapeError, TruncatedFileError, WrongInstrumentError, WrongSubarrayError)
 from ..reference import SUBARRAY_NAME, SUBARRAY_SHAPE, TFRAME
-from ._jwst_layout import TSO_SPECTABLE, asdf_hdu, read_asdf_tree
+# SCI_KEYWORDS: the keywords that live in the SCI header rather than the primary header
+from ._jwst_layout import SCI_KEYWORDS, TSO_SPECTABLE, asdf_hdu, read_asdf_tree
 
 __all__ = [
     "read", "read_uncal", "read_rateints", "read_calints", "read_x1dints", "read_segments",
@@ -89,9 +90,6 @@ INT_TIMES_COLUMNS = ("integration_number", "int_start_MJD_UTC", "int_mid_MJD_UTC
                      "int_start_BJD_TDB", "int_mid_BJD_TDB", "int_end_BJD_TDB")
 _INT_TIMES_FIELDS = ("integration_number", "start_mjd_utc", "mid_mjd_utc", "end_mjd_utc",
                      "start_bjd_tdb", "mid_bjd_tdb", "end_bjd_tdb")
-
-#: keywords that live in the SCI header rather than the primary header
-SCI_KEYWORDS = ("BUNIT", "SRCTYPE", "PHOTMJSR", "PHOTUJA2", "PIXAR_SR", "PIXAR_A2", "DISPAXIS")
 
 #: our product-type keyword (primary header); read() also uses DATAMODL, the file name and HDUs
 PRODUCT_KEYWORD = "TSOPROD"
