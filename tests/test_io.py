@@ -590,6 +590,33 @@ def test_products_open_with_stsci_datamodels(tmp_path):
             assert tab.columns["FLUX"].unit == "DN/s" and m.spec[0].dispersion_direction == 2
 
 
+def test_keyword_paths_match_the_stsci_schemas():
+    """Every header keyword -> data-model attribute of our ASDF ``meta`` tree, and the HDU it is written
+    in, is what the installed jwst schemas say (``fits_keyword`` / ``fits_hdu``): the hand-kept table
+    cannot drift from stdatamodels unnoticed."""
+    dm = pytest.importorskip("stdatamodels.jwst.datamodels")
+    from tsoreduce.io._jwst_layout import KEYWORD_PATHS
+
+    schema: dict = {}
+
+    def walk(node, path):
+        if not isinstance(node, dict):
+            return
+        if "fits_keyword" in node:
+            schema.setdefault(path, set()).add((node["fits_keyword"], node.get("fits_hdu", "PRIMARY")))
+        for comb in ("allOf", "anyOf", "oneOf"):
+            for sub in node.get(comb) or []:
+                walk(sub, path)
+        for k, sub in (node.get("properties") or {}).items():
+            walk(sub, f"{path}.{k}" if path else k)
+
+    for model in (dm.RampModel, dm.CubeModel, dm.TSOMultiSpecModel):
+        walk(model().schema, "")
+    wrong = {k: (hdu, path, sorted(schema.get(path, ()))) for k, (hdu, path) in KEYWORD_PATHS.items()
+             if (k, hdu) not in schema.get(path, set())}
+    assert not wrong
+
+
 def test_uncal_scaled_int_sci_with_blank_and_mismatched_groupdq(tmp_path):
     """Integer SCI with BSCALE/BZERO and BLANK: scaled values, BLANK -> NaN (astropy's convention);
     a GROUPDQ with another number of integrations than SCI is a named error, not a silent slice."""
