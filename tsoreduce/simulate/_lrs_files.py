@@ -41,11 +41,6 @@ def _check_new(path: Path, overwrite: bool) -> None:
         raise OverwriteError(f"{path}: file exists; pass overwrite=True to replace it")
 
 
-def _atomic(path: Path, write) -> Path:
-    """Call ``write(tmp_path)`` then move the temporary file onto ``path``."""
-    return atomic_write(path, write)
-
-
 def _jsonable(obj):
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -73,7 +68,7 @@ def save_truth(truth, path, *, overwrite: bool = False) -> Path:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
 
-    return _atomic(path, write)
+    return atomic_write(path, write)
 
 
 def load_truth(path):
@@ -158,7 +153,7 @@ def _write_ref(path: Path, reftype: str, description: str, meta: dict, ext: str,
     if dq is not None:
         hdus += [fits.ImageHDU(np.ascontiguousarray(dq, np.uint32), name="DQ"), _dq_def(dq)]
     hdul = fits.HDUList(hdus)
-    return _atomic(path, lambda tmp: hdul.writeto(tmp, overwrite=True))
+    return atomic_write(path, lambda tmp: hdul.writeto(tmp, overwrite=True))
 
 
 def write_reference_files(truth, cfg, refdir, meta: dict, *, overwrite: bool = False) -> dict:
@@ -265,7 +260,7 @@ def write_simulation(cfg, outdir, iter_segments, *, overwrite: bool = False,
     save_truth(truth, truth_path, overwrite=overwrite)
     table = truth.injected_spectrum(np.asarray(spectrum_edges_um, float))
     table.meta["seed"] = int(cfg.seed)
-    _atomic(spec_path, lambda tmp: table.write(tmp, format="ascii.ecsv", overwrite=True))
+    atomic_write(spec_path, lambda tmp: table.write(tmp, format="ascii.ecsv", overwrite=True))
     refs = write_reference_files(truth, cfg, refdir, first_meta, overwrite=overwrite)
     log.info("wrote LRS simulation to %s: %d uncal segment(s), truth, spectrum, %d reference files",
              outdir, len(uncal_paths), len(refs))
