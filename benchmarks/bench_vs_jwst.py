@@ -120,6 +120,7 @@ def run_ours(uncal, refs, drop, method):
 def score(dq, truth, drop, ngroups, sigma_pair):
     """Pixel-integration jump recall and false-positive rate against the injected cosmic rays."""
     from tsoreduce.datamodel import DQ
+    from tsoreduce.reference import N_REFERENCE_COLUMNS
 
     jump = (np.asarray(dq) & np.uint32(DQ.JUMP_DET)) != 0
     cr = truth.cosmic_rays
@@ -130,7 +131,7 @@ def score(dq, truth, drop, ngroups, sigma_pair):
     hit[cr["integration"], cr["row"], cr["col"]] = True
     recall = float(jump[sel["integration"], sel["row"], sel["col"]].mean()) if sel.size else np.nan
     tested = np.ones(jump.shape, bool)
-    tested[:, :, :4] = False
+    tested[:, :, :N_REFERENCE_COLUMNS] = False
     fp = float(np.count_nonzero(jump & ~hit & tested) / np.count_nonzero(tested))
     return recall, fp, int(sel.size)
 
