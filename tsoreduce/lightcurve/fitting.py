@@ -26,7 +26,7 @@ from ..noise import residual_noise
 from .models import LightCurveModel
 from .parameters import ParameterSet
 
-__all__ = ["LogPosterior", "FitResult", "fit_lsq", "run_emcee", "fit_lightcurve", "NOISE_PARAMS",
+__all__ = ["LogPosterior", "log_posterior", "FitResult", "fit_lsq", "run_emcee", "fit_lightcurve", "NOISE_PARAMS",
            "bound_flags", "BOUND_TOL", "chain_tau", "sample_until_converged", "emcee_moves",
            "scaled_jacobian"]
 
@@ -34,6 +34,22 @@ log = logging.getLogger(__name__)
 
 NOISE_PARAMS = ("err_mult", "jitter_ppm")
 _LOG2PI = np.log(2.0 * np.pi)
+
+
+def log_posterior(params: ParameterSet, theta, loglike) -> np.ndarray:
+    """Vectorised log-posterior of free vectors ``theta`` ``(nw, nfree)`` -> ``(nw,)``.
+
+    ``loglike(P)`` is evaluated only on the full parameter matrix of walkers inside the prior support;
+    the rest, and any non-finite sum, are -inf.  Shared by :class:`LogPosterior` and the joint fit.
+    """
+    theta = np.atleast_2d(np.asarray(theta, float))
+    lp = params.log_prior(theta)
+    out = np.full(theta.shape[0], -np.inf)
+    ok = np.isfinite(lp)
+    if ok.any():
+        out[ok] = lp[ok] + loglike(params.expand(theta[ok]))
+    out[~np.isfinite(out)] = -np.inf
+    return out
 
 
 class LogPosterior:
@@ -53,15 +69,8 @@ class LogPosterior:
 
     def __call__(self, theta) -> np.ndarray:
         theta = np.atleast_2d(np.asarray(theta, float))
-        lp = self.params.log_prior(theta)
-        out = np.full(theta.shape[0], -np.inf)
-        ok = np.isfinite(lp)
         self.ncalls += theta.shape[0]
-        if ok.any():
-            P = self.params.expand(theta[ok])
-            out[ok] = lp[ok] + self.model.loglike(P, self.flux, self.err)
-        out[~np.isfinite(out)] = -np.inf
-        return out
+        return log_posterior(self.params, theta, lambda P: self.model.loglike(P, self.flux, self.err))
 
     def single(self, theta) -> float:
         """Non-vectorised log-posterior of one free vector ``(nfree,)`` (benchmark baseline)."""

@@ -40,7 +40,7 @@ from threadpoolctl import threadpool_limits
 
 from ..config import validate
 from ..errors import ConfigError, NotImplementedStepError, ScopeError
-from .fitting import NOISE_PARAMS, FitResult, chain_tau, fit_lightcurve, run_emcee, scaled_jacobian
+from .fitting import NOISE_PARAMS, FitResult, chain_tau, fit_lightcurve, log_posterior, run_emcee, scaled_jacobian
 from .parameters import ORBIT_PARAMS, ParameterSet, ParamSpec
 from .visits import Visit, assign_epochs, make_visits
 
@@ -222,19 +222,13 @@ class JointPosterior:
 
     def __call__(self, theta) -> np.ndarray:
         theta = np.atleast_2d(np.asarray(theta, float))
-        lp = self.params.log_prior(theta)
-        out = np.full(theta.shape[0], -np.inf)
-        ok = np.isfinite(lp)
         self.ncalls += theta.shape[0]
-        if ok.any():
-            G = self.params.expand(theta[ok])
-            ll = lp[ok].copy()
-            s = self.setup
-            for k, (m, v) in enumerate(zip(s.models, s.visits)):
-                ll += m.loglike(s.visit_matrix(G, k), v.flux, v.err)
-            out[ok] = ll
-        out[~np.isfinite(out)] = -np.inf
-        return out
+        return log_posterior(self.params, theta, self._loglike)
+
+    def _loglike(self, G) -> np.ndarray:
+        s = self.setup
+        return sum(m.loglike(s.visit_matrix(G, k), v.flux, v.err)
+                   for k, (m, v) in enumerate(zip(s.models, s.visits)))
 
 
 _POOL_POST = None  # the posterior a forked worker evaluates (inherited at fork time)
