@@ -5,7 +5,7 @@ Procedure (Eureka! S5 'lsq start then emcee', Bell et al. 2022; SPARTA): scipy `
 parameter held at its start value; covariance from the Jacobian scaled by the reduced chi^2; optional
 sigma-clipping of outlying integrations on the best-fit residuals and a re-fit; then emcee with the
 log-posterior vectorised over walkers (``vectorize=True``), walkers started in a small ball around the
-least-squares solution.  Convergence: integrated autocorrelation time (emcee ``get_autocorr_time``,
+least-squares solution.  Convergence: integrated autocorrelation time (emcee ``autocorr.integrated_time``,
 Goodman & Weare 2010; Foreman-Mackey et al. 2013).  Summaries are posterior medians and the distances
 to the 16th / 84th percentiles.
 """
@@ -450,7 +450,7 @@ def _fit_lightcurve(model: LightCurveModel, params: ParameterSet, flux, err, *, 
         lp = sampler.get_log_prob()
         flat = chain[burn_in:].reshape(-1, nd)
         med, lo, hi = posterior_summary(params, flat)
-        tau = sampler.get_autocorr_time(discard=burn_in, quiet=True)
+        tau = chain_tau(chain, burn_in)  # as the stopping rule measured it; no second emcee length warning
         acc = float(np.mean(sampler.acceptance_fraction))
         n_eff = (nsteps - burn_in) / np.nanmax(tau) if np.all(np.isfinite(tau)) else np.nan
         ess = nw * n_eff if np.isfinite(n_eff) else np.nan
