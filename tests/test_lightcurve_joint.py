@@ -263,3 +263,32 @@ def test_padding_row_does_not_move_the_ramp_origin():
     e["err"] = np.insert(e["err"], k, np.nan)
     (v,) = make_visits(entries, regressors=[])
     assert v.t_start == pytest.approx(entries[0]["time"][0]) and v.time.size == entries[0]["time"].size - 1
+
+
+def test_one_visit_joint_posterior_equals_single_visit_posterior():
+    """The joint posterior of one visit is the single-visit LogPosterior (same prior, likelihood and -inf
+    outside the prior support), walker by walker."""
+    from tsoreduce.lightcurve.fitting import LogPosterior
+
+    entries, _ = _simulate(12, visits=[VISITS[0]])
+    cfg = validate_config(_config(labels=("v1",)))
+    cfg["parameters"]["per"] = {"value": 3.0, "prior": "fixed"}
+    setup = J.JointSetup(make_visits(entries, regressors=[]), cfg)
+    single_cfg = validate_config({k: v for k, v in cfg.items() if k != "joint"} | {"systematics": dict(
+        cfg["systematics"], ramp="single")})
+    e = entries[0]
+    m = build_model(e["time"], single_cfg, {}, t_start=e["time"][0])
+    params = build_parameters(m, single_cfg, e["flux"])
+    single = LogPosterior(m, params, e["flux"], e["err"])
+    joint = J.JointPosterior(setup)
+    jfree = [n.split("@", 1)[0] for n in setup.params.free_names]
+    assert sorted(jfree) == sorted(params.free_names)
+    order = [params.free_names.index(n) for n in jfree]
+    rng = np.random.default_rng(0)
+    x0 = params.start()
+    theta = x0[None, :] + 1e-5 * rng.standard_normal((6, x0.size))
+    theta[0, params.free_names.index("rp_rs")] = 0.5  # outside the prior [0.03, 0.3]
+    a, b = single(theta), joint(theta[:, order])
+    assert a[0] == b[0] == -np.inf and np.all(np.isfinite(a[1:]))
+    np.testing.assert_allclose(b, a, rtol=1e-12)
+    assert joint.ncalls == single.ncalls == 6

@@ -5,7 +5,7 @@ Procedure (Eureka! S5 'lsq start then emcee', Bell et al. 2022; SPARTA): scipy `
 parameter held at its start value; covariance from the Jacobian scaled by the reduced chi^2; optional
 sigma-clipping of outlying integrations on the best-fit residuals and a re-fit; then emcee with the
 log-posterior vectorised over walkers (``vectorize=True``), walkers started in a small ball around the
-least-squares solution.  Convergence: integrated autocorrelation time (emcee ``get_autocorr_time``,
+least-squares solution.  Convergence: integrated autocorrelation time (emcee ``autocorr.integrated_time``,
 Goodman & Weare 2010; Foreman-Mackey et al. 2013).  Summaries are posterior medians and the distances
 to the 16th / 84th percentiles.
 """
@@ -26,7 +26,7 @@ from ..noise import residual_noise
 from .models import LightCurveModel
 from .parameters import ParameterSet
 
-__all__ = ["LogPosterior", "FitResult", "fit_lsq", "run_emcee", "fit_lightcurve", "NOISE_PARAMS",
+__all__ = ["LogPosterior", "log_posterior", "FitResult", "fit_lsq", "run_emcee", "fit_lightcurve", "NOISE_PARAMS",
            "bound_flags", "BOUND_TOL", "chain_tau", "sample_until_converged", "emcee_moves",
            "scaled_jacobian"]
 
@@ -34,6 +34,22 @@ log = logging.getLogger(__name__)
 
 NOISE_PARAMS = ("err_mult", "jitter_ppm")
 _LOG2PI = np.log(2.0 * np.pi)
+
+
+def log_posterior(params: ParameterSet, theta, loglike) -> np.ndarray:
+    """Vectorised log-posterior of free vectors ``theta`` ``(nw, nfree)`` -> ``(nw,)``.
+
+    ``loglike(P)`` is evaluated only on the full parameter matrix of walkers inside the prior support;
+    the rest, and any non-finite sum, are -inf.  Shared by :class:`LogPosterior` and the joint fit.
+    """
+    theta = np.atleast_2d(np.asarray(theta, float))
+    lp = params.log_prior(theta)
+    out = np.full(theta.shape[0], -np.inf)
+    ok = np.isfinite(lp)
+    if ok.any():
+        out[ok] = lp[ok] + loglike(params.expand(theta[ok]))
+    out[~np.isfinite(out)] = -np.inf
+    return out
 
 
 class LogPosterior:
@@ -53,15 +69,8 @@ class LogPosterior:
 
     def __call__(self, theta) -> np.ndarray:
         theta = np.atleast_2d(np.asarray(theta, float))
-        lp = self.params.log_prior(theta)
-        out = np.full(theta.shape[0], -np.inf)
-        ok = np.isfinite(lp)
         self.ncalls += theta.shape[0]
-        if ok.any():
-            P = self.params.expand(theta[ok])
-            out[ok] = lp[ok] + self.model.loglike(P, self.flux, self.err)
-        out[~np.isfinite(out)] = -np.inf
-        return out
+        return log_posterior(self.params, theta, lambda P: self.model.loglike(P, self.flux, self.err))
 
     def single(self, theta) -> float:
         """Non-vectorised log-posterior of one free vector ``(nfree,)`` (benchmark baseline)."""
@@ -408,10 +417,7 @@ def _fit_lightcurve(model: LightCurveModel, params: ParameterSet, flux, err, *, 
     n_clipped = 0
     if clip_sigma is not None:
         P = params.expand(x)
-        r = (flux - model.evaluate(P)) / model.sigma(P, err)
-        med = np.median(r)
-        mad = 1.4826 * np.median(np.abs(r - med))
-        keep = np.abs(r - med) < clip_sigma * mad
+        keep = clip_mask((flux - model.evaluate(P)) / model.sigma(P, err), clip_sigma)
         n_clipped = int((~keep).sum())
         if n_clipped:
             log.info("%s: clipped %d of %d integrations beyond %.1f sigma; re-fitting", label, n_clipped,
@@ -429,35 +435,22 @@ def _fit_lightcurve(model: LightCurveModel, params: ParameterSet, flux, err, *, 
                   lsq_values=lsq_values, lsq_errors=lsq_errors, n_clipped=n_clipped, method=method,
                   wavelength=wavelength[0], wavelength_lower=wavelength[1], wavelength_upper=wavelength[2])
     if method == "lsq":
-        med = params.as_dict()
-        med.update(lsq_values)
-        lo = {n: 0.0 for n in params.names}
-        lo.update({n: float(e) for n, e in lsq_errors.items()})
-        fr = FitResult(median=med, err_lower=lo, err_upper=dict(lo), **result)
+        med, lo, hi = lsq_summary(params, lsq_values, lsq_errors)
+        fr = FitResult(median=med, err_lower=lo, err_upper=hi, **result)
     elif method == "emcee":
         nd = len(free)
         nw = nwalkers or max(32, 2 * nd + 2)
         nw += nw % 2
         if burn_in >= nsteps:
             raise ConfigError(f"stage4.fitter.burn_in ({burn_in}) must be smaller than nsteps ({nsteps})")
-        lo_b, hi_b = params.bounds()
-        width = np.where(np.isfinite(hi_b - lo_b), hi_b - lo_b, np.inf)
-        scale = np.where(np.isfinite(xerr) & (xerr > 0), 0.5 * xerr, 1e-6 * np.maximum(np.abs(x), 1e-3))
-        scale = np.minimum(scale, 0.01 * width)
-        sampler = run_emcee(post, x, scale, nwalkers=nw, nsteps=nsteps, seed=seed, progress=progress,
+        sampler = run_emcee(post, x, walker_scale(params, x, xerr), nwalkers=nw, nsteps=nsteps, seed=seed, progress=progress,
                             n_tau=n_tau, burn_in=burn_in, moves=moves, label=label)
         chain = sampler.get_chain()
         nsteps = chain.shape[0]  # fewer than the cap when the convergence rule stopped the chain
         lp = sampler.get_log_prob()
         flat = chain[burn_in:].reshape(-1, nd)
-        q = np.percentile(flat, [16, 50, 84], axis=0)
-        med = params.as_dict()
-        med.update(dict(zip(free, q[1])))
-        lo = {n: 0.0 for n in params.names}
-        hi = dict(lo)
-        lo.update(dict(zip(free, q[1] - q[0])))
-        hi.update(dict(zip(free, q[2] - q[1])))
-        tau = sampler.get_autocorr_time(discard=burn_in, quiet=True)
+        med, lo, hi = posterior_summary(params, flat)
+        tau = chain_tau(chain, burn_in)  # as the stopping rule measured it; no second emcee length warning
         acc = float(np.mean(sampler.acceptance_fraction))
         n_eff = (nsteps - burn_in) / np.nanmax(tau) if np.all(np.isfinite(tau)) else np.nan
         ess = nw * n_eff if np.isfinite(n_eff) else np.nan
@@ -536,6 +529,45 @@ def _noise(flux, model, err, nfree, f0) -> dict:
         for k in ("expected", "achieved_p2p", "achieved_resid"):
             d[f"{k}_ppm"] = 1e6 * d[k] / abs(f0)
     return {k: float(f"{v:.6g}") for k, v in d.items()}
+
+
+def clip_mask(r, clip_sigma) -> np.ndarray:
+    """Points to keep: normalised residuals ``r`` within ``clip_sigma`` robust sigma (1.4826 MAD) of their median."""
+    med = np.median(r)
+    mad = 1.4826 * np.median(np.abs(r - med))
+    return np.abs(r - med) < clip_sigma * mad
+
+
+def walker_scale(params: ParameterSet, x, xerr) -> np.ndarray:
+    """Width of the walkers' starting ball per free parameter: half the least-squares error (a tiny
+    fraction of the value when the error is unknown), at most 1 % of the prior width."""
+    lo_b, hi_b = params.bounds()
+    width = np.where(np.isfinite(hi_b - lo_b), hi_b - lo_b, np.inf)
+    scale = np.where(np.isfinite(xerr) & (xerr > 0), 0.5 * xerr, 1e-6 * np.maximum(np.abs(x), 1e-3))
+    return np.minimum(scale, 0.01 * width)
+
+
+def lsq_summary(params: ParameterSet, values: dict, errors: dict):
+    """(median, err_lower, err_upper) dicts over all parameters from a least-squares solution (0 for fixed)."""
+    med = params.as_dict()
+    med.update(values)
+    lo = {n: 0.0 for n in params.names}
+    lo.update({n: float(e) for n, e in errors.items()})
+    return med, lo, dict(lo)
+
+
+def posterior_summary(params: ParameterSet, samples):
+    """(median, err_lower, err_upper) dicts over all parameters from flat samples ``(n, nfree)``:
+    the median and the distances to the 16th / 84th percentiles (0 for fixed parameters)."""
+    free = params.free_names
+    q = np.percentile(samples, [16, 50, 84], axis=0)
+    med = params.as_dict()
+    med.update(dict(zip(free, q[1])))
+    lo = {n: 0.0 for n in params.names}
+    hi = dict(lo)
+    lo.update(dict(zip(free, q[1] - q[0])))
+    hi.update(dict(zip(free, q[2] - q[1])))
+    return med, lo, hi
 
 
 def _restart(params: ParameterSet, x) -> ParameterSet:

@@ -40,7 +40,8 @@ from threadpoolctl import threadpool_limits
 
 from ..config import validate
 from ..errors import ConfigError, NotImplementedStepError, ScopeError
-from .fitting import NOISE_PARAMS, FitResult, chain_tau, fit_lightcurve, run_emcee, scaled_jacobian
+from .fitting import (NOISE_PARAMS, FitResult, _restart, chain_tau, clip_mask, fit_lightcurve, log_posterior,
+                      lsq_summary, posterior_summary, run_emcee, scaled_jacobian, walker_scale)
 from .parameters import ORBIT_PARAMS, ParameterSet, ParamSpec
 from .visits import Visit, assign_epochs, make_visits
 
@@ -202,9 +203,7 @@ class JointSetup:
     def restart(self, x) -> "JointSetup":
         """A copy whose free starting values are ``x``."""
         new = copy.copy(self)
-        ps = self.params
-        new.params = ParameterSet({n: (ps[n].with_value(val) if ps[n].free else ps[n])
-                                   for n, val in zip(ps.names, ps.expand(x))})
+        new.params = _restart(self.params, x)
         return new
 
 
@@ -222,19 +221,13 @@ class JointPosterior:
 
     def __call__(self, theta) -> np.ndarray:
         theta = np.atleast_2d(np.asarray(theta, float))
-        lp = self.params.log_prior(theta)
-        out = np.full(theta.shape[0], -np.inf)
-        ok = np.isfinite(lp)
         self.ncalls += theta.shape[0]
-        if ok.any():
-            G = self.params.expand(theta[ok])
-            ll = lp[ok].copy()
-            s = self.setup
-            for k, (m, v) in enumerate(zip(s.models, s.visits)):
-                ll += m.loglike(s.visit_matrix(G, k), v.flux, v.err)
-            out[ok] = ll
-        out[~np.isfinite(out)] = -np.inf
-        return out
+        return log_posterior(self.params, theta, self._loglike)
+
+    def _loglike(self, G) -> np.ndarray:
+        s = self.setup
+        return sum(m.loglike(s.visit_matrix(G, k), v.flux, v.err)
+                   for k, (m, v) in enumerate(zip(s.models, s.visits)))
 
 
 _POOL_POST = None  # the posterior a forked worker evaluates (inherited at fork time)
@@ -516,10 +509,7 @@ def fit_joint(visits, config: dict, *, progress: bool = False) -> JointResult:
             keeps = []
             for k, (m, v) in enumerate(zip(setup.models, setup.visits)):
                 P = setup.visit_matrix(G, k)[0]
-                r = (v.flux - m.evaluate(P)) / m.sigma(P, v.err)
-                med = np.median(r)
-                mad = 1.4826 * np.median(np.abs(r - med))
-                keep = np.abs(r - med) < cfg["clip_sigma"] * mad
+                keep = clip_mask((v.flux - m.evaluate(P)) / m.sigma(P, v.err), cfg["clip_sigma"])
                 n_clipped[k] = int((~keep).sum())
                 keeps.append(keep)
             if any(n_clipped):
@@ -535,19 +525,13 @@ def fit_joint(visits, config: dict, *, progress: bool = False) -> JointResult:
                    lsq_errors=dict(zip(free, xerr)), method=f["method"], n_clipped=n_clipped)
         samples = None
         if f["method"] == "lsq":
-            med = ps.as_dict()
-            med.update(res["lsq_values"])
-            lo = {n: 0.0 for n in ps.names}
-            lo.update({n: float(e) for n, e in res["lsq_errors"].items()})
-            jr = JointResult(median=med, err_lower=lo, err_upper=dict(lo), **res)
+            med, lo, hi = lsq_summary(ps, res["lsq_values"], res["lsq_errors"])
+            jr = JointResult(median=med, err_lower=lo, err_upper=hi, **res)
         else:
             nd = len(free)
             nw = f["nwalkers"] or max(32, 2 * nd + 2)
             nw += nw % 2
-            lo_b, hi_b = ps.bounds()
-            width = np.where(np.isfinite(hi_b - lo_b), hi_b - lo_b, np.inf)
-            scale = np.where(np.isfinite(xerr) & (xerr > 0), 0.5 * xerr, 1e-6 * np.maximum(np.abs(x), 1e-3))
-            scale = np.minimum(scale, 0.01 * width)
+            scale = walker_scale(ps, x, xerr)
             t_mc = _time.perf_counter()
             nproc = max(1, min(cfg["n_processes"], nw // 2))
             import multiprocessing
@@ -569,13 +553,7 @@ def fit_joint(visits, config: dict, *, progress: bool = False) -> JointResult:
             kept = chain.shape[0] - burn
             ess = float(nw * kept / np.max(tau)) if np.all(np.isfinite(tau)) else float("nan")
             converged = bool(f["n_tau"] and np.all(np.isfinite(tau)) and kept >= f["n_tau"] * np.max(tau))
-            q = np.percentile(samples, [16, 50, 84], axis=0)
-            med = ps.as_dict()
-            med.update(dict(zip(free, q[1])))
-            lo = {n: 0.0 for n in ps.names}
-            hi = dict(lo)
-            lo.update(dict(zip(free, q[1] - q[0])))
-            hi.update(dict(zip(free, q[2] - q[1])))
+            med, lo, hi = posterior_summary(ps, samples)
             acc = float(np.mean(sampler.acceptance_fraction))
             mc_s = _time.perf_counter() - t_mc
             log.info("stage4 joint: emcee %d walkers x %d steps (burn-in %d): acceptance %.2f, max tau %.1f steps, "

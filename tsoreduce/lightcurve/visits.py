@@ -19,10 +19,9 @@ import numpy as np
 
 from ..config import Param
 from ..errors import ConfigError, EmptyDataError, NoTransitInWindowError, VisitOverlapError
+from .parameters import SCOPES  # noqa: F401  (re-exported)
 
 __all__ = ["Visit", "make_visits", "assign_epochs", "JOINT_SCHEMA", "SCOPES"]
-
-SCOPES = ("shared", "per_visit", "per_band")
 
 #: ``stage4.joint``: used when ``input.lightcurves`` is a list (one light curve per visit)
 JOINT_SCHEMA = {
