@@ -90,7 +90,8 @@ def bench_joint(processes):
     import yaml
 
     from tsoreduce.config import validate_run_config
-    from tsoreduce.lightcurve.joint import fit_joint, read_visit_entries
+    from tsoreduce.lightcurve.joint import fit_joint
+    from tsoreduce.lightcurve.joint_products import read_visit_entries
 
     path = Path(__file__).resolve().parents[1] / "runs" / "wasp107b_joint.yaml"
     run = validate_run_config(yaml.safe_load(path.read_text()), path.parent)

@@ -691,7 +691,7 @@ def _run_one(config: dict, p: StagePlan, *, force: bool, progress: bool, state: 
         files, upstream_id = _upstream_products(config, out_dir, 4, state)
         visits = config["input"].get("lightcurve_visits") if p.stage == first_stage(config) else None
         if visits:  # input.lightcurves is a list: one joint fit over the visits
-            from .lightcurve.joint import run_joint
+            from .lightcurve.joint_products import run_joint
             result = run_joint(visits, config["stage4"], d, plot=config["plots"], provenance=prov,
                                progress=progress)
         else:

@@ -21,7 +21,8 @@ from .spectrum import read_chains, spectrum_table, write_chains, write_table
 from .stage import (CONFIG_SCHEMA, Stage4Result, build_model, build_parameters, fit_channels, fit_white,
                     run_stage4, validate_config)
 from .systematics import Systematics
-from .joint import JointResult, JointSetup, fit_joint, run_joint
+from .joint import JointResult, JointSetup, fit_joint
+from .joint_products import read_visit_entries, run_joint
 from .visits import Visit, assign_epochs, make_visits
 
 __all__ = ["run_stage4", "Stage4Result", "fit_white", "fit_channels", "fit_lightcurve", "fit_lsq", "run_emcee",

@@ -661,7 +661,3 @@ def _per_visit_fits(setup: JointSetup, cfg) -> list[FitResult]:
         log.info("stage4 joint: visit %s alone: t0 %.6f, rp_rs %.5f, chi2_red %.2f", v.label, fr.median["t0"],
                  fr.median.get("rp_rs", np.nan), fr.chi2_red)
     return out
-
-
-# the file-level entry points live in joint_products (kept out of this module for size); re-exported here
-from .joint_products import read_visit_entries, run_joint  # noqa: E402
