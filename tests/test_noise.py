@@ -19,6 +19,12 @@ def test_white_noise_at_the_quoted_error_gives_unit_ratios_and_beta():
     assert abs(r["beta"] - 1) < 0.15 and abs(d["beta"] - 1) < 0.2
     sizes, rms, white = binning_curve(flux - transit)
     assert sizes[0] == 1 and np.isclose(rms[0], white[0])
+    # white noise bins down as 1/sqrt(N): each binned rms within 4 of its own standard errors
+    # (1/sqrt(2 (M - 1)) for M bins) of the expectation, wherever there are >= 40 bins
+    m = (flux.size // sizes)
+    use = m >= 40
+    assert use.sum() >= 10
+    assert np.all(np.abs(rms[use] / white[use] - 1) < 4 / np.sqrt(2 * (m[use] - 1)))
 
 
 def test_red_noise_raises_beta_and_excess_noise_raises_the_ratio():
