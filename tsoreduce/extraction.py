@@ -971,7 +971,12 @@ def _background_error(calints, deep_frame, trace, extr, err):
     if extr["method"] == "box":
         response = box_weights(trace, extr["width"], calints.data.shape[2]).sum(axis=1)
     else:
-        e2 = nanmedian(calints.err.astype(np.float64) ** 2, axis=0)
+        # only the aperture's columns enter the response (P = 0 elsewhere): no float64 copy of the
+        # whole ERR cube
+        cols = np.flatnonzero(box_weights(trace, 2 * extr["aperture_halfwidth"], calints.data.shape[2]).any(axis=0))
+        c0, c1 = int(cols.min()), int(cols.max()) + 1
+        e2 = np.full(deep_frame.shape, np.nan)
+        e2[:, c0:c1] = nanmedian(calints.err[:, :, c0:c1].astype(np.float64) ** 2, axis=0)
         response = bn.optimal_response(deep_frame, e2, trace, extr["aperture_halfwidth"], box_weights)
     err, var_b = bn.add_background_error(err, calints, response, BAD_PIXEL_FLAGS)
     if var_b is not None:
