@@ -44,7 +44,7 @@ from .errors import ConfigError, EmptyDataError, ProductError, ShapeError
 from .optimal_profile import ESTIMATED_VARIANCE_FACTOR, estimated_mask, pixel_variance, smooth_profile
 from .spectroscopic import BAD_PIXEL_FLAGS, baseline_index, estimate_trace_column, make_deep_frame
 from .spectroscopic import _quiet_nanwarnings as _quiet
-from .spectroscopic import nanmedian
+from .spectroscopic import _local_median_rows, nanmedian
 
 log = logging.getLogger(__name__)
 
@@ -358,17 +358,8 @@ def _box_err2(calints, bad, est):
     e2 = np.nan_to_num(calints.err.astype(np.float64)) ** 2
     if est.any():
         meas = ~bad & ~est & np.isfinite(calints.err)
-        ii, yy, xx = np.nonzero(est)
-        nrows = e2.shape[1]
-        vals = np.full((6, ii.size), np.nan)
-        for k, s in enumerate((-3, -2, -1, 1, 2, 3)):
-            y2 = yy + s
-            inside = (y2 >= 0) & (y2 < nrows)
-            y2 = np.clip(y2, 0, nrows - 1)
-            vals[k] = np.where(inside & meas[ii, y2, xx], e2[ii, y2, xx], np.nan)
-        with _quiet():
-            med = np.nanmedian(vals, axis=0)
-        e2[ii, yy, xx] = ESTIMATED_VARIANCE_FACTOR * np.where(np.isfinite(med), med, e2[ii, yy, xx])
+        med = _local_median_rows(e2, ~meas, 3, where=est)[est]
+        e2[est] = ESTIMATED_VARIANCE_FACTOR * np.where(np.isfinite(med), med, e2[est])
     return e2
 
 
