@@ -43,7 +43,6 @@ from .datamodel import DQ, LightCurves, RateData, SpectraData
 from .errors import ConfigError, EmptyDataError, ProductError, ShapeError
 from .optimal_profile import ESTIMATED_VARIANCE_FACTOR, estimated_mask, pixel_variance, smooth_profile
 from .spectroscopic import BAD_PIXEL_FLAGS, baseline_index, estimate_trace_column, make_deep_frame
-from .spectroscopic import _quiet_nanwarnings as _quiet
 from .spectroscopic import _local_median_rows, nanmedian
 
 log = logging.getLogger(__name__)
