@@ -26,6 +26,7 @@ def run(seed, *, extraction="optimal", noiseless=False, clean=False):
     from tsoreduce import detector, lightcurve
     from tsoreduce import simulate as sim
     from tsoreduce.extraction import run_stage3
+    from tsoreduce.pipeline_truth import depth_offsets
     from tsoreduce.spectroscopic import run_stage2
 
     kw = dict(nints=60, ngroups=30, seed=seed, settling=False, dark=False)
@@ -51,14 +52,9 @@ def run(seed, *, extraction="optimal", noiseless=False, clean=False):
               "fitter": {"method": "lsq"}, "n_processes": 1}
     with tempfile.TemporaryDirectory() as d:
         res = lightcurve.run_stage4(lc, config, d, plot=False)
-    spec = res.spectrum
-    edges = np.r_[lc.wavelength_lower, lc.wavelength_upper[-1]]
-    inj = np.asarray(truth.injected_spectrum(edges)["transit_depth"], float)
-    dep = np.asarray(spec["transit_depth"], float)
-    err = 0.5 * (np.asarray(spec["transit_depth_err_lower"], float)
-                 + np.asarray(spec["transit_depth_err_upper"], float))
+    _, offset, err = depth_offsets(res.spectrum, truth)
     ratio = np.array([c.noise["ratio_resid"] for c in res.channels])
-    return lc.wavelength, dep - inj, err, ratio
+    return lc.wavelength, offset, err, ratio
 
 
 def main(argv=None):

@@ -16,32 +16,11 @@ rows, and the worst row over 5-10.5 um, for both methods.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from pathlib import Path
 
 import numpy as np
-
-
-def hot_pixel_simulation(rows=(233, 344, 250, 300, 330, 370), excess=500.0, nints=6, seed=11):
-    """(calints-ready RateData with HOT pixels on the trace, truth, hot rows, hot columns)."""
-    from tsoreduce import reference
-    from tsoreduce.datamodel import DQ
-    from tsoreduce.simulate import LRSSimConfig, simulate_lrs_rateints
-
-    cfg = LRSSimConfig(nints=nints, seed=seed, poisson=False, read_noise=False, cosmic_rays=False, emi=False)
-    rates, truth = simulate_lrs_rateints(cfg)
-    # noiseless data with the ERR a ramp fit reports for them (read noise + Poisson of the noiseless
-    # rates), as Stage 1 gives for a noiseless uncal: the same model, seed and effects, noise on
-    noisy, _ = simulate_lrs_rateints(dataclasses.replace(cfg, poisson=True, read_noise=True))
-    rates = rates.replace(err=noisy.err, var_poisson=noisy.var_poisson, var_rnoise=noisy.var_rnoise)
-    rows = np.asarray(rows)
-    cols = np.round(reference.trace_x_center(rows)).astype(int)
-    data, dq = rates.data.copy(), rates.dq.copy()
-    data[:, rows, cols] += excess
-    dq[:, rows, cols] |= np.uint32(DQ.HOT)
-    return rates.replace(data=data, dq=dq), truth, rows, cols
 
 
 def main(argv=None) -> int:
@@ -51,9 +30,10 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.ERROR)
     sys.path.insert(0, str(Path.cwd()))
     from tsoreduce.extraction import box_extract, find_trace, optimal_extract
+    from tsoreduce.simulate.hot_pixels import noiseless_hot_pixels
     from tsoreduce.spectroscopic import run_stage2
 
-    rates, truth, rows, cols = hot_pixel_simulation(seed=args.seed)
+    rates, truth, rows, cols = noiseless_hot_pixels(seed=args.seed)
     cal, diag = run_stage2(rates, {"pca": {"skip": True}})
     deep = diag["deep_frame"]
     trace, _ = find_trace(deep)

@@ -13,6 +13,7 @@ from tsoreduce.errors import ConfigError, ShapeError
 from tsoreduce.extraction import (CONFIG_SCHEMA, bin_lightcurves, box_extract, box_weights, find_trace,
                                   measure_position_width, optimal_extract, optimize_box_width, run_stage3,
                                   white_light_scatter)
+from tsoreduce.simulate.hot_pixels import noiseless_hot_pixels
 from tsoreduce.spectroscopic import make_deep_frame, run_stage2, subtract_background
 
 BRIGHT = np.arange(160, 390)
@@ -437,25 +438,6 @@ def test_optimal_profile_unbiased_at_low_snr(seed):
     np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=1e-9)
 
 
-def _noiseless_hot_pixels(nints=6, seed=11, rows=(233, 344, 250, 300, 330, 370), excess=500.0):
-    """Noiseless rate-level simulation (no Poisson, read noise, cosmic rays, EMI) with the ERR of the
-    same simulation with noise on (as Stage 1 reports for noiseless ramps), and hot pixels (+excess DN/s,
-    flagged HOT) on the trace centre column of ``rows``."""
-    import dataclasses
-
-    from tsoreduce.simulate import LRSSimConfig, simulate_lrs_rateints
-
-    cfg = LRSSimConfig(nints=nints, seed=seed, poisson=False, read_noise=False, cosmic_rays=False, emi=False)
-    rates, truth = simulate_lrs_rateints(cfg)
-    noisy, _ = simulate_lrs_rateints(dataclasses.replace(cfg, poisson=True, read_noise=True))
-    rows = np.asarray(rows)
-    cols = np.round(reference.trace_x_center(rows)).astype(int)
-    data, dq = rates.data.copy(), rates.dq.copy()
-    data[:, rows, cols] += excess
-    dq[:, rows, cols] |= np.uint32(DQ.HOT)
-    return rates.replace(data=data, dq=dq, err=noisy.err), truth, rows, cols
-
-
 def test_repaired_pixels_stay_repaired():
     """Issue 13 part 5: on a noiseless simulation with hot pixels on the trace (rows 233 and 344 of the
     issue and four more), every row from 5 to 10.5 um is within 1 % of the true star flux, box (21 px)
@@ -463,7 +445,7 @@ def test_repaired_pixels_stay_repaired():
     0.9935 (box) / 0.9937 (optimal), hot rows 0.995-1.001; before: hot rows 0.61-0.72 (the repaired
     pixel was zeroed), flagged DO_NOT_USE.  Without Stage 2's repair the bad pixels are excluded and
     the elements flagged DO_NOT_USE."""
-    rates, truth, rows, cols = _noiseless_hot_pixels()
+    rates, truth, rows, cols = noiseless_hot_pixels()
     cal, diag = run_stage2(rates, {"pca": {"skip": True}})
     assert dq_has(cal.dq[:, rows, cols], DQ.FLUX_ESTIMATED).all()
     deep = diag["deep_frame"]

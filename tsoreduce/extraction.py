@@ -43,8 +43,7 @@ from .datamodel import DQ, LightCurves, RateData, SpectraData
 from .errors import ConfigError, EmptyDataError, ProductError, ShapeError
 from .optimal_profile import ESTIMATED_VARIANCE_FACTOR, estimated_mask, pixel_variance, smooth_profile
 from .spectroscopic import BAD_PIXEL_FLAGS, baseline_index, estimate_trace_column, make_deep_frame
-from .spectroscopic import _quiet_nanwarnings as _quiet
-from .spectroscopic import nanmedian
+from .spectroscopic import _local_median_rows, nanmedian
 
 log = logging.getLogger(__name__)
 
@@ -358,17 +357,8 @@ def _box_err2(calints, bad, est):
     e2 = np.nan_to_num(calints.err.astype(np.float64)) ** 2
     if est.any():
         meas = ~bad & ~est & np.isfinite(calints.err)
-        ii, yy, xx = np.nonzero(est)
-        nrows = e2.shape[1]
-        vals = np.full((6, ii.size), np.nan)
-        for k, s in enumerate((-3, -2, -1, 1, 2, 3)):
-            y2 = yy + s
-            inside = (y2 >= 0) & (y2 < nrows)
-            y2 = np.clip(y2, 0, nrows - 1)
-            vals[k] = np.where(inside & meas[ii, y2, xx], e2[ii, y2, xx], np.nan)
-        with _quiet():
-            med = np.nanmedian(vals, axis=0)
-        e2[ii, yy, xx] = ESTIMATED_VARIANCE_FACTOR * np.where(np.isfinite(med), med, e2[ii, yy, xx])
+        med = _local_median_rows(e2, ~meas, 3, where=est)[est]
+        e2[est] = ESTIMATED_VARIANCE_FACTOR * np.where(np.isfinite(med), med, e2[est])
     return e2
 
 
@@ -971,7 +961,12 @@ def _background_error(calints, deep_frame, trace, extr, err):
     if extr["method"] == "box":
         response = box_weights(trace, extr["width"], calints.data.shape[2]).sum(axis=1)
     else:
-        e2 = nanmedian(calints.err.astype(np.float64) ** 2, axis=0)
+        # only the aperture's columns enter the response (P = 0 elsewhere): no float64 copy of the
+        # whole ERR cube
+        cols = np.flatnonzero(box_weights(trace, 2 * extr["aperture_halfwidth"], calints.data.shape[2]).any(axis=0))
+        c0, c1 = int(cols.min()), int(cols.max()) + 1
+        e2 = np.full(deep_frame.shape, np.nan)
+        e2[:, c0:c1] = nanmedian(calints.err[:, :, c0:c1].astype(np.float64) ** 2, axis=0)
         response = bn.optimal_response(deep_frame, e2, trace, extr["aperture_halfwidth"], box_weights)
     err, var_b = bn.add_background_error(err, calints, response, BAD_PIXEL_FLAGS)
     if var_b is not None:

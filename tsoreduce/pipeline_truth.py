@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["read_spectrum", "spectrum_numbers", "injected_for", "compare_with_truth",
-           "comparison_numbers", "plot_recovered_vs_injected"]
+           "comparison_numbers", "depth_offsets", "plot_recovered_vs_injected"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,13 @@ def comparison_numbers(spectrum, injected) -> dict:
             "truth.frac_within_1sigma": float(np.mean(np.abs(z) < 1)) if n else float("nan"),
             "truth.frac_within_2sigma": float(np.mean(np.abs(z) < 2)) if n else float("nan"),
             "truth.mean_offset_ppm": float(np.mean(rec[ok] - inj[ok])) if n else float("nan")}
+
+
+def depth_offsets(spectrum, truth):
+    """Per channel of a Stage 4 ``spectrum`` table: (injected depth, recovered - injected, recovered
+    1-sigma error), all ppm arrays ``(nchan,)``; the injected depth binned by :func:`injected_for`."""
+    inj = np.asarray(injected_for(truth, spectrum)["transit_depth"], float)
+    return inj, np.asarray(spectrum["transit_depth"], float) - inj, _err(spectrum, "transit_depth")
 
 
 def plot_recovered_vs_injected(spectrum, injected, path=None):
