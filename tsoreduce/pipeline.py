@@ -105,11 +105,6 @@ def _call(fn, *args, **kwargs):
     return fn(*args, **kwargs)
 
 
-def _tqdm(iterable, **kw):
-    from tqdm.auto import tqdm
-    return tqdm(iterable, **kw)
-
-
 # ---- hashing and markers -------------------------------------------------------------------------
 
 def _hash(obj) -> str:
