@@ -75,26 +75,19 @@ def ephemeris(ngroups):
 
 def write_synthetic_segment(path, k, ngroups, eph, seed):
     """Segment ``k`` (0-based) of the 9-segment exposure: uint16 SCI, GROUPDQ, PIXELDQ, INT_TIMES."""
-    from astropy.io import fits
+    from bench_stage1 import write_uint16_uncal
     from tsoreduce import reference as ref
-    from tsoreduce.datamodel import IntTimes, RampData
-    from tsoreduce.io import write_uncal
-    from tsoreduce.io.fits_products import _int_times_hdu
+    from tsoreduce.datamodel import IntTimes
 
     sizes = segment_sizes()
     nints, intstart = sizes[k], 1 + sum(sizes[:k])
     intend = intstart + nints - 1
     tg = ref.TFRAME
-    template = RampData(np.zeros((1, ngroups) + ref.SUBARRAY_SHAPE, np.float32), meta={
+    meta = {
         "INSTRUME": "MIRI", "EXP_TYPE": "MIR_LRS-SLITLESS", "SUBARRAY": "SLITLESSPRISM", "READPATT": "FAST",
         "NGROUPS": ngroups, "NINTS": FULL_NINTS, "INTSTART": intstart, "INTEND": intend, "TFRAME": tg,
         "TGROUP": tg, "SUBSTRT1": ref.SUBSTRT1, "SUBSTRT2": ref.SUBSTRT2, "SUBSIZE1": 72, "SUBSIZE2": 416,
-        "EXSEGNUM": k + 1, "EXSEGTOT": FULL_SEGMENTS})
-    tmp = path.with_suffix(".template.fits")
-    write_uncal(tmp, template, overwrite=True)
-    with fits.open(tmp) as h:
-        phdr, shdr = h[0].header.copy(), h["SCI"].header.copy()
-    tmp.unlink()
+        "EXSEGNUM": k + 1, "EXSEGTOT": FULL_SEGMENTS}
     rng = np.random.default_rng(seed)
     ny, nx = ref.SUBARRAY_SHAPE
     xc = ref.trace_x_center(np.arange(ny))
@@ -113,12 +106,7 @@ def write_synthetic_segment(path, k, ngroups, eph, seed):
         np.clip(np.rint(ramp), 0, 65535, out=ramp)
         sci[i] = ramp
     times = IntTimes(np.arange(intstart, intend + 1), t_start, t_mid, t_start + eph["tint"])
-    phdr["NINTS"], phdr["NGROUPS"], phdr["INTSTART"], phdr["INTEND"] = FULL_NINTS, ngroups, intstart, intend
-    fits.HDUList([fits.PrimaryHDU(header=phdr), fits.ImageHDU(sci, shdr, name="SCI"),
-                  fits.ImageHDU(np.zeros((ny, nx), np.uint32), name="PIXELDQ"),
-                  fits.ImageHDU(np.zeros(sci.shape, np.uint8), name="GROUPDQ"),
-                  _int_times_hdu(times)]).writeto(path, overwrite=True)
-    return path
+    return write_uint16_uncal(path, sci, meta, times)
 
 
 def prepare_input(workdir: Path, nseg: int, ngroups: int, source: str):

@@ -153,24 +153,40 @@ def run_stcal(data, gdq32):
     return t_jump, t_fit, np.asarray(gdq_out), np.asarray(integ_info["slope"])
 
 
-def write_flight_like_uncal(path, nints, ngroups, intstart=1, total_nints=None, seed=1):
-    """A synthetic uncal segment with uint16 SCI (as flight data) and the SLITLESSPRISM headers;
-    ``intstart`` (1-based) and ``total_nints`` place it in a multi-segment exposure."""
+def write_uint16_uncal(path, sci, meta: dict, times):
+    """Write ``sci`` (uint16, as flight data) as an uncal file: the primary and SCI headers are the
+    ones ``write_uncal`` gives ``meta`` (it writes float32 SCI itself), then zero PIXELDQ / GROUPDQ
+    and ``times`` as INT_TIMES.  ``meta`` holds NINTS, NGROUPS, INTSTART and INTEND."""
     from astropy.io import fits
-    from tsoreduce.datamodel import IntTimes
     from tsoreduce.io import write_uncal
+    from tsoreduce.io.fits_products import _int_times_hdu
 
-    total = nints if total_nints is None else total_nints
-    intend = intstart + nints - 1
-    template = RampData(np.zeros((1, ngroups) + ref.SUBARRAY_SHAPE, np.float32), meta={
-        "INSTRUME": "MIRI", "EXP_TYPE": "MIR_LRS-SLITLESS", "SUBARRAY": "SLITLESSPRISM", "READPATT": "FAST",
-        "NGROUPS": ngroups, "NINTS": total, "INTSTART": intstart, "INTEND": intend, "TFRAME": TG,
-        "TGROUP": TG, "SUBSTRT1": ref.SUBSTRT1, "SUBSTRT2": ref.SUBSTRT2, "SUBSIZE1": 72, "SUBSIZE2": 416})
+    ngroups, ny, nx = sci.shape[1:]
     tmp = path.with_suffix(".template.fits")
-    write_uncal(tmp, template, overwrite=True)
+    write_uncal(tmp, RampData(np.zeros((1, ngroups, ny, nx), np.float32), meta=meta), overwrite=True)
     with fits.open(tmp) as h:
         phdr, shdr = h[0].header.copy(), h["SCI"].header.copy()
     tmp.unlink()
+    for key in ("NINTS", "NGROUPS", "INTSTART", "INTEND"):  # the template holds one integration
+        phdr[key] = meta[key]
+    fits.HDUList([fits.PrimaryHDU(header=phdr), fits.ImageHDU(sci, shdr, name="SCI"),
+                  fits.ImageHDU(np.zeros((ny, nx), np.uint32), name="PIXELDQ"),
+                  fits.ImageHDU(np.zeros(sci.shape, np.uint8), name="GROUPDQ"),
+                  _int_times_hdu(times)]).writeto(path, overwrite=True)
+    return path
+
+
+def write_flight_like_uncal(path, nints, ngroups, intstart=1, total_nints=None, seed=1):
+    """A synthetic uncal segment with uint16 SCI (as flight data) and the SLITLESSPRISM headers;
+    ``intstart`` (1-based) and ``total_nints`` place it in a multi-segment exposure."""
+    from tsoreduce.datamodel import IntTimes
+
+    total = nints if total_nints is None else total_nints
+    intend = intstart + nints - 1
+    meta = {
+        "INSTRUME": "MIRI", "EXP_TYPE": "MIR_LRS-SLITLESS", "SUBARRAY": "SLITLESSPRISM", "READPATT": "FAST",
+        "NGROUPS": ngroups, "NINTS": total, "INTSTART": intstart, "INTEND": intend, "TFRAME": TG,
+        "TGROUP": TG, "SUBSTRT1": ref.SUBSTRT1, "SUBSTRT2": ref.SUBSTRT2, "SUBSIZE1": 72, "SUBSIZE2": 416}
     rng = np.random.default_rng(seed)
     xc = ref.trace_x_center(np.arange(416))
     rate = 5.0 + 3000.0 * np.exp(-0.5 * ((np.arange(72)[None] - xc[:, None]) / 1.5) ** 2)
@@ -182,14 +198,7 @@ def write_flight_like_uncal(path, nints, ngroups, intstart=1, total_nints=None, 
     tint = (ngroups + 1) * TG / 86400
     t = 60000 + np.arange(intstart - 1, intend) * tint
     times = IntTimes(np.arange(intstart, intend + 1), t, t + tint / 2, t + tint)
-    from tsoreduce.io.fits_products import _int_times_hdu
-    phdr["NINTS"], phdr["NGROUPS"] = total, ngroups
-    phdr["INTSTART"], phdr["INTEND"] = intstart, intend
-    fits.HDUList([fits.PrimaryHDU(header=phdr), fits.ImageHDU(sci, shdr, name="SCI"),
-                  fits.ImageHDU(np.zeros((416, 72), np.uint32), name="PIXELDQ"),
-                  fits.ImageHDU(np.zeros(sci.shape, np.uint8), name="GROUPDQ"),
-                  _int_times_hdu(times)]).writeto(path, overwrite=True)
-    return path
+    return write_uint16_uncal(path, sci, meta, times)
 
 
 def _peak_rss(code):

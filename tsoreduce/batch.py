@@ -92,17 +92,13 @@ def load_batch(paths, *, output_dir=None) -> tuple[list[Exposure], Path, dict | 
     for a missing YAML file.
     """
     import yaml
-    from .config import load_run_config, validate_run_config
+    from .config import load_run_config, read_yaml, validate_run_config
 
     exposures: list[Exposure] = []
     batch_dir, exec_section = (Path(output_dir).resolve() if output_dir else None), None
     for p in paths:
         p = Path(p)
-        text = p.read_text()
-        try:
-            user = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+        _, user = read_yaml(p)
         if isinstance(user, dict) and "exposures" in user:
             entries = user["exposures"]
             if not isinstance(entries, list) or not entries:

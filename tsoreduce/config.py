@@ -649,6 +649,19 @@ def _resolve_section_paths(section: dict, base: Path, extra_keys=()) -> dict:
     return out
 
 
+def read_yaml(path) -> tuple[str, object]:
+    """The text of the YAML file ``path`` and what it holds (None when empty).
+
+    Raises FileNotFoundError if ``path`` does not exist; ConfigError for a YAML syntax error (with
+    the line)."""
+    import yaml
+    text = Path(path).read_text()
+    try:
+        return text, yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
 def load_run_config(path, *, stages=None, output_dir=None, check_files: bool = True) -> dict:
     """Read and validate a YAML run file; see :func:`validate_run_config` for the result.
 
@@ -660,13 +673,8 @@ def load_run_config(path, *, stages=None, output_dir=None, check_files: bool = T
     FileNotFoundError if ``path`` does not exist; ConfigError for YAML syntax errors (with the line)
     and for every validation failure.
     """
-    import yaml
     path = Path(path)
-    text = path.read_text()
-    try:
-        user = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    text, user = read_yaml(path)
     if user is None:
         raise ConfigError(f"{path}: the file is empty")
     cfg = validate_run_config(user, path.parent, stages=stages, check_files=check_files)

@@ -230,6 +230,15 @@ def _bar(n, desc, progress):
     return tqdm(total=n, desc=desc, unit="unit", disable=not progress)
 
 
+def _settle(results: dict, k: int, value, on_result, bar):
+    """Unit ``k`` is done with ``value`` (its result, or its exception under ``return_exceptions``):
+    record it, hand it to ``on_result`` and advance the bar (the pool and dask loops)."""
+    results[k] = value
+    if on_result is not None:
+        on_result(k, value)
+    bar.update(1)
+
+
 def _vmhwm_gb(pid="self") -> float:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -314,14 +323,11 @@ class ProcessesExecutor(Executor):
                         if not return_exceptions:
                             self._abandon()
                             raise
-                        results[k] = exc
+                        res = exc
                     else:
                         if forward_logs:
                             _replay(records)
-                        results[k] = res
-                    if on_result is not None:
-                        on_result(k, results[k])
-                    bar.update(1)
+                    _settle(results, k, res, on_result, bar)
                 if broken:
                     lost += 1
                     todo = [labels[k] for k in tries if k not in results]
@@ -427,19 +433,16 @@ class DaskExecutor(Executor):
                     if not return_exceptions:
                         client.cancel(futs)
                         raise err from exc
-                    results[k] = err
+                    res = err
                 except Exception as exc:
                     if not return_exceptions:
                         client.cancel(futs)
                         raise
-                    results[k] = exc
+                    res = exc
                 else:
                     if forward_logs:
                         _replay(records)
-                    results[k] = res
-                if on_result is not None:
-                    on_result(k, results[k])
-                bar.update(1)
+                _settle(results, k, res, on_result, bar)
         return [results[k] for k in range(len(items))]
 
     def worker_peak_rss_gb(self):

@@ -12,7 +12,6 @@ INTEND (1-based, inclusive) the integrations a segment holds.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -34,9 +33,7 @@ def read_headers(path) -> dict:
 
     Raises ProductError when the file is missing or its headers cannot be read.
     """
-    import warnings
-
-    from astropy.io import fits
+    from .io.fits_products import _image_shape, _open
     path = Path(path)
     if not path.is_file():
         raise ProductError(path, "no such file")
@@ -46,31 +43,10 @@ def read_headers(path) -> dict:
         raise TruncatedFileError(path, f"{size} bytes long, not a whole number of 2880-byte FITS blocks: "
                                        f"the file was cut short (an interrupted download or copy?); "
                                        f"fetch it again")
-    try:
-        with warnings.catch_warnings():
-            # astropy's own warnings about a cut file repeat once per HDU; the size check below
-            # says it once, in terms of the file
-            warnings.simplefilter("ignore")
-            with fits.open(path, memmap=True, lazy_load_hdus=False) as hdul:
-                head = dict(hdul[0].header)
-                head["SCI_SHAPE"] = None
-                for i, hdu in enumerate(hdul):
-                    h = hdu.header
-                    naxis = int(h.get("NAXIS", 0))
-                    shape = [int(h[f"NAXIS{k}"]) for k in range(1, naxis + 1)]
-                    nbytes = (abs(int(h["BITPIX"])) // 8 * int(h.get("GCOUNT", 1))
-                              * (int(h.get("PCOUNT", 0)) + int(math.prod(shape)))) if naxis else 0
-                    end = hdu.fileinfo()["datLoc"] + nbytes
-                    if end > size:
-                        raise TruncatedFileError(
-                            path, f"HDU {i} ({hdu.name}) needs {end} bytes but the file has {size} "
-                                  f"(an interrupted download or copy?); fetch the file again")
-                    if hdu.name == "SCI":
-                        head["SCI_SHAPE"] = tuple(reversed(shape))
-    except TruncatedFileError:
-        raise
-    except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
-        raise ProductError(path, f"the FITS headers cannot be read ({exc})") from exc
+    # the readers' opening: it also checks that every HDU's data fit in the file (data not read)
+    with _open(path, what="headers") as hdul:
+        head = dict(hdul[0].header)
+        head["SCI_SHAPE"] = _image_shape(hdul["SCI"]) if "SCI" in hdul else None
     return head
 
 

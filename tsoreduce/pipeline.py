@@ -105,11 +105,6 @@ def _call(fn, *args, **kwargs):
     return fn(*args, **kwargs)
 
 
-def _tqdm(iterable, **kw):
-    from tqdm.auto import tqdm
-    return tqdm(iterable, **kw)
-
-
 # ---- hashing and markers -------------------------------------------------------------------------
 
 def _hash(obj) -> str:
@@ -348,6 +343,9 @@ def run_stage1_files(uncal_paths, config: dict | None, outdir, *, references=Non
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     paths = [str(p) for p in uncal_paths]
+    from . import execution
+    ex = execution.current()
+    chunk_bars = progress and not ex.distributes  # per-chunk bars only in this process
     out, units = [], []
     for i, src in enumerate(paths):
         dst = outdir / _product_name(src, "rateints")
@@ -357,13 +355,8 @@ def run_stage1_files(uncal_paths, config: dict | None, outdir, *, references=Non
         if skip_existing and dst.exists():
             log.info("Stage 1: %s already written, kept (resume)", dst.name)
             continue
-        units.append([src, str(dst), config, references, str(plot_dir) if plot_dir is not None and i == 0
-                      else None, overwrite, provenance, progress])
-    # ---- issue 17: segments are work units of the execution backend (tsoreduce.execution) ----
-    from . import execution
-    ex = execution.current()
-    for u in units:
-        u[-1] = u[-1] and not ex.distributes  # per-chunk bars only in this process
+        units.append((src, str(dst), config, references, str(plot_dir) if plot_dir is not None and i == 0
+                      else None, overwrite, provenance, chunk_bars))
     ex.map(_stage1_segment_unit, units, labels=[Path(u[0]).name for u in units],
            desc="Stage 1 segments", progress=progress)
     return out
@@ -389,7 +382,6 @@ def _stage1_segment_unit(unit) -> str:
     io.write_rateints(dst, rate, overwrite=overwrite, provenance=provenance)
     log.info("Stage 1: wrote %s (%d integrations)", Path(dst).name, rate.nints)
     return dst
-# ---- end issue 17 ----
 
 
 def _stage1_caption(src, config, active: bool):
@@ -565,7 +557,7 @@ def _run_locked(config: dict, plans: list[StagePlan], out_dir: Path, *, force: b
     t_start = time.perf_counter()
     summary = {"name": config["name"], "output_dir": str(out_dir), "version": __version__,
                "stages": {}, "numbers": {}}
-    from . import execution  # issue 17: the backend of the work units, for the whole run
+    from . import execution  # the backend of the work units, for the whole run
     backend = execution.open_session(config.get("execution"))
     try:
         log.info("tsoreduce %s: run %r, config %s", __version__, config["name"], config.get("_source"))
@@ -590,7 +582,7 @@ def _run_locked(config: dict, plans: list[StagePlan], out_dir: Path, *, force: b
         # run.log only: the command line prints the summary itself (once, on stdout)
         log.info("summary:\n%s", format_summary(summary), extra={"file_only": True})
     finally:
-        backend.close()  # issue 17
+        backend.close()
         logging.getLogger("tsoreduce").removeHandler(handler)
         handler.close()
     return summary

@@ -39,8 +39,8 @@ def segment_caption(src, config: dict | None = None) -> str:
     """What the Stage 1 figures of segment ``src`` show: file, segment number and the integrations
     (the first chunk's when ``stage1.memory`` splits the segment), from the headers."""
     from astropy.io import fits
-    h = fits.getheader(src)
-    sci = fits.getheader(src, "SCI")
+    with fits.open(src) as hdul:  # headers only: the data are not read
+        h, sci = hdul[0].header, hdul["SCI"].header
     nfile = int(sci["NAXIS4"])
     start = int(h.get("INTSTART", 1) or 1)
     first, last = 0, nfile
