@@ -50,6 +50,22 @@ class StageResult:
     figures: list[Path] = field(default_factory=list)
 
 
+@dataclass
+class Stage3Product:
+    """The product of Stage 3 and of the MRS branch: per-integration spectra and the light curves.
+
+    Parameters
+    ----------
+    x1dints : tsoreduce.datamodel.SpectraData
+        Per-integration 1-D spectra (the x1dints product).
+    lightcurves : tsoreduce.datamodel.LightCurves
+        Spectroscopic and white light curves, the input of Stage 4.
+    """
+
+    x1dints: Any
+    lightcurves: Any
+
+
 def progress_enabled() -> bool:
     """Whether progress bars are on in the current context.
 
