@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .errors import (ConfigError, DuplicateSegmentError, ProductError, SegmentMismatchError,
                      TruncatedFileError, WrongInstrumentError)
+from .io._fitsfile import image_shape, open_checked
 
 __all__ = ["check_run_inputs", "check_exp_type", "check_segments", "read_headers", "LRS_EXP_TYPES", "SAME_KEYS"]
 
@@ -33,7 +34,6 @@ def read_headers(path) -> dict:
 
     Raises ProductError when the file is missing or its headers cannot be read.
     """
-    from .io.fits_products import _image_shape, _open
     path = Path(path)
     if not path.is_file():
         raise ProductError(path, "no such file")
@@ -44,9 +44,9 @@ def read_headers(path) -> dict:
                                        f"the file was cut short (an interrupted download or copy?); "
                                        f"fetch it again")
     # the readers' opening: it also checks that every HDU's data fit in the file (data not read)
-    with _open(path, what="headers") as hdul:
+    with open_checked(path, what="headers") as hdul:
         head = dict(hdul[0].header)
-        head["SCI_SHAPE"] = _image_shape(hdul["SCI"]) if "SCI" in hdul else None
+        head["SCI_SHAPE"] = image_shape(hdul["SCI"]) if "SCI" in hdul else None
     return head
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..datamodel import DQ, RampData
 from ..errors import ConfigError
-from .. import reference as ref
+from .. import instrument as inst
 from ._select import median_inplace
 from .rampfit import _as_map, _fit_pixel, poisson_signal_per_group, usable_group_range
 
@@ -190,8 +190,8 @@ def detect_jumps_up_the_ramp(ramp: RampData, *, threshold: float = 4.0, flag_4_n
     """
     g0, g1 = usable_group_range(ramp.groupdq)
     frame = ramp.data.shape[2:]
-    rn = _as_map(ref.READ_NOISE_DN if read_noise is None else read_noise, frame, "read_noise")
-    gn = _as_map(ref.GAIN if gain is None else gain, frame, "gain")
+    rn = _as_map(inst.READ_NOISE_DN if read_noise is None else read_noise, frame, "read_noise")
+    gn = _as_map(inst.GAIN if gain is None else gain, frame, "gain")
     if signal_per_group is None:
         signal_per_group = poisson_signal_per_group(ramp, g0, g1)
     s_ref = _as_map(signal_per_group, frame, "signal_per_group")
@@ -452,8 +452,8 @@ def detect_jumps_time_domain(ramp: RampData, *, threshold: float = 5.0, window: 
         raise ConfigError(f"detect_jumps_time_domain: window = {window} integrations; it must be >= 3")
     g0, g1 = usable_group_range(ramp.groupdq)
     frame = ramp.data.shape[2:]
-    rn = _as_map(ref.READ_NOISE_DN if read_noise is None else read_noise, frame, "read_noise")
-    gn = _as_map(ref.GAIN if gain is None else gain, frame, "gain")
+    rn = _as_map(inst.READ_NOISE_DN if read_noise is None else read_noise, frame, "read_noise")
+    gn = _as_map(inst.GAIN if gain is None else gain, frame, "gain")
     if out is None:
         out = ramp.groupdq.copy()
     elif out is not ramp.groupdq:
@@ -638,8 +638,8 @@ def detect_jumps_and_fit(ramp: RampData, *, threshold: float = 4.0, read_noise=N
 
     g0, g1 = usable_group_range(ramp.groupdq)
     frame = ramp.data.shape[2:]
-    rn = _as_map(ref.READ_NOISE_DN if read_noise is None else read_noise, frame, "read_noise")
-    gn = _as_map(ref.GAIN if gain is None else gain, frame, "gain")
+    rn = _as_map(inst.READ_NOISE_DN if read_noise is None else read_noise, frame, "read_noise")
+    gn = _as_map(inst.GAIN if gain is None else gain, frame, "gain")
     if signal_per_group is None:
         signal_per_group = poisson_signal_per_group(ramp, g0, g1)
     s_ref = _as_map(signal_per_group, frame, "signal_per_group")

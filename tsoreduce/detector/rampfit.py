@@ -35,7 +35,7 @@ import numpy as np
 
 from ..datamodel import DQ, RampData, RateData
 from ..errors import ShapeError
-from .. import reference as ref
+from .. import instrument as inst
 from ._select import median_inplace
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,9 @@ def group_time(meta: dict) -> float:
     if meta.get("TGRPSRC") != "DEFAULT":
         log.warning("group time: neither TGROUP nor TFRAME usable in the header; using the SLITLESSPRISM "
                     "FASTR1 frame time %g s (header TGRPSRC = 'DEFAULT'); rates scale as 1 / this time",
-                    ref.TFRAME)
+                    inst.TFRAME)
         meta["TGRPSRC"] = "DEFAULT"
-    return ref.TFRAME
+    return inst.TFRAME
 
 
 def usable_group_range(groupdq: np.ndarray) -> tuple[int, int]:
@@ -317,8 +317,8 @@ def fit_ramps(ramp: RampData, *, read_noise=None, gain=None, signal_per_group=No
         ``data`` ``(nints, ngroups, nrows, ncols)`` in DN after Stage 1 corrections; ``groupdq`` flags
         DO_NOT_USE / SATURATED / JUMP_DET; ``meta`` TGROUP (s) sets the time axis.
     read_noise : float or ``(nrows, ncols)`` array, DN per single read (default
-        :data:`tsoreduce.reference.READ_NOISE_DN`).
-    gain : float or ``(nrows, ncols)`` array, e-/DN (default :data:`tsoreduce.reference.GAIN`); used only
+        :data:`tsoreduce.instrument.READ_NOISE_DN`).
+    gain : float or ``(nrows, ncols)`` array, e-/DN (default :data:`tsoreduce.instrument.GAIN`); used only
         for the Poisson variance -- the output stays in DN/s.
     signal_per_group : ``(nrows, ncols)`` DN per group interval used in the weights and the Poisson
         variance; default :func:`poisson_signal_per_group` (median over integrations).  Negative
@@ -338,8 +338,8 @@ def fit_ramps(ramp: RampData, *, read_noise=None, gain=None, signal_per_group=No
     """
     nints, ngroups, ny, nx = ramp.data.shape
     frame = (ny, nx)
-    rn = _as_map(ref.READ_NOISE_DN if read_noise is None else read_noise, frame, "read_noise")
-    gn = _as_map(ref.GAIN if gain is None else gain, frame, "gain")
+    rn = _as_map(inst.READ_NOISE_DN if read_noise is None else read_noise, frame, "read_noise")
+    gn = _as_map(inst.GAIN if gain is None else gain, frame, "gain")
     g0, g1 = usable_group_range(ramp.groupdq)
     if g1 - g0 < 1:
         log.warning("ramp fit: fewer than 2 usable groups (range %d..%d); every rate is NaN", g0, g1)

@@ -70,7 +70,8 @@ from .._util import atomic_write
 from ..datamodel import IntTimes, RampData, RateData, SpectraData, concatenate
 from ..errors import (EmptyDataError, MissingExtensionError, OverwriteError, ProductError,
                       ShapeError, TruncatedFileError, WrongInstrumentError, WrongSubarrayError)
-from ..reference import SUBARRAY_NAME, SUBARRAY_SHAPE, TFRAME
+from ..instrument import SUBARRAY_NAME, SUBARRAY_SHAPE, TFRAME
+from ._fitsfile import image_shape, open_checked
 # SCI_KEYWORDS: the keywords that live in the SCI header rather than the primary header
 from ._jwst_layout import SCI_KEYWORDS, TSO_SPECTABLE, asdf_hdu, read_asdf_tree
 
@@ -120,49 +121,6 @@ class IntTimesMissingWarning(UserWarning):
 
 
 # ----------------------------------------------------------------------------------------- opening
-def _open(path, *, what: str) -> fits.HDUList:
-    """Open ``path`` read-only, all HDUs loaded lazily, after checking the file is complete.
-
-    Raises ProductError (missing / not FITS) and TruncatedFileError (shorter than the headers say).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ProductError(path, f"{what}: no such file")
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
-    except (OSError, ValueError, TypeError, IndexError) as exc:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            looks_fits = fh.read(9) == b"SIMPLE  ="
-        if looks_fits and size % 2880:
-            # FITS files are whole 2880-byte blocks: a broken one of odd length was cut short
-            raise TruncatedFileError(path, f"{what}: unreadable and {size} bytes long, not a multiple of "
-                                     f"2880 (interrupted download or copy?): {exc}") from exc
-        raise ProductError(path, f"{what}: not a readable FITS file ({exc})") from exc
-    if any("truncated" in str(w.message).lower() for w in caught):
-        hdul.close()
-        raise TruncatedFileError(path, f"{what}: astropy reports the file truncated: "
-                                 + "; ".join(str(w.message) for w in caught))
-    # astropy may load a cut file silently (data are read lazily): compare what every header
-    # announces (FITS standard: |BITPIX|/8 * GCOUNT * (PCOUNT + NAXIS1*...*NAXISn)) with the file size
-    size = path.stat().st_size
-    for i, hdu in enumerate(hdul):
-        h = hdu.header
-        naxis = int(h.get("NAXIS", 0))
-        nbytes = 0
-        if naxis > 0:
-            nbytes = abs(int(h["BITPIX"])) // 8 * int(h.get("GCOUNT", 1)) * (
-                int(h.get("PCOUNT", 0)) + int(np.prod([int(h[f"NAXIS{k}"]) for k in range(1, naxis + 1)])))
-        end = hdu.fileinfo()["datLoc"] + nbytes
-        if end > size:
-            hdul.close()
-            raise TruncatedFileError(path, f"{what}: HDU {i} ({hdu.name}) needs bytes up to {end} but the "
-                                     f"file has only {size} bytes (interrupted download or copy?)")
-    return hdul
-
-
 def _meta_from(hdul) -> dict:
     meta = {}
     for key, value in hdul[0].header.items():
@@ -221,18 +179,10 @@ def _require(path, hdul, name, *, what):
         have = ", ".join(h.name for h in hdul)
         raise MissingExtensionError(path, f"{what}: required extension {name} is absent (HDUs: {have})")
     hdu = hdul[name]
-    empty = (0 in _image_shape(hdu)) if isinstance(hdu, fits.ImageHDU) else hdu.data is None
+    empty = (0 in image_shape(hdu)) if isinstance(hdu, fits.ImageHDU) else hdu.data is None
     if empty:
         raise MissingExtensionError(path, f"{what}: extension {name} holds no data")
     return hdu
-
-
-def _image_shape(hdu) -> tuple:
-    """Shape of an image HDU from its header (numpy order; ``(0,)`` for NAXIS = 0)."""
-    naxis = int(hdu.header.get("NAXIS", 0))
-    if naxis == 0:
-        return (0,)
-    return tuple(int(hdu.header[f"NAXIS{k}"]) for k in range(naxis, 0, -1))
 
 
 def _read_images(path, names, start, stop, dtypes):
@@ -244,7 +194,7 @@ def _read_images(path, names, start, stop, dtypes):
     out = []
     with fits.open(path, memmap=True, do_not_scale_image_data=True, lazy_load_hdus=True) as hdul:
         for name, dtype in zip(names, dtypes):
-            if name not in hdul or 0 in _image_shape(hdul[name]):
+            if name not in hdul or 0 in image_shape(hdul[name]):
                 out.append(None)
                 continue
             h = hdul[name].header
@@ -717,11 +667,11 @@ def read_uncal(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SUBA
     TruncatedFileError, EmptyDataError; ShapeError for an empty or out-of-range ``integrations``.
     """
     what = "uncal"
-    with _open(path, what=what) as hdul:
+    with open_checked(path, what=what) as hdul:
         meta = _meta_from(hdul)
         _check_identity(path, meta, what=what, allowed_exp_types=allowed_exp_types)
         sci = _require(path, hdul, "SCI", what=what)
-        shape = _image_shape(sci)
+        shape = image_shape(sci)
         if len(shape) != 4:
             raise WrongSubarrayError(path, f"{what}: SCI has shape {shape}, expected 4-D "
                                      "(integration, group, row, column)")
@@ -734,9 +684,9 @@ def read_uncal(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SUBA
                 raise ShapeError(f"{path}: integrations {integrations} outside 0..{nfile} of the file")
         for name in ("GROUPDQ", "ERR", GROUPDQ_HIGH):
             # checked before reading: a chunk read would otherwise fail mid-array, unnamed
-            if name in hdul and _image_shape(hdul[name]) not in ((0,), shape):
+            if name in hdul and image_shape(hdul[name]) not in ((0,), shape):
                 raise ProductError(path, f"{what}: inconsistent extensions: {name} has shape "
-                                   f"{_image_shape(hdul[name])}, SCI {shape}")
+                                   f"{image_shape(hdul[name])}, SCI {shape}")
         data, groupdq, err, high = _read_images(path, ("SCI", "GROUPDQ", "ERR", GROUPDQ_HIGH), a, b,
                                                 (np.float32, np.uint32, np.float32, np.uint32))
         if high is not None:
@@ -762,7 +712,7 @@ def read_uncal(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SUBA
 
 
 def _read_rate(path, what, allowed_exp_types, expected_shape):
-    with _open(path, what=what) as hdul:
+    with open_checked(path, what=what) as hdul:
         meta = _meta_from(hdul)
         _check_identity(path, meta, what=what, allowed_exp_types=allowed_exp_types)
         sci = _require(path, hdul, "SCI", what=what)
@@ -830,7 +780,7 @@ def read_x1dints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES) -> SpectraData:
     TruncatedFileError, EmptyDataError (FLUX NaN everywhere).
     """
     what = "x1dints"
-    with _open(path, what=what) as hdul:
+    with open_checked(path, what=what) as hdul:
         meta = _meta_from(hdul)
         _check_identity(path, meta, what=what, allowed_exp_types=allowed_exp_types)
         tables = [h for h in hdul if h.name == "EXTRACT1D"]
@@ -893,7 +843,7 @@ def product_type(path) -> str:
     TSOPROD keyword, the file-name suffix (``_uncal``, ``_ramp``, ``_rateints``, ``_calints``,
     ``_x1dints``), DATAMODL, then the HDU structure (EXTRACT1D -> x1dints; 4-D SCI -> uncal; 3-D SCI
     with WAVELENGTH -> calints; 3-D SCI -> rateints).  Raises ProductError if undecidable."""
-    with _open(path, what="product") as hdul:
+    with open_checked(path, what="product") as hdul:
         ph = hdul[0].header
         kind = str(ph.get(PRODUCT_KEYWORD, "")).strip().lower()
         if kind in _SUFFIXES.values():

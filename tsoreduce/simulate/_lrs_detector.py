@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import reference as ref
+from .. import instrument as inst
 from ._lrs_kernels import POISSON_INVERSION_MAX, poisson_by_inversion, raw_reads
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def cosmic_rays(cfg: LRSSimConfig, rng: np.random.Generator, shape) -> np.ndarra
     """Poisson number of hits per integration over the light-sensitive pixels during the
     ``(ngroups - 1) * tframe`` between the first and last read; log-uniform amplitudes."""
     nr, nc = shape
-    ncol_light = nc - ref.N_REFERENCE_COLUMNS
+    ncol_light = nc - inst.N_REFERENCE_COLUMNS
     mean = cfg.cosmic_ray_rate_cm2_s * PIXEL_AREA_CM2 * nr * ncol_light * (cfg.ngroups - 1) * cfg.tframe
     counts = rng.poisson(mean, cfg.nints)
     n = int(counts.sum())
@@ -105,7 +105,7 @@ def cosmic_rays(cfg: LRSSimConfig, rng: np.random.Generator, shape) -> np.ndarra
     hits["integration"] = np.repeat(np.arange(cfg.nints), counts)
     hits["group"] = rng.integers(1, cfg.ngroups, n)
     hits["row"] = rng.integers(0, nr, n)
-    hits["col"] = rng.integers(ref.N_REFERENCE_COLUMNS, nc, n)
+    hits["col"] = rng.integers(inst.N_REFERENCE_COLUMNS, nc, n)
     lo, hi = np.log(cfg.cosmic_ray_min_dn), np.log(cfg.cosmic_ray_max_dn)
     hits["amplitude_dn"] = np.exp(rng.uniform(lo, hi, n))
     if not cfg.cosmic_rays:
@@ -159,7 +159,7 @@ class RampBuilder:
             self.hits_by_int.setdefault(int(h["integration"]), []).append(h)
         g = np.arange(ng, dtype=float)
         self.rscd_shape = -(1.0 - np.exp(-g / cfg.rscd_tau_groups))  # (ngroups,)
-        t_int, t_group, t_pix = ref.pixel_read_time_offsets(cfg.nints, ng, shape=shape)
+        t_int, t_group, t_pix = inst.pixel_read_time_offsets(cfg.nints, ng, shape=shape)
         self.t_int, self.t_group = t_int, t_group
         self.emi_pix = []
         for f, a, ph in zip(emi["frequencies"], emi["amplitudes"], emi["phases"]):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import instrument as inst
 from .. import reference as ref
 from .._util import atomic_write
 from ..datamodel import DQ
@@ -100,11 +101,11 @@ def _ref_primary(reftype: str, description: str, meta: dict):
     h["REFTYPE"] = reftype
     h["INSTRUME"] = "MIRI"
     h["DETECTOR"] = "MIRIMAGE"
-    h["SUBARRAY"] = ref.SUBARRAY_NAME
-    h["SUBSTRT1"] = ref.SUBSTRT1
-    h["SUBSTRT2"] = ref.SUBSTRT2
-    h["SUBSIZE1"] = ref.SUBARRAY_SHAPE[1]
-    h["SUBSIZE2"] = ref.SUBARRAY_SHAPE[0]
+    h["SUBARRAY"] = inst.SUBARRAY_NAME
+    h["SUBSTRT1"] = inst.SUBSTRT1
+    h["SUBSTRT2"] = inst.SUBSTRT2
+    h["SUBSIZE1"] = inst.SUBARRAY_SHAPE[1]
+    h["SUBSIZE2"] = inst.SUBARRAY_SHAPE[0]
     h["READPATT"] = "FAST"
     h["EXP_TYPE"] = "MIR_LRS-SLITLESS"
     h["PEDIGREE"] = "SIMULATION"
@@ -181,7 +182,7 @@ def write_reference_files(truth, cfg, refdir, meta: dict, *, overwrite: bool = F
     """
     refdir = Path(refdir)
     refdir.mkdir(parents=True, exist_ok=True)
-    shape = ref.SUBARRAY_SHAPE
+    shape = inst.SUBARRAY_SHAPE
     ng = cfg.ngroups
     g = np.arange(ng, dtype=float)
     dark_cube = truth.dark[None] * ((g + 1.0) * cfg.tframe)[:, None, None]
@@ -193,7 +194,7 @@ def write_reference_files(truth, cfg, refdir, meta: dict, *, overwrite: bool = F
         np.zeros(shape, np.uint32)
     zero_dq = np.zeros(shape, np.uint32)
     mask = zero_dq.copy()
-    mask[:, :ref.N_REFERENCE_COLUMNS] = DQ.REFERENCE_PIXEL
+    mask[:, :inst.N_REFERENCE_COLUMNS] = DQ.REFERENCE_PIXEL
     dark_kw = {"NINTS": 1, "NGROUPS": ng, "NFRAMES": 1, "GROUPGAP": 0}
     name = lambda t: refdir / f"tsoreduce_sim_miri_{t}.fits"  # noqa: E731
     out = {

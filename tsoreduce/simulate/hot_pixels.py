@@ -8,8 +8,8 @@ import dataclasses
 
 import numpy as np
 
-from .. import reference
 from ..datamodel import DQ
+from ..reference.specwcs import trace_x_center
 from .lrs import LRSSimConfig, simulate_lrs_rateints
 
 __all__ = ["noiseless_hot_pixels"]
@@ -23,14 +23,31 @@ def noiseless_hot_pixels(nints=6, seed=11, rows=(233, 344, 250, 300, 330, 370), 
     added at its nominal trace-centre column (:func:`tsoreduce.reference.trace_x_center`, rounded) in
     every integration, flagged HOT.
 
-    Returns ``(rates, truth, rows, cols)``: RateData ``(nints, 416, 72)``, LRSTruth, and the hot pixels'
-    rows and columns (int arrays).
+    Parameters
+    ----------
+    nints : int
+        Integrations to simulate.
+    seed : int
+        Random seed of the simulation (also of the noisy twin that provides the errors).
+    rows : sequence of int
+        0-based subarray rows of the hot pixels, one hot pixel per row.
+    excess : float
+        Rate added to each hot pixel, DN/s.
+
+    Returns
+    -------
+    rates : RateData
+        ``(nints, 416, 72)`` rateints with the hot pixels added and flagged HOT.
+    truth : LRSTruth
+        The simulation's truth.
+    rows, cols : numpy.ndarray
+        int, the hot pixels' rows and columns.
     """
     cfg = LRSSimConfig(nints=nints, seed=seed, poisson=False, read_noise=False, cosmic_rays=False, emi=False)
     rates, truth = simulate_lrs_rateints(cfg)
     noisy, _ = simulate_lrs_rateints(dataclasses.replace(cfg, poisson=True, read_noise=True))
     rows = np.asarray(rows)
-    cols = np.round(reference.trace_x_center(rows)).astype(int)
+    cols = np.round(trace_x_center(rows)).astype(int)
     data, dq = rates.data.copy(), rates.dq.copy()
     data[:, rows, cols] += excess
     dq[:, rows, cols] |= np.uint32(DQ.HOT)

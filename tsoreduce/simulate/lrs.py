@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import instrument as inst
 from .. import reference as ref
 from ..datamodel import DQ, IntTimes, RampData, RateData
 from ..errors import ConfigError
@@ -77,7 +78,7 @@ class LRSSimConfig:
     Size and timing
         nints (60), ngroups (30), nsegments (1; integrations split as evenly as possible, earlier
         segments one larger), seed (0), start_bjd_tdb (60000.0, BMJD_TDB = BJD_TDB - 2400000.5 of the
-        exposure start), target_name, tframe (reference.TFRAME = 0.15904 s, FAST SLITLESSPRISM).
+        exposure start), target_name, tframe (instrument.TFRAME = 0.15904 s, FAST SLITLESSPRISM).
         An integration lasts ``(ngroups + 1) * tframe`` (FASTR1: one reset frame).
 
     Switches (bool, all True by default)
@@ -126,7 +127,7 @@ class LRSSimConfig:
         change across the 72 columns), background_variation (0.003 rms fractional per integration).
 
     Detector (MIRIMAGE)
-        gain (reference.GAIN = 3.1 e-/DN, Bell et al. 2023), read_noise_dn (reference.READ_NOISE_DN =
+        gain (instrument.GAIN = 3.1 e-/DN, Bell et al. 2023), read_noise_dn (instrument.READ_NOISE_DN =
         6 DN per read, 5 % pixel scatter), bias_dn (12000 DN: the raw MIRI pedestal; per-amplifier
         offsets +-100 DN and 50 DN pixel scatter; never subtracted by a MIRI pipeline, it cancels in
         slopes), dark_rate_dn_s (0.1 DN/s with 30 % log-normal pattern) and hot_pixel_fraction (0.002,
@@ -134,7 +135,7 @@ class LRSSimConfig:
         correction is +3.8 % at raw 30000 DN and +10 % at 60000 DN, of the order of the MIRI
         non-linearity described by Morrison et al. 2023, PASP 135, 075004)
         with nonlinearity_scatter (0.05 fractional pixel scatter of c_2, c_3), saturation_dn
-        (reference.SATURATION_DN = 60000 DN, 1 % pixel scatter).
+        (instrument.SATURATION_DN = 60000 DN, 1 % pixel scatter).
 
     RSCD / reset transient (jwst rscd and reset steps; Morrison et al. 2023)
         An additive offset ``-A (1 - exp(-g / rscd_tau_groups))`` on group g (lowers the slope of the
@@ -150,9 +151,9 @@ class LRSSimConfig:
 
     EMI (jwst issue #7729; JWST pipeline documentation, emicorr step)
         emi_components (((390.625, 4.0),): (frequency Hz, amplitude DN) pairs; a frequency may be a
-        jwst emicorr name from ``reference.EMI_FREQUENCIES``, e.g. ``("Hz10", 1.0)``), emi_harmonics (False; True adds 781.25 Hz at
+        jwst emicorr name from ``instrument.EMI_FREQUENCIES``, e.g. ``("Hz10", 1.0)``), emi_harmonics (False; True adds 781.25 Hz at
         0.75 DN and 1562.5 Hz at 0.22 DN, the Eureka! remove390 waveform).  Each read gets
-        ``sum A sin(2 pi f t + phase)`` with ``t`` from :func:`reference.pixel_read_time_offsets`;
+        ``sum A sin(2 pi f t + phase)`` with ``t`` from :func:`instrument.pixel_read_time_offsets`;
         the phases are random and recorded.
 
     Raises :class:`~tsoreduce.errors.ConfigError` on an impossible value.
@@ -164,7 +165,7 @@ class LRSSimConfig:
     seed: int = 0
     start_bjd_tdb: float = 60000.0
     target_name: str = "SIM-LRS-1"
-    tframe: float = ref.TFRAME
+    tframe: float = inst.TFRAME
     # switches
     transit: bool = True
     settling: bool = True
@@ -214,14 +215,14 @@ class LRSSimConfig:
     background_col_gradient: float = 0.05
     background_variation: float = 0.003
     # detector
-    gain: float = ref.GAIN
-    read_noise_dn: float = ref.READ_NOISE_DN
+    gain: float = inst.GAIN
+    read_noise_dn: float = inst.READ_NOISE_DN
     bias_dn: float = 12000.0
     dark_rate_dn_s: float = 0.1
     hot_pixel_fraction: float = 0.002
     nonlinearity_coeffs: tuple = (0.0, 1.0, 8e-7, 1.5e-11)
     nonlinearity_scatter: float = 0.05
-    saturation_dn: float = ref.SATURATION_DN
+    saturation_dn: float = inst.SATURATION_DN
     # RSCD
     rscd_amplitude_dn: float = 15.0
     rscd_flux_fraction: float = 0.003
@@ -232,7 +233,7 @@ class LRSSimConfig:
     cosmic_ray_min_dn: float = 50.0
     cosmic_ray_max_dn: float = 5000.0
     # EMI
-    emi_components: tuple = ((ref.EMI_FREQUENCIES["Hz390"], 4.0),)
+    emi_components: tuple = ((inst.EMI_FREQUENCIES["Hz390"], 4.0),)
     emi_harmonics: bool = False
 
     def __post_init__(self):
@@ -312,13 +313,13 @@ class LRSSimConfig:
         comps = []
         for f, a in self.emi_components:
             if isinstance(f, str):
-                if f not in ref.EMI_FREQUENCIES:
+                if f not in inst.EMI_FREQUENCIES:
                     raise ConfigError(f"LRSSimConfig.emi_components: unknown EMI frequency name {f!r}; "
-                                      f"known: {', '.join(ref.EMI_FREQUENCIES)}")
-                f = ref.EMI_FREQUENCIES[f]
+                                      f"known: {', '.join(inst.EMI_FREQUENCIES)}")
+                f = inst.EMI_FREQUENCIES[f]
             comps.append((float(f), float(a)))
         if self.emi_harmonics:
-            f0 = ref.EMI_FREQUENCIES["Hz390"]
+            f0 = inst.EMI_FREQUENCIES["Hz390"]
             comps += [(2 * f0, 0.75), (4 * f0, 0.22)]
         return comps
 
@@ -494,7 +495,7 @@ def _scene(cfg: LRSSimConfig, rng: np.random.Generator, times: IntTimes, shape) 
 
     spec = scene.photon_spectrum_per_row(lam, cfg.star_teff_k)
     prof0 = scene.cross_dispersion_profile(x0, sigma, nc, cfg.psf_wing_fraction, cfg.psf_wing_scale)
-    prof0[:, :ref.N_REFERENCE_COLUMNS] = 0.0
+    prof0[:, :inst.N_REFERENCE_COLUMNS] = 0.0
     scale = cfg.peak_rate_dn_s / np.max(spec[:, None] * prof0)
     spec_dn = spec * scale  # DN/s per row if the whole profile landed on the detector
     star_spectrum = spec_dn * prof0.sum(axis=1)
@@ -519,15 +520,15 @@ def _scene(cfg: LRSSimConfig, rng: np.random.Generator, times: IntTimes, shape) 
         b = min(a + 64, nints)
         prof = scene.cross_dispersion_profile(trace_x[a:b], sigma[None, :] * wscale[a:b, None], nc,
                                               cfg.psf_wing_fraction, cfg.psf_wing_scale)
-        prof[..., :ref.N_REFERENCE_COLUMNS] = 0.0
+        prof[..., :inst.N_REFERENCE_COLUMNS] = 0.0
         rate_star[a:b] = (spec_dn[None, :, None] * tlc[a:b, :, None] * settle[a:b, None, None] * prof)
 
     if cfg.background:
         lam_ext = scene.extended_wavelength(rows)
         brow = cfg.background_dn_s * np.exp((lam_ext - 10.0) / cfg.background_scale_um)
         cols = np.arange(nc, dtype=float)
-        bcol = 1.0 + cfg.background_col_gradient * (cols - 0.5 * (nc + ref.N_REFERENCE_COLUMNS - 1)) / nc
-        bcol[:ref.N_REFERENCE_COLUMNS] = 0.0
+        bcol = 1.0 + cfg.background_col_gradient * (cols - 0.5 * (nc + inst.N_REFERENCE_COLUMNS - 1)) / nc
+        bcol[:inst.N_REFERENCE_COLUMNS] = 0.0
         bint = (1.0 + cfg.background_variation * bvar) * settle
         rate_bkg = (bint[:, None, None] * brow[None, :, None] * bcol[None, None, :]).astype(np.float32)
     else:
@@ -554,15 +555,15 @@ def _meta(cfg: LRSSimConfig, seg: int, start: int, stop: int, times: IntTimes) -
     tgroup = cfg.tframe
     return {
         "TELESCOP": "JWST", "INSTRUME": "MIRI", "DETECTOR": "MIRIMAGE", "FILTER": "P750L",
-        "EXP_TYPE": "MIR_LRS-SLITLESS", "SUBARRAY": ref.SUBARRAY_NAME, "READPATT": "FASTR1",
+        "EXP_TYPE": "MIR_LRS-SLITLESS", "SUBARRAY": inst.SUBARRAY_NAME, "READPATT": "FASTR1",
         "NFRAMES": 1, "GROUPGAP": 0, "NGROUPS": cfg.ngroups, "NINTS": cfg.nints, "NRESETS": 1,
-        "TFRAME": cfg.tframe, "TGROUP": tgroup, "TSAMPLE": ref.PIXEL_CLOCK * 1e6,
+        "TFRAME": cfg.tframe, "TGROUP": tgroup, "TSAMPLE": inst.PIXEL_CLOCK * 1e6,
         "EFFINTTM": (cfg.ngroups - 1) * tgroup, "EFFEXPTM": cfg.nints * (cfg.ngroups - 1) * tgroup,
         "DURATION": cfg.nints * cfg.integration_duration_s,
         "INTSTART": start + 1, "INTEND": stop, "EXSEGNUM": seg + 1, "EXSEGTOT": cfg.nsegments,
         "TSOVISIT": True, "ZEROFRAM": False, "TARGNAME": cfg.target_name,
-        "SUBSTRT1": ref.SUBSTRT1, "SUBSTRT2": ref.SUBSTRT2, "SUBSIZE1": ref.SUBARRAY_SHAPE[1],
-        "SUBSIZE2": ref.SUBARRAY_SHAPE[0], "FASTAXIS": 1, "SLOWAXIS": 2,
+        "SUBSTRT1": inst.SUBSTRT1, "SUBSTRT2": inst.SUBSTRT2, "SUBSIZE1": inst.SUBARRAY_SHAPE[1],
+        "SUBSIZE2": inst.SUBARRAY_SHAPE[0], "FASTAXIS": 1, "SLOWAXIS": 2,
         # EXPSTART/EXPMID/EXPEND are MJD UTC in JWST headers; the simulation has one time scale, so
         # they hold the BMJD_TDB values (the INT_TIMES table carries the exact times)
         "EXPSTART": float(cfg.start_bjd_tdb),
@@ -574,7 +575,7 @@ def _meta(cfg: LRSSimConfig, seg: int, start: int, stop: int, times: IntTimes) -
     }
 
 
-def _build_truth(cfg: LRSSimConfig, shape=ref.SUBARRAY_SHAPE):
+def _build_truth(cfg: LRSSimConfig, shape=inst.SUBARRAY_SHAPE):
     seqs = _streams(cfg.seed)
     times = _int_times(cfg)
     parts = _scene(cfg, np.random.default_rng(seqs["scene"]), times, shape)
@@ -613,12 +614,12 @@ def iter_lrs_segments(cfg: LRSSimConfig | None = None):
     """
     cfg = LRSSimConfig() if cfg is None else cfg
     _announce(cfg, "ramps")
-    shape = ref.SUBARRAY_SHAPE
+    shape = inst.SUBARRAY_SHAPE
     truth, times, maps, seqs = _build_truth(cfg, shape)
     builder = det.RampBuilder(cfg, {"rate_star": truth.rate_star, "rate_background": truth.rate_background},
                               maps, truth.cosmic_rays, truth.emi, seqs["noise"], shape)
     pixeldq = np.zeros(shape, np.uint32)
-    pixeldq[:, :ref.N_REFERENCE_COLUMNS] = DQ.REFERENCE_PIXEL
+    pixeldq[:, :inst.N_REFERENCE_COLUMNS] = DQ.REFERENCE_PIXEL
 
     def segments():
         for s, (a, b) in enumerate(cfg.segment_bounds()):
@@ -687,7 +688,7 @@ def simulate_lrs_rateints(cfg: LRSSimConfig | None = None):
     skipped = [n for n in ("nonlinearity", "rscd", "saturation", "emi") if getattr(cfg, n)]
     if skipped:
         log.info("rate-level simulation ignores ramp-only effects: %s", ", ".join(skipped))
-    shape = ref.SUBARRAY_SHAPE
+    shape = inst.SUBARRAY_SHAPE
     truth, times, maps, seqs = _build_truth(cfg, shape)
     w, s, coef_p = _ols_weights(cfg.ngroups, cfg.tframe)
     model = truth.rate_star.astype(np.float64) + truth.rate_background
@@ -703,7 +704,7 @@ def simulate_lrs_rateints(cfg: LRSSimConfig | None = None):
         data[h["integration"], h["row"], h["col"]] += h["amplitude_dn"] * cum_w[h["group"]]
     var_p = coef_p * np.maximum(data + dark, 0.0) / cfg.gain if cfg.poisson else np.zeros_like(data)
     dq = np.zeros(model.shape, np.uint32)
-    dq[..., :ref.N_REFERENCE_COLUMNS] = _REFPIX_RATE_DQ
+    dq[..., :inst.N_REFERENCE_COLUMNS] = _REFPIX_RATE_DQ
     meta = _meta(cfg, 0, 0, cfg.nints, times)
     meta.update(BUNIT="DN/s", EXSEGNUM=1, EXSEGTOT=1, R_SPCWCS=ref.wavelength_map_label())
     rates = RateData(data=data, err=np.sqrt(var_p + var_r), dq=dq, var_poisson=var_p,

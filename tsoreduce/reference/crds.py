@@ -1,242 +1,31 @@
-"""MIRI LRS slitless instrument constants and reference data.
+"""Calibration reference files in CRDS format: found in the local CRDS cache or given by path, never
+required and never downloaded.
 
-Constants (each with its source)
---------------------------------
-* ``SUBARRAY_SHAPE = (416, 72)`` -- SLITLESSPRISM subarray rows x columns, SUBSTRT1 = 1, SUBSTRT2 = 529
-  (JDox "MIRI Detector Subarrays"; jwst ``subarray`` keywords of every MIR_LRS-SLITLESS product).
-* ``N_REFERENCE_COLUMNS = 4`` -- columns 0-3 of SLITLESSPRISM are reference pixels (JDox, MIRI subarrays;
-  the DQ REFERENCE_PIXEL flag of real rateints).
-* ``PIXEL_CLOCK = 10e-6`` s, ``ROW_CLOCKS = 28``, ``FRAME_CLOCKS = 15904`` -- MIRI FAST readout clocking
-  for SLITLESSPRISM, as used by the jwst ``emicorr`` step (Tframe = ny*rowclocks + (1024-ny)*(4+3) ticks).
-* ``TFRAME = 0.15904`` s -- FAST frame time of SLITLESSPRISM (= FRAME_CLOCKS * PIXEL_CLOCK; the TFRAME
-  keyword of MIR_LRS-SLITLESS exposures).
-* ``GAIN = 3.1`` e-/DN -- in-flight MIRI gain adopted for LRS time series (Bell et al. 2023,
-  arXiv:2301.06350, as used by ExoTiC-MIRI's ``SetCustomGain(gain_value=3.1)`` and Eureka! examples),
-  instead of the pre-flight 5.5 e-/DN of early CRDS gain files (jwst issue #6250).  JDox "MIRI Detector
-  Performance" quotes "~4 e/ADU" as a detector average; use a gain reference file
-  (:func:`load_gain`) when one is available.
-* ``READ_NOISE_DN = 6.0`` -- read noise in DN; JDox "MIRI Detector Performance" Table 1 ("Read noise
-  (DN) ~6", flight measurement).  A default used only when no readnoise reference file is given.
-* ``SATURATION_DN = 60000`` -- approximate MIRI hard saturation: JDox "MIRI Detector Performance" gives
-  a full well of ~210 000 e-, i.e. ~52 000-68 000 DN for a gain of 4-3.1 e-/DN; exoTEDRF flags at 80 % of
-  a 56 600 DN full well (exoTEDRF's MIRI saturation step).  The per-pixel CRDS saturation
-  reference (:func:`load_saturation`) should be preferred; this default is used only without one.
-* ``EMI_FREQUENCIES`` -- the MIRI EMI frequencies in Hz, with the names of the jwst ``emicorr``
-  reference file (stdatamodels ``EmiModel``: Hz390, Hz218a, Hz218b, Hz218c, Hz164, Hz10) and the values
-  of the jwst emicorr documentation ("The known frequencies to correct for are [Hz]: 390.625, 218.52055,
-  218.520470, 218.520665, 164.9305, 10.039216").  ``Hz390`` = 390.625 Hz is exactly one period per 256
-  pixel-clock ticks of 10 us; its amplitude is ~ +-4 DN (same page).
-
-Reference data
---------------
-* :func:`specwcs_table` / :func:`default_wavelength_map` / :func:`wavelength_of_row`: the bundled
-  SLITLESSPRISM wavelength solutions, by default the current CRDS ``jwst_miri_specwcs_0009.fits``
-  (``specwcs_0009``); the 2022 commissioning ``jwst_miri_specwcs_0006.fits`` stays selectable by name
-  (``specwcs_0006``).  :func:`trace_x_center`: the nominal trace of specwcs_0006.  See
-  ``tsoreduce/data/README.md``.
-* :func:`pixel_read_time_offsets`: the read time of every pixel of every group and integration.
-
-Calibration reference files (CRDS format)
------------------------------------------
 * :func:`find_reference` -- an explicit path, else the newest matching file in the local CRDS cache
   ``$CRDS_PATH/references/jwst/miri/`` (never downloads), else None.
 * :func:`load_linearity`, :func:`load_dark`, :func:`load_flat`, :func:`load_gain`,
   :func:`load_readnoise`, :func:`load_saturation` -- arrays cut to the data's subarray.
+
+File formats: JWST pipeline documentation, reference files of ``linearity``, ``dark_current``,
+``flat_field``, ``gain``, ``readnoise``, ``saturation`` (``docs/sources.md``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from .errors import ReferenceFileError
+from ..errors import ProductError, ReferenceFileError
+from ..instrument import FULL_FRAME_SHAPE, SUBARRAY_NAME, SUBSIZE1, SUBSIZE2, SUBSTRT1, SUBSTRT2
+from ..io._fitsfile import open_checked
+
+__all__ = ["crds_cache_dir", "find_reference", "load_linearity", "load_dark", "load_flat", "load_gain",
+           "load_readnoise", "load_saturation"]
 
 log = logging.getLogger(__name__)
-
-SUBARRAY_NAME = "SLITLESSPRISM"
-SUBARRAY_SHAPE = (416, 72)
-SUBSTRT1 = 1
-SUBSTRT2 = 529
-N_REFERENCE_COLUMNS = 4
-FULL_FRAME_ROWS = 1024
-#: MIRI full frame: 1024 rows x 1032 columns (4 reference columns at each side)
-FULL_FRAME_SHAPE = (1024, 1032)
-SUBSIZE1 = SUBARRAY_SHAPE[1]
-SUBSIZE2 = SUBARRAY_SHAPE[0]
-
-PIXEL_CLOCK = 10.0e-6  # s per tick
-ROW_CLOCKS = 28
-FRAME_CLOCKS = 15904
-TFRAME = FRAME_CLOCKS * PIXEL_CLOCK  # 0.15904 s
-#: FAST readout: one sample per pixel (SLOW reads 9)
-NSAMPLES_FAST = 1
-
-GAIN = 3.1  # e-/DN
-READ_NOISE_DN = 6.0  # DN per single read (approximate default)
-SATURATION_DN = 60000.0  # DN (approximate default)
-
-EMI_FREQUENCIES = {
-    "Hz390": 390.625,
-    "Hz218a": 218.52055,
-    "Hz218b": 218.520470,
-    "Hz218c": 218.520665,
-    "Hz164": 164.9305,
-    "Hz10": 10.039216,
-}
-#: harmonics of the 390 Hz EMI seen in MIRI data (Eureka! remove390 fits f, 2f, 4f)
-EMI_390_HARMONICS = (1, 2, 4)
-
-
-def frame_ticks(nrows: int = SUBARRAY_SHAPE[0]) -> int:
-    """Pixel-clock ticks per frame of a FAST subarray with ``nrows`` rows (ROI rows cost ROW_CLOCKS,
-    the others 7 ticks).  15904 for SLITLESSPRISM."""
-    return nrows * ROW_CLOCKS + (FULL_FRAME_ROWS - nrows) * 7
-
-
-def pixel_read_time_offsets(nints: int, ngroups: int, *, int_offset: int = 0,
-                            shape: tuple[int, int] = SUBARRAY_SHAPE, reset_frames: int = 1):
-    """Read time of every pixel, split into separable parts so nothing 4-D is allocated.
-
-    The read time (s, relative to the first read of integration 0 of the exposure) of pixel
-    ``(row, col)`` in group ``g`` of integration ``i`` is::
-
-        t = t_int[i] + t_group[g] + t_pixel[row, col]
-
-    with, in pixel-clock ticks of 10 us (jwst ``emicorr`` clocking for FAST SLITLESSPRISM),
-    ``t_pixel = row * ROW_CLOCKS + (col // 4) * NSAMPLES_FAST`` (4 amplifiers read 4 adjacent columns at
-    once), ``t_group = g * Tframe`` and ``t_int = i * (ngroups + reset_frames) * Tframe`` (FASTR1 adds
-    one reset frame between integrations).
-
-    Parameters
-    ----------
-    nints, ngroups : int
-    int_offset : int
-        Index of the first integration in the exposure (INTSTART - 1 for a segment).
-    shape : (nrows, ncols)
-    reset_frames : int
-        Frames spent resetting between integrations (1 for FASTR1).
-
-    Returns
-    -------
-    t_int : ``(nints,)`` s;  t_group : ``(ngroups,)`` s;  t_pixel : ``(nrows, ncols)`` s
-    """
-    nrows, ncols = shape
-    tframe = frame_ticks(nrows)
-    i = np.arange(int_offset, int_offset + nints, dtype=np.float64)
-    t_int = i * (ngroups + reset_frames) * tframe * PIXEL_CLOCK
-    t_group = np.arange(ngroups, dtype=np.float64) * tframe * PIXEL_CLOCK
-    rows = np.arange(nrows, dtype=np.float64)[:, None]
-    quad = (np.arange(ncols) // 4).astype(np.float64)[None, :]
-    t_pixel = (rows * ROW_CLOCKS + quad * NSAMPLES_FAST) * PIXEL_CLOCK
-    return t_int, t_group, t_pixel
-
-
-#: bundled SLITLESSPRISM wavelength tables (``tsoreduce/data``, see its README.md): name -> file
-WAVELENGTH_MAPS = {
-    "specwcs_0009": "slitlessprism_specwcs_0009.ecsv",
-    "specwcs_0006": "slitlessprism_specwcs_0006.ecsv",
-}
-#: the bundled map used by default: the current CRDS solution (2024 slitless recalibration)
-DEFAULT_WAVELENGTH_MAP = "specwcs_0009"
-#: the CRDS reference file each bundled table reproduces (written as R_SPCWCS into products)
-WAVELENGTH_MAP_CRDS = {"specwcs_0009": "jwst_miri_specwcs_0009.fits",
-                       "specwcs_0006": "jwst_miri_specwcs_0006.fits"}
-
-
-def _map_name(name):
-    return DEFAULT_WAVELENGTH_MAP if name is None else str(name)
-
-
-@lru_cache(maxsize=8)
-def specwcs_table(name: str | None = None):
-    """A SLITLESSPRISM wavelength solution as an astropy Table.
-
-    Parameters
-    ----------
-    name : ``"specwcs_0009"`` (default, :data:`DEFAULT_WAVELENGTH_MAP`), ``"specwcs_0006"``, or the
-        path of an ECSV file with the same columns.
-
-    Columns: ``row`` (0-based subarray row, 7-394), ``x_center`` (0-based subarray column of the trace
-    centre, pix), ``wavelength`` (um, decreasing with row).  ``specwcs_0009``: the WAVELENGTH extension
-    that jwst 2.0.1 wrote with CRDS ``jwst_miri_specwcs_0009.fits`` (context jwst_1535; the 2024 slitless
-    wavelength recalibration of CRDS jwst_1293), sampled at the trace; ``specwcs_0006``: the 2022
-    commissioning file's WAVETABLE, ``row = IMYSLTL + Y_CENTER - 1 - 528`` and
-    ``x_center = IMXSLTL + X_CENTER - 1`` with IMYSLTL = 829.0 and IMXSLTL = 38.5.  Both use the 0006
-    trace centre (the WAVELENGTH extension carries none).  Derivations: ``tsoreduce/data/README.md``.
-
-    Raises
-    ------
-    ReferenceFileError
-        unknown name / unreadable file / missing columns.
-    """
-    from astropy.table import Table
-
-    name = _map_name(name)
-    if name in WAVELENGTH_MAPS:
-        path = resources.files("tsoreduce") / "data" / WAVELENGTH_MAPS[name]
-        with resources.as_file(path) as p:
-            return Table.read(p, format="ascii.ecsv")
-    p = Path(name)
-    if not p.is_file():
-        raise ReferenceFileError(f"wavelength map {name!r}: neither a bundled map "
-                                 f"({', '.join(WAVELENGTH_MAPS)}) nor an existing ECSV file")
-    try:
-        t = Table.read(p, format="ascii.ecsv")
-    except (OSError, ValueError) as exc:
-        raise ReferenceFileError(f"{p}: not a readable ECSV wavelength table ({exc})") from exc
-    missing = {"row", "x_center", "wavelength"} - set(t.colnames)
-    if missing:
-        raise ReferenceFileError(f"{p}: wavelength table lacks columns {sorted(missing)}")
-    return t
-
-
-def wavelength_map_label(name: str | None = None) -> str:
-    """The name written into products (R_SPCWCS) for a bundled map or a table file: the CRDS file it
-    reproduces (``jwst_miri_specwcs_0009.fits``) or the table's file name."""
-    name = _map_name(name)
-    return WAVELENGTH_MAP_CRDS.get(name, Path(name).name)
-
-
-def wavelength_of_row(rows, name: str | None = None) -> np.ndarray:
-    """Wavelength (um) at (fractional, 0-based) subarray ``rows`` from the map ``name`` (default
-    :data:`DEFAULT_WAVELENGTH_MAP`), linear between table rows; NaN outside the table (rows 7-394),
-    never the edge value repeated."""
-    t = specwcs_table(_map_name(name))
-    r = np.asarray(t["row"], float)
-    w = np.asarray(t["wavelength"], float)
-    rows = np.asarray(rows, float)
-    out = np.interp(rows, r, w)
-    out = np.where((rows < r[0]) | (rows > r[-1]), np.nan, out)
-    return out
-
-
-def trace_x_center(rows) -> np.ndarray:
-    """Nominal trace-centre column (0-based subarray pixels) at ``rows`` from specwcs_0006 (the only
-    bundled source of a trace position); rows outside 7-394 are extrapolated linearly from the nearest end."""
-    t = specwcs_table("specwcs_0006")
-    r = np.asarray(t["row"], float)
-    x = np.asarray(t["x_center"], float)
-    rows = np.asarray(rows, float)
-    # the trace is curved: extrapolate each end with a line through its own last 20 rows
-    lo, hi = np.polyfit(r[:20], x[:20], 1), np.polyfit(r[-20:], x[-20:], 1)
-    out = np.interp(rows, r, x)
-    out = np.where(rows < r[0], np.polyval(lo, rows), out)
-    return np.where(rows > r[-1], np.polyval(hi, rows), out)
-
-
-def default_wavelength_map(shape: tuple[int, int] = SUBARRAY_SHAPE, name: str | None = None) -> np.ndarray:
-    """Wavelength map of SLITLESSPRISM from the bundled map ``name`` (default
-    :data:`DEFAULT_WAVELENGTH_MAP`), float32 ``(416, 72)`` in um, constant along each row (as the jwst
-    pipeline's WAVELENGTH extension), NaN in rows without a solution."""
-    nrows, ncols = shape
-    w = wavelength_of_row(np.arange(nrows), name)
-    return np.repeat(w[:, None], ncols, axis=1).astype(np.float32)
-
 
 # ------------------------------------------------------------------------------ reference files
 #: the data extension of each reference type (CRDS / jwst reference-file formats)
@@ -369,11 +158,8 @@ def _load(path, reftype: str, subarray_meta, with_dq: bool, dtype=np.float32):
     path = Path(path)
     if not path.is_file():
         raise ReferenceFileError(f"{path}: {reftype.lower()} reference file does not exist")
-    from .errors import ProductError
-    from .io.fits_products import _open
-
     try:
-        hdul = _open(path, what=f"{reftype.lower()} reference")  # also catches truncated files
+        hdul = open_checked(path, what=f"{reftype.lower()} reference")  # also catches truncated files
     except ProductError as exc:
         raise ReferenceFileError(str(exc)) from exc
     with hdul:
