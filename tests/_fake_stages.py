@@ -97,19 +97,15 @@ def make_modules(fail_stage2_once=False):
 
     from dataclasses import dataclass
 
+    from tsoreduce._util import field_doc
+
     @dataclass
     class LRSSimConfig:
-        """Fake simulator config.
-
-        nints : number of integrations
-        ngroups : groups per integration
-        nsegments : number of segments
-        depth : transit depth
-        """
-        nints: int = 6
-        ngroups: int = 5
-        nsegments: int = 2
-        depth: float = 0.01
+        """Fake simulator config (field descriptions in the fields' metadata, as the real one)."""
+        nints: int = field_doc(6, "number of integrations")
+        ngroups: int = field_doc(5, "groups per integration")
+        nsegments: int = field_doc(2, "number of segments")
+        depth: float = field_doc(0.01, "transit depth")
 
     def write_lrs_simulation(cfg, outdir):
         _count("simulate")

@@ -15,7 +15,9 @@ line can report it in one line.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno as _errno
+import inspect
 import json
 import os
 import tempfile
@@ -130,3 +132,59 @@ def atomic_write_text(path, text: str) -> Path:
 def atomic_write_json(path, obj) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=1, default=str))
+
+
+# ------------------------------------------------------------------------------------ dataclass docs
+def field_doc(default, doc: str, **metadata):
+    """A dataclass field whose description lives in ``metadata["doc"]``.
+
+    The one place a configuration dataclass documents a field: :func:`document_fields` writes it into
+    the class docstring and :func:`tsoreduce.config.dataclass_schema` into the run-config schema
+    (and so into ``runs/template.yaml``).
+
+    Parameters
+    ----------
+    default : object
+        The field's default (immutable: a tuple rather than a list).
+    doc : str
+        One-line description with units.
+    **metadata
+        Further schema hints (``min``, ``max``, ``choices``, ``item_type``, ``nullable``).
+
+    Returns
+    -------
+    dataclasses.Field
+        The field specification.
+    """
+    return dataclasses.field(default=default, metadata={"doc": doc, **metadata})
+
+
+def document_fields(cls):
+    """Class decorator: append a numpydoc Parameters section built from the fields' ``metadata["doc"]``.
+
+    Parameters
+    ----------
+    cls : type
+        A dataclass whose fields were made with :func:`field_doc` (fields without a doc are listed
+        with their default only).
+
+    Returns
+    -------
+    type
+        ``cls``, its ``__doc__`` extended (Parameters go before the first section, e.g. Raises).
+    """
+    lines = ["Parameters", "----------"]
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        ftype = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        default = f.default if f.default is not dataclasses.MISSING else "(factory)"
+        shown = f"{default:.12g}" if isinstance(default, float) else repr(default)
+        lines.append(f"{f.name} : {ftype}, default {shown}")
+        lines.append(f"    {f.metadata.get('doc', '')}".rstrip())
+    doc = inspect.cleandoc(cls.__doc__ or "").splitlines()
+    # numpydoc order: Parameters right after the summary, before the first section (Raises, Notes...)
+    at = next((i for i in range(len(doc) - 1) if doc[i].strip() and set(doc[i + 1].strip()) == {"-"}
+               and len(doc[i + 1].strip()) == len(doc[i].strip())), len(doc))
+    cls.__doc__ = "\n".join(doc[:at] + lines + [""] + doc[at:]) + "\n"
+    return cls

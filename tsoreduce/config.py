@@ -263,47 +263,6 @@ def _sim_config_class():
     return cls
 
 
-def _docstring_params(cls) -> dict:
-    """Field docs from a class docstring: numpydoc ``name : text`` lines, or the prose style
-    ``Heading\n    name (default, meaning), ...`` -> {name: "Heading: default, meaning"}."""
-    import inspect
-    import re
-    doc = inspect.getdoc(cls) or ""
-    out, current = {}, None
-    for line in doc.splitlines():
-        stripped = line.strip()
-        if line and not line[0].isspace() and " : " in line:
-            names, _, rest = line.partition(" : ")
-            current = [n.strip() for n in names.split(",")]
-            for n in current:
-                out[n] = rest.strip()
-        elif current and stripped and line[0].isspace():
-            for n in current:
-                out[n] = (out[n] + " " + stripped).strip()
-        elif not stripped:
-            current = None
-    if out:
-        return out
-    # prose style: remember the section heading (unindented line), then find "name (...)" fragments
-    heading, text_by_heading = "", {}
-    for line in doc.splitlines():
-        if line and not line[0].isspace():
-            heading = line.strip()
-        text_by_heading.setdefault(heading, []).append(line.strip())
-    for heading, lines in text_by_heading.items():
-        text = " ".join(lines)
-        for m in re.finditer(r"\b([a-z][a-z0-9_]*) \(", text):
-            name, i, depth = m.group(1), m.end(), 1
-            j = i
-            while j < len(text) and depth:
-                depth += {"(": 1, ")": -1}.get(text[j], 0)
-                j += 1
-            inner = " ".join(text[i:j - 1].split())
-            if name not in out and inner:
-                out[name] = f"{heading}: {name} ({inner})" if heading and heading != name else inner
-    return out
-
-
 def _annotation_type(annotation) -> tuple | None:
     """(type, nullable) from a field annotation such as ``"float | None"`` (string or type)."""
     text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
@@ -316,55 +275,94 @@ def _annotation_type(annotation) -> tuple | None:
     return None
 
 
-def simulate_schema() -> dict:
-    """A config schema derived from the fields of :class:`tsoreduce.simulate.LRSSimConfig`.
+def dataclass_schema(cls, names=None) -> dict:
+    """A config schema from the fields of a configuration dataclass (types, defaults, descriptions).
 
     Each field becomes a :class:`Param` whose type is that of its default (``float`` accepts ints;
-    a ``None`` default makes the field nullable and accepts numbers, strings or lists), with
-    ``min``/``max``/``choices``/``doc`` taken from the dataclass field's ``metadata`` when given,
-    else the doc from the class docstring.
+    a ``None`` default makes the field nullable, typed from its annotation), with ``doc`` from the
+    field's ``metadata["doc"]`` (:func:`tsoreduce._util.field_doc`) and ``min``/``max``/``choices``/
+    ``item_type``/``nullable`` from the same metadata when given.  Fields whose defaults cannot be
+    written in YAML (arrays, objects) are left out.
+
+    Parameters
+    ----------
+    cls : type
+        A dataclass, e.g. :class:`tsoreduce.simulate.LRSSimConfig`.
+    names : iterable of str, optional
+        Only these fields, in this order (default: every init field).
+
+    Returns
+    -------
+    dict
+        ``{field name: Param}``.
+
+    Raises
+    ------
+    ConfigError
+        A requested name is not a field of ``cls``.
     """
     import dataclasses
-    cls = _sim_config_class()
-    docs = _docstring_params(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
+    unknown = [n for n in (names or ()) if n not in fields]
+    if unknown:
+        raise ConfigError(f"{cls.__name__} has no field(s) {unknown}")
     schema = {}
-    for f in dataclasses.fields(cls):
-        if not f.init or f.name.startswith("_"):
-            continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f.default_factory()  # type: ignore[misc]
-        else:
-            default = None
-        md = dict(f.metadata or {})
-        if default is None:
-            ptype, nullable = _annotation_type(f.type) or ((int, float, str, list), True)
-            nullable = True
-        elif isinstance(default, bool):
-            ptype, nullable = bool, False
-        elif isinstance(default, int):
-            ptype, nullable = int, False
-        elif isinstance(default, float):
-            ptype, nullable = float, False
-        elif isinstance(default, (list, tuple)):
-            ptype, nullable = list, False
-            default = list(default)
-        elif isinstance(default, str):
-            ptype, nullable = str, False
-        elif isinstance(default, dict):
-            ptype, nullable = dict, False
-        else:  # arrays or objects cannot be written in YAML: leave them at their default
-            continue
-        fallback = (f"switch: simulate the {f.name.replace('_', ' ')} effect" if ptype is bool
-                    else f.name.replace("_", " "))
-        doc = " ".join(str(md.get("doc") or docs.get(f.name) or fallback).split())
-        if len(doc) > 160:
-            doc = doc[:155].rsplit(" ", 1)[0].rstrip(" ,;:") + " [...]"
-        schema[f.name] = Param(default, md.get("type", ptype), doc,
-                               choices=md.get("choices"), min=md.get("min"), max=md.get("max"),
-                               nullable=md.get("nullable", nullable))
+    for name in (names or fields):
+        param = _field_param(fields[name])
+        if param is not None:
+            schema[name] = param
     return schema
+
+
+def _field_param(f):
+    """The :class:`Param` of one dataclass field (None when its default is not YAML-writable)."""
+    import dataclasses
+    if f.default is not dataclasses.MISSING:
+        default = f.default
+    elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        default = f.default_factory()  # type: ignore[misc]
+    else:
+        default = None
+    md = dict(f.metadata or {})
+    if default is None:
+        ptype, nullable = _annotation_type(f.type) or ((int, float, str, list), True)
+        nullable = True
+    elif isinstance(default, bool):
+        ptype, nullable = bool, False
+    elif isinstance(default, int):
+        ptype, nullable = int, False
+    elif isinstance(default, float):
+        ptype, nullable = float, False
+    elif isinstance(default, (list, tuple)):
+        ptype, nullable = list, False
+        default = _listify(default)
+    elif isinstance(default, str):
+        ptype, nullable = str, False
+    elif isinstance(default, dict):
+        ptype, nullable = dict, False
+    else:  # arrays or objects cannot be written in YAML: leave them at their default
+        return None
+    doc = " ".join(str(md.get("doc") or f.name.replace("_", " ")).split())
+    if len(doc) > 160:
+        doc = doc[:155].rsplit(" ", 1)[0].rstrip(" ,;:") + " [...]"
+    extra = {k: md[k] for k in ("item_type",) if k in md}
+    return Param(default, md.get("type", ptype), doc, choices=md.get("choices"), min=md.get("min"),
+                 max=md.get("max"), nullable=md.get("nullable", nullable), **extra)
+
+
+def _listify(v):
+    return [_listify(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+
+def simulate_schema() -> dict:
+    """The ``input.simulate`` schema: every field of :class:`tsoreduce.simulate.LRSSimConfig`.
+
+    Returns
+    -------
+    dict
+        ``{field name: Param}`` (:func:`dataclass_schema` of the class).
+    """
+    return dataclass_schema(_sim_config_class())
 
 
 def _tupleize(v):

@@ -69,7 +69,7 @@ from astropy.io import fits
 from .._util import atomic_write
 from ..datamodel import IntTimes, RampData, RateData, SpectraData, concatenate
 from ..errors import (EmptyDataError, MissingExtensionError, OverwriteError, ProductError,
-                      ShapeError, TruncatedFileError, WrongInstrumentError, WrongSubarrayError)
+                      ShapeError, WrongInstrumentError, WrongSubarrayError)
 from ..instrument import SUBARRAY_NAME, SUBARRAY_SHAPE, TFRAME
 from ._fitsfile import image_shape, open_checked
 # SCI_KEYWORDS: the keywords that live in the SCI header rather than the primary header

@@ -20,6 +20,7 @@ from .. import reference as ref
 from .._util import atomic_write
 from ..datamodel import DQ
 from ..errors import OverwriteError, ReferenceFileError
+from ._lrs_types import LRSTruth
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,6 @@ def load_truth(path):
     """Read a truth ``.npz`` written by :func:`save_truth`; returns :class:`LRSTruth`.
 
     Raises :class:`FileNotFoundError` if absent and ``ValueError`` if it is not an LRS truth file."""
-    from .lrs import LRSTruth
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: truth file does not exist")
@@ -229,28 +228,37 @@ def uncal_name(segment: int, nsegments: int) -> str:
     return f"jw00000001001_01101_00001{seg}_mirimage_uncal.fits"
 
 
-def write_simulation(cfg, outdir, iter_segments, *, overwrite: bool = False,
+def simulation_paths(cfg, outdir, *, overwrite: bool = False) -> dict:
+    """The files :func:`write_simulation` will write into ``outdir`` (created if needed), checked first.
+
+    Returns dict(uncal=[Path per segment], truth=Path, spectrum=Path, refdir=Path).  Raises
+    OverwriteError if a target file exists and not ``overwrite`` -- called before simulating, so a
+    refused run costs nothing.
+    """
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = dict(uncal=[outdir / uncal_name(s, cfg.nsegments) for s in range(cfg.nsegments)],
+                 truth=outdir / "simulation_truth.npz", spectrum=outdir / "injected_spectrum.ecsv",
+                 refdir=outdir / "references")
+    ref_paths = [paths["refdir"] / f"tsoreduce_sim_miri_{t}.fits" for t in REFTYPES]
+    for p in paths["uncal"] + [paths["truth"], paths["spectrum"]] + ref_paths:
+        _check_new(p, overwrite)
+    return paths
+
+
+def write_simulation(cfg, paths: dict, truth, segments, *, overwrite: bool = False,
                      spectrum_edges_um=DEFAULT_SPECTRUM_EDGES_UM) -> dict:
-    """Simulate with ``iter_segments(cfg) -> (truth, segment iterator)`` and write everything to
-    ``outdir`` (created if needed), one segment in memory at a time.
+    """Write a simulation: the ``segments`` (an iterator of RampData, consumed one at a time so memory
+    holds one segment), the ``truth``, the injected spectrum and the reference files, to ``paths``
+    (from :func:`simulation_paths`).
 
     Returns dict(uncal=[Path per segment], truth=Path (.npz), spectrum=Path (ECSV),
     references={reftype: Path} (those our Stage 1 reads), jwst_references={reftype: Path} (all,
-    including the MASK for jwst's dq_init)).  Raises OverwriteError (before simulating) if a target file exists and
-    not ``overwrite``.
+    including the MASK for jwst's dq_init)).
     """
     from ..io import write_uncal
 
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    uncal_paths = [outdir / uncal_name(s, cfg.nsegments) for s in range(cfg.nsegments)]
-    truth_path = outdir / "simulation_truth.npz"
-    spec_path = outdir / "injected_spectrum.ecsv"
-    refdir = outdir / "references"
-    ref_paths = [refdir / f"tsoreduce_sim_miri_{t}.fits" for t in REFTYPES]
-    for p in uncal_paths + [truth_path, spec_path] + ref_paths:
-        _check_new(p, overwrite)
-    truth, segments = iter_segments(cfg)
+    uncal_paths, truth_path, spec_path = paths["uncal"], paths["truth"], paths["spectrum"]
     provenance = {"simulator": "tsoreduce.simulate.lrs", "seed": int(cfg.seed),
                   "config": json.dumps(_jsonable(cfg.to_dict()))}
     first_meta = None
@@ -262,9 +270,9 @@ def write_simulation(cfg, outdir, iter_segments, *, overwrite: bool = False,
     table = truth.injected_spectrum(np.asarray(spectrum_edges_um, float))
     table.meta["seed"] = int(cfg.seed)
     atomic_write(spec_path, lambda tmp: table.write(tmp, format="ascii.ecsv", overwrite=True))
-    refs = write_reference_files(truth, cfg, refdir, first_meta, overwrite=overwrite)
+    refs = write_reference_files(truth, cfg, paths["refdir"], first_meta, overwrite=overwrite)
     log.info("wrote LRS simulation to %s: %d uncal segment(s), truth, spectrum, %d reference files",
-             outdir, len(uncal_paths), len(refs))
+             truth_path.parent, len(uncal_paths), len(refs))
     # ``references``: what our Stage 1 reads; ``jwst_references``: all, for jwst's override_<reftype>
     ours = {k: v for k, v in refs.items() if k in STAGE1_REFTYPES}
     return dict(uncal=uncal_paths, truth=truth_path, spectrum=spec_path, references=ours,
