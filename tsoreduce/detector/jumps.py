@@ -31,20 +31,18 @@ import math
 import numba
 import numpy as np
 
-from ..datamodel import DQ, RampData
+from ..datamodel import RampData
 from ..errors import ConfigError
 from .. import instrument as inst
 from ._select import median_inplace
-from .rampfit import _as_map, _fit_pixel, poisson_signal_per_group, usable_group_range
+from ._ramp_common import (BAD_GROUP, DNU, JUMP, SAT, as_map, fit_outputs, fit_pixel, full_weights,
+                           rate_data)
+from .rampfit import group_time, poisson_signal_per_group, usable_group_range
 
 log = logging.getLogger(__name__)
 
 __all__ = ["detect_jumps_up_the_ramp", "detect_jumps_time_domain", "detect_jumps_and_fit", "jump_counts"]
 
-_DNU = np.uint32(DQ.DO_NOT_USE)
-_SAT = np.uint32(DQ.SATURATED)
-_JUMP = np.uint32(DQ.JUMP_DET)
-_BAD_GROUP = np.uint32(DQ.DO_NOT_USE | DQ.SATURATED)
 # scratch bit (unused by GROUPDQ, which only uses the low byte) marking jumps strong enough to flag
 # the 4 neighbours; cleared before returning
 _STRONG = np.uint32(1 << 30)
@@ -65,7 +63,7 @@ def _twopoint_pixel(data, gdq_in, gdq_out, i, y, x, g0, g1, s, var, thresh, stro
     for g in range(g0, g1):
         qa = gdq_in[i, g, y, x]
         qb = gdq_in[i, g + 1, y, x]
-        if ((qa | qb) & _BAD_GROUP) == 0 and (qb & _JUMP) == 0:
+        if ((qa | qb) & BAD_GROUP) == 0 and (qb & JUMP) == 0:
             d[n] = np.float64(data[i, g + 1, y, x]) - np.float64(data[i, g, y, x])
             idx[n] = g + 1
             n += 1
@@ -87,7 +85,7 @@ def _twopoint_pixel(data, gdq_in, gdq_out, i, y, x, g0, g1, s, var, thresh, stro
                 best = k
         if zbest <= thresh or best < 0:
             break
-        flag = _JUMP
+        flag = JUMP
         if zbest >= strong_thresh:
             flag |= _STRONG
         gdq_out[i, idx[best], y, x] |= flag
@@ -117,7 +115,7 @@ def _twopoint_kernel(data, gdq_in, gdq_out, s_ref, rn, gain, g0, g1, thresh, str
             for x in range(nx):
                 qa = gdq_in[i, g, y, x]
                 qb = gdq_in[i, g + 1, y, x]
-                good = ((qa | qb) & _BAD_GROUP) == 0 and (qb & _JUMP) == 0
+                good = ((qa | qb) & BAD_GROUP) == 0 and (qb & JUMP) == 0
                 v = np.float64(data[i, g + 1, y, x]) - np.float64(data[i, g, y, x])
                 dd[k, x] = v
                 okk[k, x] = good
@@ -159,8 +157,8 @@ def _flag_neighbours(gdq: np.ndarray) -> int:
         grow[:, :, 1:] |= strong[:, :, :-1]
         grow[:, :, :-1] |= strong[:, :, 1:]
         # never flag groups that are already unusable (keeps saturation / DNU semantics clean)
-        grow &= (gdq[i] & _DNU) == 0
-        gdq[i][grow] |= _JUMP
+        grow &= (gdq[i] & DNU) == 0
+        gdq[i][grow] |= JUMP
         gdq[i] &= ~_STRONG
     return nstrong
 
@@ -190,11 +188,11 @@ def detect_jumps_up_the_ramp(ramp: RampData, *, threshold: float = 4.0, flag_4_n
     """
     g0, g1 = usable_group_range(ramp.groupdq)
     frame = ramp.data.shape[2:]
-    rn = _as_map(inst.READ_NOISE_DN if read_noise is None else read_noise, frame, "read_noise")
-    gn = _as_map(inst.GAIN if gain is None else gain, frame, "gain")
+    rn = as_map(inst.READ_NOISE_DN if read_noise is None else read_noise, frame, "read_noise")
+    gn = as_map(inst.GAIN if gain is None else gain, frame, "gain")
     if signal_per_group is None:
         signal_per_group = poisson_signal_per_group(ramp, g0, g1)
-    s_ref = _as_map(signal_per_group, frame, "signal_per_group")
+    s_ref = as_map(signal_per_group, frame, "signal_per_group")
     if out is None:
         out = ramp.groupdq.copy()
     else:
@@ -202,7 +200,7 @@ def detect_jumps_up_the_ramp(ramp: RampData, *, threshold: float = 4.0, flag_4_n
     if g1 - g0 < 1:
         log.warning("jump (up the ramp): fewer than 2 usable groups; nothing to test")
         return ramp.replace(groupdq=out)
-    before = int(np.count_nonzero(ramp.groupdq & _JUMP)) if log.isEnabledFor(logging.INFO) else 0
+    before = int(np.count_nonzero(ramp.groupdq & JUMP)) if log.isEnabledFor(logging.INFO) else 0
     strong = np.inf if not flag_4_neighbors else float(neighbor_threshold)
     _twopoint_kernel(ramp.data, ramp.groupdq, out, s_ref, rn, gn, g0, g1, float(threshold), strong,
                      int(min_mean_diffs))
@@ -210,7 +208,7 @@ def detect_jumps_up_the_ramp(ramp: RampData, *, threshold: float = 4.0, flag_4_n
         _flag_neighbours(out)
     if log.isEnabledFor(logging.INFO):
         log.info("jump (up the ramp, %.1f sigma): %d groups flagged JUMP_DET",
-                 threshold, int(np.count_nonzero(out & _JUMP)) - before)
+                 threshold, int(np.count_nonzero(out & JUMP)) - before)
     meta = dict(ramp.meta)
     meta["S_JUMP"] = "COMPLETE"
     return ramp.replace(groupdq=out, meta=meta)
@@ -327,7 +325,7 @@ def _time_domain_row(data, gdq_in, gdq_out, data_out, rn, gain, g0, g1, window, 
         for i in range(nint):
             for x in range(nx):
                 v = np.float64(data[i, g + 1, y, x]) - np.float64(data[i, g, y, x])
-                ok = ((gdq_in[i, g, y, x] | gdq_in[i, g + 1, y, x]) & _BAD_GROUP) == 0 and math.isfinite(v)
+                ok = ((gdq_in[i, g, y, x] | gdq_in[i, g + 1, y, x]) & BAD_GROUP) == 0 and math.isfinite(v)
                 dif[i, x] = v
                 okd[i, x] = ok
                 nbad[x] += not ok
@@ -405,8 +403,8 @@ def _time_domain_row(data, gdq_in, gdq_out, data_out, rn, gain, g0, g1, window, 
                     else:
                         gflag = g0 + k + 1
                     q = gdq_out[i, gflag, y, x]
-                    nnew += (q & _JUMP) == 0
-                    gdq_out[i, gflag, y, x] = q | _JUMP
+                    nnew += (q & JUMP) == 0
+                    gdq_out[i, gflag, y, x] = q | JUMP
     return nnew
 
 
@@ -452,8 +450,8 @@ def detect_jumps_time_domain(ramp: RampData, *, threshold: float = 5.0, window: 
         raise ConfigError(f"detect_jumps_time_domain: window = {window} integrations; it must be >= 3")
     g0, g1 = usable_group_range(ramp.groupdq)
     frame = ramp.data.shape[2:]
-    rn = _as_map(inst.READ_NOISE_DN if read_noise is None else read_noise, frame, "read_noise")
-    gn = _as_map(inst.GAIN if gain is None else gain, frame, "gain")
+    rn = as_map(inst.READ_NOISE_DN if read_noise is None else read_noise, frame, "read_noise")
+    gn = as_map(inst.GAIN if gain is None else gain, frame, "gain")
     if out is None:
         out = ramp.groupdq.copy()
     elif out is not ramp.groupdq:
@@ -476,7 +474,7 @@ def detect_jumps_time_domain(ramp: RampData, *, threshold: float = 5.0, window: 
 
 def jump_counts(ramp: RampData) -> np.ndarray:
     """Number of JUMP_DET groups per pixel, int64 ``(nrows, ncols)`` (for the jump-map figure)."""
-    return np.count_nonzero(ramp.groupdq & _JUMP, axis=(0, 1))
+    return np.count_nonzero(ramp.groupdq & JUMP, axis=(0, 1))
 
 
 @numba.njit(cache=True)
@@ -488,7 +486,7 @@ def _screen_pixel(data, gdq_in, i, y, x, g0, g1, s, lim, min_mean_diffs):
     for g in range(g0, g1):
         qa = gdq_in[i, g, y, x]
         qb = gdq_in[i, g + 1, y, x]
-        if ((qa | qb) & _BAD_GROUP) == 0 and (qb & _JUMP) == 0:
+        if ((qa | qb) & BAD_GROUP) == 0 and (qb & JUMP) == 0:
             ssum += np.float64(data[i, g + 1, y, x]) - np.float64(data[i, g, y, x])
             cnt += 1
     if cnt == 0:
@@ -497,7 +495,7 @@ def _screen_pixel(data, gdq_in, i, y, x, g0, g1, s, lim, min_mean_diffs):
     for g in range(g0, g1):
         qa = gdq_in[i, g, y, x]
         qb = gdq_in[i, g + 1, y, x]
-        if ((qa | qb) & _BAD_GROUP) == 0 and (qb & _JUMP) == 0:
+        if ((qa | qb) & BAD_GROUP) == 0 and (qb & JUMP) == 0:
             dv = np.float64(data[i, g + 1, y, x]) - np.float64(data[i, g, y, x])
             if abs(dv - mu) > lim:
                 return True, True
@@ -590,7 +588,7 @@ def _jump_fit_row(data, gdq_in, gdq_out, pixeldq, s_ref, rn, gain, g0, g1, thres
         s = s_ref[y, x]
         var = 2.0 * rn[y, x] * rn[y, x] + max(s, 0.0) / gain[y, x]
         lim = thresh * math.sqrt(var)
-        clean = (qor[x] & (_BAD_GROUP | _JUMP)) == 0 and nk > 0
+        clean = (qor[x] & (BAD_GROUP | JUMP)) == 0 and nk > 0
         if clean:
             # every difference usable: the mean is the end-to-end difference over nk
             mu = (prev[x] - first[x]) / nk if (nk >= min_mean_diffs or s < 0.0) else s
@@ -600,18 +598,18 @@ def _jump_fit_row(data, gdq_in, gdq_out, pixeldq, s_ref, rn, gain, g0, g1, thres
         if jumped:
             _twopoint_pixel(data, gdq_in, gdq_out, i, y, x, g0, g1, s, var, thresh,
                             strong_thresh, min_mean_diffs, d, idx)
-        q = pixeldq[y, x] | (qor[x] & (_JUMP | _SAT))
+        q = pixeldq[y, x] | (qor[x] & (JUMP | SAT))
         if clean and not jumped and stats[y, 0, x] > 0.0:
             r = acc[x]
             vr = stats[y, 1, x]
             vp = stats[y, 2, x]
         else:
-            r, vr, vp, good = _fit_pixel(data, gdq_out, i, y, x, g0, g1, s, rn[y, x],
+            r, vr, vp, good = fit_pixel(data, gdq_out, i, y, x, g0, g1, s, rn[y, x],
                                          gain[y, x], d, ok, work_c, work_d, w)
             if jumped:
-                q |= _JUMP
+                q |= JUMP
             if not good:
-                q |= _DNU
+                q |= DNU
         rate[i, y, x] = r * inv_tg
         var_r[i, y, x] = vr * inv_tg * inv_tg
         var_p[i, y, x] = vp * inv_tg * inv_tg
@@ -634,21 +632,20 @@ def detect_jumps_and_fit(ramp: RampData, *, threshold: float = 4.0, read_noise=N
 
     Returns ``(RampData with JUMP_DET flags, RateData)``.
     """
-    from .rampfit import _fit_outputs, _full_weights, _rate_data, group_time
 
     g0, g1 = usable_group_range(ramp.groupdq)
     frame = ramp.data.shape[2:]
-    rn = _as_map(inst.READ_NOISE_DN if read_noise is None else read_noise, frame, "read_noise")
-    gn = _as_map(inst.GAIN if gain is None else gain, frame, "gain")
+    rn = as_map(inst.READ_NOISE_DN if read_noise is None else read_noise, frame, "read_noise")
+    gn = as_map(inst.GAIN if gain is None else gain, frame, "gain")
     if signal_per_group is None:
         signal_per_group = poisson_signal_per_group(ramp, g0, g1)
-    s_ref = _as_map(signal_per_group, frame, "signal_per_group")
+    s_ref = as_map(signal_per_group, frame, "signal_per_group")
     out = {} if out is None else out
     gdq = out.get("gdq")
     if gdq is None or gdq.shape != ramp.groupdq.shape or gdq.dtype != ramp.groupdq.dtype:
         gdq = np.empty_like(ramp.groupdq)
     copy_gdq = gdq is not ramp.groupdq               # the kernel copies the flags as it reads them
-    rate, vp, vr, dq = _fit_outputs(ramp, out)
+    rate, vp, vr, dq = fit_outputs(ramp, out)
     err = out.get("err")
     if err is None or err.shape != rate.shape or err.dtype != np.float32:
         err = np.empty(rate.shape, np.float32)
@@ -658,7 +655,7 @@ def detect_jumps_and_fit(ramp: RampData, *, threshold: float = 4.0, read_noise=N
     nk = g1 - g0
     wfull = np.empty((frame[0], max(nk, 1), frame[1]))
     stats = np.empty((frame[0], 3, frame[1]))
-    _full_weights(s_ref, rn, gn, nk, wfull, stats)
+    full_weights(s_ref, rn, gn, nk, wfull, stats)
     _jump_fit_kernel(ramp.data, ramp.groupdq, gdq, ramp.pixeldq, s_ref, rn, gn, g0, g1, float(threshold),
                      np.inf, int(min_mean_diffs), wfull, stats, rate, vp, vr, err, dq,
                      1.0 / group_time(ramp.meta), copy_gdq, _ROWS_PER_TASK)
@@ -667,5 +664,5 @@ def detect_jumps_and_fit(ramp: RampData, *, threshold: float = 4.0, read_noise=N
     flagged = ramp.replace(groupdq=gdq, meta=meta)
     if log.isEnabledFor(logging.INFO):
         log.info("jump (up the ramp, %.1f sigma, fused with the ramp fit): %d groups flagged JUMP_DET",
-                 threshold, int(np.count_nonzero(gdq & _JUMP)) - int(np.count_nonzero(ramp.groupdq & _JUMP)))
-    return flagged, _rate_data(ramp, rate, err, vp, vr, dq)
+                 threshold, int(np.count_nonzero(gdq & JUMP)) - int(np.count_nonzero(ramp.groupdq & JUMP)))
+    return flagged, rate_data(ramp, rate, err, vp, vr, dq)

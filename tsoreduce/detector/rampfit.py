@@ -33,19 +33,16 @@ import math
 import numba
 import numpy as np
 
-from ..datamodel import DQ, RampData, RateData
-from ..errors import ShapeError
+from ..datamodel import RampData, RateData
 from .. import instrument as inst
+from ._ramp_common import (BAD_GROUP, DNU, JUMP, SAT, as_map, fit_outputs, fit_pixel, full_weights,
+                           rate_data)
 from ._select import median_inplace
 
 log = logging.getLogger(__name__)
 
 __all__ = ["fit_ramps", "poisson_signal_per_group", "usable_group_range", "group_time"]
 
-_DNU = np.uint32(DQ.DO_NOT_USE)
-_SAT = np.uint32(DQ.SATURATED)
-_JUMP = np.uint32(DQ.JUMP_DET)
-_BAD_GROUP = np.uint32(DQ.DO_NOT_USE | DQ.SATURATED)
 
 
 def group_time(meta: dict) -> float:
@@ -81,138 +78,11 @@ def usable_group_range(groupdq: np.ndarray) -> tuple[int, int]:
     group range; pixel-level flags (saturation, jumps) are handled per pixel.  Returns ``(0, -1)``
     when no group is usable.
     """
-    plane_dnu = np.all((groupdq[0] & _DNU) != 0, axis=(1, 2))
+    plane_dnu = np.all((groupdq[0] & DNU) != 0, axis=(1, 2))
     good = np.flatnonzero(~plane_dnu)
     if good.size == 0:
         return 0, -1
     return int(good[0]), int(good[-1])
-
-
-@numba.njit(cache=True)
-def _gls_segment(d, start, n, var_d, r2, work_c, work_d, w):
-    """GLS of ``n`` consecutive differences ``d[start:start+n]``; returns (slope, var, var_rn, var_ps)
-    in DN/group units.  ``var_d`` = 2R^2 + S/gain (diagonal), ``r2`` = R^2 (minus the off-diagonal)."""
-    a = var_d
-    b = -r2
-    if n == 1:
-        return d[start], a, 2.0 * r2, a - 2.0 * r2
-    # Thomas algorithm for C w = 1 (C symmetric tridiagonal Toeplitz)
-    work_c[0] = b / a
-    work_d[0] = 1.0 / a
-    for j in range(1, n):
-        m = a - b * work_c[j - 1]
-        work_c[j] = b / m
-        work_d[j] = (1.0 - b * work_d[j - 1]) / m
-    w[n - 1] = work_d[n - 1]
-    for j in range(n - 2, -1, -1):
-        w[j] = work_d[j] - work_c[j] * w[j + 1]
-    sw = 0.0
-    swd = 0.0
-    sww = 0.0
-    swx = 0.0
-    for j in range(n):
-        sw += w[j]
-        swd += w[j] * d[start + j]
-        sww += w[j] * w[j]
-    for j in range(n - 1):
-        swx += w[j] * w[j + 1]
-    slope = swd / sw
-    var_rn = r2 * (2.0 * sww - 2.0 * swx) / (sw * sw)
-    var_ps = (var_d - 2.0 * r2) * sww / (sw * sw)
-    return slope, 1.0 / sw, var_rn, var_ps
-
-
-@numba.njit(parallel=True, cache=True)
-def _full_weights(s_ref, rn, gain, nk, wfull, stats):
-    """GLS weights of an uninterrupted run of ``nk`` differences for every pixel whose reference
-    signal is known (the common case: a clean ramp), normalised to sum 1, layout (ny, nk, nx);
-    stats (ny, 3, nx) = (var, var_rn, var_ps) in DN/group units; -1 in var where the signal is unknown."""
-    ny, nx = s_ref.shape
-    for y in numba.prange(ny):
-        wc = np.empty(max(nk, 1))
-        wd = np.empty(max(nk, 1))
-        w = np.empty(max(nk, 1))
-        d = np.zeros(max(nk, 1))
-        for x in range(nx):
-            s = s_ref[y, x]
-            if s < 0.0 or nk < 1:
-                stats[y, 0, x] = -1.0
-                continue
-            r2 = rn[y, x] * rn[y, x]
-            var_d = 2.0 * r2 + s / gain[y, x]
-            if var_d <= 0.0:
-                var_d = 1e-12
-            if nk == 1:
-                w[0] = 1.0
-                stats[y, 0, x] = var_d
-                stats[y, 1, x] = 2.0 * r2
-                stats[y, 2, x] = var_d - 2.0 * r2
-            else:
-                _, v, vr, vp = _gls_segment(d, 0, nk, var_d, r2, wc, wd, w)
-                sw = 0.0
-                for k in range(nk):
-                    sw += w[k]
-                for k in range(nk):
-                    w[k] /= sw
-                stats[y, 0, x] = v
-                stats[y, 1, x] = vr
-                stats[y, 2, x] = vp
-            for k in range(nk):
-                wfull[y, k, x] = w[k]
-
-
-@numba.njit(cache=True)
-def _fit_pixel(data, gdq, i, y, x, g0, g1, s, rn, gain, d, ok, work_c, work_d, w):
-    """General path for one ramp (jumps, saturation, unknown signal): returns (rate, var_rn, var_ps,
-    usable) in DN/group units, segments combined by inverse variance."""
-    nk = g1 - g0
-    ndiff = 0
-    qa = gdq[i, g0, y, x]
-    va = np.float64(data[i, g0, y, x])
-    for g in range(g0, g1):
-        qb = gdq[i, g + 1, y, x]
-        vb = np.float64(data[i, g + 1, y, x])
-        good = ((qa | qb) & _BAD_GROUP) == 0 and (qb & _JUMP) == 0
-        ok[g - g0] = good
-        d[g - g0] = vb - va
-        if good:
-            ndiff += 1
-        qa = qb
-        va = vb
-    r2 = rn * rn
-    if s < 0.0:
-        # no reference signal (e.g. saturated in most integrations): this ramp's own mean
-        acc = 0.0
-        for k in range(nk):
-            if ok[k]:
-                acc += d[k]
-        s = acc / ndiff if ndiff > 0 else 0.0
-        if s < 0.0:
-            s = 0.0
-    var_d = 2.0 * r2 + s / gain
-    if var_d <= 0.0:
-        var_d = 1e-12
-    inv_sum = 0.0
-    num = 0.0
-    vr_acc = 0.0
-    vp_acc = 0.0
-    k = 0
-    while k < nk:
-        if not ok[k]:
-            k += 1
-            continue
-        start = k
-        while k < nk and ok[k]:
-            k += 1
-        sl, v, vr, vp = _gls_segment(d, start, k - start, var_d, r2, work_c, work_d, w)
-        iv = 1.0 / v
-        inv_sum += iv
-        num += sl * iv
-        vr_acc += vr * iv * iv
-        vp_acc += vp * iv * iv
-    if inv_sum > 0.0:
-        return num / inv_sum, vr_acc / (inv_sum * inv_sum), vp_acc / (inv_sum * inv_sum), True
-    return np.nan, np.nan, np.nan, False
 
 
 @numba.njit(parallel=True, cache=True)
@@ -239,19 +109,19 @@ def _fit_kernel(data, gdq, pixeldq, s_ref, rn, gain, g0, g1, wfull, stats, rate,
                 qor[x] |= gdq[i, g + 1, y, x]
                 acc[x] += wfull[y, k, x] * (np.float64(data[i, g + 1, y, x]) - np.float64(data[i, g, y, x]))
         for x in range(nx):
-            q = pixeldq[y, x] | (qor[x] & (_JUMP | _SAT))
-            if (qor[x] & (_BAD_GROUP | _JUMP)) == 0 and nk > 0 and stats[y, 0, x] > 0.0:
+            q = pixeldq[y, x] | (qor[x] & (JUMP | SAT))
+            if (qor[x] & (BAD_GROUP | JUMP)) == 0 and nk > 0 and stats[y, 0, x] > 0.0:
                 rate[i, y, x] = acc[x]
                 var_r[i, y, x] = stats[y, 1, x]
                 var_p[i, y, x] = stats[y, 2, x]
             else:
-                r, vr, vp, good = _fit_pixel(data, gdq, i, y, x, g0, g1, s_ref[y, x], rn[y, x], gain[y, x],
+                r, vr, vp, good = fit_pixel(data, gdq, i, y, x, g0, g1, s_ref[y, x], rn[y, x], gain[y, x],
                                              d, ok, work_c, work_d, w)
                 rate[i, y, x] = r
                 var_r[i, y, x] = vr
                 var_p[i, y, x] = vp
                 if not good:
-                    q |= _DNU
+                    q |= DNU
             dq_out[i, y, x] = q
 
 
@@ -268,7 +138,7 @@ def _endpoint_median(data, gdq, g0, g1, out):
         for i in range(nint):
             for x in range(nx):
                 v = (np.float64(data[i, g1, y, x]) - np.float64(data[i, g0, y, x])) / span
-                if ((gdq[i, g0, y, x] | gdq[i, g1, y, x]) & _BAD_GROUP) == 0 and math.isfinite(v):
+                if ((gdq[i, g0, y, x] | gdq[i, g1, y, x]) & BAD_GROUP) == 0 and math.isfinite(v):
                     vals[x, cnt[x]] = v
                     cnt[x] += 1
         for x in range(nx):
@@ -296,15 +166,6 @@ def poisson_signal_per_group(ramp: RampData, g0: int | None = None, g1: int | No
     out = np.empty(ramp.data.shape[2:])
     _endpoint_median(ramp.data, ramp.groupdq, g0, g1, out)
     return out
-
-
-def _as_map(value, shape, name) -> np.ndarray:
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.ndim == 0:
-        return np.full(shape, float(arr))
-    if arr.shape != tuple(shape):
-        raise ShapeError(f"{name} has shape {arr.shape}, expected a scalar or {tuple(shape)}")
-    return np.ascontiguousarray(arr)
 
 
 def fit_ramps(ramp: RampData, *, read_noise=None, gain=None, signal_per_group=None,
@@ -338,38 +199,24 @@ def fit_ramps(ramp: RampData, *, read_noise=None, gain=None, signal_per_group=No
     """
     nints, ngroups, ny, nx = ramp.data.shape
     frame = (ny, nx)
-    rn = _as_map(inst.READ_NOISE_DN if read_noise is None else read_noise, frame, "read_noise")
-    gn = _as_map(inst.GAIN if gain is None else gain, frame, "gain")
+    rn = as_map(inst.READ_NOISE_DN if read_noise is None else read_noise, frame, "read_noise")
+    gn = as_map(inst.GAIN if gain is None else gain, frame, "gain")
     g0, g1 = usable_group_range(ramp.groupdq)
     if g1 - g0 < 1:
         log.warning("ramp fit: fewer than 2 usable groups (range %d..%d); every rate is NaN", g0, g1)
     if signal_per_group is None:
         signal_per_group = poisson_signal_per_group(ramp, g0, g1)
-    s_ref = _as_map(signal_per_group, frame, "signal_per_group")
-    rate, vp, vr, dq = _fit_outputs(ramp, out)
+    s_ref = as_map(signal_per_group, frame, "signal_per_group")
+    rate, vp, vr, dq = fit_outputs(ramp, out)
     if g1 - g0 < 1:
         # no difference anywhere: still through the kernel path so DQ gets PIXELDQ | DO_NOT_USE
         g1 = g0
     nk = max(g1 - g0, 0)
     wfull = np.empty((ny, max(nk, 1), nx))
     stats = np.empty((ny, 3, nx))
-    _full_weights(s_ref, rn, gn, nk, wfull, stats)
+    full_weights(s_ref, rn, gn, nk, wfull, stats)
     _fit_kernel(ramp.data, ramp.groupdq, ramp.pixeldq, s_ref, rn, gn, g0, g1, wfull, stats, rate, vp, vr, dq)
     return _finish_rates(ramp, rate, vp, vr, dq)
-
-
-def _fit_outputs(ramp: RampData, out: dict | None):
-    """The four rateints arrays, taken from ``out`` when they have the right shape (pre-allocated)."""
-    shape = (ramp.nints,) + ramp.data.shape[2:]
-    out = {} if out is None else out
-    arrays = []
-    for key, dtype in (("rate", np.float32), ("var_poisson", np.float32), ("var_rnoise", np.float32),
-                       ("dq", np.uint32)):
-        a = out.get(key)
-        if a is None or a.shape != shape or a.dtype != dtype:
-            a = np.empty(shape, dtype)
-        arrays.append(a)
-    return tuple(arrays)
 
 
 def _finish_rates(ramp: RampData, rate, vp, vr, dq) -> RateData:
@@ -379,13 +226,4 @@ def _finish_rates(ramp: RampData, rate, vp, vr, dq) -> RateData:
     rate *= np.float32(1.0 / tg)
     vp *= inv_t2
     vr *= inv_t2
-    return _rate_data(ramp, rate, np.sqrt(vp + vr), vp, vr, dq)
-
-
-def _rate_data(ramp: RampData, rate, err, vp, vr, dq) -> RateData:
-    """The rateints container (DN/s arrays) with the ramp's times and S_RAMP / BUNIT set."""
-    meta = dict(ramp.meta)
-    meta["S_RAMP"] = "COMPLETE"
-    meta["BUNIT"] = "DN/s"
-    return RateData(data=rate, err=err, dq=dq, var_poisson=vp, var_rnoise=vr,
-                    int_times=ramp.int_times, meta=meta, units="DN/s")
+    return rate_data(ramp, rate, np.sqrt(vp + vr), vp, vr, dq)
