@@ -1,4 +1,7 @@
-"""Atomic, umask-honouring file writes: the one implementation every product writer uses.
+"""Small internal utilities in one place: atomic file writes, robust scatter, warning filters,
+documented dataclass fields.
+
+Atomic, umask-honouring file writes: the one implementation every product writer uses.
 
 A product is written to a temporary file in its destination directory, flushed to disk (fsync),
 given the permissions any file the user creates would get (``0o666 & ~umask``; ``mkstemp`` alone
@@ -10,6 +13,11 @@ writer, Ctrl-C) leaves no temporary file behind.
 An ``OSError`` raised while writing (``ENOSPC``, ``EACCES``, ``EROFS``, ...) is re-raised as
 :class:`~tsoreduce.errors.OutputWriteError` naming the destination and the errno, so the command
 line can report it in one line.
+
+Robust scatter: :func:`robust_std` (``astropy.stats.mad_std``); numba kernels, which cannot call
+astropy, scale a median absolute deviation by :data:`MAD_TO_SIGMA`.  Warning filters:
+:func:`quiet_nan_warnings` silences numpy's "All-NaN slice" / "Mean of empty slice" RuntimeWarnings
+where the caller handles the NaN results itself.
 """
 
 from __future__ import annotations
@@ -21,12 +29,18 @@ import inspect
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 from .errors import OutputWriteError, TsoreduceError
 
 __all__ = ["atomic_path", "atomic_write", "atomic_write_text", "atomic_write_json", "current_umask",
-           "output_write_error"]
+           "output_write_error", "MAD_TO_SIGMA", "robust_std", "quiet_nan_warnings", "field_doc",
+           "document_fields"]
+
+#: standard deviation of a normal distribution per unit median absolute deviation, 1 / Phi^-1(3/4)
+#: (the factor of ``astropy.stats.mad_std``); for numba kernels that cannot call astropy
+MAD_TO_SIGMA = 1.482602218505602
 
 
 def current_umask() -> int:
@@ -188,3 +202,46 @@ def document_fields(cls):
                and len(doc[i + 1].strip()) == len(doc[i].strip())), len(doc))
     cls.__doc__ = "\n".join(doc[:at] + lines + [""] + doc[at:]) + "\n"
     return cls
+
+
+# ----------------------------------------------------------------------------------- robust scatter
+def robust_std(x, axis=None, *, ignore_nan: bool = True):
+    """Standard deviation estimated from the median absolute deviation (``astropy.stats.mad_std``).
+
+    ``1.4826 * median(|x - median(x)|)``: unbiased for normal data, insensitive to outliers.
+
+    Parameters
+    ----------
+    x : array_like
+        Data, any shape.
+    axis : int or tuple of int, optional
+        Axes along which to compute it (default: all).
+    ignore_nan : bool
+        Skip NaN values (default True); a slice of NaNs only gives NaN.
+
+    Returns
+    -------
+    float or numpy.ndarray
+        The robust standard deviation, in the units of ``x``; ``x``'s shape without ``axis``.
+    """
+    from astropy.stats import mad_std
+
+    with quiet_nan_warnings():
+        return mad_std(x, axis=axis, ignore_nan=ignore_nan)
+
+
+# ---------------------------------------------------------------------------------- warning filters
+@contextlib.contextmanager
+def quiet_nan_warnings():
+    """Context manager silencing RuntimeWarnings (All-NaN slice, empty mean, invalid division).
+
+    For code that handles NaN results itself; the filter is restored on exit (``warnings.catch_warnings``).
+
+    Yields
+    ------
+    None
+        Inside the block, RuntimeWarnings are ignored.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield

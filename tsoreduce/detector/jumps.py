@@ -31,6 +31,7 @@ import math
 import numba
 import numpy as np
 
+from .._util import MAD_TO_SIGMA
 from ..datamodel import RampData
 from ..errors import ConfigError
 from .. import instrument as inst
@@ -387,7 +388,7 @@ def _time_domain_row(data, gdq_in, gdq_out, data_out, rn, gain, g0, g1, window, 
         mad = median_inplace(pool, npool)
         s = max(ssum[x] / nr, 0.0)
         sig_model = math.sqrt(2.0 * rn[y, x] * rn[y, x] + s / gain[y, x])
-        sig = max(1.4826 * mad, floor_factor * sig_model)
+        sig = max(MAD_TO_SIGMA * mad, floor_factor * sig_model)
         if sig > 0.0:
             lim[x] = thresh * sig
     nnew = 0
@@ -416,7 +417,7 @@ def detect_jumps_time_domain(ramp: RampData, *, threshold: float = 5.0, window: 
 
     For every pixel and group index ``g`` the first differences ``d[i] = D[i, g+1] - D[i, g]`` are
     compared with their running median over ``window`` integrations (the window slides and keeps its
-    size at the ends of the segment).  The noise is ``max(1.4826 * MAD, noise_floor * sigma_model)``
+    size at the ends of the segment).  The noise is ``max(MAD_TO_SIGMA * MAD, noise_floor * sigma_model)``
     where the MAD is the pixel's own median absolute residual pooled over all its group differences
     and integrations, and ``sigma_model = sqrt(2 R^2 + S/gain)`` is the read + Poisson noise of one
     difference (S = the pixel's median signal per group).  Differences with
