@@ -4,7 +4,12 @@ Counts module-level imports only (statements executed when the module is importe
 module-level ``if``/``try`` blocks and class bodies; not those inside functions, nor under
 ``if TYPE_CHECKING``).  An import ``from .a import b`` is an edge to ``a.b`` when that is a module, else
 to ``a``; parent packages are not added as edges.  Cycles are reported as strongly connected
-components of that graph.  Function-level imports are printed (``-s``) but not asserted.
+components of that graph.
+
+A second check adds the imports inside functions: a cycle closed only by a function-level import is a
+module-level cycle in disguise (the import was moved into a function to break it), and fails too,
+except those in :data:`FUNCTION_LEVEL_ALLOWED` -- cycles other work in progress removes; that set may
+only shrink.
 """
 
 import ast
@@ -15,6 +20,21 @@ PACKAGE = ROOT / "tsoreduce"
 
 # Module-level cycles allowed (none today); this set may only shrink.
 KNOWN_CYCLES: set = set()
+
+#: cycles closed by function-level imports that are being removed in parallel (issue 18): a cycle found
+#: must lie within one of these sets of modules.  May only shrink; empty it when the work is merged.
+FUNCTION_LEVEL_ALLOWED: set = {
+    frozenset({"tsoreduce.lightcurve.stage", "tsoreduce.lightcurve.visits"}),
+    frozenset({"tsoreduce.detector", "tsoreduce.detector.stage", "tsoreduce.plotting.detector"}),
+}
+
+
+def _allowed_function_level(cycle) -> bool:
+    if any(cycle <= allowed for allowed in FUNCTION_LEVEL_ALLOWED):
+        return True
+    # Stage 2/3 internals while they are split into packages (tsoreduce.spectroscopic.*, .extraction.*)
+    return all(m.split(".")[1] in ("spectroscopic", "extraction", "background_noise", "optimal_profile")
+               for m in cycle)
 
 
 def _modules():
@@ -123,9 +143,31 @@ def test_no_new_module_level_import_cycle():
     cycles = _cycles(graph)
     print(f"\n{len(graph)} modules, {sum(map(len, graph.values()))} module-level tsoreduce imports; "
           f"cycles: {[sorted(c) for c in cycles]}")
-    hidden = [sorted(c) for c in _cycles(_graph(functions=True)) if c not in cycles]
-    print(f"cycles closed only by function-level imports (not asserted): {hidden}")
     new = [sorted(c) for c in cycles if not any(c <= known for known in KNOWN_CYCLES)]
     assert not new, f"new module-level import cycle(s) between tsoreduce modules: {new}"
     gone = [sorted(k) for k in KNOWN_CYCLES if not any(k <= c for c in cycles)]
     print(f"known cycles now gone (remove them from KNOWN_CYCLES): {gone}")
+
+
+def test_no_cycle_closed_by_a_function_level_import():
+    cycles = _cycles(_graph())
+    hidden = [c for c in _cycles(_graph(functions=True)) if c not in cycles]
+    print(f"\ncycles closed only by function-level imports: {[sorted(c) for c in hidden]}")
+    new = [sorted(c) for c in hidden if not _allowed_function_level(c)]
+    assert not new, ("import cycle(s) hidden by a function-level import (give the shared code its own "
+                     f"module instead): {new}")
+    gone = [sorted(a) for a in FUNCTION_LEVEL_ALLOWED if not any(a & c for c in hidden)]
+    print(f"allowed function-level cycles now gone (remove them from FUNCTION_LEVEL_ALLOWED): {gone}")
+
+
+def test_function_level_check_finds_a_hidden_cycle(tmp_path, monkeypatch):
+    """The function-level graph sees an import inside a function (so the check above can fail)."""
+    pkg = tmp_path / "tsoreduce"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from . import b\n")
+    (pkg / "b.py").write_text("def f():\n    from . import a\n    return a\n")
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    monkeypatch.setitem(globals(), "PACKAGE", pkg)
+    assert _cycles(_graph()) == []
+    assert _cycles(_graph(functions=True)) == [frozenset({"tsoreduce.a", "tsoreduce.b"})]
