@@ -113,7 +113,20 @@ RULES = {
 
 
 def check_rules(section_name: str, section: dict) -> list[tuple[str, str]]:
-    """Failures of the cross-field rules of ``section_name`` as ``(full key path, message)``."""
+    """Failures of the cross-field rules of one config section.
+
+    Parameters
+    ----------
+    section_name : str
+        The YAML section (``"stage1"`` ... ``"stage4"``, ``"mrs"``), the key of :data:`RULES`.
+    section : dict
+        The section's values after schema validation.
+
+    Returns
+    -------
+    list of tuple of str
+        ``(full key path, message)`` per failed rule; empty when every rule holds.
+    """
     out = []
     for rule in RULES.get(section_name, []):
         if callable(rule):

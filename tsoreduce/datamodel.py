@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +37,13 @@ class DQ(enum.IntFlag):
     """JWST data-quality bit values (PIXELDQ / GROUPDQ / DQ arrays).
 
     ``GOOD`` is 0.  Group-level flags (GROUPDQ) use only the low byte: DO_NOT_USE, SATURATED,
-    JUMP_DET, DROPOUT, OUTLIER, PERSISTENCE, AD_FLOOR, CHARGELOSS.
+    JUMP_DET, DROPOUT, OUTLIER, PERSISTENCE, AD_FLOOR, CHARGELOSS.  This is the one definition of the
+    bit values in tsoreduce; numba kernels use ``np.uint32(DQ.X)`` copies of it.
+
+    Parameters
+    ----------
+    value : int
+        A DQ value (``DQ(6)`` is ``DQ.SATURATED | DQ.JUMP_DET``).
     """
 
     GOOD = 0
@@ -74,8 +81,24 @@ class DQ(enum.IntFlag):
     REFERENCE_PIXEL = 2147483648
 
 
+DQ.__signature__ = inspect.Signature([inspect.Parameter("value", inspect.Parameter.POSITIONAL_ONLY)])
+
+
 def dq_has(dq: np.ndarray, flags: int | DQ) -> np.ndarray:
-    """Boolean array: True where any of ``flags`` is set in ``dq`` (any shape, any unsigned int type)."""
+    """Where any of ``flags`` is set in ``dq``.
+
+    Parameters
+    ----------
+    dq : numpy.ndarray
+        DQ array, any shape, any unsigned integer type.
+    flags : int or DQ
+        One flag or several OR-ed together.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool, the shape of ``dq``.
+    """
     return (np.asarray(dq) & np.uint32(int(flags))) != 0
 
 
@@ -111,6 +134,22 @@ class IntTimes:
     ``integration_number`` is 1-based within the exposure (INTSTART..INTEND for a segment).
     ``reconstructed`` is True when the times were rebuilt from header keywords instead of read from a
     populated INT_TIMES table (see :func:`tsoreduce.io.reconstruct_int_times`).
+
+    Parameters
+    ----------
+    integration_number : int64 ``(nints,)``
+        1-based integration numbers within the exposure.
+    start_bjd_tdb, mid_bjd_tdb, end_bjd_tdb : float64 ``(nints,)``
+        Start, middle and end of each integration, BMJD_TDB (days).
+    start_mjd_utc, mid_mjd_utc, end_mjd_utc : float64 ``(nints,)`` or None
+        The same in UTC MJD (days); None -> NaN.
+    reconstructed : bool
+        Whether the times were rebuilt from header keywords.
+
+    Raises
+    ------
+    ShapeError
+        When the arrays are not 1-D of one length.
     """
 
     integration_number: np.ndarray
@@ -211,7 +250,7 @@ class _Product:
 class RampData(_Product):
     """Group-level ramps (uncal, or after Stage 1 steps), DN.
 
-    Attributes
+    Parameters
     ----------
     data : float32 ``(nints, ngroups, nrows, ncols)``, DN.
     groupdq : uint32 ``(nints, ngroups, nrows, ncols)``, JWST group flags (written as uint8 GROUPDQ).
@@ -220,7 +259,10 @@ class RampData(_Product):
     int_times : :class:`IntTimes` or None.
     meta : dict of header keywords (NGROUPS, NINTS, TFRAME, TGROUP, INTSTART, ...).
 
-    Raises :class:`~tsoreduce.errors.ShapeError` when the arrays disagree.
+    Raises
+    ------
+    ShapeError
+        When the arrays disagree in dimensionality or shape.
     """
 
     data: np.ndarray
@@ -264,7 +306,7 @@ class RampData(_Product):
 class RateData(_Product):
     """Per-integration count-rate images (rateints, calints).
 
-    Attributes
+    Parameters
     ----------
     data : float32 ``(nints, nrows, ncols)``; units in ``units`` (``"DN/s"`` for rateints,
         ``"MJy/sr"`` or ``"DN/s"`` for calints).
@@ -276,7 +318,10 @@ class RateData(_Product):
     meta : dict of header keywords.
     units : str.
 
-    Raises :class:`~tsoreduce.errors.ShapeError` when the arrays disagree.
+    Raises
+    ------
+    ShapeError
+        When the arrays disagree in dimensionality or shape.
     """
 
     data: np.ndarray
@@ -318,7 +363,7 @@ class RateData(_Product):
 class SpectraData(_Product):
     """A time series of 1-D spectra (x1dints level).
 
-    Attributes
+    Parameters
     ----------
     data : float64 ``(nints, nwave)``, flux in ``units`` (``"DN/s"`` or ``"Jy"``).
     err : float64, same shape (1-sigma).
@@ -329,7 +374,10 @@ class SpectraData(_Product):
     meta : dict of header keywords.
     units : str.
 
-    Raises :class:`~tsoreduce.errors.ShapeError` when the arrays disagree.
+    Raises
+    ------
+    ShapeError
+        When the arrays disagree in dimensionality or shape.
     """
 
     data: np.ndarray
@@ -388,7 +436,23 @@ def concatenate(parts: list, *, release: bool = False):
     ``release=True`` drops each part's reference to a per-integration array as soon as that field is
     joined, so the extra memory is one field of the output rather than all of it (the parts must not
     be used afterwards).
-    Raises :class:`~tsoreduce.errors.ShapeError` if the parts differ in type or in frame shape.
+
+    Parameters
+    ----------
+    parts : list of RampData, RateData or SpectraData
+        Containers of one type with equal per-integration shapes, in time order.
+    release : bool
+        Free each part's per-integration arrays as they are joined (the parts are unusable afterwards).
+
+    Returns
+    -------
+    RampData, RateData or SpectraData
+        One container (the type of the parts) holding every integration.
+
+    Raises
+    ------
+    ShapeError
+        No parts, or parts that differ in type or in per-integration shape.
     """
     if not parts:
         raise ShapeError("concatenate() needs at least one product")
@@ -435,7 +499,7 @@ def concatenate(parts: list, *, release: bool = False):
 class LightCurves:
     """White-light and spectroscopic light curves (Stage 3 output, Stage 4 input).
 
-    Attributes
+    Parameters
     ----------
     time : float64 ``(nints,)``, mid-integration BMJD_TDB (days, BJD_TDB - 2400000.5).
     flux : float64 ``(nchan, nints)``, spectroscopic light curves (any consistent unit; usually
@@ -447,7 +511,10 @@ class LightCurves:
     regressors : dict name -> float64 ``(nints,)`` (e.g. ``trace_x``, ``trace_width``).
     meta : dict (target, source, band labels, provenance ...).
 
-    Raises :class:`~tsoreduce.errors.ShapeError` when the arrays disagree.
+    Raises
+    ------
+    ShapeError
+        When the arrays disagree in dimensionality or shape.
     """
 
     time: np.ndarray

@@ -16,7 +16,15 @@ class ShapeError(TsoreduceError, ValueError):
 
 
 class ProductError(TsoreduceError):
-    """A product file cannot be used.  ``path`` names the file, ``reason`` says why."""
+    """A product file cannot be used.  ``path`` names the file, ``reason`` says why.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The file.
+    reason : str
+        What is wrong with it, in words a user can act on.
+    """
 
     def __init__(self, path, reason: str):
         self.path = str(path)
@@ -48,6 +56,21 @@ class MalformedCubeError(ProductError):
 
 class EmptyDataError(ProductError):
     """The data are NaN (or non-finite) everywhere, so nothing can be measured from them."""
+
+
+_PRODUCT_ERROR_PARAMETERS = """
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The file.
+    reason : str
+        What is wrong with it.
+    """
+for _cls in (WrongInstrumentError, WrongSubarrayError, MissingExtensionError, TruncatedFileError,
+             MalformedCubeError, EmptyDataError):
+    _cls.__doc__ = _cls.__doc__.rstrip() + _PRODUCT_ERROR_PARAMETERS
+del _cls
 
 
 class OverwriteError(TsoreduceError, FileExistsError):
@@ -88,7 +111,17 @@ class ScopeError(ConfigError):
 
 class OutputWriteError(TsoreduceError, OSError):
     """A product or run file cannot be written: the output directory is read-only, the disk is full,
-    ...  ``path`` names the file, ``errno`` the system error (e.g. 28 = ENOSPC, 13 = EACCES)."""
+    ...  ``path`` names the file, ``errno`` the system error (e.g. 28 = ENOSPC, 13 = EACCES).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The file that could not be written.
+    errno : int or None
+        The system error number (``errno`` module), None when unknown.
+    reason : str
+        The system's words for it (``os.strerror``).
+    """
 
     def __init__(self, path, errno: int | None, reason: str):
         import errno as _errno
@@ -133,8 +166,18 @@ EXIT_STATUS = {
 
 
 def exit_status(exc) -> int:
-    """The command-line exit status for an exception or exception class (the most specific entry of
-    :data:`EXIT_STATUS`)."""
+    """The command-line exit status for an exception or exception class.
+
+    Parameters
+    ----------
+    exc : BaseException or type
+        An exception or an exception class.
+
+    Returns
+    -------
+    int
+        The most specific entry of :data:`EXIT_STATUS` along the class's MRO; 1 when none matches.
+    """
     for cls in (exc if isinstance(exc, type) else type(exc)).__mro__:
         if cls in EXIT_STATUS:
             return EXIT_STATUS[cls]
@@ -144,7 +187,13 @@ def exit_status(exc) -> int:
 def render_failure_table() -> str:
     """Markdown of README's "What can go wrong": every exit status and every named error (its class
     docstring's first paragraph).  Generated here so the README cannot go stale (a test compares).
-    Print it with ``python -m tsoreduce.errors``."""
+    Print it with ``python -m tsoreduce.errors``.
+
+    Returns
+    -------
+    str
+        The Markdown text, ending with a newline.
+    """
     import inspect
     import sys
 
@@ -191,7 +240,15 @@ class BackendUnavailableError(ConfigError):
 
 class WorkUnitError(TsoreduceError):
     """A work unit (a Stage 1 segment, a channel fit, an exposure) could not be completed by the execution
-    backend, e.g. its worker process kept dying.  ``unit`` names the unit, ``reason`` says why."""
+    backend, e.g. its worker process kept dying.  ``unit`` names the unit, ``reason`` says why.
+
+    Parameters
+    ----------
+    unit : str
+        The work unit's name.
+    reason : str
+        Why it failed.
+    """
 
     def __init__(self, unit: str, reason: str):
         self.unit = str(unit)

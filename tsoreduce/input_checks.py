@@ -32,7 +32,25 @@ SAME_KEYS = ("NGROUPS", "NFRAMES", "GROUPGAP", "NINTS", "READPATT", "SUBARRAY", 
 def read_headers(path) -> dict:
     """Primary-header keywords of ``path`` plus the SCI extension's NAXISn (as ``SCI_SHAPE``).
 
-    Raises ProductError when the file is missing or its headers cannot be read.
+    No data are read; the file's length is checked against the FITS standard (4.0, sect. 3.1: whole
+    2880-byte blocks) and against what its headers announce.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A FITS file.
+
+    Returns
+    -------
+    dict
+        Primary-header keyword -> value, plus ``SCI_SHAPE`` (tuple, numpy order) or None without SCI.
+
+    Raises
+    ------
+    ProductError
+        The file is missing or its headers cannot be read.
+    TruncatedFileError
+        The file is shorter than whole FITS blocks or than its headers announce.
     """
     path = Path(path)
     if not path.is_file():
@@ -51,8 +69,23 @@ def read_headers(path) -> dict:
 
 
 def check_exp_type(path, header: dict, what: str) -> None:
-    """Raise WrongInstrumentError, with a hint a command-line user can act on, when ``header`` is not
-    MIRI LRS slitless."""
+    """Check that a file is MIRI LRS slitless, from its primary-header keywords.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The file, for the message.
+    header : dict
+        Its primary-header keywords (INSTRUME, EXP_TYPE).
+    what : str
+        The input kind (``"uncal"``, ``"rateints"``, ...), for the message's key path.
+
+    Raises
+    ------
+    WrongInstrumentError
+        Not MIRI with an EXP_TYPE of :data:`LRS_EXP_TYPES`, with a hint a command-line user can act on
+        (MRS exposures are pointed at the ``input.mrs`` section).
+    """
     inst = str(header.get("INSTRUME", "")).strip().upper()
     exp = str(header.get("EXP_TYPE", "")).strip().upper()
     if inst == "MIRI" and exp in LRS_EXP_TYPES:
@@ -82,6 +115,19 @@ def check_segments(paths, what: str = "uncal") -> list[dict]:
     (INTSTART = previous INTEND + 1), INTEND - INTSTART + 1 equals the integrations in SCI, and no
     segment ends after NINTS.  Segments without INTSTART (a single-file exposure) skip the
     continuity checks.
+
+    Parameters
+    ----------
+    paths : iterable of str or pathlib.Path
+        The files of one exposure, in any order.
+    what : str
+        The input kind (``"uncal"``, ``"rateints"``, ``"calints"``), for the messages' key paths.
+
+    Returns
+    -------
+    list of dict
+        The headers (:func:`read_headers`), sorted by INTSTART when every file has one, else in the
+        order given.
 
     Raises
     ------
@@ -147,7 +193,18 @@ def check_run_inputs(config: dict, chosen) -> None:
     rateints / calints) files of the first stage that runs, then the integration selections of later
     stages against the number of integrations the input holds.
 
-    Raises the errors of :func:`check_segments`, and ConfigError (key path, integrations available).
+    Parameters
+    ----------
+    config : dict
+        The validated run configuration (:func:`tsoreduce.config.load_run_config`).
+    chosen : collection of int
+        The stages that will run.
+
+    Raises
+    ------
+    ConfigError
+        An integration selection selects nothing from the integrations the input holds (key path and
+        integrations available); also the errors of :func:`check_segments`.
     """
     from .config import first_stage
     kind = config["input"]["kind"]

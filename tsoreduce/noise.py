@@ -39,13 +39,35 @@ def _finite(x):
 
 
 def expected_scatter(err) -> float:
-    """rms predicted by the propagated errors: ``sqrt(mean(err^2))`` over finite values (NaN if none)."""
+    """rms predicted by the propagated errors: ``sqrt(mean(err^2))`` over finite values.
+
+    Parameters
+    ----------
+    err : array_like
+        1-sigma errors, any shape, in the flux unit.
+
+    Returns
+    -------
+    float
+        The expected rms per point; NaN if no error is finite.
+    """
     e = _finite(err)
     return float(np.sqrt(np.mean(e * e))) if e.size else float("nan")
 
 
 def p2p_scatter(flux) -> float:
-    """Robust point-to-point scatter ``mad_std(diff(flux)) / sqrt(2)`` (finite points, in order)."""
+    """Robust point-to-point scatter ``mad_std(diff(flux)) / sqrt(2)`` (astropy.stats.mad_std).
+
+    Parameters
+    ----------
+    flux : array_like
+        ``(n,)`` light curve in time order; non-finite points are dropped.
+
+    Returns
+    -------
+    float
+        The per-point scatter in the flux unit; NaN with fewer than 3 finite points.
+    """
     f = _finite(flux)
     return float(mad_std(np.diff(f)) / np.sqrt(2.0)) if f.size > 2 else float("nan")
 
@@ -53,15 +75,25 @@ def p2p_scatter(flux) -> float:
 def binning_curve(resid, max_bin=None, n_sizes=30):
     """rms of binned residuals against bin size.
 
+    The time-averaging test of Pont, Zucker & Queloz (2006).
+
     Parameters
     ----------
-    resid : ``(n,)`` residuals in time order (NaN dropped).
-    max_bin : largest bin size (default ``max(2, n // 10)``).
+    resid : array_like
+        ``(n,)`` residuals in time order (NaN dropped).
+    max_bin : int, optional
+        Largest bin size (default ``max(2, n // 10)``).
+    n_sizes : int
+        Number of log-spaced bin sizes tried (duplicates after rounding are merged).
 
     Returns
     -------
-    (sizes int ``(k,)``, rms ``(k,)`` -- std (ddof 1) of the bin means, white ``(k,)`` -- the
-    white-noise expectation ``sigma_1 / sqrt(N)``).
+    sizes : numpy.ndarray
+        int ``(k,)`` bin sizes (points per bin).
+    rms : numpy.ndarray
+        ``(k,)`` std (ddof 1) of the bin means.
+    white : numpy.ndarray
+        ``(k,)`` white-noise expectation ``sigma_1 / sqrt(N)``.
     """
     r = _finite(resid)
     max_bin = int(max_bin or max(2, r.size // 10))
@@ -76,7 +108,22 @@ def binning_curve(resid, max_bin=None, n_sizes=30):
 
 
 def beta_factor(resid, max_bin=None) -> float:
-    """Red-noise factor beta: median over bin sizes >= 2 of ``sigma_N / (sigma_1 / sqrt(N))``."""
+    """Red-noise factor beta: median over bin sizes >= 2 of ``sigma_N / (sigma_1 / sqrt(N))``.
+
+    Winn et al. (2008); the binning curve of :func:`binning_curve`.
+
+    Parameters
+    ----------
+    resid : array_like
+        ``(n,)`` residuals in time order (NaN dropped).
+    max_bin : int, optional
+        Largest bin size (default ``max(2, n // 10)``).
+
+    Returns
+    -------
+    float
+        beta (1 for white noise); NaN when no bin size of at least 2 is usable.
+    """
     sizes, rms, white = binning_curve(resid, max_bin)
     ok = (sizes >= 2) & np.isfinite(rms) & (white > 0)
     return float(np.median(rms[ok] / white[ok])) if ok.any() else float("nan")
@@ -87,7 +134,23 @@ def lightcurve_noise(flux, err, *, window=None) -> dict:
     ``beta`` (residuals from a running median over ``window`` integrations, default 21: red noise on
     time scales below ~10 integrations only -- a longer window lets the transit ingress and egress
     through as 'red noise'; the Stage 4 beta on the model residuals is the full measure) and
-    ``beta_window``.  Inputs ``(n,)`` in time order; NaN points are skipped."""
+    ``beta_window``.  NaN points are skipped.
+
+    Parameters
+    ----------
+    flux : array_like
+        ``(n,)`` light curve in time order.
+    err : array_like
+        ``(n,)`` 1-sigma errors, same unit.
+    window : int, optional
+        Running-median window in integrations (made odd; default 21).
+
+    Returns
+    -------
+    dict
+        ``expected``, ``achieved_p2p`` (flux unit), ``ratio``, ``beta``, ``beta_window`` and
+        ``n_points``.
+    """
     f = np.asarray(flux, float)
     e = np.asarray(err, float)
     ok = np.isfinite(f) & np.isfinite(e)
@@ -105,7 +168,25 @@ def lightcurve_noise(flux, err, *, window=None) -> dict:
 
 def residual_noise(flux, model, err, *, nfree=0) -> dict:
     """Stage 4 noise figures: ``expected`` (from ``err``), ``achieved_p2p`` (raw), ``achieved_resid``
-    (std of ``flux - model``, ddof ``nfree``), ``ratio_p2p``, ``ratio_resid`` and ``beta`` (residuals)."""
+    (std of ``flux - model``, ddof ``nfree``), ``ratio_p2p``, ``ratio_resid`` and ``beta`` (residuals).
+
+    Parameters
+    ----------
+    flux : array_like
+        ``(n,)`` light curve in time order.
+    model : array_like
+        ``(n,)`` fitted model, same unit.
+    err : array_like
+        ``(n,)`` 1-sigma errors, same unit.
+    nfree : int
+        Free parameters of the fit (degrees of freedom removed from the residual std).
+
+    Returns
+    -------
+    dict
+        ``expected``, ``achieved_p2p``, ``achieved_resid`` (flux unit), ``ratio_p2p``, ``ratio_resid``
+        and ``beta``.
+    """
     f = np.asarray(flux, float)
     r = f - np.asarray(model, float)
     exp = expected_scatter(err)

@@ -76,8 +76,26 @@ def _check_target(path: Path, lc: LightCurves, overwrite: bool):
 def write_lightcurves(path, lc: LightCurves, *, overwrite=False) -> Path:
     """Write ``lc`` to ``path`` (.ecsv or .h5/.hdf5), atomically.
 
-    Raises OverwriteError (existing file without ``overwrite``, or the source file), ValueError for
-    an unknown suffix.
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        Destination; the suffix chooses the format (``.ecsv``, ``.h5`` or ``.hdf5``).
+    lc : LightCurves
+        The light curves.
+    overwrite : bool
+        Replace an existing file (never the file ``lc`` was read from).
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+
+    Raises
+    ------
+    OverwriteError
+        The file exists and ``overwrite`` is False, or it is the file ``lc`` was read from.
+    ValueError
+        An unknown suffix.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -163,8 +181,20 @@ def _write_h5(tmp, lc: LightCurves):
 def read_lightcurves(path) -> LightCurves:
     """Open a light-curve table (our ECSV/HDF5, SPARTA-style HDF5, Eureka!-style ECSV).
 
-    Returns LightCurves with time in BMJD_TDB, mask, regressors; ``meta['_source_path']`` is the file.
-    Raises ProductError (missing file, unrecognised layout).
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The table: ``.ecsv``, ``.h5``/``.hdf5`` (ours or SPARTA-style) or ``.nc``.
+
+    Returns
+    -------
+    LightCurves
+        Time in BMJD_TDB, mask, regressors; ``meta['_source_path']`` is the file.
+
+    Raises
+    ------
+    ProductError
+        Missing file or unrecognised layout.
     """
     path = Path(path)
     if not path.exists():
