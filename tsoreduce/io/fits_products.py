@@ -543,7 +543,31 @@ def write_uncal(path, ramp: RampData, *, overwrite: bool = False, provenance: di
     SCI and no DQ: jwst would cast our values and drop the flags).  Flags above 255 in ``groupdq`` are
     not JWST group flags: they go to a uint32 ``GDQ_HIGH`` extension (logged at WARNING with a count)
     that :func:`read_uncal` ORs back, so nothing is truncated for either reader.  NGROUPS in the
-    header is set to the SCI cube's group count.  Returns the path.  Raises OverwriteError.
+    header is set to the SCI cube's group count.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        Destination file (its directory must exist).
+    ramp : RampData
+        The ramps, ``(nints, ngroups, rows, cols)`` DN.
+    overwrite : bool
+        Replace an existing file (never the file the product was read from).
+    provenance : dict, optional
+        Software, stage, config hash, run config, simulator, seed ...: written to the ASDF tree and
+        as the TSO* keywords.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written (atomically).
+
+    Raises
+    ------
+    OverwriteError
+        The file exists and ``overwrite`` is False, or it is the product's own source file.
+    ProductError
+        The output directory does not exist.
     """
     _check_target(path, ramp, overwrite)
     primary, sci, tso = _headers(ramp, "uncal", provenance, "DN", path)
@@ -582,14 +606,63 @@ def _write_rate(path, rate: RateData, kind, overwrite, provenance):
 def write_rateints(path, rate: RateData, *, overwrite: bool = False, provenance: dict | None = None) -> Path:
     """Write a :class:`RateData` as a JWST ``_rateints`` file (jwst CubeModel): SCI, ERR (float32), DQ
     (uint32) ``(nints, rows, cols)``, VAR_POISSON / VAR_RNOISE when present, INT_TIMES, WAVELENGTH when
-    present, ASDF.  BUNIT of SCI = ``rate.units``; DISPAXIS = 2 in SCI for LRS slitless.  Returns the
-    path.  Raises OverwriteError."""
+    present, ASDF.  BUNIT of SCI = ``rate.units``; DISPAXIS = 2 in SCI for LRS slitless.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        Destination file (its directory must exist).
+    rate : RateData
+        The rates, ``(nints, rows, cols)``.
+    overwrite : bool
+        Replace an existing file (never the file the product was read from).
+    provenance : dict, optional
+        Software, stage, config hash, run config, simulator, seed ...: written to the ASDF tree and
+        as the TSO* keywords.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written (atomically).
+
+    Raises
+    ------
+    OverwriteError
+        The file exists and ``overwrite`` is False, or it is the product's own source file.
+    ProductError
+        The output directory does not exist.
+    """
     return _write_rate(path, rate, "rateints", overwrite, provenance)
 
 
 def write_calints(path, rate: RateData, *, overwrite: bool = False, provenance: dict | None = None) -> Path:
     """Write a :class:`RateData` as a JWST ``_calints`` file (rateints layout plus the WAVELENGTH
-    ``(rows, cols)`` um extension when ``rate.wavelength`` is set).  Returns the path."""
+    ``(rows, cols)`` um extension when ``rate.wavelength`` is set).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        Destination file (its directory must exist).
+    rate : RateData
+        The calibrated images, ``(nints, rows, cols)``.
+    overwrite : bool
+        Replace an existing file (never the file the product was read from).
+    provenance : dict, optional
+        Software, stage, config hash, run config, simulator, seed ...: written to the ASDF tree and
+        as the TSO* keywords.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written (atomically).
+
+    Raises
+    ------
+    OverwriteError
+        The file exists and ``overwrite`` is False, or it is the product's own source file.
+    ProductError
+        The output directory does not exist.
+    """
     return _write_rate(path, rate, "calints", overwrite, provenance)
 
 
@@ -637,7 +710,30 @@ def write_x1dints(path, spec: SpectraData, *, overwrite: bool = False, provenanc
     (UTC) and TDB-BEG/MID/END (BJD_TDB - 2400000.5) from ``int_times``; INT_TIMES; TSO_AUX (one float64
     column of ``nints`` rows per ``spec.aux`` regressor); ASDF.  TSOUNITS in the primary header repeats
     the flux unit.  :func:`read_x1dints` reads this and the older one-table-per-integration layout.
-    Returns the path.  Raises OverwriteError.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        Destination file (its directory must exist).
+    spec : SpectraData
+        The spectra, ``(nints, nwave)``.
+    overwrite : bool
+        Replace an existing file (never the file the product was read from).
+    provenance : dict, optional
+        Software, stage, config hash, run config, simulator, seed ...: written to the ASDF tree and
+        as the TSO* keywords.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written (atomically).
+
+    Raises
+    ------
+    OverwriteError
+        The file exists and ``overwrite`` is False, or it is the product's own source file.
+    ProductError
+        The output directory does not exist.
     """
     _check_target(path, spec, overwrite)
     primary, sci, tso = _headers(spec, "x1dints", provenance, None, path)
@@ -663,8 +759,40 @@ def read_uncal(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SUBA
     within this file) through ``ImageHDU.section``, so a segment can be processed in chunks with
     bounded memory; INTSTART/INTEND of the returned meta then describe the chunk.
 
-    Raises ProductError, WrongInstrumentError, WrongSubarrayError, MissingExtensionError (no SCI),
-    TruncatedFileError, EmptyDataError; ShapeError for an empty or out-of-range ``integrations``.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The FITS file.
+    allowed_exp_types : tuple of str or None
+        EXP_TYPE values accepted (default MIRI LRS slitless); None accepts any.
+    expected_shape : tuple of int or None
+        ``(rows, cols)`` the frames must have (default SLITLESSPRISM 416 x 72); None accepts any.
+    integrations : tuple of int, optional
+        ``(start, stop)``, 0-based within the file: read only these integrations.
+
+    Returns
+    -------
+    RampData
+        ``data`` float32 ``(nints, ngroups, rows, cols)`` DN, ``groupdq``, ``pixeldq``, ``err`` (or
+        None), ``int_times`` and the header keywords as ``meta``.
+
+    Raises
+    ------
+    ProductError
+        Missing file or not FITS.
+    WrongInstrumentError
+        Not MIRI or an EXP_TYPE not allowed.
+    WrongSubarrayError
+        Frames not of ``expected_shape``.
+    MissingExtensionError
+        A required extension is absent.
+    TruncatedFileError
+        The file is shorter than its headers announce.
+    EmptyDataError
+        SCI non-finite everywhere.
+    ShapeError
+        An empty or out-of-range ``integrations``.
     """
     what = "uncal"
     with open_checked(path, what=what) as hdul:
@@ -741,15 +869,74 @@ def read_rateints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=S
     """Read a JWST ``_rateints`` file into a :class:`RateData` (``units`` from SCI BUNIT, default DN/s).
 
     DQ of any integer type (MIRISim: int32 with BZERO) is read as uint32.  Required: SCI (3-D), ERR, DQ.
-    Raises ProductError, WrongInstrumentError, WrongSubarrayError, MissingExtensionError,
-    TruncatedFileError, EmptyDataError; warns IntTimesReconstructedWarning when INT_TIMES is empty.
+    Warns IntTimesReconstructedWarning when INT_TIMES is empty.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The FITS file.
+    allowed_exp_types : tuple of str or None
+        EXP_TYPE values accepted (default MIRI LRS slitless); None accepts any.
+    expected_shape : tuple of int or None
+        ``(rows, cols)`` the frames must have (default SLITLESSPRISM 416 x 72); None accepts any.
+
+    Returns
+    -------
+    RateData
+        ``(nints, rows, cols)`` data, err, dq, variances (when present), int_times and meta.
+
+    Raises
+    ------
+    ProductError
+        Missing file or not FITS.
+    WrongInstrumentError
+        Not MIRI or an EXP_TYPE not allowed.
+    WrongSubarrayError
+        Frames not of ``expected_shape``.
+    MissingExtensionError
+        A required extension is absent.
+    TruncatedFileError
+        The file is shorter than its headers announce.
+    EmptyDataError
+        SCI non-finite everywhere.
     """
     return _read_rate(path, "rateints", allowed_exp_types, expected_shape)
 
 
 def read_calints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SUBARRAY_SHAPE) -> RateData:
     """Read a JWST ``_calints`` file into a :class:`RateData`, including the WAVELENGTH map (um) when
-    present.  Same checks and errors as :func:`read_rateints`."""
+    present.  Same checks and errors as :func:`read_rateints`.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The FITS file.
+    allowed_exp_types : tuple of str or None
+        EXP_TYPE values accepted (default MIRI LRS slitless); None accepts any.
+    expected_shape : tuple of int or None
+        ``(rows, cols)`` the frames must have (default SLITLESSPRISM 416 x 72); None accepts any.
+
+    Returns
+    -------
+    RateData
+        ``(nints, rows, cols)`` data, err, dq, variances (when present), ``wavelength`` ``(rows, cols)``
+        um (when present), int_times and meta.
+
+    Raises
+    ------
+    ProductError
+        Missing file or not FITS.
+    WrongInstrumentError
+        Not MIRI or an EXP_TYPE not allowed.
+    WrongSubarrayError
+        Frames not of ``expected_shape``.
+    MissingExtensionError
+        A required extension is absent.
+    TruncatedFileError
+        The file is shorter than its headers announce.
+    EmptyDataError
+        SCI non-finite everywhere.
+    """
     return _read_rate(path, "calints", allowed_exp_types, expected_shape)
 
 
@@ -776,8 +963,31 @@ def read_x1dints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES) -> SpectraData:
     ``dq`` = DQ (uint32), ``wavelength`` = WAVELENGTH (1-D when identical in every integration),
     ``units`` = TUNIT of FLUX, ``aux`` from TSO_AUX.
 
-    Raises ProductError, WrongInstrumentError, MissingExtensionError (no EXTRACT1D),
-    TruncatedFileError, EmptyDataError (FLUX NaN everywhere).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The FITS file.
+    allowed_exp_types : tuple of str or None
+        EXP_TYPE values accepted (default MIRI LRS slitless); None accepts any.
+
+    Returns
+    -------
+    SpectraData
+        ``(nints, nwave)`` flux, err and dq, wavelength, int_times, aux and meta.
+
+    Raises
+    ------
+    ProductError
+        Missing file or not FITS.
+    WrongInstrumentError
+        Not MIRI or an EXP_TYPE not allowed.
+    MissingExtensionError
+        No EXTRACT1D table.
+    TruncatedFileError
+        The file is shorter than its headers announce.
+    EmptyDataError
+        FLUX NaN everywhere.
     """
     what = "x1dints"
     with open_checked(path, what=what) as hdul:
@@ -842,7 +1052,25 @@ def product_type(path) -> str:
     """'uncal', 'rateints', 'calints' or 'x1dints' for a product file, decided by (in order) our
     TSOPROD keyword, the file-name suffix (``_uncal``, ``_ramp``, ``_rateints``, ``_calints``,
     ``_x1dints``), DATAMODL, then the HDU structure (EXTRACT1D -> x1dints; 4-D SCI -> uncal; 3-D SCI
-    with WAVELENGTH -> calints; 3-D SCI -> rateints).  Raises ProductError if undecidable."""
+    with WAVELENGTH -> calints; 3-D SCI -> rateints).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A FITS product.
+
+    Returns
+    -------
+    str
+        ``"uncal"``, ``"rateints"``, ``"calints"`` or ``"x1dints"``.
+
+    Raises
+    ------
+    ProductError
+        Undecidable, missing or not FITS.
+    WrongSubarrayError
+        A 2-D SCI image (a _rate/_cal product averaged over integrations).
+    """
     with open_checked(path, what="product") as hdul:
         ph = hdul[0].header
         kind = str(ph.get(PRODUCT_KEYWORD, "")).strip().lower()
@@ -877,7 +1105,20 @@ _READERS = {"uncal": read_uncal, "rateints": read_rateints, "calints": read_cali
 def read(path, **kwargs):
     """Read any supported product and return the matching container (:class:`RampData` for uncal,
     :class:`RateData` for rateints/calints, :class:`SpectraData` for x1dints); see
-    :func:`product_type`.  Keyword arguments go to the specific reader."""
+    :func:`product_type`.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A FITS product.
+    **kwargs
+        Passed to the specific reader (e.g. ``allowed_exp_types``).
+
+    Returns
+    -------
+    RampData, RateData or SpectraData
+        The product.
+    """
     return _READERS[product_type(path)](path, **kwargs)
 
 
@@ -890,9 +1131,23 @@ def read_segments(paths_or_glob, **kwargs):
     ``paths_or_glob`` is a list of paths or a glob pattern string.  Segments are ordered by their
     INTSTART keyword (not by name) and joined with :func:`tsoreduce.datamodel.concatenate`.
 
-    Raises ProductError (no file matches / mixed product types), and :class:`ShapeError`-free
-    ProductError naming the files when segments disagree in EXP_TYPE, SUBARRAY, NGROUPS, READPATT,
-    NFRAMES, frame shape or overlap in integration numbers.
+    Parameters
+    ----------
+    paths_or_glob : str, os.PathLike or list of them
+        The segment files, or a glob pattern.
+    **kwargs
+        Passed to the reader of each segment.
+
+    Returns
+    -------
+    RampData, RateData or SpectraData
+        The whole exposure.
+
+    Raises
+    ------
+    ProductError
+        No file matches, mixed product types, or segments that disagree in EXP_TYPE, SUBARRAY,
+        NGROUPS, READPATT, NFRAMES, frame shape or overlap in integration numbers (naming the files).
     """
     if isinstance(paths_or_glob, (str, os.PathLike)):
         paths = sorted(_glob.glob(str(paths_or_glob)))
