@@ -170,22 +170,36 @@ def detect_jumps_up_the_ramp(ramp: RampData, *, threshold: float = 4.0, flag_4_n
                              out: np.ndarray | None = None) -> RampData:
     """Flag cosmic-ray jumps from two-point differences within each ramp.
 
+    Source: stcal two-point difference jump detection (stcal documentation, jump detection).
+
     Parameters
     ----------
-    ramp : RampData, ``(nints, ngroups, nrows, ncols)`` DN.
-    threshold : rejection threshold in sigma of the difference noise (stcal default 4).
-    flag_4_neighbors : also flag the 4 neighbouring pixels of jumps above ``neighbor_threshold`` sigma.
-    read_noise, gain : DN per read and e-/DN, scalars or ``(nrows, ncols)`` (defaults from
-        :mod:`tsoreduce.reference`).
-    signal_per_group : ``(nrows, ncols)`` DN per group interval (default: median over integrations,
+    ramp : RampData
+        ``(nints, ngroups, nrows, ncols)`` ramps, DN.
+    threshold : float
+        Rejection threshold in sigma of the difference noise (stcal default 4).
+    flag_4_neighbors : bool
+        Also flag the 4 neighbouring pixels of jumps above ``neighbor_threshold`` sigma.
+    neighbor_threshold : float
+        Sigma above which a jump's 4 neighbours are flagged too (with ``flag_4_neighbors``).
+    read_noise : float or numpy.ndarray, optional
+        DN per read, scalar or ``(nrows, ncols)`` (default :data:`tsoreduce.instrument.READ_NOISE_DN`).
+    gain : float or numpy.ndarray, optional
+        e-/DN, scalar or ``(nrows, ncols)`` (default :data:`tsoreduce.instrument.GAIN`).
+    signal_per_group : numpy.ndarray, optional
+        ``(nrows, ncols)`` DN per group interval (default: median over integrations,
         :func:`~tsoreduce.detector.rampfit.poisson_signal_per_group`).
-    min_mean_diffs : ramps with at least this many usable differences are centred on their own mean
-        difference (follows flux changes between integrations); shorter ramps on ``signal_per_group``
-        (the pixel's median over integrations, unaffected by the jump itself).
-    out : optional pre-allocated uint32 array for the new GROUPDQ (same shape as ``ramp.groupdq``).
+    min_mean_diffs : int
+        Ramps with at least this many usable differences are centred on their own mean difference
+        (follows flux changes between integrations); shorter ramps on ``signal_per_group`` (the
+        pixel's median over integrations, unaffected by the jump itself).
+    out : numpy.ndarray, optional
+        Pre-allocated uint32 array for the new GROUPDQ (same shape as ``ramp.groupdq``).
 
-    Returns a new RampData whose ``groupdq`` has JUMP_DET on the group after each outlying difference.
-    Source: stcal two-point difference jump detection (stcal documentation, jump detection).
+    Returns
+    -------
+    RampData
+        A new container whose ``groupdq`` has JUMP_DET on the group after each outlying difference.
     """
     g0, g1 = usable_group_range(ramp.groupdq)
     frame = ramp.data.shape[2:]
@@ -423,29 +437,44 @@ def detect_jumps_time_domain(ramp: RampData, *, threshold: float = 5.0, window: 
     difference (S = the pixel's median signal per group).  Differences with
     ``|d - median| > threshold * noise`` get JUMP_DET on group ``g+1``.
 
-    Parameters
-    ----------
-    ramp : RampData ``(nints, ngroups, nrows, ncols)`` DN; needs >= 3 integrations and >= 2 usable groups.
-    threshold : sigma threshold (default 5).
-    window : running-median width in integrations (default 15; must exceed the transit ingress
-        duration in integrations only if you want ingress kept -- the pixel-level signal change of a
-        transit is far below the noise of one difference).
-    noise_floor : multiple of the model noise used as a floor on the MAD noise (default 1).
-    read_noise, gain : DN per read, e-/DN (scalars or ``(nrows, ncols)``).
-    out : optional pre-allocated uint32 GROUPDQ output.
-
     With one usable difference per ramp (NGROUPS = 2, or groups cut to two by DQ init / reset) flagging
     would leave the integration without a slope, so, as exoTEDRF does for N_g <= 2, the outlying
     difference is replaced by its running median (the later group is rewritten in a copy of ``data``)
     and JUMP_DET is set on the earlier group: the rateints DQ of that integration shows JUMP_DET and
     its rate is the local median rate.
 
-    Returns a new RampData with JUMP_DET added (and, for one usable difference, the corrected data);
-    raises ConfigError for ``window < 3``.  Source: exoTEDRF
-    ``jumpstep_in_time`` (Radica 2024) / Nikolov et al. 2014, with a per-pixel MAD and a Poisson
-    floor instead of a plane-wide cut.  The running medians of a row's 72 columns advance together in
-    branch-free sorted windows (vectorised); columns with an unusable difference fall back to a
-    per-pixel window.
+    Source: exoTEDRF ``jumpstep_in_time`` (Radica 2024) / Nikolov et al. 2014, with a per-pixel MAD
+    and a Poisson floor instead of a plane-wide cut.  The running medians of a row's 72 columns
+    advance together in branch-free sorted windows (vectorised); columns with an unusable difference
+    fall back to a per-pixel window.
+
+    Parameters
+    ----------
+    ramp : RampData
+        ``(nints, ngroups, nrows, ncols)`` ramps, DN; needs >= 3 integrations and >= 2 usable groups.
+    threshold : float
+        Sigma threshold (default 5).
+    window : int
+        Running-median width in integrations (default 15; the pixel-level signal change of a transit
+        is far below the noise of one difference, so ingress needs no special window).
+    noise_floor : float
+        Multiple of the model noise used as a floor on the MAD noise (default 1).
+    read_noise : float or numpy.ndarray, optional
+        DN per read, scalar or ``(nrows, ncols)`` (default :data:`tsoreduce.instrument.READ_NOISE_DN`).
+    gain : float or numpy.ndarray, optional
+        e-/DN, scalar or ``(nrows, ncols)`` (default :data:`tsoreduce.instrument.GAIN`).
+    out : numpy.ndarray, optional
+        Pre-allocated uint32 GROUPDQ output (ramp shape).
+
+    Returns
+    -------
+    RampData
+        A new container with JUMP_DET added (and, for one usable difference, the corrected data).
+
+    Raises
+    ------
+    ConfigError
+        ``window < 3``.
     """
     if int(window) < 3:
         raise ConfigError(f"detect_jumps_time_domain: window = {window} integrations; it must be >= 3")
@@ -474,7 +503,18 @@ def detect_jumps_time_domain(ramp: RampData, *, threshold: float = 5.0, window: 
 
 
 def jump_counts(ramp: RampData) -> np.ndarray:
-    """Number of JUMP_DET groups per pixel, int64 ``(nrows, ncols)`` (for the jump-map figure)."""
+    """Number of JUMP_DET groups per pixel (for the jump-map figure).
+
+    Parameters
+    ----------
+    ramp : RampData
+        Ramps after jump detection.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 ``(nrows, ncols)``, summed over integrations and groups.
+    """
     return np.count_nonzero(ramp.groupdq & JUMP, axis=(0, 1))
 
 
@@ -628,10 +668,31 @@ def detect_jumps_and_fit(ramp: RampData, *, threshold: float = 4.0, read_noise=N
     all others take the precomputed GLS weights.  Used by :func:`run_stage1` for
     ``jump.method = up_the_ramp`` without neighbour flagging.
 
-    Parameters as the two functions; ``out`` may hold pre-allocated ``gdq`` (uint32, ramp shape) and
-    ``rate``/``var_poisson``/``var_rnoise``/``dq`` (rateints shape) arrays.
+    Parameters
+    ----------
+    ramp : RampData
+        ``(nints, ngroups, nrows, ncols)`` ramps, DN.
+    threshold : float
+        Rejection threshold in sigma of the difference noise.
+    read_noise : float or numpy.ndarray, optional
+        DN per read, scalar or ``(nrows, ncols)`` (default :data:`tsoreduce.instrument.READ_NOISE_DN`).
+    gain : float or numpy.ndarray, optional
+        e-/DN, scalar or ``(nrows, ncols)`` (default :data:`tsoreduce.instrument.GAIN`).
+    signal_per_group : numpy.ndarray, optional
+        ``(nrows, ncols)`` DN per group interval (default
+        :func:`~tsoreduce.detector.rampfit.poisson_signal_per_group`).
+    min_mean_diffs : int
+        As for :func:`detect_jumps_up_the_ramp`.
+    out : dict, optional
+        Pre-allocated ``gdq`` (uint32, ramp shape) and ``rate``/``var_poisson``/``var_rnoise``/``dq``
+        (rateints shape) arrays.
 
-    Returns ``(RampData with JUMP_DET flags, RateData)``.
+    Returns
+    -------
+    ramp : RampData
+        The ramps with JUMP_DET flags.
+    rates : RateData
+        The fitted rates, DN/s, as :func:`tsoreduce.detector.fit_ramps` returns them.
     """
 
     g0, g1 = usable_group_range(ramp.groupdq)

@@ -51,6 +51,16 @@ def group_time(meta: dict) -> float:
     A fallback is a WARNING and is recorded in ``meta['TGRPSRC']`` (the keyword used, or 'DEFAULT'),
     which the rateints header carries; ``meta`` is updated in place.  A value that is present but
     non-finite or <= 0 counts as absent.
+
+    Parameters
+    ----------
+    meta : dict
+        Header keywords of the ramps (TGROUP, TFRAME); TGRPSRC is set on a fallback.
+
+    Returns
+    -------
+    float
+        The group time, s.
     """
     for key in ("TGROUP", "TFRAME"):
         v = meta.get(key)
@@ -75,8 +85,17 @@ def usable_group_range(groupdq: np.ndarray) -> tuple[int, int]:
     """``(first, last)`` group indices (inclusive) not flagged DO_NOT_USE in every pixel of integration 0.
 
     The first/last-group and reset-drop flags are the same for every pixel, so they define the common
-    group range; pixel-level flags (saturation, jumps) are handled per pixel.  Returns ``(0, -1)``
-    when no group is usable.
+    group range; pixel-level flags (saturation, jumps) are handled per pixel.
+
+    Parameters
+    ----------
+    groupdq : numpy.ndarray
+        uint ``(nints, ngroups, nrows, ncols)`` group DQ.
+
+    Returns
+    -------
+    tuple of int
+        ``(first, last)`` inclusive; ``(0, -1)`` when no group is usable.
     """
     plane_dnu = np.all((groupdq[0] & DNU) != 0, axis=(1, 2))
     good = np.flatnonzero(~plane_dnu)
@@ -158,6 +177,18 @@ def poisson_signal_per_group(ramp: RampData, g0: int | None = None, g1: int | No
     integrations do not move the median.  Pixels whose end group is saturated or unusable in more than
     half of the integrations get ``-1`` (the fit then uses each ramp's own mean difference).  Values
     are clipped at 0 (negative signal carries no Poisson noise).
+
+    Parameters
+    ----------
+    ramp : RampData
+        ``(nints, ngroups, nrows, ncols)`` ramps, DN.
+    g0, g1 : int, optional
+        First and last usable groups (default :func:`usable_group_range`).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(nrows, ncols)``, DN per group; -1 where unknown.
     """
     if g0 is None or g1 is None:
         g0, g1 = usable_group_range(ramp.groupdq)

@@ -93,7 +93,13 @@ def _compatible(header, meta, path) -> bool:
 
 
 def crds_cache_dir() -> Path | None:
-    """``$CRDS_PATH/references/jwst/miri`` if CRDS_PATH is set and that folder exists, else None."""
+    """The local CRDS cache of MIRI reference files, if there is one.
+
+    Returns
+    -------
+    pathlib.Path or None
+        ``$CRDS_PATH/references/jwst/miri`` if CRDS_PATH is set and that folder exists, else None.
+    """
     root = os.environ.get("CRDS_PATH")
     if not root:
         return None
@@ -112,8 +118,27 @@ def find_reference(reftype: str, path=None, meta: dict | None = None) -> Path | 
        Among those the newest by file name wins (``jwst_miri_linearity_0032`` over ``_0024``).
     3. Else None (logged).  Nothing is ever downloaded.
 
-    Raises :class:`~tsoreduce.errors.ReferenceFileError` when an explicit ``path`` is missing,
-    unreadable or of another REFTYPE.
+    Selection rules: CRDS rmap matching on DETECTOR, EXP_TYPE, READPATT and SUBARRAY (JWST pipeline
+    documentation, "Reference Files, Parameter Files and Environment Variables").
+
+    Parameters
+    ----------
+    reftype : str
+        The CRDS reference type, e.g. ``"linearity"``, ``"dark"`` (case-insensitive).
+    path : str or pathlib.Path, optional
+        An explicit file; it must exist and be of ``reftype``.
+    meta : dict, optional
+        The data's header keywords, to select a compatible file from the cache.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The file to use, or None when there is none (defaults are then used, logged by the caller).
+
+    Raises
+    ------
+    ReferenceFileError
+        An explicit ``path`` is missing, unreadable or of another REFTYPE.
     """
     from astropy.io import fits
 
