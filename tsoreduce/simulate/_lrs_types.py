@@ -329,7 +329,7 @@ class LRSSimConfig:
 class LRSTruth:
     """Everything injected into a simulation.  Shapes use ``nints`` (all segments), 416 rows, 72 cols.
 
-    Attributes
+    Parameters
     ----------
     wavelength : ``(416,)`` um per row (NaN outside rows 7-394).
     rp_rs : ``(416,)`` injected Rp/Rs per row (zeros when ``transit`` is off).
@@ -339,7 +339,8 @@ class LRSTruth:
     trace_width_scale : ``(nints,)`` multiplicative PSF-width jitter.
     rate_star, rate_background : float32 ``(nints, 416, 72)`` DN/s, noiseless, after transit, settling
         and drift (what a perfect Stage 1 would measure, dark removed).
-    transit_lc : ``(nints, 416)`` relative transit flux per row;  settling : ``(nints,)``.
+    transit_lc : ``(nints, 416)`` relative transit flux per row.
+    settling : ``(nints,)`` multiplicative settling factor.
     white_flux : ``(nints,)`` total star flux relative to its no-transit, no-settling value.
     times_bjd_tdb : ``(nints,)`` mid-integration BMJD_TDB (days, as IntTimes.mid_bjd_tdb).
     transit : dict t0 (BMJD_TDB), period (d), a_rs, inc (deg), ecc, w (deg), u1, u2, plus
@@ -347,12 +348,18 @@ class LRSTruth:
     cosmic_rays : structured array, :data:`COSMIC_RAY_DTYPE`.
     emi : dict frequencies (Hz), amplitudes (DN), phases (rad), arrays of equal length.
     nonlinearity_coeffs : ``(ncoeffs, 416, 72)`` (corrected = sum_k c_k raw**k).
-    dark : ``(416, 72)`` DN/s;  bias : ``(416, 72)`` DN;  gain : ``(416, 72)`` e-/DN;
-    read_noise_dn : ``(416, 72)`` DN per read;  saturation_dn : ``(416, 72)`` DN.
-    Detector truths of a switched-off effect are neutral: dark 0, read noise 0, identity linearity
-    (0, 1, 0, ...), saturation 65535 (the ADC limit), no cosmic rays, no EMI components.
+    dark : ``(416, 72)`` DN/s.
+    bias : ``(416, 72)`` DN.
+    gain : ``(416, 72)`` e-/DN.
+    read_noise_dn : ``(416, 72)`` DN per read.
+    saturation_dn : ``(416, 72)`` DN.
     rscd : dict amplitude_dn, flux_fraction, tau_groups, first_int_anomaly (enabled=False if off).
     config : dict, the :class:`LRSSimConfig` that produced it.
+
+    Notes
+    -----
+    Detector truths of a switched-off effect are neutral: dark 0, read noise 0, identity linearity
+    (0, 1, 0, ...), saturation 65535 (the ADC limit), no cosmic rays, no EMI components.
     """
 
     wavelength: np.ndarray
@@ -431,7 +438,15 @@ class LRSTruth:
 
 @dataclass
 class LRSSimulation:
-    """Output of :func:`simulate_lrs`: the uncal ramp segments (in time order) and the truth."""
+    """Output of :func:`simulate_lrs`: the uncal ramp segments (in time order) and the truth.
+
+    Parameters
+    ----------
+    segments : list of RampData
+        The uncal segments in time order.
+    truth : LRSTruth
+        Everything injected.
+    """
 
     segments: list
     truth: LRSTruth

@@ -221,8 +221,22 @@ def iter_lrs_segments(cfg: LRSSimConfig | None = None):
     """Like :func:`simulate_lrs` but builds the segments lazily, one at a time (memory bounded by one
     segment: ``nints_seg x ngroups x 416 x 72 x 4`` bytes).
 
-    Returns ``(truth, iterator)``; the iterator yields the :class:`~tsoreduce.datamodel.RampData`
-    segments in time order, identical to ``simulate_lrs(cfg).segments``.
+    Parameters
+    ----------
+    cfg : LRSSimConfig, optional
+        The simulation (default ``LRSSimConfig()``).
+
+    Returns
+    -------
+    truth : LRSTruth
+        Everything injected (built before the first segment).
+    segments : iterator of RampData
+        The segments in time order, identical to ``simulate_lrs(cfg).segments``.
+
+    Raises
+    ------
+    ConfigError
+        An invalid configuration.
     """
     cfg = LRSSimConfig() if cfg is None else cfg
     _announce(cfg, "ramps")
@@ -247,19 +261,26 @@ def iter_lrs_segments(cfg: LRSSimConfig | None = None):
 def simulate_lrs(cfg: LRSSimConfig | None = None) -> LRSSimulation:
     """Simulate uncal ramps of a MIRI LRS SLITLESSPRISM TSO.
 
+    The whole exposure is held in memory (``nints x ngroups x 120 kB``); :func:`iter_lrs_segments`
+    builds one segment at a time.
+
     Parameters
     ----------
-    cfg : :class:`LRSSimConfig` (default: ``LRSSimConfig()``).
+    cfg : LRSSimConfig, optional
+        The simulation (default ``LRSSimConfig()``).
 
     Returns
     -------
-    :class:`LRSSimulation` with ``segments``: list of :class:`~tsoreduce.datamodel.RampData`, one per
-    exposure segment in time order, data float32 ``(nints_seg, ngroups, 416, 72)`` in integer-valued DN,
-    PIXELDQ REFERENCE_PIXEL on columns 0-3, int_times (BMJD_TDB) and JWST-like meta (INTSTART/INTEND/
-    EXSEGNUM/EXSEGTOT per segment); and ``truth`` (:class:`LRSTruth`).  The whole exposure is held in
-    memory (``nints x ngroups x 120 kB``); :func:`iter_lrs_segments` builds one segment at a time.
+    LRSSimulation
+        ``segments``: list of :class:`~tsoreduce.datamodel.RampData`, one per exposure segment in time
+        order, data float32 ``(nints_seg, ngroups, 416, 72)`` in integer-valued DN, PIXELDQ
+        REFERENCE_PIXEL on columns 0-3, int_times (BMJD_TDB) and JWST-like meta (INTSTART/INTEND/
+        EXSEGNUM/EXSEGTOT per segment); ``truth`` (:class:`LRSTruth`).
 
-    Raises :class:`~tsoreduce.errors.ConfigError` for an invalid configuration.
+    Raises
+    ------
+    ConfigError
+        An invalid configuration.
     """
     truth, segments = iter_lrs_segments(cfg)
     return LRSSimulation(segments=list(segments), truth=truth)
@@ -289,11 +310,24 @@ def simulate_lrs_rateints(cfg: LRSSimConfig | None = None):
     rate by ``A * sum_{k >= g} w_k / S`` (the OLS response to a step), producing realistic outliers.
     Ramp-only effects (nonlinearity, rscd, saturation, emi) are not modelled here (logged).
 
+    Parameters
+    ----------
+    cfg : LRSSimConfig, optional
+        The simulation (default ``LRSSimConfig()``).
+
     Returns
     -------
-    (RateData, LRSTruth): data/err/var_poisson/var_rnoise float32 ``(nints, 416, 72)`` DN/s, DQ with
-    REFERENCE_PIXEL | NON_SCIENCE | NO_LIN_CORR on columns 0-3 (as real pipeline rateints), the default
-    wavelength map, int_times and meta of the whole exposure (INTSTART = 1).
+    rates : RateData
+        data/err/var_poisson/var_rnoise float32 ``(nints, 416, 72)`` DN/s, DQ with
+        REFERENCE_PIXEL | NON_SCIENCE | NO_LIN_CORR on columns 0-3 (as real pipeline rateints), the
+        default wavelength map, int_times and meta of the whole exposure (INTSTART = 1).
+    truth : LRSTruth
+        Everything injected.
+
+    Raises
+    ------
+    ConfigError
+        An invalid configuration.
     """
     cfg = LRSSimConfig() if cfg is None else cfg
     _announce(cfg, "rateints")
@@ -342,13 +376,29 @@ def write_lrs_simulation(cfg: LRSSimConfig | None, outdir, *, overwrite: bool = 
       ``tsoreduce.reference.load_linearity`` etc., and by jwst's detector1 steps as
       ``override_<reftype>``).
 
+    Parameters
+    ----------
+    cfg : LRSSimConfig or None
+        The simulation (None: ``LRSSimConfig()``).
+    outdir : str or pathlib.Path
+        Output directory (created if needed).
+    overwrite : bool
+        Replace existing files.
+    spectrum_edges_um : array_like, optional
+        Increasing bin edges (um) of ``injected_spectrum.ecsv`` (default 5-12 um in 0.5 um bins).
+
     Returns
     -------
-    dict(uncal=[Path, ...], truth=Path, spectrum=Path, references={reftype: Path} (the five our
-    Stage 1 reads), jwst_references={reftype: Path} (all six)).
+    dict
+        ``uncal`` [Path, ...], ``truth`` Path, ``spectrum`` Path, ``references`` {reftype: Path} (the
+        five our Stage 1 reads), ``jwst_references`` {reftype: Path} (all six).
 
-    Raises :class:`~tsoreduce.errors.OverwriteError` if a target file exists and ``overwrite`` is False
-    (checked before simulating).
+    Raises
+    ------
+    OverwriteError
+        A target file exists and ``overwrite`` is False (checked before simulating).
+    ConfigError
+        An invalid configuration.
     """
     cfg = LRSSimConfig() if cfg is None else cfg
     edges = files.DEFAULT_SPECTRUM_EDGES_UM if spectrum_edges_um is None else spectrum_edges_um
@@ -360,5 +410,21 @@ def write_lrs_simulation(cfg: LRSSimConfig | None, outdir, *, overwrite: bool = 
 def load_lrs_truth(path) -> LRSTruth:
     """Read the ``simulation_truth.npz`` written by :func:`write_lrs_simulation`.
 
-    Raises FileNotFoundError if absent, ValueError if the file is not an LRS truth file."""
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The ``.npz`` file.
+
+    Returns
+    -------
+    LRSTruth
+        The truth as it was written.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ValueError
+        The file is not an LRS truth file.
+    """
     return files.load_truth(path)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.io import fits
 
-from .._util import atomic_write
+from .._util import atomic_write, document_fields, field_doc
 from ..datamodel import DQ, IntTimes
 from ..errors import NotImplementedStepError, OverwriteError
 from ..mrs.apertures import pixel_integrated_gaussian, psf_fwhm_arcsec
@@ -39,63 +39,91 @@ __all__ = ["MRSSimConfig", "MRSTruth", "MRSBandTruth", "simulate_mrs_cubes", "wr
 _BAND_WORDS = {"A": "SHORT", "B": "MEDIUM", "C": "LONG"}
 
 
+@document_fields
 @dataclass
 class MRSSimConfig:
     """Settings of a synthetic MRS cube time series (every effect switchable).
 
-    Sizes: ``nints`` integrations of ``integration_time_s`` s; per band ``nwave`` planes over the band's
-    range and a square field of ``field_arcsec`` (odd number of spaxels at the band's default scale).
-    Source: ``flux_jy`` at 5 um with ``flux_index``; centre offset ``source_offset`` (spaxels from the
-    field centre); pointing ``jitter_spaxels`` rms per integration.  Background ``background_mjysr`` at
-    5 um (scaled by (lambda/5)^2) with gradients ``gradient_mjysr`` (per spaxel in x, y).  Transit:
-    batman parameters (``t0`` BMJD_TDB, ``period`` d, ``a_rs``, ``inc`` deg, ``u1``, ``u2``, ``rp_rs``,
-    ``rp_rs_slope`` per um).  Defects: ``hot_spaxel`` (+``hot_mjysr`` in the annulus at 3 FWHM),
-    ``flicker`` (core spaxel ``flicker_offset`` from the peak NaN in ``flicker_integrations``),
-    ``nan_border``.  Noise: ``noise``, ``err_floor`` and ``poisson_scale`` (MJy/sr), ``seed``.
+    Each field's description lives in its ``metadata["doc"]`` (:func:`tsoreduce._util.field_doc`),
+    with the bounds the run-config schema applies (``input.mrs.simulate``).
+
+    Notes
+    -----
+    The source is a pixel-integrated Gaussian PSF of the band's FWHM (:mod:`tsoreduce.mrs.apertures`);
+    the background scales as (lambda / 5 um)^2 with a linear gradient; the transit is a batman
+    quadratic-limb-darkening model with Rp/Rs linear in wavelength.
     """
 
-    nints: int = 40
-    bands: tuple = ("1A",)
-    nwave: int = 12
-    field_arcsec: float = 3.6
-    integration_time_s: float = 360.0
-    t_start: float = 60000.0
-    flux_jy: float = 0.1
-    flux_index: float = -2.0
-    source_offset: tuple = (0.3, -0.4)
-    jitter_spaxels: float = 0.0
-    background: bool = True
-    background_mjysr: float = 5.0
-    gradient_mjysr: tuple = (0.05, -0.03)
-    transit: bool = True
-    t0: float | None = None
-    period: float = 2.0
-    a_rs: float = 8.0
-    inc: float = 88.0
-    u1: float = 0.1
-    u2: float = 0.1
-    rp_rs: float = 0.1
-    rp_rs_slope: float = 0.0
-    hot_spaxel: bool = True
-    hot_mjysr: float = 200.0
-    flicker: bool = True
-    flicker_offset: tuple = (1, 0)
-    flicker_integrations: tuple = (12, 13)
-    nan_border: int = 1
-    noise: bool = True
-    err_floor: float = 0.5
-    poisson_scale: float = 0.05
-    psf: str = "gaussian"
-    seed: int = 0
+    nints: int = field_doc(40, "integrations", min=3)
+    bands: tuple = field_doc(("1A",), "MRS sub-bands to simulate, e.g. [1A, 2A]", item_type=str)
+    nwave: int = field_doc(12, "planes per band", min=2)
+    field_arcsec: float = field_doc(3.6, "side of the square field, arcsec (odd number of spaxels at the "
+                                    "band's default scale)", min=0.0)
+    integration_time_s: float = field_doc(360.0, "integration duration (s)", min=1.0)
+    t_start: float = field_doc(60000.0, "start of the first integration, BMJD_TDB (days)")
+    flux_jy: float = field_doc(0.1, "source flux density at 5 um (Jy)", min=0.0)
+    flux_index: float = field_doc(-2.0, "power-law index of the source flux density in wavelength")
+    source_offset: tuple = field_doc((0.3, -0.4), "source centre offset from the field centre (x, y), "
+                                     "spaxels")
+    jitter_spaxels: float = field_doc(0.0, "pointing jitter rms (spaxels)", min=0.0)
+    background: bool = field_doc(True, "add a background")
+    background_mjysr: float = field_doc(5.0, "background at 5 um, MJy/sr (scaled by (lambda/5)^2)")
+    gradient_mjysr: tuple = field_doc((0.05, -0.03), "background gradient per spaxel in (x, y), MJy/sr")
+    transit: bool = field_doc(True, "inject the transit")
+    t0: float | None = field_doc(None, "mid-transit time, BMJD_TDB; None -> middle of the series")
+    period: float = field_doc(2.0, "orbital period, days")
+    a_rs: float = field_doc(8.0, "a/Rs")
+    inc: float = field_doc(88.0, "inclination, deg")
+    u1: float = field_doc(0.1, "quadratic limb-darkening coefficient u1")
+    u2: float = field_doc(0.1, "quadratic limb-darkening coefficient u2")
+    rp_rs: float = field_doc(0.1, "planet-to-star radius ratio at 5 um", min=0.0, max=0.5)
+    rp_rs_slope: float = field_doc(0.0, "d(Rp/Rs)/d(lambda) per um")
+    hot_spaxel: bool = field_doc(True, "a hot spaxel in the annulus")
+    hot_mjysr: float = field_doc(200.0, "excess of the hot spaxel (at 3 FWHM from the source), MJy/sr")
+    flicker: bool = field_doc(True, "a core spaxel NaN in two integrations")
+    flicker_offset: tuple = field_doc((1, 0), "offset of the flickering spaxel from the peak (x, y), "
+                                      "spaxels")
+    flicker_integrations: tuple = field_doc((12, 13), "integrations (0-based) in which it is NaN")
+    nan_border: int = field_doc(1, "width of the NaN border of each cube plane, spaxels", min=0)
+    noise: bool = field_doc(True, "add Gaussian noise")
+    err_floor: float = field_doc(0.5, "noise floor per spaxel, MJy/sr", min=0.0)
+    poisson_scale: float = field_doc(0.05, "signal-dependent noise: sigma^2 += poisson_scale * |signal| "
+                                     "(MJy/sr)", min=0.0)
+    psf: str = field_doc("gaussian", "PSF model (only 'gaussian' is implemented)")
+    seed: int = field_doc(0, "random seed")
 
 
 @dataclass
 class MRSBandTruth:
-    """Truth of one band: ``wavelength`` (nwave,) um; ``flux_jy`` (nwave,) total source flux density
-    out of transit; ``background`` (nwave,) MJy/sr at the source centre; ``sigma_pix`` (nwave,) Gaussian
-    sigma in spaxels; ``centre`` (x, y) mean source position; ``centres`` (nints, 2) per integration;
-    ``rp_rs`` (nwave,); ``transit`` (nints, nwave) relative flux; ``hot_spaxel`` (y, x) or None;
-    ``flicker_spaxel`` (y, x) or None; ``pixar_sr``; ``pixel_scale`` arcsec."""
+    """Truth of one band.
+
+    Parameters
+    ----------
+    wavelength : numpy.ndarray
+        ``(nwave,)`` um.
+    flux_jy : numpy.ndarray
+        ``(nwave,)`` total source flux density out of transit, Jy.
+    background : numpy.ndarray
+        ``(nwave,)`` MJy/sr at the source centre.
+    sigma_pix : numpy.ndarray
+        ``(nwave,)`` Gaussian PSF sigma, spaxels.
+    centre : tuple of float
+        ``(x, y)`` mean source position, spaxels.
+    centres : numpy.ndarray
+        ``(nints, 2)`` source position per integration, ``(x, y)`` spaxels.
+    rp_rs : numpy.ndarray
+        ``(nwave,)`` injected Rp/Rs.
+    transit : numpy.ndarray
+        ``(nints, nwave)`` relative flux.
+    hot_spaxel : tuple of int or None
+        ``(y, x)`` of the hot spaxel.
+    flicker_spaxel : tuple of int or None
+        ``(y, x)`` of the flickering spaxel.
+    pixar_sr : float
+        Solid angle of a spaxel, sr.
+    pixel_scale : float
+        Spaxel size, arcsec.
+    """
 
     wavelength: np.ndarray
     flux_jy: np.ndarray
@@ -121,8 +149,19 @@ class MRSBandTruth:
 
 @dataclass
 class MRSTruth:
-    """Truth of a simulation: ``bands`` (label -> :class:`MRSBandTruth`), ``int_times``, the transit
-    ``params`` dict (t0, per, a, inc, ecc, w, u) and the ``config``."""
+    """Truth of a simulation.
+
+    Parameters
+    ----------
+    bands : dict
+        Band label -> :class:`MRSBandTruth`.
+    int_times : IntTimes
+        The integrations' times.
+    params : dict
+        The transit parameters (t0, per, a, inc, ecc, w, u).
+    config : MRSSimConfig
+        The configuration that produced it.
+    """
 
     bands: dict
     int_times: IntTimes
@@ -155,12 +194,24 @@ def _transit(cfg, t, rp_rs):
 def simulate_mrs_cubes(cfg: MRSSimConfig | None = None):
     """Simulate MRS cube time series.
 
+    Parameters
+    ----------
+    cfg : MRSSimConfig, optional
+        The simulation (default ``MRSSimConfig()``).
+
     Returns
     -------
-    (cubes, truth): ``cubes`` is a dict band label -> :class:`~tsoreduce.mrs.CubeSeries`
-    ``(nints, nwave, ny, nx)`` MJy/sr; ``truth`` an :class:`MRSTruth`.
+    cubes : dict
+        Band label -> :class:`~tsoreduce.mrs.CubeSeries` ``(nints, nwave, ny, nx)`` MJy/sr.
+    truth : MRSTruth
+        Everything injected.
 
-    Raises NotImplementedStepError for a PSF other than "gaussian", KeyError for an unknown band.
+    Raises
+    ------
+    NotImplementedStepError
+        A PSF other than "gaussian".
+    KeyError
+        An unknown band.
     """
     cfg = cfg or MRSSimConfig()
     if cfg.psf != "gaussian":
@@ -307,11 +358,24 @@ def write_mrs_cubes(cubes, outdir, *, layout: str = "per_integration", wave_axis
     layout : ``"per_integration"`` (one 3-D cube per integration, INTSTART = INTEND = i + 1, each carrying
         the full INT_TIMES table as analysts attach the calints one) or ``"stack"`` (one 4-D file).
     wave_axis : ``"linear"`` (CTYPE3 = WAVE, CRVAL3/CDELT3/CRPIX3) or ``"tab"`` (CTYPE3 = WAVE-TAB).
+    prefix : str
+        File-name prefix (a JWST-style observation id).
+    overwrite : bool
+        Replace existing files.
     include_wcs_table : write WCS-TABLE for linear cubes too (cube_build does); it is always written
         for ``"tab"``.
 
-    Returns the list of paths written (sorted by integration).  Writes atomically; raises
-    OverwriteError for an existing file unless ``overwrite``.
+    Returns
+    -------
+    list of str
+        The paths written (sorted by integration), each atomically.
+
+    Raises
+    ------
+    OverwriteError
+        A file exists and ``overwrite`` is False.
+    ValueError
+        An unknown ``layout`` or ``wave_axis``, or a linear axis that is not evenly spaced.
     """
     if isinstance(cubes, CubeSeries):
         cubes = {cubes.band: cubes}
