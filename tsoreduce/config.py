@@ -99,7 +99,18 @@ def _check_leaf(path: str, value, p: Param):
 
 
 def defaults(schema: dict) -> dict:
-    """The section a schema yields when the user gives nothing (nested dicts of defaults)."""
+    """The section a schema yields when the user gives nothing.
+
+    Parameters
+    ----------
+    schema : dict
+        Key -> :class:`Param` or nested schema dict.
+
+    Returns
+    -------
+    dict
+        Nested dicts of the defaults.
+    """
     out = {}
     for k, v in schema.items():
         out[k] = defaults(v) if isinstance(v, dict) else (
@@ -108,7 +119,18 @@ def defaults(schema: dict) -> dict:
 
 
 def config_error(messages: list[str]) -> ConfigError:
-    """One ConfigError listing every message (``.errors`` keeps the list)."""
+    """One ConfigError listing every message.
+
+    Parameters
+    ----------
+    messages : list of str
+        The problems, each starting with its key path.
+
+    Returns
+    -------
+    ConfigError
+        The error (its ``.errors`` keeps the list), to be raised by the caller.
+    """
     unique = list(dict.fromkeys(messages))
     text = unique[0] if len(unique) == 1 else (
         f"{len(unique)} problems, nothing was run:\n" + "\n".join(f"  - {m}" for m in unique))
@@ -122,11 +144,20 @@ def validate(user: dict | None, schema: dict, path: str = "", *, errors: list | 
 
     Parameters
     ----------
-    user : dict or None -- the YAML section as loaded.
-    schema : dict of :class:`Param` or nested dicts.
-    path : the dotted key path of this section, for messages (e.g. ``"stage1.jump"``).
-    errors : a list to which every failure is appended (each message starts with its key path);
-        when given nothing is raised and a failing key keeps its default.
+    user : dict or None
+        The YAML section as loaded.
+    schema : dict
+        Key -> :class:`Param` or nested schema dict.
+    path : str
+        The dotted key path of this section, for messages (e.g. ``"stage1.jump"``).
+    errors : list, optional
+        A list to which every failure is appended (each message starts with its key path); when
+        given nothing is raised and a failing key keeps its default.
+
+    Returns
+    -------
+    dict
+        ``user`` completed with defaults (a new dict; nested sections likewise).
 
     Raises
     ------
@@ -244,7 +275,20 @@ def _import_stage_module(module_name: str, section: str):
 def stage_schema(section: str) -> dict:
     """The ``CONFIG_SCHEMA`` of the stage module behind YAML ``section`` (imported lazily).
 
-    Raises ConfigError if the module is missing, fails to import, or has no CONFIG_SCHEMA.
+    Parameters
+    ----------
+    section : str
+        A key of :data:`SECTION_MODULES` (``"stage1"`` ... ``"stage4"``, ``"mrs"``).
+
+    Returns
+    -------
+    dict
+        The schema (key -> :class:`Param` or nested dict).
+
+    Raises
+    ------
+    ConfigError
+        Not a stage section, or its module is missing, fails to import, or has no CONFIG_SCHEMA.
     """
     if section not in SECTION_MODULES:
         raise ConfigError(f"{section}: not a stage section; allowed: {', '.join(SECTION_MODULES)}")
@@ -275,7 +319,7 @@ def _annotation_type(annotation) -> tuple | None:
     return None
 
 
-def dataclass_schema(cls, names=None) -> dict:
+def dataclass_schema(config_class, names=None) -> dict:
     """A config schema from the fields of a configuration dataclass (types, defaults, descriptions).
 
     Each field becomes a :class:`Param` whose type is that of its default (``float`` accepts ints;
@@ -286,7 +330,7 @@ def dataclass_schema(cls, names=None) -> dict:
 
     Parameters
     ----------
-    cls : type
+    config_class : type
         A dataclass, e.g. :class:`tsoreduce.simulate.LRSSimConfig`.
     names : iterable of str, optional
         Only these fields, in this order (default: every init field).
@@ -299,13 +343,13 @@ def dataclass_schema(cls, names=None) -> dict:
     Raises
     ------
     ConfigError
-        A requested name is not a field of ``cls``.
+        A requested name is not a field of ``config_class``.
     """
     import dataclasses
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
+    fields = {f.name: f for f in dataclasses.fields(config_class) if f.init and not f.name.startswith("_")}
     unknown = [n for n in (names or ()) if n not in fields]
     if unknown:
-        raise ConfigError(f"{cls.__name__} has no field(s) {unknown}")
+        raise ConfigError(f"{config_class.__name__} has no field(s) {unknown}")
     schema = {}
     for name in (names or fields):
         param = _field_param(fields[name])
@@ -370,8 +414,23 @@ def _tupleize(v):
 
 
 def lrs_sim_config(section: dict):
-    """Build a :class:`tsoreduce.simulate.LRSSimConfig` from a validated ``input.simulate`` section
-    (YAML lists become the tuples the dataclass uses).  Raises ConfigError for impossible values."""
+    """Build a :class:`tsoreduce.simulate.LRSSimConfig` from a validated ``input.simulate`` section.
+
+    Parameters
+    ----------
+    section : dict
+        The validated section (YAML lists become the tuples the dataclass uses).
+
+    Returns
+    -------
+    LRSSimConfig
+        The simulator configuration.
+
+    Raises
+    ------
+    ConfigError
+        Impossible values (the dataclass's own checks), named by key.
+    """
     import dataclasses
     cls = _sim_config_class()
     tuple_fields = {f.name for f in dataclasses.fields(cls)
@@ -388,7 +447,22 @@ def lrs_sim_config(section: dict):
 def parse_stages(spec, allowed=(1, 2, 3, 4)) -> list[int]:
     """Turn ``'all'``, ``'1-4'``, ``'2,3'``, ``3`` or ``[1, 2]`` into a sorted list of stage numbers.
 
-    Raises ConfigError for anything else or for a stage outside ``allowed``.
+    Parameters
+    ----------
+    spec : str, int, list or None
+        The stage specification (None or ``"all"``: every allowed stage).
+    allowed : sequence of int
+        The stages that can run for this input.
+
+    Returns
+    -------
+    list of int
+        Sorted, unique stage numbers.
+
+    Raises
+    ------
+    ConfigError
+        Anything else, or a stage outside ``allowed``.
     """
     allowed = sorted(allowed)
     if spec is None or spec == "all":
@@ -422,11 +496,34 @@ def parse_stages(spec, allowed=(1, 2, 3, 4)) -> list[int]:
 
 
 def possible_stages(input_kind: str) -> list[int]:
-    """Stages that can run from an input of this kind (simulate/uncal -> 1-4, rateints -> 2-4, ...)."""
+    """Stages that can run from an input of this kind.
+
+    Parameters
+    ----------
+    input_kind : str
+        A key of :data:`INPUT_KINDS` (``"simulate"``, ``"uncal"``, ``"rateints"``, ...).
+
+    Returns
+    -------
+    list of int
+        simulate/uncal -> 1-4, rateints -> 2-4, calints -> 3-4, ...
+    """
     return list(range(INPUT_KINDS[input_kind][0], 5))
 
 
 def first_stage(config: dict) -> int:
+    """The first stage a validated run's input feeds.
+
+    Parameters
+    ----------
+    config : dict
+        A validated run configuration.
+
+    Returns
+    -------
+    int
+        1 for simulate/uncal, 2 for rateints, 3 for calints/mrs, 4 for light curves.
+    """
     return INPUT_KINDS[config["input"]["kind"]][0]
 
 
@@ -648,10 +745,27 @@ def _resolve_section_paths(section: dict, base: Path, extra_keys=()) -> dict:
 
 
 def read_yaml(path) -> tuple[str, object]:
-    """The text of the YAML file ``path`` and what it holds (None when empty).
+    """The text of a YAML file and what it holds.
 
-    Raises FileNotFoundError if ``path`` does not exist; ConfigError for a YAML syntax error (with
-    the line)."""
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The YAML file.
+
+    Returns
+    -------
+    text : str
+        The file's text.
+    value : object
+        What it holds (None when empty).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ConfigError
+        A YAML syntax error (with the line).
+    """
     import yaml
     text = Path(path).read_text()
     try:
@@ -666,10 +780,28 @@ def load_run_config(path, *, stages=None, output_dir=None, check_files: bool = T
     Relative paths inside the file are resolved against the file's directory.  ``output_dir``
     (e.g. from ``--output-dir``) overrides the file's, relative to the current directory.
 
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The YAML run file.
+    stages : str, int or list, optional
+        Overrides the file's ``stages`` (as :func:`parse_stages` accepts).
+    output_dir : str or pathlib.Path, optional
+        Overrides the file's ``output_dir``.
+    check_files : bool
+        Check that input files exist and are consistent.
+
+    Returns
+    -------
+    dict
+        The validated run configuration, defaults filled, paths absolute.
+
     Raises
     ------
-    FileNotFoundError if ``path`` does not exist; ConfigError for YAML syntax errors (with the line)
-    and for every validation failure.
+    FileNotFoundError
+        ``path`` does not exist.
+    ConfigError
+        A YAML syntax error (with the line), an empty file, and every validation failure.
     """
     path = Path(path)
     text, user = read_yaml(path)
@@ -724,6 +856,11 @@ def render_template() -> str:
     is a reference listing, not a complete run: ``stage4.parameters`` is empty there and a transit
     fit needs t0, per, rp_rs, a_rs and inc declared (see ``runs/demo.yaml``).
     Regenerate with ``tsoreduce --write-template runs/template.yaml``.
+
+    Returns
+    -------
+    str
+        The YAML text.
     """
     lines = [
         "# tsoreduce run template: every key with its default value and meaning.",
