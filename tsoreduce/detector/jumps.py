@@ -319,6 +319,60 @@ def _time_domain_kernel(data, gdq_in, gdq_out, data_out, rn, gain, g0, g1, windo
 
 
 @numba.njit(cache=True)
+def _row_noise_limits(res, okr, ssum, nres, rn, gain, y, nd, thresh, floor_factor, pool, lim):
+    """Per column of row ``y``: the flagging limit ``thresh * max(MAD_TO_SIGMA * MAD, floor * model)``
+    from the residuals pooled over group differences and integrations (``lim``, inf without enough
+    residuals)."""
+    nint, nx = res.shape[1], res.shape[2]
+    for x in range(nx):
+        nr = nres[x]
+        lim[x] = np.inf                               # nothing flagged without a noise estimate
+        if nr < 3:
+            continue
+        # noise: MAD of the residuals pooled over groups and integrations, floored by the model;
+        # a regular subsample of <= ~2048 residuals fixes sigma to ~2 %, enough for a 5-sigma cut
+        stride = max(nr // 2048, 1)
+        c = 0
+        npool = 0
+        for k in range(nd):
+            for i in range(nint):
+                if okr[k, i, x]:
+                    if c % stride == 0:
+                        pool[npool] = abs(np.float64(res[k, i, x]))
+                        npool += 1
+                    c += 1
+        mad = median_inplace(pool, npool)
+        s = max(ssum[x] / nr, 0.0)
+        sig_model = math.sqrt(2.0 * rn[y, x] * rn[y, x] + s / gain[y, x])
+        sig = max(MAD_TO_SIGMA * mad, floor_factor * sig_model)
+        if sig > 0.0:
+            lim[x] = thresh * sig
+
+
+@numba.njit(cache=True)
+def _flag_row(data, gdq_out, data_out, res, okr, dif, lim, g0, nd, y):
+    """Set JUMP_DET where a residual of row ``y`` exceeds its column's limit; with one usable difference
+    replace the outlying difference by its running median in ``data_out``.  Returns the new flags."""
+    nint, nx = res.shape[1], res.shape[2]
+    nnew = 0
+    for k in range(nd):
+        for i in range(nint):
+            for x in range(nx):
+                if okr[k, i, x] and abs(res[k, i, x]) > lim[x]:
+                    if nd == 1:
+                        # dif still holds this (only) difference; median = difference - residual
+                        m = dif[i, x] - np.float64(res[k, i, x])
+                        data_out[i, g0 + 1, y, x] = np.float64(data[i, g0, y, x]) + m
+                        gflag = g0
+                    else:
+                        gflag = g0 + k + 1
+                    q = gdq_out[i, gflag, y, x]
+                    nnew += (q & JUMP) == 0
+                    gdq_out[i, gflag, y, x] = q | JUMP
+    return nnew
+
+
+@numba.njit(cache=True)
 def _time_domain_row(data, gdq_in, gdq_out, data_out, rn, gain, g0, g1, window, thresh, floor_factor, y,
                      res, okr, dif, okd, med, win, tmp, nbad, ssum, nres, lim, vals, idx, meds, wins, tmps,
                      pool):
@@ -382,45 +436,8 @@ def _time_domain_row(data, gdq_in, gdq_out, data_out, rn, gain, g0, g1, window, 
                 okr[k, idx[j], x] = True
                 ssum[x] += meds[j, 0]
             nres[x] += n
-    for x in range(nx):
-        nr = nres[x]
-        lim[x] = np.inf                               # nothing flagged without a noise estimate
-        if nr < 3:
-            continue
-        # noise: MAD of the residuals pooled over groups and integrations, floored by the model;
-        # a regular subsample of <= ~2048 residuals fixes sigma to ~2 %, enough for a 5-sigma cut
-        stride = max(nr // 2048, 1)
-        c = 0
-        npool = 0
-        for k in range(nd):
-            for i in range(nint):
-                if okr[k, i, x]:
-                    if c % stride == 0:
-                        pool[npool] = abs(np.float64(res[k, i, x]))
-                        npool += 1
-                    c += 1
-        mad = median_inplace(pool, npool)
-        s = max(ssum[x] / nr, 0.0)
-        sig_model = math.sqrt(2.0 * rn[y, x] * rn[y, x] + s / gain[y, x])
-        sig = max(MAD_TO_SIGMA * mad, floor_factor * sig_model)
-        if sig > 0.0:
-            lim[x] = thresh * sig
-    nnew = 0
-    for k in range(nd):
-        for i in range(nint):
-            for x in range(nx):
-                if okr[k, i, x] and abs(res[k, i, x]) > lim[x]:
-                    if nd == 1:
-                        # dif still holds this (only) difference; median = difference - residual
-                        m = dif[i, x] - np.float64(res[k, i, x])
-                        data_out[i, g0 + 1, y, x] = np.float64(data[i, g0, y, x]) + m
-                        gflag = g0
-                    else:
-                        gflag = g0 + k + 1
-                    q = gdq_out[i, gflag, y, x]
-                    nnew += (q & JUMP) == 0
-                    gdq_out[i, gflag, y, x] = q | JUMP
-    return nnew
+    _row_noise_limits(res, okr, ssum, nres, rn, gain, y, nd, thresh, floor_factor, pool, lim)
+    return _flag_row(data, gdq_out, data_out, res, okr, dif, lim, g0, nd, y)
 
 
 def detect_jumps_time_domain(ramp: RampData, *, threshold: float = 5.0, window: int = 15,
