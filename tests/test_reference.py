@@ -12,6 +12,7 @@ import pytest
 from astropy.io import fits
 
 from tsoreduce import io
+from tsoreduce import instrument as inst
 from tsoreduce import reference as ref
 from tsoreduce.errors import ReferenceFileError
 
@@ -62,14 +63,25 @@ def _make_ref(path, reftype, data, *, ext="SCI", window=None, dq=None, **keys):
 # ------------------------------------------------------------------------------------ constants
 def test_constants_match_sources():
     # SLITLESSPRISM clocking (jwst emicorr subarray_clocks): 28 row clocks, 15904 frame clocks
-    assert ref.frame_ticks(416) == ref.FRAME_CLOCKS == 15904
-    assert ref.TFRAME == pytest.approx(0.15904)
+    assert inst.frame_ticks(416) == inst.FRAME_CLOCKS == 15904
+    assert inst.TFRAME == pytest.approx(0.15904)
     # 390.625 Hz is exactly one period per 256 pixel-clock ticks (jwst emicorr docs)
-    assert 1.0 / ref.EMI_FREQUENCIES["Hz390"] / ref.PIXEL_CLOCK == pytest.approx(256.0)
+    assert 1.0 / inst.EMI_FREQUENCIES["Hz390"] / inst.PIXEL_CLOCK == pytest.approx(256.0)
     # names and values of the jwst emicorr reference file / documentation
-    assert ref.EMI_FREQUENCIES == {"Hz390": 390.625, "Hz218a": 218.52055, "Hz218b": 218.520470,
-                                   "Hz218c": 218.520665, "Hz164": 164.9305, "Hz10": 10.039216}
-    assert 2.5 < ref.GAIN < 4.5 and 4 < ref.READ_NOISE_DN < 8 and 5e4 < ref.SATURATION_DN < 7e4
+    assert inst.EMI_FREQUENCIES == {"Hz390": 390.625, "Hz218a": 218.52055, "Hz218b": 218.520470,
+                                    "Hz218c": 218.520665, "Hz164": 164.9305, "Hz10": 10.039216}
+    assert 2.5 < inst.GAIN < 4.5 and 4 < inst.READ_NOISE_DN < 8 and 5e4 < inst.SATURATION_DN < 7e4
+    assert inst.SUBARRAY_SHAPE == (inst.SUBSIZE2, inst.SUBSIZE1) == (416, 72)
+
+
+def test_reference_reexports_every_public_name():
+    """``reference.X`` keeps working for the instrument constants (transition) and the loaders; every
+    name is the same object as in its home module."""
+    from tsoreduce.reference import crds, specwcs
+    for mod in (inst, crds, specwcs):
+        for name in mod.__all__:
+            assert getattr(ref, name) is getattr(mod, name), name
+    assert set(ref.__all__) == set(inst.__all__) | set(crds.__all__) | set(specwcs.__all__)
 
 
 # ------------------------------------------------------------------------------------ loading
