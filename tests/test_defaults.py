@@ -127,3 +127,22 @@ def test_checker_catches_a_mismatch(monkeypatch):
     monkeypatch.setitem(C.SECTION_MODULES, "fake", (mod.__name__, "fake stage"))
     found = _mismatches("fake")
     assert set(found) == {("fake", "step", "threshold")}
+
+
+def test_simulator_schemas_come_from_the_dataclass_fields():
+    """``input.simulate`` (LRS) and ``input.mrs.simulate`` (MRS) hold exactly the simulator
+    dataclasses' field types, defaults, descriptions and bounds (field metadata)."""
+    import dataclasses
+
+    from tsoreduce import mrs
+    from tsoreduce.simulate import LRSSimConfig, MRSSimConfig
+
+    lrs = C.simulate_schema()
+    assert lrs == C.dataclass_schema(LRSSimConfig)
+    undocumented = [f.name for f in dataclasses.fields(LRSSimConfig) if not f.metadata.get("doc")]
+    assert not undocumented, f"LRSSimConfig fields without a description: {undocumented}"
+    assert lrs["nints"].default == LRSSimConfig().nints and lrs["nints"].doc == "integrations in the exposure"
+    sim = {k: v for k, v in mrs.INPUT_SCHEMA["simulate"].items() if k != "enabled"}
+    assert sim == C.dataclass_schema(MRSSimConfig, names=list(sim))
+    with pytest.raises(C.ConfigError, match="no field"):
+        C.dataclass_schema(MRSSimConfig, names=["not_a_field"])
