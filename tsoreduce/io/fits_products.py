@@ -50,6 +50,8 @@ allowed EXP_TYPE (WrongInstrumentError), not 416 x 72 SLITLESSPRISM (WrongSubarr
 extension absent (MissingExtensionError), file shorter than its headers announce (TruncatedFileError),
 science data non-finite everywhere (EmptyDataError).
 
+Integration times: :mod:`tsoreduce.io.int_times`.
+
 Sources: JWST pipeline documentation, "Science Products" / "Data Product Types" (HDU names and order
 of _uncal, _rateints, _calints, _x1dints) and the ``INT_TIMES`` table definition (stdatamodels
 ``int_times`` schema); JWST keyword dictionary (EXPSTART, TFRAME, TGROUP, NRESETS, INTSTART, ...).
@@ -67,11 +69,13 @@ import numpy as np
 from astropy.io import fits
 
 from .._util import atomic_write
-from ..datamodel import IntTimes, RampData, RateData, SpectraData, concatenate
+from ..datamodel import RampData, RateData, SpectraData, concatenate
 from ..errors import (EmptyDataError, MissingExtensionError, OverwriteError, ProductError,
                       ShapeError, WrongInstrumentError, WrongSubarrayError)
 from ..instrument import SUBARRAY_NAME, SUBARRAY_SHAPE, TFRAME
 from ._fitsfile import image_shape, open_checked
+from .int_times import (INT_TIMES_COLUMNS, IntTimesMissingWarning, IntTimesReconstructedWarning,
+                        int_times_from_columns, int_times_hdu, read_int_times, reconstruct_int_times)
 # SCI_KEYWORDS: the keywords that live in the SCI header rather than the primary header
 from ._jwst_layout import SCI_KEYWORDS, TSO_SPECTABLE, asdf_hdu, read_asdf_tree
 
@@ -84,13 +88,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: transition alias (tests/test_io.py, benchmarks/bench_stage1.py): use tsoreduce.io.int_times.int_times_hdu
+_int_times_hdu = int_times_hdu
+
 #: EXP_TYPE accepted by default (MIRI LRS slitless); pass ``allowed_exp_types=None`` to accept any.
 DEFAULT_EXP_TYPES = ("MIR_LRS-SLITLESS",)
 
-INT_TIMES_COLUMNS = ("integration_number", "int_start_MJD_UTC", "int_mid_MJD_UTC", "int_end_MJD_UTC",
-                     "int_start_BJD_TDB", "int_mid_BJD_TDB", "int_end_BJD_TDB")
-_INT_TIMES_FIELDS = ("integration_number", "start_mjd_utc", "mid_mjd_utc", "end_mjd_utc",
-                     "start_bjd_tdb", "mid_bjd_tdb", "end_bjd_tdb")
 
 #: our product-type keyword (primary header); read() also uses DATAMODL, the file name and HDUs
 PRODUCT_KEYWORD = "TSOPROD"
@@ -110,14 +113,6 @@ _STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "COMMENT", "HISTORY", "", 
                "GCOUNT", "EXTNAME", "EXTVER", "CHECKSUM", "DATASUM", "BSCALE", "BZERO"}
 _DEFAULT_META = {"TELESCOP": "JWST", "INSTRUME": "MIRI", "DETECTOR": "MIRIMAGE",
                  "EXP_TYPE": "MIR_LRS-SLITLESS", "SUBARRAY": SUBARRAY_NAME}
-
-
-class IntTimesReconstructedWarning(UserWarning):
-    """A product's INT_TIMES table was empty or absent; times were rebuilt from header keywords."""
-
-
-class IntTimesMissingWarning(UserWarning):
-    """A product has no usable INT_TIMES and its header cannot rebuild them: ``int_times`` is None."""
 
 
 # ----------------------------------------------------------------------------------------- opening
@@ -234,148 +229,6 @@ def _check_not_empty(path, data, *, what, name="SCI"):
 def _units(meta, default):
     u = meta.pop("BUNIT", None)
     return str(u).strip() if u else default
-
-
-# ------------------------------------------------------------------------------------------ times
-def _int_times_from_table(path, hdul, nints, meta):
-    """IntTimes from a populated INT_TIMES table (rows for INTSTART..INTEND selected), else None."""
-    if "INT_TIMES" not in hdul or hdul["INT_TIMES"].data is None or len(hdul["INT_TIMES"].data) == 0:
-        return None
-    tab = hdul["INT_TIMES"].data
-    names = {n.lower(): n for n in tab.columns.names}
-    missing = [c for c in INT_TIMES_COLUMNS if c.lower() not in names]
-    if missing:
-        raise ProductError(path, f"INT_TIMES lacks columns {missing}")
-    num = np.asarray(tab[names["integration_number"]], np.int64)
-    if len(num) == nints:
-        rows = np.arange(nints)
-    else:
-        # segment files may carry the whole exposure's table (jwst selects rows by integration_number)
-        start = int(meta.get("INTSTART", 1))
-        wanted = np.arange(start, start + nints)
-        rows = np.searchsorted(num, wanted)
-        if (rows >= len(num)).any() or not np.array_equal(num[np.minimum(rows, len(num) - 1)], wanted):
-            log.warning("%s: INT_TIMES has %d rows that do not cover integrations %d-%d; "
-                        "rebuilding the times from header keywords", path, len(num), start,
-                        start + nints - 1)
-            return None
-    cols = [np.asarray(tab[names[c.lower()]], np.float64)[rows] for c in INT_TIMES_COLUMNS[1:]]
-    # TIMERECO: our flag that the stored times were themselves rebuilt from keywords
-    return IntTimes(num[rows], start_bjd_tdb=cols[3], mid_bjd_tdb=cols[4], end_bjd_tdb=cols[5],
-                    start_mjd_utc=cols[0], mid_mjd_utc=cols[1], end_mjd_utc=cols[2],
-                    reconstructed=bool(hdul["INT_TIMES"].header.get("TIMERECO", False)))
-
-
-def reconstruct_int_times(meta: dict, nints: int, *, path=None, warn: bool = True) -> IntTimes:
-    """Per-integration times rebuilt from header keywords when INT_TIMES is empty.
-
-    Method (JWST keyword dictionary definitions; MIRI resets between integrations):
-
-    * integration numbers ``n = INTSTART .. INTSTART + nints - 1`` (INTSTART defaults to 1);
-    * UTC start of integration n: ``EXPSTART + (n - 1) * (NGROUPS * TGROUP + NRESETS * TFRAME)`` --
-      EXPSTART is the UTC MJD start of the exposure (integration 1); each integration lasts
-      ``NGROUPS * TGROUP`` and is followed by NRESETS reset frames (1 for FASTR1, 0 for MIRISim FAST);
-    * mid / end = start + half / all of ``NGROUPS * TGROUP``;
-    * BJD_TDB (as MJD) = UTC converted to TDB plus the Roemer/Einstein delay of the target
-      (TARG_RA, TARG_DEC) for an observer at the geocentre (astropy ``Time.light_travel_time``).
-      JWST sits near L2 (~1.5e6 km), so this is off by up to ~5 s; on the flight WASP-39 x1dints it
-      reproduces INT_TIMES int_mid_BJD_TDB to 0.86 s and int_start_MJD_UTC to < 0.01 s.
-      The header's BSTRTIME is not used: on that flight file it differs from INT_TIMES by -472 s.
-      Without TARG_RA/TARG_DEC (absent, non-finite, or the (0, 0) placeholder of simulated
-      products) only the UTC->TDB scale change is applied (error up to ~500 s).
-
-    Parameters
-    ----------
-    meta : dict of header keywords (EXPSTART, NGROUPS, TGROUP or TFRAME, NRESETS, INTSTART, TARG_RA,
-        TARG_DEC).
-    nints : int
-    path : file name used in the warning and in errors.
-    warn : emit :class:`IntTimesReconstructedWarning` (default True).
-
-    Returns
-    -------
-    IntTimes with ``reconstructed=True``.
-
-    Raises
-    ------
-    ProductError if EXPSTART or NGROUPS/TGROUP are missing.
-    """
-    from astropy import units as u
-    from astropy.coordinates import EarthLocation, SkyCoord
-    from astropy.time import Time
-
-    where = path if path is not None else "<product>"
-    try:
-        expstart = float(meta["EXPSTART"])
-        ngroups = int(meta["NGROUPS"])
-        tframe = float(meta.get("TFRAME", meta.get("TGROUP")))
-        tgroup = float(meta.get("TGROUP", tframe))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ProductError(where, "INT_TIMES is empty and the header lacks EXPSTART/NGROUPS/TGROUP "
-                           f"needed to rebuild integration times ({exc!r})") from exc
-    nresets = int(meta.get("NRESETS", 1) or 0)
-    intstart = int(meta.get("INTSTART", 1) or 1)
-    num = np.arange(intstart, intstart + nints)
-    dur = ngroups * tgroup
-    cycle = dur + nresets * tframe
-    start = expstart + (num - 1) * cycle / 86400.0
-    utc = {"start": start, "mid": start + 0.5 * dur / 86400.0, "end": start + dur / 86400.0}
-    ra, dec = meta.get("TARG_RA"), meta.get("TARG_DEC")
-    try:
-        ra, dec = float(ra), float(dec)
-        # (0, 0) is the placeholder of simulated products (MIRISim), not a target direction
-        have_target = bool(np.isfinite(ra) and np.isfinite(dec) and (ra, dec) != (0.0, 0.0))
-    except (TypeError, ValueError):
-        have_target = False
-    bjd = {}
-    for k, v in utc.items():
-        t = Time(v, format="mjd", scale="utc")
-        tdb = t.tdb
-        if have_target:
-            geocentre = EarthLocation.from_geocentric(0.0, 0.0, 0.0, unit=u.m)
-            tdb = tdb + t.light_travel_time(SkyCoord(ra * u.deg, dec * u.deg),
-                                            kind="barycentric", location=geocentre)
-        bjd[k] = tdb.mjd
-    how = (f"integration n starts at EXPSTART + (n-1)*(NGROUPS*TGROUP + NRESETS*TFRAME) = {expstart:.8f} "
-           f"+ (n-1)*{cycle:.5f} s (UTC), BJD_TDB via astropy "
-           + ("with the geocentric barycentric correction for TARG_RA/TARG_DEC "
-              f"({ra:.5f}, {dec:.5f} deg; ~5 s accuracy)" if have_target else
-              "WITHOUT barycentric correction (no usable TARG_RA/TARG_DEC: absent, non-finite or the "
-              "(0, 0) placeholder; error up to ~500 s)"))
-    if warn:
-        warnings.warn(f"{where}: INT_TIMES is empty; integration times {intstart}-{num[-1]} were "
-                      f"reconstructed from header keywords: {how}", IntTimesReconstructedWarning,
-                      stacklevel=3)
-    log.info("%s: reconstructed integration times: %s", where, how)
-    return IntTimes(num, bjd["start"], bjd["mid"], bjd["end"], utc["start"], utc["mid"], utc["end"],
-                    reconstructed=True)
-
-
-def _read_int_times(path, hdul, nints, meta):
-    if "INT_TIMES" in hdul and hdul["INT_TIMES"].header.get("TIMENONE", False):
-        return None  # written by us from a product that had no times: nothing to rebuild
-    t = _int_times_from_table(path, hdul, nints, meta)
-    if t is None:
-        try:
-            t = reconstruct_int_times(meta, nints, path=path)
-        except ProductError as exc:
-            warnings.warn(f"{exc}; int_times set to None", IntTimesMissingWarning, stacklevel=3)
-    return t
-
-
-def _int_times_hdu(t: IntTimes | None) -> fits.BinTableHDU:
-    if t is None:
-        cols = [fits.Column(name=c, format="J" if c == "integration_number" else "D", array=np.zeros(0))
-                for c in INT_TIMES_COLUMNS]
-    else:
-        cols = [fits.Column(name=c, format="J" if c == "integration_number" else "D",
-                            array=getattr(t, f)) for c, f in zip(INT_TIMES_COLUMNS, _INT_TIMES_FIELDS)]
-    hdu = fits.BinTableHDU.from_columns(cols, name="INT_TIMES")
-    if t is None:
-        hdu.header["TIMENONE"] = (True, "product had no int. times (tsoreduce)")
-    elif t.reconstructed:
-        hdu.header["TIMERECO"] = (True, "times rebuilt from keywords (tsoreduce)")
-    return hdu
 
 
 # ----------------------------------------------------------------------------------------- writing
@@ -585,7 +438,7 @@ def write_uncal(path, ramp: RampData, *, overwrite: bool = False, provenance: di
         hdus.append(_image_hdu("ERR", ramp.err))
     if high is not None:
         hdus.append(_image_hdu(GROUPDQ_HIGH, high))
-    hdus.append(_int_times_hdu(ramp.int_times))
+    hdus.append(int_times_hdu(ramp.int_times))
     return _atomic_write(_finish(hdus, primary, sci, tso), path)
 
 
@@ -597,7 +450,7 @@ def _write_rate(path, rate: RateData, kind, overwrite, provenance):
     for name, arr in (("VAR_POISSON", rate.var_poisson), ("VAR_RNOISE", rate.var_rnoise)):
         if arr is not None:
             hdus.append(_image_hdu(name, arr))
-    hdus.append(_int_times_hdu(rate.int_times))
+    hdus.append(int_times_hdu(rate.int_times))
     if rate.wavelength is not None:
         hdus.append(_image_hdu("WAVELENGTH", rate.wavelength))
     return _atomic_write(_finish(hdus, primary, sci, tso), path)
@@ -738,7 +591,7 @@ def write_x1dints(path, spec: SpectraData, *, overwrite: bool = False, provenanc
     _check_target(path, spec, overwrite)
     primary, sci, tso = _headers(spec, "x1dints", provenance, None, path)
     primary["TSOUNITS"] = (spec.units, "EXTRACT1D flux unit (DN/s: not calibrated)")
-    hdus = [fits.PrimaryHDU(header=primary), _tso_spectable(spec), _int_times_hdu(spec.int_times)]
+    hdus = [fits.PrimaryHDU(header=primary), _tso_spectable(spec), int_times_hdu(spec.int_times)]
     if spec.aux:
         hdus.append(fits.BinTableHDU.from_columns(
             [fits.Column(name=k, format="D", array=v) for k, v in spec.aux.items()], name="TSO_AUX"))
@@ -825,7 +678,7 @@ def read_uncal(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SUBA
         for name, arr in (("GROUPDQ", groupdq), ("PIXELDQ", pixeldq)):
             if arr is None:
                 log.info("%s: no %s extension; assuming all pixels good", path, name)
-        times = _read_int_times(path, hdul, nfile, meta)
+        times = read_int_times(path, hdul, nfile, meta)
     if integrations is not None:
         if times is not None:
             times = times.select(slice(a, b))
@@ -856,7 +709,7 @@ def _read_rate(path, what, allowed_exp_types, expected_shape):
         arrays = {name.lower(): _image(hdul, name, dt) for name, dt in
                   (("ERR", np.float32), ("DQ", np.uint32), ("VAR_POISSON", np.float32),
                    ("VAR_RNOISE", np.float32), ("WAVELENGTH", np.float32))}
-        times = _read_int_times(path, hdul, data.shape[0], meta)
+        times = read_int_times(path, hdul, data.shape[0], meta)
     units = _units(meta, "DN/s")
     meta["_source_path"] = str(Path(path).resolve())
     try:
@@ -940,19 +793,6 @@ def read_calints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SU
     return _read_rate(path, "calints", allowed_exp_types, expected_shape)
 
 
-def _int_times_from_columns(table) -> IntTimes | None:
-    """IntTimes from the INT_NUM / MJD-* / TDB-* columns of a one-table x1dints (None if absent/NaN)."""
-    names = table.columns.names
-    need = ("INT_NUM", "MJD-BEG", "MJD-AVG", "MJD-END", "TDB-BEG", "TDB-MID", "TDB-END")
-    if not all(n in names for n in need):
-        return None
-    c = {n: np.asarray(table[n], np.float64) for n in need[1:]}
-    if not np.isfinite(c["TDB-MID"]).all():
-        return None
-    return IntTimes(np.asarray(table["INT_NUM"], np.int64), c["TDB-BEG"], c["TDB-MID"], c["TDB-END"],
-                    c["MJD-BEG"], c["MJD-AVG"], c["MJD-END"])
-
-
 def read_x1dints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES) -> SpectraData:
     """Read a JWST ``_x1dints`` file into a :class:`SpectraData`.
 
@@ -1031,9 +871,9 @@ def read_x1dints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES) -> SpectraData:
             aux = {c: np.array(hdul["TSO_AUX"].data[c], np.float64) for c in hdul["TSO_AUX"].columns.names}
         times = None
         if vector and "INT_TIMES" not in hdul:
-            times = _int_times_from_columns(first)
+            times = int_times_from_columns(first)
         if times is None:
-            times = _read_int_times(path, hdul, flux.shape[0], meta)
+            times = read_int_times(path, hdul, flux.shape[0], meta)
     meta.pop("TSOUNITS", None)
     meta["_source_path"] = str(Path(path).resolve())
     try:

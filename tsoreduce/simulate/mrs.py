@@ -31,6 +31,7 @@ from astropy.io import fits
 from .._util import atomic_write, document_fields, field_doc
 from ..datamodel import DQ, IntTimes
 from ..errors import NotImplementedStepError, OverwriteError
+from ..io.int_times import int_times_hdu
 from ..mrs.apertures import pixel_integrated_gaussian, psf_fwhm_arcsec
 from ..mrs.cubes import ARCSEC2_TO_SR, MRS_BANDS, CubeSeries
 
@@ -284,15 +285,6 @@ def simulate_mrs_cubes(cfg: MRSSimConfig | None = None):
     return cubes, MRSTruth(truths, times, params, cfg)
 
 
-def _int_times_hdu(times: IntTimes):
-    cols = [fits.Column("integration_number", "J", array=times.integration_number)]
-    for name, attr in (("int_start_MJD_UTC", "start_mjd_utc"), ("int_mid_MJD_UTC", "mid_mjd_utc"),
-                       ("int_end_MJD_UTC", "end_mjd_utc"), ("int_start_BJD_TDB", "start_bjd_tdb"),
-                       ("int_mid_BJD_TDB", "mid_bjd_tdb"), ("int_end_BJD_TDB", "end_bjd_tdb")):
-        cols.append(fits.Column(name, "D", array=getattr(times, attr)))
-    return fits.BinTableHDU.from_columns(cols, name="INT_TIMES")
-
-
 def _cube_hdul(cubes: CubeSeries, sl, wave_axis, intstart):
     nw = cubes.nwave
     ny, nx = cubes.data.shape[2:]
@@ -336,7 +328,7 @@ def _cube_hdul(cubes: CubeSeries, sl, wave_axis, intstart):
     if wave_axis == "tab" or True:  # cube_build always writes WCS-TABLE (jwst cube_build/ifu_cube.py)
         hdus.append(fits.BinTableHDU.from_columns([col], name="WCS-TABLE"))
     if cubes.int_times is not None:
-        hdus.append(_int_times_hdu(cubes.int_times))
+        hdus.append(int_times_hdu(cubes.int_times))
     return fits.HDUList(hdus)
 
 
