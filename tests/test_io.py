@@ -236,7 +236,7 @@ def test_x1dints_single_table_layout(tmp_path):
             fits.Column(name="FLUX_ERROR", format=f"{nwave}D", unit="Jy", array=flux * 0.01),
             fits.Column(name="DQ", format=f"{nwave}J", bzero=2147483648, array=dq)]
     ph = fits.Header({"INSTRUME": "MIRI", "EXP_TYPE": "MIR_LRS-SLITLESS", "DATAMODL": "TSOMultiSpecModel"})
-    fits.HDUList([fits.PrimaryHDU(header=ph), io.fits_products._int_times_hdu(_times(nints)),
+    fits.HDUList([fits.PrimaryHDU(header=ph), io.int_times.int_times_hdu(_times(nints)),
                   fits.BinTableHDU.from_columns(cols, name="EXTRACT1D")]).writeto(tmp_path / "new_x1dints.fits")
     spec = io.read(tmp_path / "new_x1dints.fits")
     assert isinstance(spec, SpectraData) and spec.data.shape == (nints, nwave) and spec.units == "Jy"
@@ -337,7 +337,7 @@ def test_segment_with_whole_exposure_int_times(tmp_path):
     p = io.write_uncal(tmp_path / "s2_uncal.fits", seg)
     whole = _times(6)
     with fits.open(p) as h:
-        h["INT_TIMES"] = io.fits_products._int_times_hdu(whole)
+        h["INT_TIMES"] = io.int_times.int_times_hdu(whole)
         h.writeto(tmp_path / "whole_uncal.fits")
     back = io.read_uncal(tmp_path / "whole_uncal.fits")
     np.testing.assert_array_equal(back.int_times.integration_number, [3, 4])
@@ -345,7 +345,7 @@ def test_segment_with_whole_exposure_int_times(tmp_path):
     assert not back.int_times.reconstructed
     # a table that does not hold this segment's integrations: rebuilt from EXPSTART, with a warning
     with fits.open(p) as h:
-        h["INT_TIMES"] = io.fits_products._int_times_hdu(_times(3, start=10))
+        h["INT_TIMES"] = io.int_times.int_times_hdu(_times(3, start=10))
         h.writeto(tmp_path / "other_uncal.fits")
     with pytest.warns(IntTimesReconstructedWarning):
         t = io.read_uncal(tmp_path / "other_uncal.fits").int_times
