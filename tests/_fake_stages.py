@@ -70,16 +70,25 @@ def make_modules(fail_stage2_once=False):
     lcm = types.ModuleType("tsoreduce.lightcurve")
     lcm.CONFIG_SCHEMA = {"fit": {"nwalkers": Param(16, int, "emcee walkers", min=4)}}
 
-    def run_stage4(lc, config, outdir, *, plot=True):
+    def run_stage4(lc, config, *, plot_dir=None, references=None):
         _count("stage4")
         from astropy.table import Table
+
+        from tsoreduce.contract import StageResult
         depth = (1 - lc.flux.min(axis=1)) * 1e6
-        Table({"wavelength": lc.wavelength, "transit_depth": depth,
-               "transit_depth_err": np.full(lc.nchan, 10.0)}).write(
-            Path(outdir) / "spectrum.ecsv", overwrite=True)
+        spec = Table({"wavelength": lc.wavelength, "transit_depth": depth,
+                      "transit_depth_err": np.full(lc.nchan, 10.0)})
+        product = types.SimpleNamespace(tables={"spectrum": spec}, files={}, white=types.SimpleNamespace(
+            params={"rp_rs": 0.1}))
+        return StageResult(product=product)
+
+    def write_products(products, outdir, *, provenance=None):
+        products.tables["spectrum"].write(Path(outdir) / "spectrum.ecsv", overwrite=True)
         (Path(outdir) / "white_fit.ecsv").write_text("# fake\n")
-        return types.SimpleNamespace(white=types.SimpleNamespace(params={"rp_rs": 0.1}))
-    lcm.run_stage4 = run_stage4
+        return {"spectrum": Path(outdir) / "spectrum.ecsv", "white_fit": Path(outdir) / "white_fit.ecsv"}
+    lcm.run = lcm.run_stage4 = run_stage4
+    lcm.write_products = write_products
+    lcm.output_names = lambda joint: ("spectrum.ecsv", "white_fit.ecsv")
 
     mrs = types.ModuleType("tsoreduce.mrs")
     mrs.CONFIG_SCHEMA = {"aperture_radius": Param(2.0, float, "aperture radius (spaxels)", min=0.5)}

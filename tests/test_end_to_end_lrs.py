@@ -65,7 +65,7 @@ def test_uncal_to_spectrum_recovers_injected_depths(tmp_path, seed):
                        "rp_rs": {"value": 0.12, "prior": "uniform", "bounds": [0.0, 0.3]}},
         "fitter": {"method": "lsq"}, "n_processes": 1,
     }
-    res = lightcurve.run_stage4(lc, config, tmp_path / "stage4", plot=False)
+    res = lightcurve.run(lc, config).product
     inj, offset, err = depth_offsets(res.spectrum, truth)
     z = offset / err
     report = "\n".join(f"{w:5.2f} um: {i + o:8.0f} +- {e:5.0f} ppm, injected {i:8.0f}, z = {zz:+.2f}"

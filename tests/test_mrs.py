@@ -451,12 +451,12 @@ def stage4_config(params, rp=0.1):
 
 
 def test_stage4_fits_mrs_light_curves(tmp_path):
-    """The MRS LightCurves go through tsoreduce.lightcurve.run_stage4 unchanged; per-band depths."""
+    """The MRS LightCurves go through tsoreduce.lightcurve.run (Stage 4) unchanged; per-band depths."""
     lcmod = pytest.importorskip("tsoreduce.lightcurve")
     cubes, truth = simulate_mrs_cubes(MRSSimConfig(nints=40, nwave=6, bands=("1A", "2A"), noise=True,
                                                    seed=4, rp_rs_slope=0.005))
     sp, lc = mrs.extract_cube_timeseries(cubes, {"lightcurves": {"channels": "band"}})
-    res = lcmod.run_stage4(lc, stage4_config(truth.params), tmp_path, plot=False)
+    res = lcmod.run(lc, stage4_config(truth.params)).product
     spec = res.spectrum
     assert len(spec) == 2
     for i, b in enumerate(("1A", "2A")):

@@ -479,15 +479,69 @@ def _write_lightcurves(path, lc, *, overwrite, provenance):
 
 def run_stage4_files(lightcurves, config: dict | None, outdir, *, plot=True, provenance=None,
                      progress=True):
-    """Stage 4: read the light curves (a path for ``tsoreduce.io.read_lightcurves``: ours, SPARTA-style
-    HDF5 or Eureka!-style ECSV; or a LightCurves) and run
-    ``tsoreduce.lightcurve.run_stage4(lc, config, outdir, plot=)``, which writes spectrum.ecsv,
-    white_fit.ecsv, chains and figures in ``outdir``.  Returns its Stage4Result."""
-    run_stage4 = _stage_function("stage4", "run_stage4")
-    lc = lightcurves if not isinstance(lightcurves, (str, os.PathLike)) else _io().read_lightcurves(
-        lightcurves)
-    Path(outdir).mkdir(parents=True, exist_ok=True)
-    return _call(run_stage4, lc, config, outdir, plot=plot, progress=progress, provenance=provenance)
+    """Stage 4 from files: read the light curves, run the stage, write its products into ``outdir``.
+
+    Parameters
+    ----------
+    lightcurves : str, os.PathLike, LightCurves or list
+        One visit: a path read with ``tsoreduce.io.read_lightcurves`` (ours, SPARTA-style HDF5 or
+        Eureka!-style ECSV) or a LightCurves, fitted by ``tsoreduce.lightcurve.run``.  A list: the
+        visits of one joint fit (``input.lightcurves`` entries: paths, ``{path, visit, band}`` or
+        ``{lc, visit, band}`` dicts), fitted by ``tsoreduce.lightcurve.run_joint``.
+    config : dict or None
+        The ``stage4`` section.
+    outdir : str or os.PathLike
+        Output directory: the product tables (``spectrum.ecsv``, ``white_fit.ecsv``, ... one per
+        table), the chains (HDF5) and, with ``plot``, ``figures/``.
+    plot : bool
+        Write the figures.
+    provenance : dict, optional
+        The run's provenance; ``config_hash`` and ``config`` go into every table's metadata.
+    progress : bool or None
+        Progress bars (``tsoreduce.contract.show_progress``); None keeps the caller's setting.
+
+    Returns
+    -------
+    tsoreduce.lightcurve.products.FitProducts
+        The stage's product with ``files`` (key -> path written, figures as ``fig_<name>``).
+
+    Raises
+    ------
+    OverwriteError
+        If an output would replace an input light-curve file (checked before any fitting).
+    """
+    import contextlib
+
+    from .contract import show_progress
+
+    outdir = Path(outdir)
+    joint = isinstance(lightcurves, (list, tuple))
+    if joint:
+        entries = [{"path": e} if isinstance(e, (str, os.PathLike)) else e for e in lightcurves]
+        sources = [e["path"] for e in entries if isinstance(e, dict) and "path" in e]
+    else:
+        sources = [lightcurves if isinstance(lightcurves, (str, os.PathLike))
+                   else lightcurves.meta.get("_source_path")]
+    names = _stage_function("stage4", "output_names")(joint)
+    for src in filter(None, sources):
+        if any(Path(src).resolve() == (outdir / n).resolve() for n in names):
+            raise OverwriteError(f"stage4 output in {outdir} would overwrite its input {src}")
+    if joint:
+        if any("path" in e for e in entries):
+            entries = [{"lc": _io().read_lightcurves(e["path"]), "visit": e.get("visit"), "band": e.get("band")}
+                       if "path" in e else e for e in entries]
+        stage_run, product = _stage_function("stage4", "run_joint"), entries
+    else:
+        stage_run = _stage_function("stage4", "run")
+        product = lightcurves if not isinstance(lightcurves, (str, os.PathLike)) else \
+            _io().read_lightcurves(lightcurves)
+    outdir.mkdir(parents=True, exist_ok=True)
+    with contextlib.nullcontext() if progress is None else show_progress(progress):
+        result = stage_run(product, config, plot_dir=outdir / "figures" if plot else None)
+    products = result.product
+    products.files = _stage_function("stage4", "write_products")(products, outdir, provenance=provenance)
+    products.files.update({f"fig_{Path(f).stem}": Path(f) for f in result.figures})
+    return products
 
 
 # ---- running the plan ----------------------------------------------------------------------------
@@ -682,13 +736,9 @@ def _run_one(config: dict, p: StagePlan, *, force: bool, progress: bool, state: 
     else:
         files, upstream_id = _upstream_products(config, out_dir, 4, state)
         visits = config["input"].get("lightcurve_visits") if p.stage == first_stage(config) else None
-        if visits:  # input.lightcurves is a list: one joint fit over the visits
-            from .lightcurve.joint_products import run_joint
-            result = run_joint(visits, config["stage4"], d, plot=config["plots"], provenance=prov,
-                               progress=progress)
-        else:
-            result = run_stage4_files(files[0], config["stage4"], d, plot=config["plots"],
-                                      provenance=prov, progress=progress)
+        # input.lightcurves a list: one joint fit over the visits
+        result = run_stage4_files(visits or files[0], config["stage4"], d, plot=config["plots"],
+                                  provenance=prov, progress=progress)
         products = sorted(str(x) for x in d.iterdir() if x.is_file() and not x.name.startswith("."))
         extra = {"result": _result_numbers(result)}
         if config["input"]["kind"] == "simulate":
@@ -720,8 +770,8 @@ def _result_numbers(result) -> dict:
     (median +- mean error) and reduced chi2."""
     out = {}
     white = getattr(result, "white", None)
-    if white is None and hasattr(result, "visit_rows"):  # a joint fit: its global free parameters
-        white = result
+    if white is None:  # a joint fit: its global free parameters
+        white = getattr(result, "joint", None)
     if white is None:
         return out
     med = getattr(white, "median", None) or getattr(white, "params", None) or {}
