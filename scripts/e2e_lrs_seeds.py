@@ -26,7 +26,7 @@ def run(seed, *, extraction="optimal", noiseless=False, clean=False):
     from tsoreduce import detector, lightcurve
     from tsoreduce import simulate as sim
     from tsoreduce.extraction import run_stage3
-    from tsoreduce.pipeline_truth import depth_offsets
+    from tsoreduce.simulate.truth import depth_offsets
     from tsoreduce.spectroscopic import run_stage2
 
     kw = dict(nints=60, ngroups=30, seed=seed, settling=False, dark=False)

@@ -27,7 +27,7 @@ def test_uncal_to_spectrum_recovers_injected_depths(tmp_path, seed):
     lightcurve = pytest.importorskip("tsoreduce.lightcurve")
     from tsoreduce import io
     from tsoreduce.extraction import run_stage3
-    from tsoreduce.pipeline_truth import depth_offsets
+    from tsoreduce.simulate.truth import depth_offsets
     from tsoreduce.spectroscopic import run_stage2
 
     # settling is off so the simple (linear baseline) model is the right one; every detector effect

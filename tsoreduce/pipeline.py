@@ -760,7 +760,7 @@ def _compare_with_truth(config: dict, out_dir: Path, d: Path, *, plot: bool):
     """Write injected_spectrum.ecsv beside spectrum.ecsv (same wavelength columns, transit_depth in
     ppm, binned with the simulator's own ``LRSTruth.injected_spectrum``) and the recovered-vs-injected
     figure.  Returns (paths written, comparison numbers)."""
-    from . import pipeline_truth
+    from .simulate import truth as pipeline_truth
     sim = _read_marker(out_dir / STAGE_DIRS[0] / DONE)["simulation"]
     return pipeline_truth.compare_with_truth(out_dir / STAGE_DIRS[0] / sim["truth"], d, plot=plot)
 
@@ -848,7 +848,7 @@ def _key_numbers(config: dict, out_dir: Path) -> dict:
         nums.update(m4.get("result", {}))
     spec = out_dir / STAGE_DIRS[4] / "spectrum.ecsv"
     if spec.exists():
-        from . import pipeline_truth
+        from .simulate import truth as pipeline_truth
         nums.update(pipeline_truth.spectrum_numbers(spec))
     return nums
 

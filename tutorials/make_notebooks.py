@@ -145,7 +145,7 @@ summary = pipeline.run(config, stages="4", progress=False)
 print(pipeline.format_summary(summary))
 display(Image(filename=str(OUT / "stage4" / "figures" / "recovered_vs_injected.png"), width=640))'''),
         new_code_cell('''\
-from tsoreduce.pipeline_truth import read_spectrum
+from tsoreduce.simulate.truth import read_spectrum
 spectrum = read_spectrum(OUT / "stage4" / "spectrum.ecsv")
 injected = read_spectrum(OUT / "stage4" / "injected_spectrum.ecsv")
 z = (np.asarray(spectrum["transit_depth"]) - np.asarray(injected["transit_depth"])) / (

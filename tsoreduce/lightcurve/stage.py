@@ -92,10 +92,24 @@ _REQUIRED = {"transit": ("t0", "per", "rp_rs", "a_rs", "inc"),
 
 
 def validate_config(section: dict | None) -> dict:
-    """Validate a ``stage4`` section (schema + every parameter declaration); return it completed.
+    """Validate a ``stage4`` section (schema and every parameter declaration).
 
-    Raises ConfigError for unknown keys, bad values, unknown prior types, bad bounds, parameters the
-    model does not have or missing required parameters (t0, per, rp_rs, a_rs, inc; fp for eclipses).
+    Parameters
+    ----------
+    section : dict or None
+        The ``stage4`` section; missing keys take the :data:`CONFIG_SCHEMA` defaults.  Not modified.
+
+    Returns
+    -------
+    dict
+        A new, completed section.
+
+    Raises
+    ------
+    tsoreduce.errors.ConfigError
+        For unknown keys, bad values, unknown prior types, bad bounds, parameters the model does not
+        have, missing required parameters (t0, per, rp_rs, a_rs, inc; fp for eclipses) or a burn-in
+        not shorter than the chain.
     """
     cfg = validate(section, CONFIG_SCHEMA, "stage4")
     cfg["parameters"] = dict(cfg["parameters"] or {})
@@ -138,7 +152,24 @@ def _regressor_names(lc: LightCurves, cfg) -> list:
 
 
 def build_model(time, cfg: dict, regressors=None, t_start=None) -> LightCurveModel:
-    """A :class:`LightCurveModel` for ``time`` (BMJD_TDB) from a validated stage4 section."""
+    """A :class:`LightCurveModel` for ``time`` from a validated ``stage4`` section.
+
+    Parameters
+    ----------
+    time : numpy.ndarray
+        ``(nints,)`` mid-integration times, BMJD_TDB (days).
+    cfg : dict
+        A validated ``stage4`` section (:func:`validate_config`).
+    regressors : dict of str to numpy.ndarray, optional
+        Decorrelation regressors, each ``(nints,)``.
+    t_start : float, optional
+        Exposure start (BMJD_TDB) for the settling ramp and the polynomial in time.
+
+    Returns
+    -------
+    LightCurveModel
+        With the supersampling exposure time in days (``exposure_time`` or the median cadence).
+    """
     exp_time = cfg["exposure_time"]
     if cfg["supersample_factor"] > 1:
         exp_time = (exp_time / 86400.0) if exp_time else float(np.median(np.diff(time)))
@@ -187,7 +218,27 @@ def _auto_spec(name, flux, user) -> ParamSpec:
 
 
 def build_parameters(model: LightCurveModel, cfg: dict, flux) -> ParameterSet:
-    """The :class:`ParameterSet` of ``model``: user declarations, defaults for the others (logged)."""
+    """The :class:`ParameterSet` of ``model``: the user's declarations, defaults for the others (logged).
+
+    Parameters
+    ----------
+    model : LightCurveModel
+        The model whose parameters are needed.
+    cfg : dict
+        A validated ``stage4`` section.
+    flux : numpy.ndarray
+        ``(nints,)`` flux the defaults are scaled from (f0 prior, ramp amplitude start).
+
+    Returns
+    -------
+    ParameterSet
+        One :class:`ParamSpec` per model parameter.
+
+    Raises
+    ------
+    tsoreduce.errors.ConfigError
+        When a declared parameter is not one of the model's.
+    """
     user = {n: parse_parameter(n, d, default_shared=n in ORBIT_PARAMS) for n, d in cfg["parameters"].items()}
     specs, defaulted = {}, []
     for n in model.names:
@@ -218,8 +269,25 @@ def _fit_args(cfg, channel=False):
 def fit_white(lc: LightCurves, config: dict) -> FitResult:
     """Fit the white light curve of ``lc`` (or the mean of its channels) with every declared parameter free.
 
-    ``config`` is a stage4 section (validated here).  Returns a :class:`FitResult` labelled 'white'.
-    Raises ConfigError / EmptyDataError.
+    Parameters
+    ----------
+    lc : tsoreduce.datamodel.LightCurves
+        Light curves; the white light curve ``(nints,)`` or, without one, the mean of the
+        median-normalised channels.  Not modified.
+    config : dict
+        A ``stage4`` section (validated here).
+
+    Returns
+    -------
+    FitResult
+        Labelled ``white``.
+
+    Raises
+    ------
+    tsoreduce.errors.ConfigError
+        For an invalid section or a regressor the table does not have.
+    tsoreduce.errors.EmptyDataError
+        For fewer than 10 usable integrations.
     """
     cfg = validate_config(config)
     lc = ordered_lightcurves(lc)
@@ -271,17 +339,34 @@ def _fit_channel_task(task):
 
 def fit_channels(lc: LightCurves, config: dict, white: FitResult | None = None, *, channels=None,
                  n_processes=None, progress: bool = False) -> list[FitResult]:
-    """Fit spectroscopic channels with shared parameters fixed at the white-light medians.
+    """Fit spectroscopic channels with the shared parameters fixed at the white-light medians.
 
     Parameters
     ----------
-    lc : LightCurves with ``flux`` ``(nchan, nints)``; non-finite points of a channel are excluded.
-    config : stage4 section.  white : the white-light :class:`FitResult` (None: shared parameters are
-        fixed at their configured values).  channels : indices (default config ``channels`` or all).
-    n_processes : worker processes (default config ``n_processes``); 1 runs in this process.
-    progress : show a tqdm bar over the channels.
+    lc : tsoreduce.datamodel.LightCurves
+        ``flux`` ``(nchan, nints)``; non-finite points of a channel are excluded.  Not modified.
+    config : dict
+        A ``stage4`` section (validated here).
+    white : FitResult, optional
+        The white-light fit; None: the shared parameters are fixed at their configured values.
+    channels : list of int, optional
+        Channel indices (default: the config's ``channels``, else all).
+    n_processes : int, optional
+        Worker processes (default: the config's ``n_processes``); 1 runs in this process.
+    progress : bool
+        Show a tqdm bar over the channels.
 
-    Returns one :class:`FitResult` per channel (label ``channel_NN``), in channel order.
+    Returns
+    -------
+    list of FitResult
+        One per channel (label ``channel_NN``), in channel order.
+
+    Raises
+    ------
+    tsoreduce.errors.ConfigError
+        For a channel index outside the table or an invalid section.
+    tsoreduce.errors.EmptyDataError
+        For a channel with fewer than 10 usable integrations.
     """
     cfg = validate_config(config)
     lc = ordered_lightcurves(lc)
