@@ -361,7 +361,7 @@ plt.figure(figsize=(7, 3))
 plt.plot(lc.time, lc.white_flux, "k.", ms=1); plt.xlabel("BMJD_TDB"); plt.ylabel("relative flux");'''),
         new_code_cell('''\
 stage4 = dict(cfg["stage4"], fitter={**cfg["stage4"]["fitter"], "method": "lsq"})
-res = run_stage4(lc, stage4, OUT / "wasp107b", plot=True)
+res = run_stage4(lc, stage4, plot_dir=OUT / "wasp107b" / "figures").product
 w = res.white
 for name in ("rp_rs", "a_rs", "inc", "t0", "ramp_amp1", "err_mult"):
     if name in w.median:
@@ -384,7 +384,7 @@ plt.xlabel("BMJD_TDB"); plt.ylabel("relative flux");'''),
         new_code_cell('''\
 stage4 = dict(cfg43["stage4"], fit_channels=False,
               fitter={**cfg43["stage4"]["fitter"], "method": "lsq"})
-res43 = run_stage4(lc43, stage4, OUT / "wasp43b", plot=True)
+res43 = run_stage4(lc43, stage4, plot_dir=OUT / "wasp43b" / "figures").product
 w = res43.white
 for name in ("rp_rs", "fp", "pc_amp1", "pc_offset1", "t0", "a_rs", "inc"):
     if name in w.median:
