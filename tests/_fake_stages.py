@@ -94,13 +94,17 @@ def make_modules(fail_stage2_once=False):
     mrs.CONFIG_SCHEMA = {"aperture_radius": Param(2.0, float, "aperture radius (spaxels)", min=0.5)}
     mrs.INPUT_SCHEMA = {"cubes": Param("*_s3d.fits", str, "glob of s3d cubes")}
 
-    def run_mrs(config, mrs_input, outdir=None, *, plot_dir=None):
+    def run_mrs(cubes, config, *, plot_dir=None, references=None):
         _count("mrs")
+        from tsoreduce.contract import Stage3Product, StageResult
         n = np.arange(6)
         flux = np.vstack([1 - 0.002 * ((n >= 2) & (n < 4))] * 3)
-        return None, LightCurves(time=n * 0.01, flux=flux, err=np.full(flux.shape, 1e-4),
-                                 wavelength=[5.0, 6.0, 7.0])
-    mrs.run_mrs = run_mrs
+        return StageResult(product=Stage3Product(None, LightCurves(time=n * 0.01, flux=flux,
+                                                                   err=np.full(flux.shape, 1e-4),
+                                                                   wavelength=[5.0, 6.0, 7.0])))
+    mrs.run = run_mrs
+    mrs.read_cube_bands = lambda source, **crop: {"1A": source}
+    mrs.write_products = lambda product, outdir, *, name="tso", overwrite=False: []
 
     sim = types.ModuleType("tsoreduce.simulate.lrs")
 

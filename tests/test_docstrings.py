@@ -58,7 +58,6 @@ PENDING: set[str] = {
     "tsoreduce.mrs.bands",
     "tsoreduce.mrs.cubes",
     "tsoreduce.mrs.photometry",
-    "tsoreduce.mrs.runner",
     "tsoreduce.noise",
     "tsoreduce.optimal_profile",
     "tsoreduce.pipeline",

@@ -14,6 +14,7 @@ from tsoreduce import mrs
 from tsoreduce.datamodel import DQ, LightCurves, SpectraData
 from tsoreduce.errors import (ConfigError, EmptyDataError, MalformedCubeError, MissingExtensionError,
                               OverwriteError, ProductError, TruncatedFileError, WrongInstrumentError)
+from tsoreduce.pipeline import run_mrs_files
 from tsoreduce.simulate.mrs import MRSSimConfig, simulate_mrs_cubes, write_mrs_cubes
 
 
@@ -412,7 +413,7 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="unknown key"):
         mrs.extract_cube_timeseries(sim(nints=3)[0], {"aperture": {"radius": 2}})
     with pytest.raises(ConfigError, match="either cubes or simulate"):
-        mrs.run_mrs({}, {"cubes": "x*.fits", "simulate": {"enabled": True}})
+        run_mrs_files({"cubes": "x*.fits", "simulate": {"enabled": True}}, {}, "unused")
 
 
 def test_demo_yaml_validates():
@@ -423,19 +424,46 @@ def test_demo_yaml_validates():
     assert cfg["mrs"]["mask"]["mode"] == "fill" and cfg["mrs"]["background"]["model"] == "plane"
 
 
-def test_run_mrs_writes_products_and_refuses_overwrite(tmp_path):
+def test_run_mrs_files_writes_products_and_refuses_overwrite(tmp_path):
     inp = {"simulate": {"enabled": True, "nints": 8, "nwave": 4, "bands": ["1A", "2A"]},
            "layout": "stack"}
-    sp, lc = mrs.run_mrs({"lightcurves": {"channels": "band"}}, inp, tmp_path, plot_dir=tmp_path / "plots")
-    for f in ("tso_mrs_x1dints.fits", "tso_mrs_photometry.ecsv", "tso_mrs_stitched_spectrum.ecsv"):
-        assert (tmp_path / f).exists()
+    written = run_mrs_files(inp, {"lightcurves": {"channels": "band"}}, tmp_path, plot_dir=tmp_path / "plots",
+                            progress=False)
+    for f in ("tso_mrs_x1dints.fits", "tso_mrs_photometry.ecsv", "tso_mrs_stitched_spectrum.ecsv",
+              "tso_lightcurves.h5"):
+        assert (tmp_path / f).exists() and str(tmp_path / f) in written
+    assert written[-1].endswith("tso_lightcurves.h5")
     assert len(list((tmp_path / "plots").glob("*.png"))) >= 5
-    assert lc.meta["band"] == ["1A", "2A"]
     from tsoreduce import io
+    lc = io.read_lightcurves(tmp_path / "tso_lightcurves.h5")
+    assert list(lc.meta["band"]) == ["1A", "2A"]
     x1d = io.read_x1dints(tmp_path / "tso_mrs_x1dints.fits", allowed_exp_types=("MIR_MRS",))
+    cubes = mrs.read_cube_bands(sorted(str(p) for p in (tmp_path / "cubes").glob("*.fits")))
+    sp = mrs.run(cubes, {"lightcurves": {"channels": "band"}}).product.x1dints
     np.testing.assert_allclose(x1d.data, sp.data)
     with pytest.raises(OverwriteError):
-        mrs.run_mrs({}, inp, tmp_path)
+        run_mrs_files(inp, {}, tmp_path, progress=False)
+
+
+def test_run_is_pure_and_returns_a_stage3_product(tmp_path, monkeypatch):
+    """The contract: a Stage3Product, nothing written without plot_dir, the cubes untouched."""
+    from tsoreduce.contract import Stage3Product, StageResult
+    monkeypatch.chdir(tmp_path)
+    c, tr, _ = sim(nints=6)
+    data0, dq0, meta0 = c.data.copy(), None if c.dq is None else c.dq.copy(), dict(c.meta)
+    res = mrs.run(c, {"lightcurves": {"channels": "band"}})
+    assert isinstance(res, StageResult) and isinstance(res.product, Stage3Product)
+    assert res.product.lightcurves.nchan == 1 and res.product.x1dints.nints == 6
+    assert list(tmp_path.iterdir()) == [] and res.figures == []
+    np.testing.assert_array_equal(c.data, data0)
+    if dq0 is not None:
+        np.testing.assert_array_equal(c.dq, dq0)
+    assert c.meta == meta0
+    print("MRS diagnostics", res.diagnostics)
+    with pytest.raises(TypeError, match="read_cube_bands"):
+        mrs.run("x*_s3d.fits")
+    with pytest.raises(ValueError, match="no reference files"):
+        mrs.run(c, references={"apcorr": "x.fits"})
 
 
 def stage4_config(params, rp=0.1):

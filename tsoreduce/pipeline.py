@@ -446,18 +446,80 @@ def run_stage3_files(calints_paths, config: dict | None, outdir, *, name="tso", 
 
 def run_mrs_files(mrs_input: dict, config: dict | None, outdir, *, name="tso", plot_dir=None,
                   overwrite=False, provenance=None, progress=True) -> list[str]:
-    """MRS branch (replaces Stage 3 for MRS cubes): ``tsoreduce.mrs.run_mrs(config, mrs_input, outdir,
-    plot_dir=, name=, overwrite=)`` reads (or simulates) the s3d cubes, extracts per-band aperture
-    photometry and writes ``<name>_mrs_x1dints.fits`` and tables; the light curves are written as
-    ``<name>_lightcurves.h5`` for Stage 4.  Returns the paths of the files written (light curves last).
+    """MRS branch from files (replaces Stage 3 for MRS cubes): read or simulate the cubes, run the
+    branch, write its products.
+
+    Parameters
+    ----------
+    mrs_input : dict
+        The ``input.mrs`` section (``tsoreduce.mrs.INPUT_SCHEMA``): ``cubes`` (path, glob or list of
+        s3d files) or ``simulate`` settings (``tsoreduce.simulate.mrs``); simulated cubes are written
+        under ``outdir/cubes`` and read back when ``write_cubes``.
+    config : dict or None
+        The ``mrs`` section.
+    outdir : str or os.PathLike
+        Output directory: ``<name>_mrs_x1dints.fits``, ``<name>_mrs_photometry.ecsv``,
+        ``<name>_mrs_stitched_spectrum.ecsv`` and ``<name>_lightcurves.h5`` (the input of Stage 4).
+    name : str
+        File name prefix.
+    plot_dir : str or os.PathLike, optional
+        Figures directory (None: no figures).
+    overwrite : bool
+        Replace existing products.
+    provenance : dict, optional
+        The run's provenance (config hash in the light-curve file).
+    progress : bool or None
+        Progress bars (``tsoreduce.contract.show_progress``); None keeps the caller's setting.
+
+    Returns
+    -------
+    list of str
+        The files written, the light curves last.
+
+    Raises
+    ------
+    ConfigError
+        For an invalid ``input.mrs`` (cubes and simulate both or neither, a malformed crop).
+    OverwriteError
+        If a product exists and ``overwrite`` is false.
     """
-    run_mrs = _stage_function("mrs", "run_mrs")
+    import contextlib
+
+    from .config import validate
+    from .contract import show_progress
+
+    inp = validate(mrs_input, _stage_function("mrs", "INPUT_SCHEMA"), "input.mrs")
+    read_cube_bands = _stage_function("mrs", "read_cube_bands")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     before = {f for f in outdir.rglob("*") if f.is_file()}
-    res = _call(run_mrs, config, mrs_input, outdir, plot_dir=plot_dir, progress=progress, name=name,
-                overwrite=overwrite)
-    lc = res[1] if isinstance(res, tuple) else res
+    sim, wr, box = inp.get("simulate") or {}, inp.get("wavelength_range"), inp.get("box")
+    if wr is not None and len(wr) != 2:
+        raise ConfigError(f"input.mrs.wavelength_range: expected [min, max] um, got {wr!r}")
+    if box is not None and len(box) != 4:
+        raise ConfigError(f"input.mrs.box: expected [x0, x1, y0, y1], got {box!r}")
+    crop = {"wavelength_range": tuple(wr) if wr else None, "box": tuple(box) if box else None}
+    if sim.get("enabled") and inp.get("cubes"):
+        raise ConfigError("input.mrs: give either cubes or simulate.enabled, not both")
+    if sim.get("enabled"):
+        from .simulate.mrs import MRSSimConfig, simulate_mrs_cubes, write_mrs_cubes
+        kw = {k: v for k, v in sim.items() if k != "enabled"}
+        kw["bands"] = tuple(kw.get("bands", ("1A",)))
+        cubes, _truth = simulate_mrs_cubes(MRSSimConfig(**kw))
+        log.info("MRS: simulated %s (%d integrations)", ", ".join(cubes), kw.get("nints", 40))
+        if inp.get("write_cubes", True):
+            paths = write_mrs_cubes(cubes, outdir / "cubes", layout=inp.get("layout", "per_integration"),
+                                    overwrite=True)
+            log.info("MRS: wrote %d simulated s3d files to %s; reading them back", len(paths), outdir / "cubes")
+            cubes = read_cube_bands(paths, **crop)
+    elif inp.get("cubes"):
+        cubes = read_cube_bands(inp["cubes"], **crop)
+    else:
+        raise ConfigError("input.mrs: needs cubes (path, glob or list) or simulate.enabled: true")
+    with contextlib.nullcontext() if progress is None else show_progress(progress):
+        result = _stage_function("mrs", "run")(cubes, config, plot_dir=plot_dir)
+    _stage_function("mrs", "write_products")(result.product, outdir, name=name, overwrite=overwrite)
+    lc = result.product.lightcurves
     lc_path = outdir / f"{name}_lightcurves.h5"
     _write_lightcurves(lc_path, lc, overwrite=overwrite, provenance=provenance)
     log.info("MRS: wrote %s (%d channels x %d integrations)", lc_path.name, lc.nchan, lc.nints)
