@@ -40,8 +40,8 @@ import numpy as np
 
 from ..datamodel import DQ, IntTimes, SpectraData
 from ..errors import EmptyDataError, NotImplementedStepError
-from .apertures import (airy_encircled_energy, circle_overlap, find_centre, gaussian_encircled_energy,
-                        psf_fwhm_arcsec)
+from .apertures import (airy_encircled_energy, annulus_overlap, circle_overlap, find_centre,
+                        gaussian_encircled_energy, psf_fwhm_arcsec)
 from .cubes import MRS_BANDS, CubeSeries, band_of_wavelength
 
 log = logging.getLogger(__name__)
@@ -336,9 +336,8 @@ def extract_cube_photometry(cubes: CubeSeries, *, centre=None, centre_method: st
         w_ap = circle_overlap(bshape, bx, by, r_ap[ks], method=overlap, subpixels=subpixels)
 
         if subtract_background:
-            w_ann = (circle_overlap(bshape, bx, by, r_out[ks], method=overlap, subpixels=subpixels)
-                     - circle_overlap(bshape, bx, by, r_in[ks], method=overlap, subpixels=subpixels))
-            w_ann = np.clip(w_ann, 0.0, 1.0)
+            w_ann = np.clip(annulus_overlap(bshape, bx, by, r_in[ks], r_out[ks], method=overlap,
+                                            subpixels=subpixels), 0.0, 1.0)
             ann_valid = ~bad if mask_mode == "per_integration" else ~union[None]
             bkg, bkg_var, bkg_img, coef, cov = _annulus_background(
                 S, E, ann_valid, w_ann, bkg_sigma, bkg_maxiters, bkg_model, dxg, dyg)
