@@ -26,21 +26,56 @@ _SIGMA_PER_FWHM = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
 
 def psf_fwhm_arcsec(wavelength) -> np.ndarray:
-    """MRS point-source FWHM (arcsec) at ``wavelength`` (um, any shape): 0.033 lambda + 0.106
-    (Law et al. 2023)."""
+    """MRS point-source FWHM: 0.033 lambda + 0.106 arcsec (Law et al. 2023).
+
+    Parameters
+    ----------
+    wavelength : float or array_like
+        Wavelength in um, any shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        FWHM in arcsec, the shape of ``wavelength``.
+    """
     return FWHM_SLOPE * np.asarray(wavelength, float) + FWHM_INTERCEPT
 
 
 def gaussian_encircled_energy(k) -> np.ndarray:
-    """Encircled energy of a circular Gaussian within r = k x FWHM (before pixelisation):
-    EE = 1 - 2^(-4 k^2) (since exp(-r^2 / 2 sigma^2) with FWHM^2 = 8 ln2 sigma^2)."""
+    """Encircled energy of a circular Gaussian within r = k x FWHM (before pixelisation).
+
+    EE = 1 - 2^(-4 k^2), since the profile is exp(-r^2 / 2 sigma^2) with FWHM^2 = 8 ln2 sigma^2.
+
+    Parameters
+    ----------
+    k : float or array_like
+        Radius in units of the FWHM.
+
+    Returns
+    -------
+    numpy.ndarray
+        Fraction of the flux inside r, the shape of ``k``.
+    """
     k = np.asarray(k, float)
     return 1.0 - 2.0 ** (-4.0 * k * k)
 
 
 def airy_encircled_energy(k) -> np.ndarray:
-    """Encircled energy of an Airy pattern within r = k x FWHM: 1 - J0(x)^2 - J1(x)^2 with
-    x = pi x 1.029 x k (Airy FWHM = 1.029 lambda/D; Born & Wolf 8.5)."""
+    """Encircled energy of an Airy pattern within r = k x FWHM.
+
+    EE = 1 - J0(x)^2 - J1(x)^2 with x = pi x 1.029 x k (the Airy FWHM is 1.029 lambda/D; Born & Wolf,
+    Principles of Optics, section 8.5).
+
+    Parameters
+    ----------
+    k : float or array_like
+        Radius in units of the FWHM.
+
+    Returns
+    -------
+    numpy.ndarray
+        Fraction of the flux inside r, the shape of ``k``.
+    """
     x = np.pi * 1.029 * np.asarray(k, float)
     return 1.0 - special.j0(x) ** 2 - special.j1(x) ** 2
 
@@ -146,8 +181,19 @@ def pixel_integrated_gaussian(shape, x0, y0, sigma) -> np.ndarray:
 
     P_ij = 1/4 [erf((x_j + 1/2 - x0)/(sqrt2 sigma)) - erf((x_j - 1/2 - x0)/(sqrt2 sigma))] x [same in y]
     (the exact integral of a separable Gaussian over a unit square).
-    ``x0``, ``y0``, ``sigma`` (spaxels) scalars or 1-D arrays of one length n; returns
-    ``(ny, nx)`` or ``(n, ny, nx)``.  Sums to 1 over an infinite grid.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(ny, nx)`` of the spaxel grid.
+    x0, y0, sigma : float or numpy.ndarray
+        Centre (0-based spaxels) and standard deviation (spaxels), scalars or 1-D arrays of one
+        length n.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(ny, nx)`` for scalar inputs, else ``(n, ny, nx)``; sums to 1 over an infinite grid.
     """
     ny, nx = shape
     scalar = np.ndim(x0) == 0 and np.ndim(y0) == 0 and np.ndim(sigma) == 0
@@ -195,13 +241,28 @@ def find_centre(image, fwhm_pix, *, method: str = "moment", guess=None, tol: flo
 
     Parameters
     ----------
-    image : ``(ny, nx)`` float, NaN where unusable.
-    fwhm_pix : float, FWHM (spaxels) of the PSF in the image (the largest one when collapsed over
-        wavelength).
+    image : numpy.ndarray
+        ``(ny, nx)`` float, NaN where unusable.
+    fwhm_pix : float
+        FWHM (spaxels) of the PSF in the image (the largest one when collapsed over wavelength).
+    method : str
+        ``"moment"`` or ``"gaussian"``.
+    guess : tuple of float, optional
+        Starting (x, y); default the peak of the smoothed image.
+    tol : float
+        Convergence of the moment iteration (spaxels).
+    maxiter : int
+        Iterations of the moment at most.
 
     Returns
     -------
-    (x, y) floats, 0-based spaxel coordinates.  Raises ValueError when no finite spaxel exists.
+    tuple of float
+        (x, y), 0-based spaxel coordinates.
+
+    Raises
+    ------
+    ValueError
+        When no finite spaxel or no positive flux near the peak exists, or for an unknown method.
     """
     img = np.asarray(image, float)
     good = np.isfinite(img)

@@ -22,8 +22,18 @@ __all__ = ["combine_bands", "band_labels_of", "mrs_light_curves", "stitch_spectr
 
 
 def band_labels_of(spectra: SpectraData) -> np.ndarray:
-    """Per-wavelength band labels ``(nwave,)`` of a SpectraData made by this module (``meta['_band']``),
-    else the single label ``meta['MRSBANDS']`` (or 'MRS') repeated."""
+    """Per-wavelength band labels of an MRS SpectraData.
+
+    Parameters
+    ----------
+    spectra : tsoreduce.datamodel.SpectraData
+        Spectra ``(nints, nwave)``; made by this module (``meta['_band']``) or a one-band product.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(nwave,)`` str: ``meta['_band']``, else ``meta['MRSBANDS']`` (or 'MRS') repeated.
+    """
     lab = spectra.meta.get("_band")
     if lab is not None and len(lab) == spectra.nwave:
         return np.asarray(lab, dtype=str)
@@ -33,9 +43,22 @@ def band_labels_of(spectra: SpectraData) -> np.ndarray:
 def combine_bands(spectra: list[SpectraData]) -> SpectraData:
     """Join per-band SpectraData (same integrations) along the wavelength axis, bluest band first.
 
-    Per-wavelength band labels go to ``meta['_band']`` (``(nwave,)`` str), the band list to
-    ``meta['MRSBANDS']`` (comma-separated); aux regressors get a ``_<band>`` suffix when there is more
-    than one band.  Raises ShapeError when the integration counts or times differ.
+    Parameters
+    ----------
+    spectra : list of tsoreduce.datamodel.SpectraData
+        One per band, each ``(nints, nwave_band)``, from one exposure.
+
+    Returns
+    -------
+    tsoreduce.datamodel.SpectraData
+        ``(nints, sum nwave_band)``; per-wavelength band labels in ``meta['_band']``, the band list in
+        ``meta['MRSBANDS']`` (comma-separated); aux regressors get a ``_<band>`` suffix when there is
+        more than one band.
+
+    Raises
+    ------
+    tsoreduce.errors.ShapeError
+        When the list is empty or the integration counts or times differ.
     """
     if not spectra:
         raise ShapeError("combine_bands() needs at least one SpectraData")
@@ -108,27 +131,41 @@ def mrs_light_curves(spectra: SpectraData, *, channels: str = "width", bin_width
                      nbins: int = 4, normalise: bool = True, baseline_ints=None) -> LightCurves:
     """Spectroscopic and white light curves from MRS spectra, never mixing bands in a channel.
 
-    Parameters
-    ----------
-    spectra : SpectraData ``(nints, nwave)`` in Jy with per-wavelength band labels (``combine_bands``
-        or ``CubePhotometry.to_spectra``).
-    channels : "band" (one channel per band), "width" (equal bins of about ``bin_width`` um inside
-        each band: floor(band range / bin_width) bins, at most one per plane), "nbins" (``nbins`` equal
-        bins per band, at most one per plane) or "native" (every plane).
-    normalise : divide each light curve by its median over ``baseline_ints`` ([start, stop) pairs of
-        integration indices; all integrations when None).
-
     Planes flagged DO_NOT_USE (or non-finite) in ANY integration are left out of their channel in every
     integration, so no channel changes composition in time.  Channel flux = sum of plane fluxes; errors in
     quadrature.  White light curve = sum over every usable plane of every band.
 
+    Parameters
+    ----------
+    spectra : tsoreduce.datamodel.SpectraData
+        ``(nints, nwave)`` in Jy with per-wavelength band labels (``combine_bands`` or
+        ``CubePhotometry.to_spectra``).
+    channels : str
+        "band" (one channel per band), "width" (equal bins of about ``bin_width`` um inside each band:
+        floor(band range / bin_width) bins, at most one per plane), "nbins" (``nbins`` equal bins per
+        band, at most one per plane) or "native" (every plane).
+    bin_width : float
+        Channel width in um for "width".
+    nbins : int
+        Channels per band for "nbins".
+    normalise : bool
+        Divide each light curve by its median over ``baseline_ints``.
+    baseline_ints : list of int, optional
+        Flat list of [start, stop) pairs of integration indices (None: all integrations).
+
     Returns
     -------
-    LightCurves: ``time`` mid-integration BMJD_TDB (int_mid_BJD_TDB; integration index when no times,
-    with a warning and ``meta['time_source']``), ``flux``/``err`` ``(nchan, nints)``; ``meta['band']`` =
-    band label of each channel (list of str), ``meta['bands']``; regressors = ``spectra.aux``.
+    tsoreduce.datamodel.LightCurves
+        ``time`` mid-integration BMJD_TDB (int_mid_BJD_TDB; integration index when no times, with a
+        warning and ``meta['time_source']``), ``flux``/``err`` ``(nchan, nints)``; ``meta['band']`` the
+        band label of each channel (list of str), ``meta['bands']``; regressors = ``spectra.aux``.
 
-    Raises ConfigError for an unknown ``channels`` or a bin holding no usable plane.
+    Raises
+    ------
+    tsoreduce.errors.ShapeError
+        For a wavelength array that is not 1-D.
+    tsoreduce.errors.ConfigError
+        For an unknown ``channels`` or a bin holding no usable plane.
     """
     wl = np.asarray(spectra.wavelength, float)
     if wl.ndim != 1:
@@ -191,9 +228,23 @@ def mrs_light_curves(spectra: SpectraData, *, channels: str = "width", bin_width
 
 @dataclass
 class StitchedSpectrum:
-    """A stitched 1-D spectrum: ``wavelength``, ``flux``, ``err`` ``(n,)``, ``band`` labels ``(n,)``
-    ('1A', or '1A+1B' for inverse-variance-combined overlap points), ``scale`` dict band -> factor
-    applied, ``method``."""
+    """A stitched 1-D spectrum.
+
+    Parameters
+    ----------
+    wavelength : numpy.ndarray
+        ``(n,)`` um, increasing.
+    flux : numpy.ndarray
+        ``(n,)`` in the input unit.
+    err : numpy.ndarray
+        ``(n,)`` 1-sigma.
+    band : numpy.ndarray
+        ``(n,)`` labels ('1A', or '1A+1B' for inverse-variance-combined overlap points).
+    scale : dict
+        Band -> factor applied.
+    method : str
+        The stitching method.
+    """
 
     wavelength: np.ndarray
     flux: np.ndarray
@@ -209,8 +260,11 @@ def stitch_spectrum(wavelength, flux, err, band, *, method: str = "median_ratio"
 
     Parameters
     ----------
-    wavelength, flux, err : ``(n,)`` um, flux (any unit), 1-sigma; ``band`` ``(n,)`` labels.
-    method :
+    wavelength, flux, err : numpy.ndarray
+        ``(n,)``: um, flux (any unit), 1-sigma.
+    band : numpy.ndarray
+        ``(n,)`` band labels.
+    method : str
         ``"median_ratio"`` -- for each adjacent pair, the ratio of the median fluxes of the two bands in
         their common wavelength interval; factors are chained so every band is tied to ``reference``
         (default: the reddest band, as CRETA/CAFE does); a pair without overlap keeps factor 1 (logged).
@@ -218,9 +272,18 @@ def stitch_spectrum(wavelength, flux, err, band, *, method: str = "median_ratio"
         ``"inverse_variance"`` -- no scaling; in each overlap the redder band is interpolated onto the
         bluer band's wavelengths and the two are averaged with inverse-variance weights (labelled
         'A+B'); the redder band's own points inside the overlap are dropped.
+    reference : str, optional
+        Band the others are scaled to (``"median_ratio"``; default the reddest).
 
-    Returns :class:`StitchedSpectrum` sorted by wavelength.  Raises ConfigError for an unknown method
-    or reference band.
+    Returns
+    -------
+    StitchedSpectrum
+        Sorted by wavelength.
+
+    Raises
+    ------
+    tsoreduce.errors.ConfigError
+        For an unknown method or reference band.
     """
     wl = np.asarray(wavelength, float)
     f = np.asarray(flux, float)

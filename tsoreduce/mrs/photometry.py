@@ -55,21 +55,45 @@ MASK_MODES = ("union", "fill", "per_integration")
 class CubePhotometry:
     """Per-integration, per-plane point-source photometry of one :class:`CubeSeries`.
 
-    Attributes (``nints`` integrations, ``nwave`` planes)
+    Shapes: ``nints`` integrations, ``nwave`` planes.
+
+    Parameters
     ----------
-    wavelength : ``(nwave,)`` um.
-    flux, flux_err : ``(nints, nwave)`` Jy (aperture-corrected when ``apcorr`` != 1).
-    surf_bright : ``(nints, nwave)`` net mean surface brightness in the aperture, MJy/sr.
-    background, background_err : ``(nints, nwave)`` annulus mean surface brightness, MJy/sr.
-    dq : ``(nints, nwave)`` uint32; DO_NOT_USE where nothing could be measured.
-    npix : ``(nwave,)`` aperture area actually used (spaxels); ``npix_lost`` the area removed by the
-        fixed bad-spaxel mask; ``psf_lost`` (``(nwave,)``) fraction of the PSF (Gaussian model) in the
-        removed spaxels -- a constant per plane, so it cancels in normalised light curves.
-    centre : (x, y) fixed aperture centre, 0-based spaxels of the full cube.
-    centroid_x, centroid_y : ``(nints,)`` per-integration centroids (spaxels) or None.
-    radius, r_in, r_out : ``(nwave,)`` radii in spaxels.
-    apcorr : ``(nwave,)`` applied multiplicative aperture correction.
-    band, pixar_sr, pixel_scale, int_times, meta : as the input cubes.
+    wavelength : numpy.ndarray
+        ``(nwave,)`` um.
+    flux, flux_err : numpy.ndarray
+        ``(nints, nwave)`` Jy (aperture-corrected when ``apcorr`` != 1).
+    surf_bright : numpy.ndarray
+        ``(nints, nwave)`` net mean surface brightness in the aperture, MJy/sr.
+    background, background_err : numpy.ndarray
+        ``(nints, nwave)`` annulus mean surface brightness, MJy/sr.
+    dq : numpy.ndarray
+        ``(nints, nwave)`` uint32; DO_NOT_USE where nothing could be measured.
+    npix : numpy.ndarray
+        ``(nwave,)`` aperture area actually used (spaxels).
+    npix_lost : numpy.ndarray
+        ``(nwave,)`` area removed by the fixed bad-spaxel mask (spaxels).
+    psf_lost : numpy.ndarray
+        ``(nwave,)`` fraction of the PSF (Gaussian model) in the removed spaxels -- a constant per
+        plane, so it cancels in normalised light curves.
+    centre : tuple of float
+        (x, y) fixed aperture centre, 0-based spaxels of the full cube.
+    centroid_x, centroid_y : numpy.ndarray or None
+        ``(nints,)`` per-integration centroids (spaxels).
+    radius, r_in, r_out : numpy.ndarray
+        ``(nwave,)`` aperture and annulus radii in spaxels.
+    apcorr : numpy.ndarray
+        ``(nwave,)`` applied multiplicative aperture correction.
+    band : str
+        Band label of the input cubes.
+    pixar_sr : float
+        Spaxel solid angle (sr).
+    pixel_scale : float
+        Spaxel side (arcsec).
+    int_times : tsoreduce.datamodel.IntTimes or None
+        Integration times of the input cubes.
+    meta : dict
+        Header keywords of the input cubes plus the aperture settings (MRS_KAP, MRS_KIN, ...).
     """
 
     wavelength: np.ndarray
@@ -121,15 +145,37 @@ class CubePhotometry:
 
 
 def aperture_correction(spec, wavelength, k_ap, k_in, k_out, *, subtract_background=True) -> np.ndarray:
-    """Multiplicative aperture correction per plane, ``(nwave,)``.
+    """Multiplicative aperture correction per plane.
 
-    ``spec``: None/"none" (ones); ``"gaussian"`` or ``"airy"`` -- analytic, 1 / [EE(k_ap) -
-    (k_ap^2 / (k_out^2 - k_in^2)) (EE(k_out) - EE(k_in))], i.e. the inverse of the net fraction of a
-    point source left after subtracting the annulus mean
-    (checked by ``tests/test_mrs.py::test_aperture_corrections``; the pipeline applies its
-    table after background subtraction too); or a path to a table readable by astropy (ECSV, CSV, FITS)
-    with columns ``wavelength`` (um) and ``apcorr`` for THIS radius, interpolated linearly (held
-    constant beyond its ends).  Raises FileNotFoundError / KeyError for a missing file / column.
+    Analytic corrections are 1 / [EE(k_ap) - (k_ap^2 / (k_out^2 - k_in^2)) (EE(k_out) - EE(k_in))],
+    the inverse of the net fraction of a point source left after subtracting the annulus mean
+    (checked by ``tests/test_mrs.py::test_aperture_corrections``; the pipeline applies its table after
+    background subtraction too, JWST pipeline documentation, Extract1D).
+
+    Parameters
+    ----------
+    spec : str or None
+        None / ``"none"`` (ones); ``"gaussian"`` or ``"airy"`` (analytic); or a path to a table
+        readable by astropy (ECSV, CSV, FITS) with columns ``wavelength`` (um) and ``apcorr`` for THIS
+        radius, interpolated linearly (held constant beyond its ends).
+    wavelength : array_like
+        ``(nwave,)`` um.
+    k_ap, k_in, k_out : float
+        Aperture and annulus radii in FWHM.
+    subtract_background : bool
+        Whether the annulus mean is subtracted (analytic corrections account for the PSF wings in it).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(nwave,)`` factors multiplying flux and error.
+
+    Raises
+    ------
+    FileNotFoundError
+        For a missing table.
+    KeyError
+        For a table without a ``wavelength`` or ``apcorr`` column.
     """
     wl = np.asarray(wavelength, float)
     if spec is None or spec == "none":
@@ -153,9 +199,24 @@ def aperture_correction(spec, wavelength, k_ap, k_in, k_out, *, subtract_backgro
 
 
 def collapsed_image(cubes: CubeSeries, *, max_wavelength=26.0, max_ints: int = 64) -> np.ndarray:
-    """Time-median (over at most ``max_ints`` evenly spaced integrations), per-plane median-subtracted,
-    wavelength-summed image ``(ny, nx)`` for centring; planes beyond ``max_wavelength`` um are skipped
-    as in the pipeline's ifu_autocen (low S/N in 4C).  NaN where a spaxel is bad in most planes."""
+    """Time-median, per-plane median-subtracted, wavelength-summed image for centring.
+
+    Planes beyond ``max_wavelength`` are skipped as in the pipeline's ``ifu_autocen`` (low S/N in 4C).
+
+    Parameters
+    ----------
+    cubes : CubeSeries
+        ``(nints, nwave, ny, nx)``, MJy/sr.
+    max_wavelength : float
+        Longest wavelength used (um).
+    max_ints : int
+        The median is over at most this many evenly spaced integrations.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(ny, nx)``; NaN where a spaxel is bad in most planes.
+    """
     step = max(1, cubes.nints // max_ints)
     sel = cubes.wavelength <= max_wavelength
     if not sel.any():
@@ -377,36 +438,57 @@ def extract_cube_photometry(cubes: CubeSeries, *, centre=None, centre_method: st
                             mask_mode: str = "union",
                             overlap: str = "exact", subpixels: int = 21, apcorr=None,
                             covar_scale: float = 1.0, chunk_planes: int = 64) -> CubePhotometry:
-    """Aperture photometry of every plane of every integration (see module docstring for the method).
+    """Aperture photometry of every plane of every integration (see the module docstring for the method).
 
     Parameters
     ----------
-    cubes : :class:`CubeSeries` ``(nints, nwave, ny, nx)``, MJy/sr.
-    centre : (x, y) fixed centre (0-based spaxels) or None to measure it (``centre_method`` "moment" or
-        "gaussian").
-    track_centroids : also measure per-integration centroids (first moment in 2 FWHM at the median
-        wavelength, iterated 3 times) for use as decorrelation regressors.
-    k_ap, k_in, k_out : aperture radius and annulus radii in units of FWHM(lambda).
-    subtract_background, bkg_sigma, bkg_maxiters : annulus background and its sigma clipping.
-    bkg_model : "mean" (weighted mean SB of the annulus, the pipeline's quantity) or "plane" (a tilted
-        plane fitted to the annulus and evaluated on each aperture spaxel; exact for linear gradients).
-    mask_mode : "union" | "fill" | "per_integration" (see module docstring).
-    overlap, subpixels : circle-spaxel overlap method ("exact" or "subpixel").
-    apcorr : None | "gaussian" | "airy" | table path (:func:`aperture_correction`).
-    covar_scale : multiplies the propagated errors (drizzle covariance).
-    chunk_planes : at most this many wavelength planes are processed together; fewer when the
-        temporaries (about 12 x nints x chunk x box^2 x 8 bytes, box = the largest annulus) would exceed
-        ~256 MB.
+    cubes : CubeSeries
+        ``(nints, nwave, ny, nx)``, MJy/sr; not modified.
+    centre : tuple of float, optional
+        (x, y) fixed centre (0-based spaxels); None: measured on the collapsed image.
+    centre_method : str
+        How the centre is measured: "moment" (iterated first moment) or "gaussian".
+    track_centroids : bool
+        Also measure per-integration centroids (first moment in 2 FWHM, iterated 3 times) for use as
+        decorrelation regressors.
+    k_ap, k_in, k_out : float
+        Aperture radius and annulus radii in units of FWHM(lambda).
+    subtract_background : bool
+        Subtract the annulus background.
+    bkg_sigma : float
+        Sigma-clipping threshold in the annulus (0: no clipping).
+    bkg_maxiters : int
+        Clipping iterations at most.
+    bkg_model : str
+        "mean" (weighted mean SB of the annulus, the pipeline's quantity) or "plane" (a tilted plane
+        fitted to the annulus and evaluated on each aperture spaxel; exact for linear gradients).
+    mask_mode : str
+        "union" | "fill" | "per_integration" (see the module docstring).
+    overlap : str
+        Circle-spaxel overlap: "exact" or "subpixel" (photutils apertures).
+    subpixels : int
+        Samples per spaxel side for "subpixel".
+    apcorr : str or None
+        None | "gaussian" | "airy" | table path (:func:`aperture_correction`).
+    covar_scale : float
+        Multiplies the propagated errors (drizzle covariance).
+    chunk_planes : int
+        At most this many wavelength planes are processed together; fewer when the temporaries (about
+        12 x nints x chunk x box^2 x 8 bytes, box = the largest annulus) would exceed ~256 MB.
 
     Returns
     -------
-    :class:`CubePhotometry`.
+    CubePhotometry
+        Flux per (integration, plane) in Jy, with the aperture diagnostics.
 
     Raises
     ------
-    ValueError for an unknown ``mask_mode`` / ``overlap`` or radii not increasing;
-    EmptyDataError when no plane yields a measurement; NotImplementedStepError for a
-    ``centre_method`` that is not implemented.
+    ValueError
+        For an unknown ``mask_mode`` / ``overlap`` / ``bkg_model`` or radii not increasing.
+    tsoreduce.errors.NotImplementedStepError
+        For a ``centre_method`` that is not implemented.
+    tsoreduce.errors.EmptyDataError
+        When no plane yields a measurement.
     """
     _check_arguments(mask_mode, subtract_background, k_ap, k_in, k_out, bkg_model, centre_method)
     nints, nwave, ny, nx = cubes.shape
