@@ -61,3 +61,26 @@ def test_files_runner_writes_the_run_tables_with_provenance(small, tmp_path):
             if t[c].dtype.kind == "f":
                 np.testing.assert_array_equal(np.asarray(disk[c]), np.asarray(t[c]))
     assert set(p.files) == {"spectrum", "white_fit", "channel_fits", "chains"}
+
+
+def test_joint_run_has_the_same_shape(tmp_path, monkeypatch):
+    """Several visits: run_joint returns a StageResult whose FitProducts holds the joint fit and its
+    tables; nothing is written; the file-level runner writes exactly those tables."""
+    from test_lightcurve_joint import _config, _simulate
+
+    from tsoreduce.lightcurve import run_joint
+
+    entries, truth = _simulate(3)
+    cfg = _config()
+    monkeypatch.chdir(tmp_path)
+    res = run_joint(entries, cfg)
+    assert isinstance(res, StageResult) and res.product.joint is not None and res.figures == []
+    assert list(tmp_path.iterdir()) == []
+    assert list(res.product.tables) == ["white_fit", "visits"] and res.diagnostics["n_visits"] == 3
+    jr = res.product.joint
+    pull = (jr.median["a_rs"] - truth["a_rs"]) / jr.err_lower["a_rs"]
+    print(f"joint a_rs {jr.median['a_rs']:.3f} +- {jr.err_lower['a_rs']:.3f} (truth {truth['a_rs']}), pull {pull:.2f}")
+    assert abs(pull) < 4
+    p = run_stage4_files(entries, cfg, tmp_path / "out", plot=False, progress=False)
+    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["visits.ecsv", "white_fit.ecsv"]
+    assert p.joint is not None and set(p.files) == {"white_fit", "visits"}
