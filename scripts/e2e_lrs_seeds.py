@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
 
 import numpy as np
 
@@ -26,7 +25,7 @@ def run(seed, *, extraction="optimal", noiseless=False, clean=False):
     from tsoreduce import detector, lightcurve
     from tsoreduce import simulate as sim
     from tsoreduce.extraction import run_stage3
-    from tsoreduce.pipeline_truth import depth_offsets
+    from tsoreduce.simulate.truth import depth_offsets
     from tsoreduce.spectroscopic import run_stage2
 
     kw = dict(nints=60, ngroups=30, seed=seed, settling=False, dark=False)
@@ -50,8 +49,7 @@ def run(seed, *, extraction="optimal", noiseless=False, clean=False):
                              "ecc": 0.0, "w": 90.0, "u1": T["u1"], "u2": T["u2"],
                              "rp_rs": {"value": 0.12, "prior": "uniform", "bounds": [0.0, 0.3]}},
               "fitter": {"method": "lsq"}, "n_processes": 1}
-    with tempfile.TemporaryDirectory() as d:
-        res = lightcurve.run_stage4(lc, config, d, plot=False)
+    res = lightcurve.run(lc, config).product
     _, offset, err = depth_offsets(res.spectrum, truth)
     ratio = np.array([c.noise["ratio_resid"] for c in res.channels])
     return lc.wavelength, offset, err, ratio

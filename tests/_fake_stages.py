@@ -70,28 +70,41 @@ def make_modules(fail_stage2_once=False):
     lcm = types.ModuleType("tsoreduce.lightcurve")
     lcm.CONFIG_SCHEMA = {"fit": {"nwalkers": Param(16, int, "emcee walkers", min=4)}}
 
-    def run_stage4(lc, config, outdir, *, plot=True):
+    def run_stage4(lc, config, *, plot_dir=None, references=None):
         _count("stage4")
         from astropy.table import Table
+
+        from tsoreduce.contract import StageResult
         depth = (1 - lc.flux.min(axis=1)) * 1e6
-        Table({"wavelength": lc.wavelength, "transit_depth": depth,
-               "transit_depth_err": np.full(lc.nchan, 10.0)}).write(
-            Path(outdir) / "spectrum.ecsv", overwrite=True)
+        spec = Table({"wavelength": lc.wavelength, "transit_depth": depth,
+                      "transit_depth_err": np.full(lc.nchan, 10.0)})
+        product = types.SimpleNamespace(tables={"spectrum": spec}, files={}, white=types.SimpleNamespace(
+            params={"rp_rs": 0.1}))
+        return StageResult(product=product)
+
+    def write_products(products, outdir, *, provenance=None):
+        products.tables["spectrum"].write(Path(outdir) / "spectrum.ecsv", overwrite=True)
         (Path(outdir) / "white_fit.ecsv").write_text("# fake\n")
-        return types.SimpleNamespace(white=types.SimpleNamespace(params={"rp_rs": 0.1}))
-    lcm.run_stage4 = run_stage4
+        return {"spectrum": Path(outdir) / "spectrum.ecsv", "white_fit": Path(outdir) / "white_fit.ecsv"}
+    lcm.run = lcm.run_stage4 = run_stage4
+    lcm.write_products = write_products
+    lcm.output_names = lambda joint: ("spectrum.ecsv", "white_fit.ecsv")
 
     mrs = types.ModuleType("tsoreduce.mrs")
     mrs.CONFIG_SCHEMA = {"aperture_radius": Param(2.0, float, "aperture radius (spaxels)", min=0.5)}
     mrs.INPUT_SCHEMA = {"cubes": Param("*_s3d.fits", str, "glob of s3d cubes")}
 
-    def run_mrs(config, mrs_input, outdir=None, *, plot_dir=None):
+    def run_mrs(cubes, config, *, plot_dir=None, references=None):
         _count("mrs")
+        from tsoreduce.contract import Stage3Product, StageResult
         n = np.arange(6)
         flux = np.vstack([1 - 0.002 * ((n >= 2) & (n < 4))] * 3)
-        return None, LightCurves(time=n * 0.01, flux=flux, err=np.full(flux.shape, 1e-4),
-                                 wavelength=[5.0, 6.0, 7.0])
-    mrs.run_mrs = run_mrs
+        return StageResult(product=Stage3Product(None, LightCurves(time=n * 0.01, flux=flux,
+                                                                   err=np.full(flux.shape, 1e-4),
+                                                                   wavelength=[5.0, 6.0, 7.0])))
+    mrs.run = run_mrs
+    mrs.read_cube_bands = lambda source, **crop: {"1A": source}
+    mrs.write_products = lambda product, outdir, *, name="tso", overwrite=False: []
 
     sim = types.ModuleType("tsoreduce.simulate.lrs")
 

@@ -24,8 +24,6 @@ from tsoreduce import config as C
 
 #: (section, function, parameter) whose default still disagrees with the schema; may only shrink
 KNOWN: set[tuple[str, str, str]] = {
-    # same name, other meaning (pixel-overlap method of the aperture geometry): rename the parameter
-    ("mrs", "circle_overlap", "method"),
     # half-width of the window measuring position/width vs the trace fit's halfwidth: rename or align
     ("stage3", "measure_position_width", "halfwidth"),
     # emcee helpers called by the stage with the schema's values; their own defaults differ

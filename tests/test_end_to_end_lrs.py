@@ -27,7 +27,7 @@ def test_uncal_to_spectrum_recovers_injected_depths(tmp_path, seed):
     lightcurve = pytest.importorskip("tsoreduce.lightcurve")
     from tsoreduce import io
     from tsoreduce.extraction import run_stage3
-    from tsoreduce.pipeline_truth import depth_offsets
+    from tsoreduce.simulate.truth import depth_offsets
     from tsoreduce.spectroscopic import run_stage2
 
     # settling is off so the simple (linear baseline) model is the right one; every detector effect
@@ -65,7 +65,7 @@ def test_uncal_to_spectrum_recovers_injected_depths(tmp_path, seed):
                        "rp_rs": {"value": 0.12, "prior": "uniform", "bounds": [0.0, 0.3]}},
         "fitter": {"method": "lsq"}, "n_processes": 1,
     }
-    res = lightcurve.run_stage4(lc, config, tmp_path / "stage4", plot=False)
+    res = lightcurve.run(lc, config).product
     inj, offset, err = depth_offsets(res.spectrum, truth)
     z = offset / err
     report = "\n".join(f"{w:5.2f} um: {i + o:8.0f} +- {e:5.0f} ppm, injected {i:8.0f}, z = {zz:+.2f}"

@@ -1,5 +1,5 @@
 """Stage 4 injection-recovery on synthetic light curves (transit, eclipse, phase curve; each with a
-settling ramp, a linear baseline, a trace-position systematic and white noise), and run_stage4 products.
+settling ramp, a linear baseline, a trace-position systematic and white noise), and the Stage 4 run and its written products.
 """
 
 import numpy as np
@@ -10,6 +10,7 @@ from astropy.units import cds
 from tsoreduce.datamodel import LightCurves
 from tsoreduce.lightcurve import (LightCurveModel, ParameterSet, fit_lightcurve, parse_parameter, read_chains,
                                   run_stage4)
+from tsoreduce.pipeline import run_stage4_files
 
 ERR = 3e-4
 
@@ -153,7 +154,7 @@ def _stage_cfg(truth, method="lsq", **fitter):
 
 def test_run_stage4_products_lsq(tmp_path):
     lc, truth, rps = _synthetic_lc()
-    res = run_stage4(lc, _stage_cfg(truth), tmp_path, plot=True)
+    res = run_stage4_files(lc, _stage_cfg(truth), tmp_path, plot=True, progress=False)
     with cds.enable():
         spec = Table.read(tmp_path / "spectrum.ecsv")
     for c in ("wavelength", "wavelength_lower", "wavelength_upper", "rp_rs", "rp_rs_err_lower", "rp_rs_err_upper",
@@ -182,7 +183,7 @@ def test_run_stage4_products_lsq(tmp_path):
 def test_run_stage4_emcee_parallel(tmp_path):
     lc, truth, rps = _synthetic_lc(nchan=2)
     cfg = _stage_cfg(truth, "emcee", nwalkers=28, nsteps=80, burn_in=40)
-    res = run_stage4(lc, cfg, tmp_path, plot=True)
+    res = run_stage4_files(lc, cfg, tmp_path, plot=True, progress=False)
     assert (tmp_path / "figures" / "white_corner.png").exists()
     chains = read_chains(tmp_path / "chains.h5")
     assert set(chains) == {"white", "channel_00", "channel_01"}
@@ -201,7 +202,7 @@ def test_eclipse_spectrum_has_eclipse_columns(tmp_path):
                                  "bounds": [truth["t0"] - 0.02, truth["t0"] + 0.02]},
                           "per": truth["per"], "rp_rs": 0.16, "a_rs": 4.9, "inc": 82.0,
                           "fp": {"value": 0.003, "prior": "uniform", "bounds": [0, 0.02]}}}
-    res = run_stage4(lc, cfg, tmp_path, plot=False)
+    res = run_stage4(lc, cfg).product
     spec = res.spectrum
     assert "eclipse_depth" in spec.colnames and "eclipse_depth_err_upper" in spec.colnames
     expect = 1e6 * truth["fp"] * np.array([1.0, 1.2])
@@ -254,7 +255,7 @@ def test_parameter_pinned_at_a_prior_bound_is_flagged_in_every_table(tmp_path, c
     # the prior excludes the true radius (0.115 - 0.12): the fit piles up on the lower bound
     cfg["parameters"]["rp_rs"] = {"value": 0.15, "prior": "uniform", "bounds": [0.14, 0.3]}
     with caplog.at_level(logging.WARNING):
-        res = run_stage4(lc, cfg, tmp_path, plot=False)
+        res = run_stage4_files(lc, cfg, tmp_path, plot=False, progress=False)
     assert "at_lower_bound" in res.white.flags["rp_rs"]
     assert any("rp_rs" in r.getMessage() and "at_lower_bound" in r.getMessage() for r in caplog.records
                if r.levelno == logging.WARNING)
@@ -267,7 +268,7 @@ def test_parameter_pinned_at_a_prior_bound_is_flagged_in_every_table(tmp_path, c
     sel = cf["name"] == "rp_rs"
     assert all("at_lower_bound" in str(f) for f in cf["flag"][sel])
     # a well-constrained parameter inside its prior is not flagged
-    ok = run_stage4(lc, _stage_cfg(truth), tmp_path / "ok", plot=False)
+    ok = run_stage4(lc, _stage_cfg(truth)).product
     assert ok.white.flags["rp_rs"] == "" and all(c.flags["rp_rs"] == "" for c in ok.channels)
 
 
@@ -297,7 +298,7 @@ def test_noise_figures_on_white_noise_at_the_limit(tmp_path):
     """White noise at exactly the quoted ERR: every ratio ~ 1 and beta ~ 1 (1500 points: the std of a
     sample rms is 1/sqrt(2n) = 1.8 %; beta scatters by ~ 10 %)."""
     lc, truth, rps = _synthetic_lc(nchan=3)
-    res = run_stage4(lc, _stage_cfg(truth), tmp_path, plot=True)
+    res = run_stage4_files(lc, _stage_cfg(truth), tmp_path, plot=True, progress=False)
     for r in [res.white] + res.channels:
         n = r.noise
         print(f"{r.label}: expected {n['expected_ppm']:.0f} ppm, residual {n['achieved_resid_ppm']:.0f} ppm "

@@ -13,7 +13,7 @@ import pytest
 from tsoreduce.errors import ConfigError, NoTransitInWindowError, ScopeError, VisitOverlapError
 from tsoreduce.lightcurve import LightCurveModel, fit_lightcurve
 from tsoreduce.lightcurve import joint as J
-from tsoreduce.lightcurve.joint_products import run_joint
+from tsoreduce.pipeline import run_stage4_files
 from tsoreduce.lightcurve.stage import build_model, build_parameters, validate_config
 from tsoreduce.lightcurve.visits import make_visits
 
@@ -169,7 +169,7 @@ def test_timing_mode_o_c_and_products(tmp_path):
     entries, truth = _simulate(5)
     cfg = _config(orbit="timing")
     cfg["joint"]["per_visit_fits"] = "lsq"
-    jr = run_joint(entries, cfg, tmp_path, plot=True)
+    jr = run_stage4_files(entries, cfg, tmp_path, plot=True, progress=False).joint
     eph = jr.timing["ephemeris"]
     print(f"\ntiming: P {eph['P']:.6f} +- {eph['P_err']:.6f}, T0 {eph['T0']:.6f} +- {eph['T0_err']:.6f}, "
           f"chi2 {eph['chi2']:.2f} / {eph['dof']}")

@@ -14,6 +14,7 @@ from tsoreduce import mrs
 from tsoreduce.datamodel import DQ, LightCurves, SpectraData
 from tsoreduce.errors import (ConfigError, EmptyDataError, MalformedCubeError, MissingExtensionError,
                               OverwriteError, ProductError, TruncatedFileError, WrongInstrumentError)
+from tsoreduce.pipeline import run_mrs_files
 from tsoreduce.simulate.mrs import MRSSimConfig, simulate_mrs_cubes, write_mrs_cubes
 
 
@@ -43,12 +44,57 @@ def test_exact_overlap_area_and_subpixel_agreement():
         assert abs(w.sum() / (np.pi * r * r) - 1) < 1e-12
         assert w.min() >= 0 and w.max() <= 1
     w = mrs.circle_overlap((41, 41), 20.3, 19.6, 5.7)
-    ws = mrs.circle_overlap((41, 41), 20.3, 19.6, 5.7, method="subpixel", subpixels=41)
+    ws = mrs.circle_overlap((41, 41), 20.3, 19.6, 5.7, overlap="subpixel", subpixels=41)
     assert np.abs(ws - w).max() < 5e-3          # subsampling error per spaxel ~ 1/N
     assert abs(ws.sum() / w.sum() - 1) < 1e-3
     # a circle cut by the field edge keeps only the area inside the field
     w = mrs.circle_overlap((10, 10), -0.5, 4.5, 3.0)
     assert abs(w.sum() - 0.5 * np.pi * 9) < 1e-9
+
+
+def _analytic_overlap(shape, xc, yc, r):
+    """The closed-form circle-rectangle overlap the package used before photutils (reference only):
+    corner area F(X, Y) of {x < X, y < Y} inside the circle, integrated from the chord
+    G(x) = (x sqrt(r^2 - x^2) + r^2 asin(x / r)) / 2, differenced over each spaxel's corners."""
+    def G(x):
+        x = np.clip(x, -r, r)
+        return 0.5 * (x * np.sqrt(np.maximum(r * r - x * x, 0.0)) + r * r * np.arcsin(x / r))
+
+    def corner(X, Y):
+        Xc = np.clip(X, -r, r)
+        a = np.sqrt(np.maximum(r * r - Y * Y, 0.0))
+        pos = (G(Xc) - G(-r)) + (G(np.minimum(Xc, -a)) - G(-r)) + Y * np.clip(Xc + a, 0.0, 2.0 * a) \
+            + (G(np.maximum(Xc, a)) - G(a))
+        m = np.clip(Xc, -a, a)
+        return np.where(Y >= 0, pos, Y * (m + a) + G(m) - G(-a))
+
+    ny, nx = shape
+    X = (np.arange(nx + 1) - 0.5)[None, :] - xc
+    Y = (np.arange(ny + 1) - 0.5)[:, None] - yc
+    F = corner(X, Y)
+    return np.clip(F[1:, 1:] - F[:-1, 1:] - F[1:, :-1] + F[:-1, :-1], 0.0, 1.0)
+
+
+def test_photutils_overlap_matches_the_closed_form():
+    """photutils CircularAperture / CircularAnnulus (method='exact') against the analytic overlap, over
+    random centres (inside, on a spaxel edge, off the field) and radii: equal to 1e-10 per spaxel."""
+    rng = np.random.default_rng(5)
+    worst = 0.0
+    cases = [(20.3, 19.6, 5.7), (-0.5, 4.5, 3.0), (4.5, 4.5, 0.5), (12.0, 3.0, 2.0), (0.2, 28.9, 9.3)]
+    cases += [tuple(v) for v in np.column_stack([rng.uniform(-3, 32, 40), rng.uniform(-3, 32, 40),
+                                                  rng.uniform(0.2, 12, 40)])]
+    for xc, yc, r in cases:
+        worst = max(worst, np.abs(mrs.circle_overlap((29, 31), xc, yc, r) - _analytic_overlap((29, 31), xc, yc, r)).max())
+    xc, yc, r = rng.uniform(5, 25, 30), rng.uniform(5, 25, 30), rng.uniform(0.5, 6, 30)
+    ann = mrs.annulus_overlap((29, 31), xc, yc, r, 1.6 * r)
+    ref = np.array([_analytic_overlap((29, 31), x, y, 1.6 * rr) - _analytic_overlap((29, 31), x, y, rr)
+                    for x, y, rr in zip(xc, yc, r)])
+    worst_ann = np.abs(ann - ref).max()
+    print(f"max |photutils - closed form|: circle {worst:.1e}, annulus {worst_ann:.1e}")
+    assert worst < 1e-10 and worst_ann < 1e-10
+    assert np.all(mrs.circle_overlap((5, 5), 2.0, 2.0, 0.0) == 0)
+    with pytest.raises(ValueError, match="overlap"):
+        mrs.circle_overlap((5, 5), 2.0, 2.0, 1.0, overlap="center")
 
 
 def test_gaussian_encircled_energy_formula():
@@ -412,7 +458,7 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="unknown key"):
         mrs.extract_cube_timeseries(sim(nints=3)[0], {"aperture": {"radius": 2}})
     with pytest.raises(ConfigError, match="either cubes or simulate"):
-        mrs.run_mrs({}, {"cubes": "x*.fits", "simulate": {"enabled": True}})
+        run_mrs_files({"cubes": "x*.fits", "simulate": {"enabled": True}}, {}, "unused")
 
 
 def test_demo_yaml_validates():
@@ -423,19 +469,46 @@ def test_demo_yaml_validates():
     assert cfg["mrs"]["mask"]["mode"] == "fill" and cfg["mrs"]["background"]["model"] == "plane"
 
 
-def test_run_mrs_writes_products_and_refuses_overwrite(tmp_path):
+def test_run_mrs_files_writes_products_and_refuses_overwrite(tmp_path):
     inp = {"simulate": {"enabled": True, "nints": 8, "nwave": 4, "bands": ["1A", "2A"]},
            "layout": "stack"}
-    sp, lc = mrs.run_mrs({"lightcurves": {"channels": "band"}}, inp, tmp_path, plot_dir=tmp_path / "plots")
-    for f in ("tso_mrs_x1dints.fits", "tso_mrs_photometry.ecsv", "tso_mrs_stitched_spectrum.ecsv"):
-        assert (tmp_path / f).exists()
+    written = run_mrs_files(inp, {"lightcurves": {"channels": "band"}}, tmp_path, plot_dir=tmp_path / "plots",
+                            progress=False)
+    for f in ("tso_mrs_x1dints.fits", "tso_mrs_photometry.ecsv", "tso_mrs_stitched_spectrum.ecsv",
+              "tso_lightcurves.h5"):
+        assert (tmp_path / f).exists() and str(tmp_path / f) in written
+    assert written[-1].endswith("tso_lightcurves.h5")
     assert len(list((tmp_path / "plots").glob("*.png"))) >= 5
-    assert lc.meta["band"] == ["1A", "2A"]
     from tsoreduce import io
+    lc = io.read_lightcurves(tmp_path / "tso_lightcurves.h5")
+    assert list(lc.meta["band"]) == ["1A", "2A"]
     x1d = io.read_x1dints(tmp_path / "tso_mrs_x1dints.fits", allowed_exp_types=("MIR_MRS",))
+    cubes = mrs.read_cube_bands(sorted(str(p) for p in (tmp_path / "cubes").glob("*.fits")))
+    sp = mrs.run(cubes, {"lightcurves": {"channels": "band"}}).product.x1dints
     np.testing.assert_allclose(x1d.data, sp.data)
     with pytest.raises(OverwriteError):
-        mrs.run_mrs({}, inp, tmp_path)
+        run_mrs_files(inp, {}, tmp_path, progress=False)
+
+
+def test_run_is_pure_and_returns_a_stage3_product(tmp_path, monkeypatch):
+    """The contract: a Stage3Product, nothing written without plot_dir, the cubes untouched."""
+    from tsoreduce.contract import Stage3Product, StageResult
+    monkeypatch.chdir(tmp_path)
+    c, tr, _ = sim(nints=6)
+    data0, dq0, meta0 = c.data.copy(), None if c.dq is None else c.dq.copy(), dict(c.meta)
+    res = mrs.run(c, {"lightcurves": {"channels": "band"}})
+    assert isinstance(res, StageResult) and isinstance(res.product, Stage3Product)
+    assert res.product.lightcurves.nchan == 1 and res.product.x1dints.nints == 6
+    assert list(tmp_path.iterdir()) == [] and res.figures == []
+    np.testing.assert_array_equal(c.data, data0)
+    if dq0 is not None:
+        np.testing.assert_array_equal(c.dq, dq0)
+    assert c.meta == meta0
+    print("MRS diagnostics", res.diagnostics)
+    with pytest.raises(TypeError, match="read_cube_bands"):
+        mrs.run("x*_s3d.fits")
+    with pytest.raises(ValueError, match="no reference files"):
+        mrs.run(c, references={"apcorr": "x.fits"})
 
 
 def stage4_config(params, rp=0.1):
@@ -451,12 +524,12 @@ def stage4_config(params, rp=0.1):
 
 
 def test_stage4_fits_mrs_light_curves(tmp_path):
-    """The MRS LightCurves go through tsoreduce.lightcurve.run_stage4 unchanged; per-band depths."""
+    """The MRS LightCurves go through tsoreduce.lightcurve.run (Stage 4) unchanged; per-band depths."""
     lcmod = pytest.importorskip("tsoreduce.lightcurve")
     cubes, truth = simulate_mrs_cubes(MRSSimConfig(nints=40, nwave=6, bands=("1A", "2A"), noise=True,
                                                    seed=4, rp_rs_slope=0.005))
     sp, lc = mrs.extract_cube_timeseries(cubes, {"lightcurves": {"channels": "band"}})
-    res = lcmod.run_stage4(lc, stage4_config(truth.params), tmp_path, plot=False)
+    res = lcmod.run(lc, stage4_config(truth.params)).product
     spec = res.spectrum
     assert len(spec) == 2
     for i, b in enumerate(("1A", "2A")):

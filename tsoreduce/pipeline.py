@@ -446,18 +446,80 @@ def run_stage3_files(calints_paths, config: dict | None, outdir, *, name="tso", 
 
 def run_mrs_files(mrs_input: dict, config: dict | None, outdir, *, name="tso", plot_dir=None,
                   overwrite=False, provenance=None, progress=True) -> list[str]:
-    """MRS branch (replaces Stage 3 for MRS cubes): ``tsoreduce.mrs.run_mrs(config, mrs_input, outdir,
-    plot_dir=, name=, overwrite=)`` reads (or simulates) the s3d cubes, extracts per-band aperture
-    photometry and writes ``<name>_mrs_x1dints.fits`` and tables; the light curves are written as
-    ``<name>_lightcurves.h5`` for Stage 4.  Returns the paths of the files written (light curves last).
+    """MRS branch from files (replaces Stage 3 for MRS cubes): read or simulate the cubes, run the
+    branch, write its products.
+
+    Parameters
+    ----------
+    mrs_input : dict
+        The ``input.mrs`` section (``tsoreduce.mrs.INPUT_SCHEMA``): ``cubes`` (path, glob or list of
+        s3d files) or ``simulate`` settings (``tsoreduce.simulate.mrs``); simulated cubes are written
+        under ``outdir/cubes`` and read back when ``write_cubes``.
+    config : dict or None
+        The ``mrs`` section.
+    outdir : str or os.PathLike
+        Output directory: ``<name>_mrs_x1dints.fits``, ``<name>_mrs_photometry.ecsv``,
+        ``<name>_mrs_stitched_spectrum.ecsv`` and ``<name>_lightcurves.h5`` (the input of Stage 4).
+    name : str
+        File name prefix.
+    plot_dir : str or os.PathLike, optional
+        Figures directory (None: no figures).
+    overwrite : bool
+        Replace existing products.
+    provenance : dict, optional
+        The run's provenance (config hash in the light-curve file).
+    progress : bool or None
+        Progress bars (``tsoreduce.contract.show_progress``); None keeps the caller's setting.
+
+    Returns
+    -------
+    list of str
+        The files written, the light curves last.
+
+    Raises
+    ------
+    ConfigError
+        For an invalid ``input.mrs`` (cubes and simulate both or neither, a malformed crop).
+    OverwriteError
+        If a product exists and ``overwrite`` is false.
     """
-    run_mrs = _stage_function("mrs", "run_mrs")
+    import contextlib
+
+    from .config import validate
+    from .contract import show_progress
+
+    inp = validate(mrs_input, _stage_function("mrs", "INPUT_SCHEMA"), "input.mrs")
+    read_cube_bands = _stage_function("mrs", "read_cube_bands")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     before = {f for f in outdir.rglob("*") if f.is_file()}
-    res = _call(run_mrs, config, mrs_input, outdir, plot_dir=plot_dir, progress=progress, name=name,
-                overwrite=overwrite)
-    lc = res[1] if isinstance(res, tuple) else res
+    sim, wr, box = inp.get("simulate") or {}, inp.get("wavelength_range"), inp.get("box")
+    if wr is not None and len(wr) != 2:
+        raise ConfigError(f"input.mrs.wavelength_range: expected [min, max] um, got {wr!r}")
+    if box is not None and len(box) != 4:
+        raise ConfigError(f"input.mrs.box: expected [x0, x1, y0, y1], got {box!r}")
+    crop = {"wavelength_range": tuple(wr) if wr else None, "box": tuple(box) if box else None}
+    if sim.get("enabled") and inp.get("cubes"):
+        raise ConfigError("input.mrs: give either cubes or simulate.enabled, not both")
+    if sim.get("enabled"):
+        from .simulate.mrs import MRSSimConfig, simulate_mrs_cubes, write_mrs_cubes
+        kw = {k: v for k, v in sim.items() if k != "enabled"}
+        kw["bands"] = tuple(kw.get("bands", ("1A",)))
+        cubes, _truth = simulate_mrs_cubes(MRSSimConfig(**kw))
+        log.info("MRS: simulated %s (%d integrations)", ", ".join(cubes), kw.get("nints", 40))
+        if inp.get("write_cubes", True):
+            paths = write_mrs_cubes(cubes, outdir / "cubes", layout=inp.get("layout", "per_integration"),
+                                    overwrite=True)
+            log.info("MRS: wrote %d simulated s3d files to %s; reading them back", len(paths), outdir / "cubes")
+            cubes = read_cube_bands(paths, **crop)
+    elif inp.get("cubes"):
+        cubes = read_cube_bands(inp["cubes"], **crop)
+    else:
+        raise ConfigError("input.mrs: needs cubes (path, glob or list) or simulate.enabled: true")
+    with contextlib.nullcontext() if progress is None else show_progress(progress):
+        result = _stage_function("mrs", "run")(cubes, config, plot_dir=plot_dir)
+    _stage_function("mrs", "write_products")(result.product, outdir, name=name, overwrite=overwrite)
+    lc = result.product.lightcurves
     lc_path = outdir / f"{name}_lightcurves.h5"
     _write_lightcurves(lc_path, lc, overwrite=overwrite, provenance=provenance)
     log.info("MRS: wrote %s (%d channels x %d integrations)", lc_path.name, lc.nchan, lc.nints)
@@ -479,15 +541,69 @@ def _write_lightcurves(path, lc, *, overwrite, provenance):
 
 def run_stage4_files(lightcurves, config: dict | None, outdir, *, plot=True, provenance=None,
                      progress=True):
-    """Stage 4: read the light curves (a path for ``tsoreduce.io.read_lightcurves``: ours, SPARTA-style
-    HDF5 or Eureka!-style ECSV; or a LightCurves) and run
-    ``tsoreduce.lightcurve.run_stage4(lc, config, outdir, plot=)``, which writes spectrum.ecsv,
-    white_fit.ecsv, chains and figures in ``outdir``.  Returns its Stage4Result."""
-    run_stage4 = _stage_function("stage4", "run_stage4")
-    lc = lightcurves if not isinstance(lightcurves, (str, os.PathLike)) else _io().read_lightcurves(
-        lightcurves)
-    Path(outdir).mkdir(parents=True, exist_ok=True)
-    return _call(run_stage4, lc, config, outdir, plot=plot, progress=progress, provenance=provenance)
+    """Stage 4 from files: read the light curves, run the stage, write its products into ``outdir``.
+
+    Parameters
+    ----------
+    lightcurves : str, os.PathLike, LightCurves or list
+        One visit: a path read with ``tsoreduce.io.read_lightcurves`` (ours, SPARTA-style HDF5 or
+        Eureka!-style ECSV) or a LightCurves, fitted by ``tsoreduce.lightcurve.run``.  A list: the
+        visits of one joint fit (``input.lightcurves`` entries: paths, ``{path, visit, band}`` or
+        ``{lc, visit, band}`` dicts), fitted by ``tsoreduce.lightcurve.run_joint``.
+    config : dict or None
+        The ``stage4`` section.
+    outdir : str or os.PathLike
+        Output directory: the product tables (``spectrum.ecsv``, ``white_fit.ecsv``, ... one per
+        table), the chains (HDF5) and, with ``plot``, ``figures/``.
+    plot : bool
+        Write the figures.
+    provenance : dict, optional
+        The run's provenance; ``config_hash`` and ``config`` go into every table's metadata.
+    progress : bool or None
+        Progress bars (``tsoreduce.contract.show_progress``); None keeps the caller's setting.
+
+    Returns
+    -------
+    tsoreduce.lightcurve.products.FitProducts
+        The stage's product with ``files`` (key -> path written, figures as ``fig_<name>``).
+
+    Raises
+    ------
+    OverwriteError
+        If an output would replace an input light-curve file (checked before any fitting).
+    """
+    import contextlib
+
+    from .contract import show_progress
+
+    outdir = Path(outdir)
+    joint = isinstance(lightcurves, (list, tuple))
+    if joint:
+        entries = [{"path": e} if isinstance(e, (str, os.PathLike)) else e for e in lightcurves]
+        sources = [e["path"] for e in entries if isinstance(e, dict) and "path" in e]
+    else:
+        sources = [lightcurves if isinstance(lightcurves, (str, os.PathLike))
+                   else lightcurves.meta.get("_source_path")]
+    names = _stage_function("stage4", "output_names")(joint)
+    for src in filter(None, sources):
+        if any(Path(src).resolve() == (outdir / n).resolve() for n in names):
+            raise OverwriteError(f"stage4 output in {outdir} would overwrite its input {src}")
+    if joint:
+        if any("path" in e for e in entries):
+            entries = [{"lc": _io().read_lightcurves(e["path"]), "visit": e.get("visit"), "band": e.get("band")}
+                       if "path" in e else e for e in entries]
+        stage_run, product = _stage_function("stage4", "run_joint"), entries
+    else:
+        stage_run = _stage_function("stage4", "run")
+        product = lightcurves if not isinstance(lightcurves, (str, os.PathLike)) else \
+            _io().read_lightcurves(lightcurves)
+    outdir.mkdir(parents=True, exist_ok=True)
+    with contextlib.nullcontext() if progress is None else show_progress(progress):
+        result = stage_run(product, config, plot_dir=outdir / "figures" if plot else None)
+    products = result.product
+    products.files = _stage_function("stage4", "write_products")(products, outdir, provenance=provenance)
+    products.files.update({f"fig_{Path(f).stem}": Path(f) for f in result.figures})
+    return products
 
 
 # ---- running the plan ----------------------------------------------------------------------------
@@ -682,13 +798,9 @@ def _run_one(config: dict, p: StagePlan, *, force: bool, progress: bool, state: 
     else:
         files, upstream_id = _upstream_products(config, out_dir, 4, state)
         visits = config["input"].get("lightcurve_visits") if p.stage == first_stage(config) else None
-        if visits:  # input.lightcurves is a list: one joint fit over the visits
-            from .lightcurve.joint_products import run_joint
-            result = run_joint(visits, config["stage4"], d, plot=config["plots"], provenance=prov,
-                               progress=progress)
-        else:
-            result = run_stage4_files(files[0], config["stage4"], d, plot=config["plots"],
-                                      provenance=prov, progress=progress)
+        # input.lightcurves a list: one joint fit over the visits
+        result = run_stage4_files(visits or files[0], config["stage4"], d, plot=config["plots"],
+                                  provenance=prov, progress=progress)
         products = sorted(str(x) for x in d.iterdir() if x.is_file() and not x.name.startswith("."))
         extra = {"result": _result_numbers(result)}
         if config["input"]["kind"] == "simulate":
@@ -710,7 +822,7 @@ def _compare_with_truth(config: dict, out_dir: Path, d: Path, *, plot: bool):
     """Write injected_spectrum.ecsv beside spectrum.ecsv (same wavelength columns, transit_depth in
     ppm, binned with the simulator's own ``LRSTruth.injected_spectrum``) and the recovered-vs-injected
     figure.  Returns (paths written, comparison numbers)."""
-    from . import pipeline_truth
+    from .simulate import truth as pipeline_truth
     sim = _read_marker(out_dir / STAGE_DIRS[0] / DONE)["simulation"]
     return pipeline_truth.compare_with_truth(out_dir / STAGE_DIRS[0] / sim["truth"], d, plot=plot)
 
@@ -720,8 +832,8 @@ def _result_numbers(result) -> dict:
     (median +- mean error) and reduced chi2."""
     out = {}
     white = getattr(result, "white", None)
-    if white is None and hasattr(result, "visit_rows"):  # a joint fit: its global free parameters
-        white = result
+    if white is None:  # a joint fit: its global free parameters
+        white = getattr(result, "joint", None)
     if white is None:
         return out
     med = getattr(white, "median", None) or getattr(white, "params", None) or {}
@@ -798,7 +910,7 @@ def _key_numbers(config: dict, out_dir: Path) -> dict:
         nums.update(m4.get("result", {}))
     spec = out_dir / STAGE_DIRS[4] / "spectrum.ecsv"
     if spec.exists():
-        from . import pipeline_truth
+        from .simulate import truth as pipeline_truth
         nums.update(pipeline_truth.spectrum_numbers(spec))
     return nums
 

@@ -145,7 +145,7 @@ summary = pipeline.run(config, stages="4", progress=False)
 print(pipeline.format_summary(summary))
 display(Image(filename=str(OUT / "stage4" / "figures" / "recovered_vs_injected.png"), width=640))'''),
         new_code_cell('''\
-from tsoreduce.pipeline_truth import read_spectrum
+from tsoreduce.simulate.truth import read_spectrum
 spectrum = read_spectrum(OUT / "stage4" / "spectrum.ecsv")
 injected = read_spectrum(OUT / "stage4" / "injected_spectrum.ecsv")
 z = (np.asarray(spectrum["transit_depth"]) - np.asarray(injected["transit_depth"])) / (
@@ -361,7 +361,7 @@ plt.figure(figsize=(7, 3))
 plt.plot(lc.time, lc.white_flux, "k.", ms=1); plt.xlabel("BMJD_TDB"); plt.ylabel("relative flux");'''),
         new_code_cell('''\
 stage4 = dict(cfg["stage4"], fitter={**cfg["stage4"]["fitter"], "method": "lsq"})
-res = run_stage4(lc, stage4, OUT / "wasp107b", plot=True)
+res = run_stage4(lc, stage4, plot_dir=OUT / "wasp107b" / "figures").product
 w = res.white
 for name in ("rp_rs", "a_rs", "inc", "t0", "ramp_amp1", "err_mult"):
     if name in w.median:
@@ -384,7 +384,7 @@ plt.xlabel("BMJD_TDB"); plt.ylabel("relative flux");'''),
         new_code_cell('''\
 stage4 = dict(cfg43["stage4"], fit_channels=False,
               fitter={**cfg43["stage4"]["fitter"], "method": "lsq"})
-res43 = run_stage4(lc43, stage4, OUT / "wasp43b", plot=True)
+res43 = run_stage4(lc43, stage4, plot_dir=OUT / "wasp43b" / "figures").product
 w = res43.white
 for name in ("rp_rs", "fp", "pc_amp1", "pc_offset1", "t0", "a_rs", "inc"):
     if name in w.median:

@@ -1,9 +1,9 @@
-"""Joint Stage 4 fits from files: reading the visits, writing the products (tables, chains, figures).
+"""Joint Stage 4 fits as a stage: reading the visits, the product tables and figures.
 
-``run_joint(entries, config, outdir)`` reads ``input.lightcurves`` list entries, runs
-:func:`~tsoreduce.lightcurve.joint.fit_joint` and writes ``white_fit.ecsv`` (global parameters),
-``visits.ecsv`` (one row per visit), ``transit_times.ecsv`` (timing mode), ``visit_fits.ecsv`` (each
-visit alone), ``joint_chains.h5`` and the figures.
+``run_joint(visits, config)`` runs :func:`~tsoreduce.lightcurve.joint.fit_joint` and returns the
+tables ``white_fit`` (global parameters), ``visits`` (one row per visit), ``transit_times`` (timing
+mode) and ``visit_fits`` (each visit alone) as a :class:`~tsoreduce.lightcurve.products.FitProducts`
+(the stage contract); :func:`tsoreduce.pipeline.run_stage4_files` writes them.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import OverwriteError
+from ..contract import StageResult, no_references, progress_enabled
 from .joint import JointResult, fit_joint
+from .products import FitProducts
+from .stage import validate_config
 
 __all__ = ["read_visit_entries", "run_joint"]
 
@@ -76,65 +78,56 @@ def _visit_columns(rows):
     return cols
 
 
-def run_joint(entries, config: dict, outdir, *, plot=True, progress=None, provenance: dict | None = None):
-    """Joint fit of several light-curve files, writing the products to ``outdir``.
+def run_joint(visits, config: dict | None = None, *, plot_dir=None, references=None) -> StageResult:
+    """Stage 4 on several visits: one joint fit (shared orbit, per-visit systematics), pure.
 
-    ``entries``: ``input.lightcurves`` list items (path strings or ``{path, visit, band}``), or
-    already-read ``{lc, visit, band}`` dicts / :class:`Visit` objects.  Writes ``white_fit.ecsv``
-    (global parameters), ``visits.ecsv`` (one row per visit), ``transit_times.ecsv`` (timing mode),
-    ``visit_fits.ecsv`` (each visit alone), ``joint_chains.h5`` (emcee) and figures
-    ``figures/joint_lightcurves.png`` and ``figures/o_c.png``.  Returns the :class:`JointResult`
-    with ``files`` set.  Raises OverwriteError when an output would replace an input.
+    The stage contract's ``run`` for a list of visits: nothing is written except the figures into
+    ``plot_dir``; :func:`tsoreduce.pipeline.run_stage4_files` writes the tables (``white_fit.ecsv``
+    global parameters, ``visits.ecsv`` one row per visit, ``transit_times.ecsv`` in timing mode,
+    ``visit_fits.ecsv`` each visit alone) and ``joint_chains.h5`` (emcee).  Progress bars follow
+    :func:`tsoreduce.contract.progress_enabled`.
+
+    Parameters
+    ----------
+    visits : list
+        ``{lc, visit, band}`` dicts (``lc`` a :class:`~tsoreduce.datamodel.LightCurves`) or
+        :class:`~tsoreduce.lightcurve.visits.Visit` objects (read files with
+        :func:`read_visit_entries` first); not modified.
+    config : dict, optional
+        The ``stage4`` section with its ``joint`` block (validated here).
+    plot_dir : str or pathlib.Path, optional
+        Directory for ``joint_lightcurves.png`` and (timing mode) ``o_c.png``; None: no figures.
+    references : dict, optional
+        Stage 4 uses no reference files; must be empty.
+
+    Returns
+    -------
+    tsoreduce.contract.StageResult
+        ``product`` a :class:`~tsoreduce.lightcurve.products.FitProducts` with ``joint`` set (the
+        :class:`~tsoreduce.lightcurve.joint.JointResult`); ``diagnostics`` the number of visits, the
+        fit method and whether the chain converged; ``figures`` the paths written.
+
+    Raises
+    ------
+    ValueError
+        If ``references`` are given.
     """
-    from .spectrum import write_table
-    from .stage import validate_config
-
+    no_references("stage4", references)
     cfg = validate_config(config)
-    outdir = Path(outdir)
-    srcs = [Path(e if isinstance(e, (str, Path)) else e.get("path", "")).resolve() for e in entries
-            if isinstance(e, (str, Path)) or (isinstance(e, dict) and "path" in e)]
-    outs = ("white_fit.ecsv", "visits.ecsv", "transit_times.ecsv", "visit_fits.ecsv", "joint_chains.h5")
-    if any(s == (outdir / n).resolve() for s in srcs for n in outs):
-        raise OverwriteError(f"stage4 joint output in {outdir} would overwrite an input light curve")
-    if entries and (isinstance(entries[0], (str, Path)) or (isinstance(entries[0], dict) and "path" in entries[0])):
-        entries = read_visit_entries(entries)
-    jr = fit_joint(entries, cfg, progress=bool(progress))
-    outdir.mkdir(parents=True, exist_ok=True)
+    jr = fit_joint(visits, cfg, progress=progress_enabled())
     from .. import __version__
 
     prov = {"tsoreduce_version": __version__, "stage4_config": copy.deepcopy(cfg)}
-    for k in ("config_hash", "config"):
-        if provenance and provenance.get(k):
-            prov[k] = provenance[k]
-    files = {k: write_table(t, outdir / f"{k}.ecsv") for k, t in _tables(jr, prov).items()}
-    if jr.chain is not None:
-        files["chains"] = _write_chain(outdir / "joint_chains.h5", jr)
-    if plot:
+    products = FitProducts(tables=_tables(jr, prov), config=cfg, joint=jr)
+    figures = []
+    if plot_dir is not None:
         from ..plotting.joint import plot_joint_lightcurves, plot_o_c
 
-        fd = outdir / "figures"
+        fd = Path(plot_dir)
         fd.mkdir(parents=True, exist_ok=True)
-        files["fig_joint"] = Path(plot_joint_lightcurves(jr, path=fd / "joint_lightcurves.png"))
+        figures.append(Path(plot_joint_lightcurves(jr, path=fd / "joint_lightcurves.png")))
         oc = plot_o_c(jr, path=fd / "o_c.png")
         if oc is not None:
-            files["fig_o_c"] = Path(oc)
-    jr.files = files
-    return jr
-
-
-def _write_chain(path: Path, jr: JointResult) -> Path:
-    import json
-
-    import h5py
-
-    from .._util import atomic_path
-
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        g = f.create_group("joint")
-        g.create_dataset("chain", data=jr.chain, compression="gzip")
-        g.create_dataset("log_prob", data=jr.log_prob, compression="gzip")
-        g.attrs["free_names"] = json.dumps(jr.free)
-        g.attrs["burn_in"] = jr.burn_in
-        g.attrs["acceptance"] = jr.acceptance
-        g.attrs["autocorr_time"] = json.dumps([float(x) for x in jr.tau])
-    return path
+            figures.append(Path(oc))
+    diagnostics = {"n_visits": len(jr.visit_rows), "method": jr.method, "converged": bool(jr.converged)}
+    return StageResult(product=products, diagnostics=diagnostics, figures=figures)

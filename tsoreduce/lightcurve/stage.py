@@ -1,12 +1,13 @@
-"""Stage 4 runner: white-light fit, spectroscopic channel fits in parallel processes, products and figures.
+"""Stage 4 runner: white-light fit, spectroscopic channel fits in parallel processes, the product tables.
 
-``run_stage4(lc, config, outdir)`` fits the white light curve (all parameters free as declared), then
-each spectroscopic channel with the parameters declared ``shared`` (by default the orbit: t0, per, a_rs,
+``run(lightcurves, config)`` fits the white light curve (all parameters free as declared), then each
+spectroscopic channel with the parameters declared ``shared`` (by default the orbit: t0, per, a_rs,
 inc, ecc, w) fixed at their white-light posterior medians and the others (Rp/Rs, fp, phase-curve
 terms, limb darkening, systematics, noise) free per channel, started at the white-light values
-(Eureka! ``white_fixed``, exoTEDRF / SPARTA practice).  Channels run in a
+(Eureka! ``white_fixed``, exoTEDRF / SPARTA practice; docs/sources.md).  Channels run in a
 ``ProcessPoolExecutor`` (``n_processes`` workers, default 2; batman nthreads=1 so the
-workers do not oversubscribe the cores).
+workers do not oversubscribe the cores).  ``run`` writes nothing but figures: the tables and chains
+are written by :func:`tsoreduce.pipeline.run_stage4_files`.
 """
 
 from __future__ import annotations
@@ -15,23 +16,25 @@ import copy
 import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..config import Param, validate
+from ..contract import StageResult, no_references, progress_enabled
 from ..datamodel import LightCurves
-from ..errors import ConfigError, EmptyDataError, OverwriteError
+from ..errors import ConfigError, EmptyDataError
+from .curves import _excluded_note, _time_reference, _valid_points, _white_band, _white_curve, ordered_lightcurves
 from .fitting import NOISE_PARAMS, FitResult, fit_lightcurve
 from .models import LD_LAWS, MODEL_KINDS, NOISE_KINDS, LightCurveModel, ld_coefficients
 from .parameters import ORBIT_PARAMS, ParameterSet, ParamSpec, parse_parameter
-from .spectrum import channel_parameter_table, spectrum_table, write_chains, write_table
+from .products import FitProducts
+from .spectrum import channel_parameter_table, spectrum_table
 from .systematics import RAMP_KINDS
 from .visits import JOINT_SCHEMA
 
-__all__ = ["CONFIG_SCHEMA", "Stage4Result", "validate_config", "build_model", "build_parameters", "fit_white",
-           "fit_channels", "run_stage4", "ordered_lightcurves"]
+__all__ = ["CONFIG_SCHEMA", "FitProducts", "validate_config", "build_model", "build_parameters", "fit_white",
+           "fit_channels", "run", "run_stage4", "ordered_lightcurves"]
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +92,24 @@ _REQUIRED = {"transit": ("t0", "per", "rp_rs", "a_rs", "inc"),
 
 
 def validate_config(section: dict | None) -> dict:
-    """Validate a ``stage4`` section (schema + every parameter declaration); return it completed.
+    """Validate a ``stage4`` section (schema and every parameter declaration).
 
-    Raises ConfigError for unknown keys, bad values, unknown prior types, bad bounds, parameters the
-    model does not have or missing required parameters (t0, per, rp_rs, a_rs, inc; fp for eclipses).
+    Parameters
+    ----------
+    section : dict or None
+        The ``stage4`` section; missing keys take the :data:`CONFIG_SCHEMA` defaults.  Not modified.
+
+    Returns
+    -------
+    dict
+        A new, completed section.
+
+    Raises
+    ------
+    tsoreduce.errors.ConfigError
+        For unknown keys, bad values, unknown prior types, bad bounds, parameters the model does not
+        have, missing required parameters (t0, per, rp_rs, a_rs, inc; fp for eclipses) or a burn-in
+        not shorter than the chain.
     """
     cfg = validate(section, CONFIG_SCHEMA, "stage4")
     cfg["parameters"] = dict(cfg["parameters"] or {})
@@ -135,7 +152,24 @@ def _regressor_names(lc: LightCurves, cfg) -> list:
 
 
 def build_model(time, cfg: dict, regressors=None, t_start=None) -> LightCurveModel:
-    """A :class:`LightCurveModel` for ``time`` (BMJD_TDB) from a validated stage4 section."""
+    """A :class:`LightCurveModel` for ``time`` from a validated ``stage4`` section.
+
+    Parameters
+    ----------
+    time : numpy.ndarray
+        ``(nints,)`` mid-integration times, BMJD_TDB (days).
+    cfg : dict
+        A validated ``stage4`` section (:func:`validate_config`).
+    regressors : dict of str to numpy.ndarray, optional
+        Decorrelation regressors, each ``(nints,)``.
+    t_start : float, optional
+        Exposure start (BMJD_TDB) for the settling ramp and the polynomial in time.
+
+    Returns
+    -------
+    LightCurveModel
+        With the supersampling exposure time in days (``exposure_time`` or the median cadence).
+    """
     exp_time = cfg["exposure_time"]
     if cfg["supersample_factor"] > 1:
         exp_time = (exp_time / 86400.0) if exp_time else float(np.median(np.diff(time)))
@@ -184,7 +218,27 @@ def _auto_spec(name, flux, user) -> ParamSpec:
 
 
 def build_parameters(model: LightCurveModel, cfg: dict, flux) -> ParameterSet:
-    """The :class:`ParameterSet` of ``model``: user declarations, defaults for the others (logged)."""
+    """The :class:`ParameterSet` of ``model``: the user's declarations, defaults for the others (logged).
+
+    Parameters
+    ----------
+    model : LightCurveModel
+        The model whose parameters are needed.
+    cfg : dict
+        A validated ``stage4`` section.
+    flux : numpy.ndarray
+        ``(nints,)`` flux the defaults are scaled from (f0 prior, ramp amplitude start).
+
+    Returns
+    -------
+    ParameterSet
+        One :class:`ParamSpec` per model parameter.
+
+    Raises
+    ------
+    tsoreduce.errors.ConfigError
+        When a declared parameter is not one of the model's.
+    """
     user = {n: parse_parameter(n, d, default_shared=n in ORBIT_PARAMS) for n, d in cfg["parameters"].items()}
     specs, defaulted = {}, []
     for n in model.names:
@@ -201,101 +255,6 @@ def build_parameters(model: LightCurveModel, cfg: dict, flux) -> ParameterSet:
     return ParameterSet(specs)
 
 
-def ordered_lightcurves(lc: LightCurves) -> LightCurves:
-    """``lc`` with NaN times dropped and the integrations sorted by time, each with a WARNING.
-
-    Unsorted times would make the time reference (the first row) and the exposure-start systematics
-    wrong and the plotted model zig-zag; a NaN time cannot be placed on the orbit.  The counts are
-    recorded in ``meta['stage4_n_nan_time_dropped']`` / ``meta['stage4_sorted']``.  Returns ``lc``
-    itself when nothing needs doing.
-    """
-    t = lc.time
-    ok = np.isfinite(t)
-    order = None
-    meta = dict(lc.meta)
-    if not ok.all():
-        log.warning("stage4: %d of %d integrations have a non-finite time and are dropped", int((~ok).sum()),
-                    t.size)
-        meta["stage4_n_nan_time_dropped"] = int((~ok).sum())
-    idx = np.flatnonzero(ok)
-    if np.any(np.diff(t[idx]) < 0):
-        order = idx[np.argsort(t[idx], kind="stable")]
-        n_back = int(np.count_nonzero(np.diff(t[idx]) < 0))
-        log.warning("stage4: times are not in increasing order (%d step(s) backwards); the %d integrations "
-                    "are sorted by time", n_back, idx.size)
-        meta["stage4_sorted"] = True
-        idx = order
-    if idx.size == t.size and order is None:
-        return lc
-    dup = int(np.count_nonzero(np.diff(t[idx]) == 0))
-    if dup:
-        log.warning("stage4: %d integration(s) share a time with the previous one", dup)
-    return lc.replace(time=t[idx], flux=lc.flux[:, idx], err=lc.err[:, idx],
-                      white_flux=None if lc.white_flux is None else lc.white_flux[idx],
-                      white_err=None if lc.white_err is None else lc.white_err[idx], mask=lc.mask[idx],
-                      regressors={k: v[idx] for k, v in lc.regressors.items()}, meta=meta)
-
-
-def _time_reference(lc: LightCurves) -> float:
-    """Exposure start for the time-dependent systematics (settling ramp, polynomial): the earliest time
-    of an integration with usable data in the white light curve or any channel (finite flux, err > 0),
-    masked or excluded ones included, so that a zero-filled placeholder row (time 0) cannot become the
-    reference."""
-    use = np.zeros(lc.nints, bool)
-    curves = [(lc.white_flux, lc.white_err)] if lc.white_flux is not None else []
-    curves += [(lc.flux[c], lc.err[c]) for c in range(lc.nchan)]
-    for f, e in curves:
-        if e is None:
-            continue
-        with np.errstate(invalid="ignore"):
-            use |= np.isfinite(f) & np.isfinite(e) & (e > 0)
-    use &= np.isfinite(lc.time)
-    return float(lc.time[use].min()) if use.any() else float(np.nanmin(lc.time))
-
-
-def _excluded_note(lc: LightCurves, ok, what):
-    n_mask = int(np.count_nonzero(lc.mask))
-    if n_mask:
-        log.info("stage4: %s: %d masked integration(s) excluded (mask column of the light curves)", what, n_mask)
-    n_other = int(np.count_nonzero(~ok & ~lc.mask))
-    if n_other:
-        log.warning("stage4: %s: %d integration(s) with non-finite flux, error or regressor (or err <= 0, or "
-                    "exclude_first) left out of the fit", what, n_other)
-
-
-def _valid_points(lc: LightCurves, flux, err, reg_names, exclude_first):
-    ok = ~lc.mask & np.isfinite(flux) & np.isfinite(err) & (err > 0) & np.isfinite(lc.time)
-    for n in reg_names:
-        ok &= np.isfinite(lc.regressors[n])
-    ok[:exclude_first] = False
-    return ok
-
-
-def _white_curve(lc: LightCurves):
-    if lc.white_flux is not None:
-        err = lc.white_err if lc.white_err is not None else np.full(lc.nints, np.nan)
-        return lc.white_flux, err
-    if lc.nchan == 0:
-        raise EmptyDataError(lc.meta.get("_source_path", "<LightCurves>"), "no white light curve and no channels")
-    log.info("stage4: no white light curve in the table; using the mean of the %d normalised channels", lc.nchan)
-    med = np.nanmedian(lc.flux, axis=1, keepdims=True)
-    f = lc.flux / med
-    e = lc.err / med
-    n = np.sum(np.isfinite(f), axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.nanmean(f, axis=0), np.sqrt(np.nansum(e ** 2, axis=0)) / n
-
-
-def _white_band(lc: LightCurves):
-    lo = lc.meta.get("white_wavelength_lower")
-    hi = lc.meta.get("white_wavelength_upper")
-    if lo is None and lc.nchan and np.isfinite(lc.wavelength_lower).any():
-        lo, hi = float(np.nanmin(lc.wavelength_lower)), float(np.nanmax(lc.wavelength_upper))
-    if lo is None:
-        return (np.nan, np.nan, np.nan)
-    return (0.5 * (lo + hi), float(lo), float(hi))
-
-
 def _fit_args(cfg, channel=False):
     f = cfg["fitter"]
     nsteps = f["channel_nsteps"] if (channel and f["channel_nsteps"]) else f["nsteps"]
@@ -310,8 +269,25 @@ def _fit_args(cfg, channel=False):
 def fit_white(lc: LightCurves, config: dict) -> FitResult:
     """Fit the white light curve of ``lc`` (or the mean of its channels) with every declared parameter free.
 
-    ``config`` is a stage4 section (validated here).  Returns a :class:`FitResult` labelled 'white'.
-    Raises ConfigError / EmptyDataError.
+    Parameters
+    ----------
+    lc : tsoreduce.datamodel.LightCurves
+        Light curves; the white light curve ``(nints,)`` or, without one, the mean of the
+        median-normalised channels.  Not modified.
+    config : dict
+        A ``stage4`` section (validated here).
+
+    Returns
+    -------
+    FitResult
+        Labelled ``white``.
+
+    Raises
+    ------
+    tsoreduce.errors.ConfigError
+        For an invalid section or a regressor the table does not have.
+    tsoreduce.errors.EmptyDataError
+        For fewer than 10 usable integrations.
     """
     cfg = validate_config(config)
     lc = ordered_lightcurves(lc)
@@ -363,17 +339,34 @@ def _fit_channel_task(task):
 
 def fit_channels(lc: LightCurves, config: dict, white: FitResult | None = None, *, channels=None,
                  n_processes=None, progress: bool = False) -> list[FitResult]:
-    """Fit spectroscopic channels with shared parameters fixed at the white-light medians.
+    """Fit spectroscopic channels with the shared parameters fixed at the white-light medians.
 
     Parameters
     ----------
-    lc : LightCurves with ``flux`` ``(nchan, nints)``; non-finite points of a channel are excluded.
-    config : stage4 section.  white : the white-light :class:`FitResult` (None: shared parameters are
-        fixed at their configured values).  channels : indices (default config ``channels`` or all).
-    n_processes : worker processes (default config ``n_processes``); 1 runs in this process.
-    progress : show a tqdm bar over the channels.
+    lc : tsoreduce.datamodel.LightCurves
+        ``flux`` ``(nchan, nints)``; non-finite points of a channel are excluded.  Not modified.
+    config : dict
+        A ``stage4`` section (validated here).
+    white : FitResult, optional
+        The white-light fit; None: the shared parameters are fixed at their configured values.
+    channels : list of int, optional
+        Channel indices (default: the config's ``channels``, else all).
+    n_processes : int, optional
+        Worker processes (default: the config's ``n_processes``); 1 runs in this process.
+    progress : bool
+        Show a tqdm bar over the channels.
 
-    Returns one :class:`FitResult` per channel (label ``channel_NN``), in channel order.
+    Returns
+    -------
+    list of FitResult
+        One per channel (label ``channel_NN``), in channel order.
+
+    Raises
+    ------
+    tsoreduce.errors.ConfigError
+        For a channel index outside the table or an invalid section.
+    tsoreduce.errors.EmptyDataError
+        For a channel with fewer than 10 usable integrations.
     """
     cfg = validate_config(config)
     lc = ordered_lightcurves(lc)
@@ -418,40 +411,9 @@ def fit_channels(lc: LightCurves, config: dict, white: FitResult | None = None, 
         return list(tqdm(ex.map(_fit_channel_task, tasks), **bar))
 
 
-@dataclass
-class Stage4Result:
-    """Output of :func:`run_stage4`: white fit, channel fits, the spectrum table and the files written."""
-
-    white: FitResult | None
-    channels: list
-    spectrum: object
-    white_table: object | None
-    files: dict = field(default_factory=dict)
-
-
-def run_stage4(lc: LightCurves, config: dict, outdir, *, plot=True, progress=None,
-               provenance: dict | None = None) -> Stage4Result:
-    """Run Stage 4 on ``lc`` with the stage4 ``config`` section, writing products to ``outdir``.
-
-    Writes ``spectrum.ecsv`` (one row per fitted channel, or one row for the white light curve when no
-    channel is fitted), ``white_fit.ecsv`` (name, median, err_lower, err_upper, fixed),
-    ``channel_fits.ecsv`` (every channel parameter), ``chains.h5`` and, with ``plot``, figures under
-    ``outdir/figures``.  ``progress`` (True/False) overrides ``fitter.progress`` (emcee progress bars)
-    and shows a bar over the channels.  Every table's metadata holds ``tsoreduce_version``, the
-    validated ``stage4_config`` and, from ``provenance`` (the pipeline's), ``config_hash`` and the
-    run's ``config`` text.
-    Raises ConfigError, EmptyDataError, OverwriteError (an output would replace the input table).
-    """
-    cfg = validate_config(config)
-    if progress is not None:
-        cfg["fitter"]["progress"] = bool(progress)
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    src = lc.meta.get("_source_path")
-    names = ("spectrum.ecsv", "white_fit.ecsv", "channel_fits.ecsv", "chains.h5")
-    if src is not None and any(Path(src).resolve() == (outdir / n).resolve() for n in names):
-        raise OverwriteError(f"stage4 output would overwrite its input {src}")
-    lc = ordered_lightcurves(lc)
+def _fit_all(lc: LightCurves, cfg: dict) -> tuple:
+    """The white-light fit (unless ``fit_white`` is false) and the channel fits (unless ``fit_channels``
+    is false or the table has no channel), logged."""
     white = None
     if cfg["fit_white"]:
         white = fit_white(lc, cfg)
@@ -460,7 +422,7 @@ def run_stage4(lc: LightCurves, config: dict, outdir, *, plot=True, progress=Non
         log.info("stage4: white-light fit skipped (fit_white: false)")
     chans = []
     if cfg["fit_channels"] and lc.nchan > 0:
-        chans = fit_channels(lc, cfg, white, progress=progress is not False)
+        chans = fit_channels(lc, cfg, white, progress=progress_enabled())
         for r in chans:
             log.info("stage4: %s %.3f um: rp_rs %.5f +%.5f/-%.5f%s", r.label, r.wavelength, r.median["rp_rs"],
                      r.err_upper["rp_rs"], r.err_lower["rp_rs"],
@@ -470,30 +432,92 @@ def run_stage4(lc: LightCurves, config: dict, outdir, *, plot=True, progress=Non
         log.info("stage4: the table has no spectroscopic channels; the spectrum is the white-light row")
     else:
         log.info("stage4: channel fits skipped (fit_channels: false)")
-    rows = chans if chans else ([white] if white is not None else [])
+    return white, chans
+
+
+def _product_tables(lc: LightCurves, cfg: dict, white, chans) -> dict:
+    """spectrum, white_fit and channel_fits tables, each with ``tsoreduce_version`` and ``stage4_config``
+    in its metadata (the pipeline's writer appends the run's config hash and text)."""
     from .. import __version__
+
     prov = {"tsoreduce_version": __version__, "stage4_config": _jsonable(cfg)}
-    for k in ("config_hash", "config"):
-        if provenance and provenance.get(k):
-            prov[k] = provenance[k]
-    meta = {"model": cfg["model"], "target": lc.meta.get("target", ""), "source": str(src or ""), **prov}
-    spec = spectrum_table(rows, meta=meta)
-    files = {"spectrum": write_table(spec, outdir / "spectrum.ecsv")}
-    wt = None
+    rows = chans if chans else ([white] if white is not None else [])
+    meta = {"model": cfg["model"], "target": lc.meta.get("target", ""),
+            "source": str(lc.meta.get("_source_path") or ""), **prov}
+    tables = {"spectrum": spectrum_table(rows, meta=meta)}
     if white is not None:
         wt = white.table()
         wt.meta.update(prov)
-        files["white_fit"] = write_table(wt, outdir / "white_fit.ecsv")
+        tables["white_fit"] = wt
     if chans:
         ct = channel_parameter_table(chans)
         ct.meta.update(prov)
-        files["channel_fits"] = write_table(ct, outdir / "channel_fits.ecsv")
-    fits = ([white] if white is not None else []) + chans
-    if fits:
-        files["chains"] = write_chains(outdir / "chains.h5", fits, config=prov["stage4_config"])
-    if plot and fits:
-        files.update(_make_figures(white, chans, spec, outdir / "figures"))
-    return Stage4Result(white=white, channels=chans, spectrum=spec, white_table=wt, files=files)
+        tables["channel_fits"] = ct
+    return tables
+
+
+def run(lightcurves: LightCurves, config: dict | None = None, *, plot_dir=None,
+        references=None) -> StageResult:
+    """Stage 4 on one visit: fit the white light curve, then every spectroscopic channel.
+
+    The white light curve is fitted with every declared parameter free; each channel with the
+    parameters declared ``shared`` (by default the orbit) fixed at their white-light posterior medians
+    and the others started at the white-light values (Eureka! ``white_fixed`` practice, Bell et al.
+    2022).  Channels run in ``n_processes`` worker processes (or on the execution backend of
+    :mod:`tsoreduce.execution`).  Pure: nothing is written except the figures into ``plot_dir``; the
+    file-level runner :func:`tsoreduce.pipeline.run_stage4_files` writes the tables and chains.
+    Progress bars follow :func:`tsoreduce.contract.progress_enabled`.
+
+    Parameters
+    ----------
+    lightcurves : tsoreduce.datamodel.LightCurves
+        Spectroscopic light curves ``flux`` ``(nchan, nints)`` and the white light curve ``(nints,)``,
+        ``time`` in BMJD_TDB; not modified.  NaN times are dropped and the integrations sorted by time
+        (WARNING, :func:`~tsoreduce.lightcurve.curves.ordered_lightcurves`).
+    config : dict, optional
+        The ``stage4`` section (:data:`CONFIG_SCHEMA`); it must declare the model's required parameters
+        (t0, per, rp_rs, a_rs, inc; fp for eclipses).
+    plot_dir : str or pathlib.Path, optional
+        Directory for the figures (white fit, binned rms, corner, channel fits, spectrum); None: none.
+    references : dict, optional
+        Stage 4 uses no reference files; must be empty.
+
+    Returns
+    -------
+    tsoreduce.contract.StageResult
+        ``product`` a :class:`~tsoreduce.lightcurve.products.FitProducts` (spectrum, white_fit,
+        channel_fits tables; the fits); ``diagnostics`` the number of channels fitted, the white fit's
+        reduced chi-square and the parameters flagged at a prior bound; ``figures`` the paths written.
+
+    Raises
+    ------
+    ValueError
+        If ``references`` are given.
+    tsoreduce.errors.ConfigError
+        For an invalid section or a regressor / channel the table does not have.
+    tsoreduce.errors.EmptyDataError
+        For a light curve with fewer than 10 usable integrations.
+    """
+    no_references("stage4", references)
+    cfg = validate_config(config)
+    if progress_enabled():
+        cfg["fitter"]["progress"] = True
+    lc = ordered_lightcurves(lightcurves)
+    white, chans = _fit_all(lc, cfg)
+    products = FitProducts(tables=_product_tables(lc, cfg, white, chans), config=cfg, white=white,
+                           channels=chans)
+    figures = []
+    if plot_dir is not None and products.fits:
+        figures = list(_make_figures(white, chans, products.spectrum, Path(plot_dir)).values())
+    flagged = [f"{r.label}.{p}" for r in products.fits for p, f in r.flags.items() if f]
+    diagnostics = {"n_channels_fitted": len(chans),
+                   "white_chi2_red": float(white.chi2_red) if white is not None else None,
+                   "flagged_parameters": flagged}
+    return StageResult(product=products, diagnostics=diagnostics, figures=figures)
+
+
+#: the name the package exported before the stage contract (same object)
+run_stage4 = run
 
 
 def _jsonable(cfg):

@@ -72,7 +72,7 @@ class Visit:
 
 
 def _white(lc):
-    from .stage import _white_curve  # the single-visit white-curve rule (table white flux or channel mean)
+    from .curves import _white_curve  # the single-visit white-curve rule (table white flux or channel mean)
 
     return _white_curve(lc)
 
@@ -108,7 +108,7 @@ def make_visits(entries, *, exclude_first: int = 0, regressors=None) -> list[Vis
             time, mask = np.asarray(lc.time, float), np.asarray(lc.mask, bool)
             regs = {n: np.asarray(v, float) for n, v in lc.regressors.items()}
             src = str(lc.meta.get("_source_path", ""))
-            from .stage import _white_band
+            from .curves import _white_band
 
             wl = _white_band(lc)
             if not np.isfinite(wl[0]) and lc.meta.get("wavelength") is not None:

@@ -1,4 +1,4 @@
-"""PSF-size law, circle-pixel overlap weights, encircled energy and centring for MRS cubes.
+"""PSF-size law, circle-pixel overlap weights (photutils apertures), encircled energy and centring for MRS cubes.
 
 Pixel convention (photutils / STScI extract_1d): 0-based spaxel index i spans
 [i - 0.5, i + 0.5]; a centre (x, y) is in those coordinates (x along the cube's last axis).
@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from astropy.stats import mad_std
 from scipy import optimize, special
 
 log = logging.getLogger(__name__)
 
 __all__ = ["psf_fwhm_arcsec", "gaussian_encircled_energy", "airy_encircled_energy", "circle_overlap",
+           "annulus_overlap",
            "pixel_integrated_gaussian", "find_centre", "FWHM_SLOPE", "FWHM_INTERCEPT"]
 
 #: MRS PSF FWHM law, FWHM [arcsec] = 0.033 (lambda/um) + 0.106 (Law et al. 2023, AJ 166, 45; the law the
@@ -24,84 +26,153 @@ _SIGMA_PER_FWHM = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
 
 def psf_fwhm_arcsec(wavelength) -> np.ndarray:
-    """MRS point-source FWHM (arcsec) at ``wavelength`` (um, any shape): 0.033 lambda + 0.106
-    (Law et al. 2023)."""
+    """MRS point-source FWHM: 0.033 lambda + 0.106 arcsec (Law et al. 2023).
+
+    Parameters
+    ----------
+    wavelength : float or array_like
+        Wavelength in um, any shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        FWHM in arcsec, the shape of ``wavelength``.
+    """
     return FWHM_SLOPE * np.asarray(wavelength, float) + FWHM_INTERCEPT
 
 
 def gaussian_encircled_energy(k) -> np.ndarray:
-    """Encircled energy of a circular Gaussian within r = k x FWHM (before pixelisation):
-    EE = 1 - 2^(-4 k^2) (since exp(-r^2 / 2 sigma^2) with FWHM^2 = 8 ln2 sigma^2)."""
+    """Encircled energy of a circular Gaussian within r = k x FWHM (before pixelisation).
+
+    EE = 1 - 2^(-4 k^2), since the profile is exp(-r^2 / 2 sigma^2) with FWHM^2 = 8 ln2 sigma^2.
+
+    Parameters
+    ----------
+    k : float or array_like
+        Radius in units of the FWHM.
+
+    Returns
+    -------
+    numpy.ndarray
+        Fraction of the flux inside r, the shape of ``k``.
+    """
     k = np.asarray(k, float)
     return 1.0 - 2.0 ** (-4.0 * k * k)
 
 
 def airy_encircled_energy(k) -> np.ndarray:
-    """Encircled energy of an Airy pattern within r = k x FWHM: 1 - J0(x)^2 - J1(x)^2 with
-    x = pi x 1.029 x k (Airy FWHM = 1.029 lambda/D; Born & Wolf 8.5)."""
+    """Encircled energy of an Airy pattern within r = k x FWHM.
+
+    EE = 1 - J0(x)^2 - J1(x)^2 with x = pi x 1.029 x k (the Airy FWHM is 1.029 lambda/D; Born & Wolf,
+    Principles of Optics, section 8.5).
+
+    Parameters
+    ----------
+    k : float or array_like
+        Radius in units of the FWHM.
+
+    Returns
+    -------
+    numpy.ndarray
+        Fraction of the flux inside r, the shape of ``k``.
+    """
     x = np.pi * 1.029 * np.asarray(k, float)
     return 1.0 - special.j0(x) ** 2 - special.j1(x) ** 2
 
 
-def _corner_area(X, Y, r):
-    """Area of {x < X, y < Y} inside the circle x^2 + y^2 < r^2 (centre at origin); broadcasts.
-
-    Closed form from integrating the chord h(x) = sqrt(r^2 - x^2) with
-    G(x) = int_0^x h = (x h + r^2 asin(x/r)) / 2 over the pieces where the line y = Y cuts it.
-    """
-    def G(x):
-        x = np.clip(x, -r, r)
-        return 0.5 * (x * np.sqrt(np.maximum(r * r - x * x, 0.0)) + r * r * np.arcsin(x / r))
-
-    Xc = np.clip(X, -r, r)
-    a = np.sqrt(np.maximum(r * r - Y * Y, 0.0))
-    # Y >= 0: full chord where |x| > a, Y + h(x) where |x| <= a
-    pos = (G(Xc) - G(-r)) + (G(np.minimum(Xc, -a)) - G(-r)) \
-        + Y * np.clip(Xc + a, 0.0, 2.0 * a) + (G(np.maximum(Xc, a)) - G(a))
-    # Y < 0: only |x| < a contributes, with Y + h(x)
-    m = np.clip(Xc, -a, a)
-    neg = Y * (m + a) + G(m) - G(-a)
-    return np.where(Y >= 0, pos, neg)
+def _overlap_images(make, shape, n, method, subpixels):
+    """``(n, ny, nx)`` images of the photutils apertures ``make(i)`` (None: empty) on a ``shape`` grid."""
+    if method not in ("exact", "subpixel"):
+        raise ValueError(f"aperture overlap {method!r} is not 'exact' or 'subpixel'")
+    w = np.zeros((n,) + tuple(shape))
+    for i in range(n):  # one aperture per plane: the radius changes with wavelength
+        ap = make(i)
+        if ap is None:
+            continue
+        img = ap.to_mask(method=method, subpixels=int(subpixels)).to_image(tuple(shape))
+        if img is not None:  # None: the aperture misses the grid
+            w[i] = img
+    return w
 
 
-def circle_overlap(shape, xc, yc, r, *, method: str = "exact", subpixels: int = 21) -> np.ndarray:
+def circle_overlap(shape, xc, yc, r, *, overlap: str = "exact", subpixels: int = 21) -> np.ndarray:
     """Fractional area of each spaxel inside circle(s) of radius ``r`` spaxels centred at (xc, yc).
+
+    photutils ``CircularAperture`` masks (exact circle-rectangle area, or ``subpixels`` x ``subpixels``
+    samples per spaxel), the weights the STScI ``extract_1d`` IFU branch uses (photutils aperture
+    photometry, JWST pipeline documentation).
 
     Parameters
     ----------
-    shape : (ny, nx) of the spaxel grid.
-    xc, yc, r : floats or 1-D arrays broadcast to one length n (spaxels; 0-based centre convention).
-    method : ``"exact"`` (analytic circle-rectangle area) or ``"subpixel"`` (``subpixels`` x
-        ``subpixels`` samples per spaxel, as photutils method='subpixel').
+    shape : tuple of int
+        ``(ny, nx)`` of the spaxel grid.
+    xc, yc, r : float or numpy.ndarray
+        Centre and radius in spaxels (0-based centre convention), scalars or 1-D arrays broadcast to
+        one length n.
+    overlap : str
+        ``"exact"`` (analytic overlap area) or ``"subpixel"``.
+    subpixels : int
+        Samples per spaxel side for ``"subpixel"``.
 
     Returns
     -------
-    float64 ``(ny, nx)`` for scalar inputs, else ``(n, ny, nx)``; values in [0, 1].
+    numpy.ndarray
+        float64 ``(ny, nx)`` for scalar inputs, else ``(n, ny, nx)``; values in [0, 1]; zero for r <= 0.
+
+    Raises
+    ------
+    ValueError
+        For an ``overlap`` other than ``"exact"`` or ``"subpixel"``.
     """
-    ny, nx = shape
+    from photutils.aperture import CircularAperture
+
     scalar = np.ndim(xc) == 0 and np.ndim(yc) == 0 and np.ndim(r) == 0
-    xc, yc, r = (np.atleast_1d(np.asarray(v, float)) for v in (xc, yc, r))
-    xc, yc, r = np.broadcast_arrays(xc, yc, r)
-    if method == "exact":
-        xe = np.arange(nx + 1) - 0.5
-        ye = np.arange(ny + 1) - 0.5
-        X = xe[None, None, :] - xc[:, None, None]
-        Y = ye[None, :, None] - yc[:, None, None]
-        F = _corner_area(X, Y, np.maximum(r, 1e-12)[:, None, None])
-        w = F[:, 1:, 1:] - F[:, :-1, 1:] - F[:, 1:, :-1] + F[:, :-1, :-1]
-        w = np.clip(w, 0.0, 1.0)
-        w[r <= 0] = 0.0
-    elif method == "subpixel":
-        s = int(subpixels)
-        off = (np.arange(s) + 0.5) / s - 0.5
-        xs = (np.arange(nx)[:, None] + off[None, :]).ravel()
-        ys = (np.arange(ny)[:, None] + off[None, :]).ravel()
-        w = np.empty((xc.size, ny, nx))
-        for i in range(xc.size):  # one plane at a time keeps memory at (ny*s, nx*s)
-            inside = ((xs[None, :] - xc[i]) ** 2 + (ys[:, None] - yc[i]) ** 2) < r[i] ** 2
-            w[i] = inside.reshape(ny, s, nx, s).mean(axis=(1, 3))
-    else:
-        raise ValueError(f"circle_overlap: method {method!r} is not 'exact' or 'subpixel'")
+    xc, yc, r = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, float)) for v in (xc, yc, r)))
+    w = _overlap_images(lambda i: CircularAperture((xc[i], yc[i]), r=r[i]) if r[i] > 0 else None,
+                        shape, xc.size, overlap, subpixels)
+    return w[0] if scalar else w
+
+
+def annulus_overlap(shape, xc, yc, r_in, r_out, *, overlap: str = "exact", subpixels: int = 21) -> np.ndarray:
+    """Fractional area of each spaxel inside circular annuli [r_in, r_out] centred at (xc, yc).
+
+    photutils ``CircularAnnulus`` masks (the background region of the STScI ``extract_1d`` IFU branch).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(ny, nx)`` of the spaxel grid.
+    xc, yc, r_in, r_out : float or numpy.ndarray
+        Centre and radii in spaxels, scalars or 1-D arrays broadcast to one length n; r_in < r_out.
+    overlap : str
+        ``"exact"`` or ``"subpixel"``.
+    subpixels : int
+        Samples per spaxel side for ``"subpixel"``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(ny, nx)`` for scalar inputs, else ``(n, ny, nx)``; values in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        For an ``overlap`` other than ``"exact"`` or ``"subpixel"``.
+    """
+    from photutils.aperture import CircularAnnulus, CircularAperture
+
+    scalar = all(np.ndim(v) == 0 for v in (xc, yc, r_in, r_out))
+    xc, yc, r_in, r_out = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, float))
+                                                for v in (xc, yc, r_in, r_out)))
+
+    def make(i):
+        if r_out[i] <= 0:
+            return None
+        if r_in[i] <= 0:
+            return CircularAperture((xc[i], yc[i]), r=r_out[i])
+        return CircularAnnulus((xc[i], yc[i]), r_in=r_in[i], r_out=r_out[i])
+
+    w = _overlap_images(make, shape, xc.size, overlap, subpixels)
     return w[0] if scalar else w
 
 
@@ -110,8 +181,19 @@ def pixel_integrated_gaussian(shape, x0, y0, sigma) -> np.ndarray:
 
     P_ij = 1/4 [erf((x_j + 1/2 - x0)/(sqrt2 sigma)) - erf((x_j - 1/2 - x0)/(sqrt2 sigma))] x [same in y]
     (the exact integral of a separable Gaussian over a unit square).
-    ``x0``, ``y0``, ``sigma`` (spaxels) scalars or 1-D arrays of one length n; returns
-    ``(ny, nx)`` or ``(n, ny, nx)``.  Sums to 1 over an infinite grid.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(ny, nx)`` of the spaxel grid.
+    x0, y0, sigma : float or numpy.ndarray
+        Centre (0-based spaxels) and standard deviation (spaxels), scalars or 1-D arrays of one
+        length n.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(ny, nx)`` for scalar inputs, else ``(n, ny, nx)``; sums to 1 over an infinite grid.
     """
     ny, nx = shape
     scalar = np.ndim(x0) == 0 and np.ndim(y0) == 0 and np.ndim(sigma) == 0
@@ -138,7 +220,7 @@ def _plane_fit_subtract(img, good, mask_far):
     for _ in range(5):  # iterative 3-sigma rejection: field stars / hot spaxels must not tilt the plane
         coef, *_ = np.linalg.lstsq(A[keep], z[keep], rcond=None)
         res = z - A @ coef
-        sd = 1.4826 * np.median(np.abs(res[keep] - np.median(res[keep])))
+        sd = mad_std(res[keep])
         new = np.abs(res) <= 3 * max(sd, 1e-30)
         if np.array_equal(new, keep) or new.sum() < 6:
             break
@@ -159,13 +241,28 @@ def find_centre(image, fwhm_pix, *, method: str = "moment", guess=None, tol: flo
 
     Parameters
     ----------
-    image : ``(ny, nx)`` float, NaN where unusable.
-    fwhm_pix : float, FWHM (spaxels) of the PSF in the image (the largest one when collapsed over
-        wavelength).
+    image : numpy.ndarray
+        ``(ny, nx)`` float, NaN where unusable.
+    fwhm_pix : float
+        FWHM (spaxels) of the PSF in the image (the largest one when collapsed over wavelength).
+    method : str
+        ``"moment"`` or ``"gaussian"``.
+    guess : tuple of float, optional
+        Starting (x, y); default the peak of the smoothed image.
+    tol : float
+        Convergence of the moment iteration (spaxels).
+    maxiter : int
+        Iterations of the moment at most.
 
     Returns
     -------
-    (x, y) floats, 0-based spaxel coordinates.  Raises ValueError when no finite spaxel exists.
+    tuple of float
+        (x, y), 0-based spaxel coordinates.
+
+    Raises
+    ------
+    ValueError
+        When no finite spaxel or no positive flux near the peak exists, or for an unknown method.
     """
     img = np.asarray(image, float)
     good = np.isfinite(img)

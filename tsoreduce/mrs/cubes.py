@@ -55,8 +55,20 @@ _SUBBAND = {"SHORT": "A", "MEDIUM": "B", "LONG": "C"}
 
 
 def band_label(channel, band) -> str:
-    """Band label from the CHANNEL / BAND keywords: ('1', 'SHORT') -> '1A'; multi-band cubes give e.g.
-    ('12', 'SHORT-MEDIUM') -> '12-SHORT-MEDIUM'.  Unknown values give 'MRS'."""
+    """Band label from the CHANNEL / BAND header keywords.
+
+    Parameters
+    ----------
+    channel : str or int or None
+        CHANNEL keyword ('1' ... '4', or e.g. '12' for a multi-band cube).
+    band : str or None
+        BAND keyword ('SHORT', 'MEDIUM', 'LONG', or e.g. 'SHORT-MEDIUM').
+
+    Returns
+    -------
+    str
+        ('1', 'SHORT') -> '1A'; ('12', 'SHORT-MEDIUM') -> '12-SHORT-MEDIUM'; 'MRS' when both are empty.
+    """
     ch = str(channel or "").strip()
     bd = str(band or "").strip().upper()
     if len(ch) == 1 and ch in "1234" and bd in _SUBBAND:
@@ -67,8 +79,18 @@ def band_label(channel, band) -> str:
 
 
 def band_of_wavelength(wavelength) -> np.ndarray:
-    """Nominal sub-band label (str array) of each wavelength (um), from :data:`MRS_BANDS`; in overlaps
-    the bluer band wins; outside all bands ''."""
+    """Nominal sub-band label of each wavelength, from :data:`MRS_BANDS`.
+
+    Parameters
+    ----------
+    wavelength : float or array_like
+        Wavelengths in um.
+
+    Returns
+    -------
+    numpy.ndarray
+        str labels, at least 1-D; in overlaps the bluer band wins; outside all bands ''.
+    """
     wl = np.atleast_1d(np.asarray(wavelength, float))
     out = np.full(wl.shape, "", dtype="<U2")
     for lab in reversed(list(MRS_BANDS)):
@@ -81,22 +103,35 @@ def band_of_wavelength(wavelength) -> np.ndarray:
 class CubeSeries:
     """A time series of MRS spectral cubes on one fixed grid (one band, or one multi-band cube).
 
-    Attributes
+    Parameters
     ----------
-    data : float32 ``(nints, nwave, ny, nx)``, surface brightness in MJy/sr (NaN = no data).
-    err : float32, same shape, 1-sigma MJy/sr.
-    dq : uint32, same shape (JWST flags; DO_NOT_USE marks unusable voxels).
-    wavelength : float64 ``(nwave,)``, um, strictly increasing.
-    pixar_sr : float, spaxel solid angle (sr).
-    pixel_scale : float, spaxel side (arcsec).
-    wmap : float32 ``(nints, nwave, ny, nx)`` coverage or None (0 = no data).
-    int_times : :class:`~tsoreduce.datamodel.IntTimes` or None.
-    band : str, band label ('1A', ... or '12-SHORT-MEDIUM' for a multi-band cube).
-    meta : dict of header keywords (first integration's primary + SCI headers).
+    data : numpy.ndarray
+        float32 ``(nints, nwave, ny, nx)``, surface brightness in MJy/sr (NaN = no data).
+    err : numpy.ndarray
+        float32, same shape, 1-sigma MJy/sr.
+    dq : numpy.ndarray
+        uint32, same shape (JWST flags; DO_NOT_USE marks unusable voxels).
+    wavelength : numpy.ndarray
+        float64 ``(nwave,)``, um, strictly increasing.
+    pixar_sr : float
+        Spaxel solid angle (sr).
+    pixel_scale : float
+        Spaxel side (arcsec).
+    wmap : numpy.ndarray or None
+        float32 ``(nints, nwave, ny, nx)`` coverage (0 = no data).
+    int_times : tsoreduce.datamodel.IntTimes or None
+        Integration times.
+    band : str
+        Band label ('1A', ... or '12-SHORT-MEDIUM' for a multi-band cube).
+    meta : dict
+        Header keywords (first integration's primary + SCI headers).
 
-    Raises :class:`~tsoreduce.errors.ShapeError` when the arrays disagree and
-    :class:`~tsoreduce.errors.MalformedCubeError` for a non-positive solid angle / scale or a
-    non-increasing wavelength axis.
+    Raises
+    ------
+    tsoreduce.errors.ShapeError
+        When the arrays disagree.
+    tsoreduce.errors.MalformedCubeError
+        For a non-positive solid angle / scale or a non-increasing wavelength axis.
     """
 
     data: np.ndarray
@@ -181,13 +216,31 @@ class CubeSeries:
 # reading
 
 def cube_wavelengths(sci_header, hdul=None, path="<memory>") -> np.ndarray:
-    """Wavelength (um) of every plane of a cube, shape ``(nwave,)``.
+    """Wavelength of every plane of a cube.
 
     Rule (jwst ``cube_build/ifu_cube.py``; stdatamodels ``wcsinfo`` schema):
     a WCS-TABLE extension (column ``wavelength``) wins when present -- it is the only
     description of a WAVE-TAB axis and cube_build writes it for linear cubes too; otherwise
-    ``lambda_k = CRVAL3 + (k + 1 - CRPIX3) * CDELT3`` (0-based k; CUNIT3 um or m).  Raises
-    :class:`~tsoreduce.errors.MalformedCubeError` when neither is usable or the sizes disagree.
+    ``lambda_k = CRVAL3 + (k + 1 - CRPIX3) * CDELT3`` (0-based k; CUNIT3 um or m).
+
+    Parameters
+    ----------
+    sci_header : astropy.io.fits.Header
+        Header of the SCI extension.
+    hdul : astropy.io.fits.HDUList, optional
+        The open file (for a WCS-TABLE extension).
+    path : str
+        File name for the messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(nwave,)`` float64, um.
+
+    Raises
+    ------
+    tsoreduce.errors.MalformedCubeError
+        When neither description is usable, axis 3 is not a wavelength axis, or the sizes disagree.
     """
     naxis = int(sci_header.get("NAXIS", 0))
     nwave = int(sci_header.get("NAXIS3", 0)) if naxis >= 3 else 0
@@ -453,10 +506,26 @@ def read_cube_bands(source, *, wavelength_range=None, box=None) -> dict[str, Cub
 
 
 def read_cubes(source, *, wavelength_range=None, box=None) -> CubeSeries:
-    """Read the ``s3d`` cubes of ONE band as a :class:`CubeSeries` ``(nints, nwave, ny, nx)``.
+    """Read the ``s3d`` cubes of ONE band.
 
-    Same inputs and errors as :func:`read_cube_bands`; raises
-    :class:`~tsoreduce.errors.MalformedCubeError` if the files hold more than one band.
+    Parameters
+    ----------
+    source : str or list of str
+        Path, glob pattern, or list of paths/patterns (as :func:`read_cube_bands`).
+    wavelength_range : tuple of float, optional
+        (min, max) um: keep only these planes.
+    box : tuple of int, optional
+        (x0, x1, y0, y1): keep only this spaxel box (0-based, end exclusive).
+
+    Returns
+    -------
+    CubeSeries
+        ``(nints, nwave, ny, nx)``.
+
+    Raises
+    ------
+    tsoreduce.errors.MalformedCubeError
+        If the files hold more than one band (and the errors of :func:`read_cube_bands`).
     """
     bands = read_cube_bands(source, wavelength_range=wavelength_range, box=box)
     if len(bands) > 1:
@@ -470,9 +539,29 @@ def cubes_from_arrays(data, err, wavelength, pixar_sr, *, dq=None, wmap=None, pi
                       int_times=None, band="MRS", meta=None) -> CubeSeries:
     """A :class:`CubeSeries` from arrays in memory.
 
-    ``data``/``err``/``dq``/``wmap``: ``(nints, nwave, ny, nx)`` (a 3-D cube is one integration);
-    MJy/sr.  ``wavelength`` (nwave,) um; ``pixar_sr`` sr; ``pixel_scale`` arcsec (default
-    sqrt(pixar_sr) in arcsec).  Raises ShapeError / MalformedCubeError like the container.
+    Parameters
+    ----------
+    data, err : array_like
+        ``(nints, nwave, ny, nx)`` (a 3-D cube is one integration), MJy/sr.
+    wavelength : array_like
+        ``(nwave,)`` um.
+    pixar_sr : float
+        Spaxel solid angle (sr).
+    dq, wmap : array_like, optional
+        DQ flags and coverage, the shape of ``data``.
+    pixel_scale : float, optional
+        Spaxel side in arcsec (default sqrt(pixar_sr) in arcsec).
+    int_times : tsoreduce.datamodel.IntTimes, optional
+        Integration times.
+    band : str
+        Band label.
+    meta : dict, optional
+        Header keywords.
+
+    Returns
+    -------
+    CubeSeries
+        Checked like the container (ShapeError / MalformedCubeError).
     """
     def four(a):
         if a is None:

@@ -40,8 +40,8 @@ import numpy as np
 
 from ..datamodel import DQ, IntTimes, SpectraData
 from ..errors import EmptyDataError, NotImplementedStepError
-from .apertures import (airy_encircled_energy, circle_overlap, find_centre, gaussian_encircled_energy,
-                        psf_fwhm_arcsec)
+from .apertures import (airy_encircled_energy, annulus_overlap, circle_overlap, find_centre,
+                        gaussian_encircled_energy, psf_fwhm_arcsec)
 from .cubes import MRS_BANDS, CubeSeries, band_of_wavelength
 
 log = logging.getLogger(__name__)
@@ -55,21 +55,45 @@ MASK_MODES = ("union", "fill", "per_integration")
 class CubePhotometry:
     """Per-integration, per-plane point-source photometry of one :class:`CubeSeries`.
 
-    Attributes (``nints`` integrations, ``nwave`` planes)
+    Shapes: ``nints`` integrations, ``nwave`` planes.
+
+    Parameters
     ----------
-    wavelength : ``(nwave,)`` um.
-    flux, flux_err : ``(nints, nwave)`` Jy (aperture-corrected when ``apcorr`` != 1).
-    surf_bright : ``(nints, nwave)`` net mean surface brightness in the aperture, MJy/sr.
-    background, background_err : ``(nints, nwave)`` annulus mean surface brightness, MJy/sr.
-    dq : ``(nints, nwave)`` uint32; DO_NOT_USE where nothing could be measured.
-    npix : ``(nwave,)`` aperture area actually used (spaxels); ``npix_lost`` the area removed by the
-        fixed bad-spaxel mask; ``psf_lost`` (``(nwave,)``) fraction of the PSF (Gaussian model) in the
-        removed spaxels -- a constant per plane, so it cancels in normalised light curves.
-    centre : (x, y) fixed aperture centre, 0-based spaxels of the full cube.
-    centroid_x, centroid_y : ``(nints,)`` per-integration centroids (spaxels) or None.
-    radius, r_in, r_out : ``(nwave,)`` radii in spaxels.
-    apcorr : ``(nwave,)`` applied multiplicative aperture correction.
-    band, pixar_sr, pixel_scale, int_times, meta : as the input cubes.
+    wavelength : numpy.ndarray
+        ``(nwave,)`` um.
+    flux, flux_err : numpy.ndarray
+        ``(nints, nwave)`` Jy (aperture-corrected when ``apcorr`` != 1).
+    surf_bright : numpy.ndarray
+        ``(nints, nwave)`` net mean surface brightness in the aperture, MJy/sr.
+    background, background_err : numpy.ndarray
+        ``(nints, nwave)`` annulus mean surface brightness, MJy/sr.
+    dq : numpy.ndarray
+        ``(nints, nwave)`` uint32; DO_NOT_USE where nothing could be measured.
+    npix : numpy.ndarray
+        ``(nwave,)`` aperture area actually used (spaxels).
+    npix_lost : numpy.ndarray
+        ``(nwave,)`` area removed by the fixed bad-spaxel mask (spaxels).
+    psf_lost : numpy.ndarray
+        ``(nwave,)`` fraction of the PSF (Gaussian model) in the removed spaxels -- a constant per
+        plane, so it cancels in normalised light curves.
+    centre : tuple of float
+        (x, y) fixed aperture centre, 0-based spaxels of the full cube.
+    centroid_x, centroid_y : numpy.ndarray or None
+        ``(nints,)`` per-integration centroids (spaxels).
+    radius, r_in, r_out : numpy.ndarray
+        ``(nwave,)`` aperture and annulus radii in spaxels.
+    apcorr : numpy.ndarray
+        ``(nwave,)`` applied multiplicative aperture correction.
+    band : str
+        Band label of the input cubes.
+    pixar_sr : float
+        Spaxel solid angle (sr).
+    pixel_scale : float
+        Spaxel side (arcsec).
+    int_times : tsoreduce.datamodel.IntTimes or None
+        Integration times of the input cubes.
+    meta : dict
+        Header keywords of the input cubes plus the aperture settings (MRS_KAP, MRS_KIN, ...).
     """
 
     wavelength: np.ndarray
@@ -121,15 +145,37 @@ class CubePhotometry:
 
 
 def aperture_correction(spec, wavelength, k_ap, k_in, k_out, *, subtract_background=True) -> np.ndarray:
-    """Multiplicative aperture correction per plane, ``(nwave,)``.
+    """Multiplicative aperture correction per plane.
 
-    ``spec``: None/"none" (ones); ``"gaussian"`` or ``"airy"`` -- analytic, 1 / [EE(k_ap) -
-    (k_ap^2 / (k_out^2 - k_in^2)) (EE(k_out) - EE(k_in))], i.e. the inverse of the net fraction of a
-    point source left after subtracting the annulus mean
-    (checked by ``tests/test_mrs.py::test_aperture_corrections``; the pipeline applies its
-    table after background subtraction too); or a path to a table readable by astropy (ECSV, CSV, FITS)
-    with columns ``wavelength`` (um) and ``apcorr`` for THIS radius, interpolated linearly (held
-    constant beyond its ends).  Raises FileNotFoundError / KeyError for a missing file / column.
+    Analytic corrections are 1 / [EE(k_ap) - (k_ap^2 / (k_out^2 - k_in^2)) (EE(k_out) - EE(k_in))],
+    the inverse of the net fraction of a point source left after subtracting the annulus mean
+    (checked by ``tests/test_mrs.py::test_aperture_corrections``; the pipeline applies its table after
+    background subtraction too, JWST pipeline documentation, Extract1D).
+
+    Parameters
+    ----------
+    spec : str or None
+        None / ``"none"`` (ones); ``"gaussian"`` or ``"airy"`` (analytic); or a path to a table
+        readable by astropy (ECSV, CSV, FITS) with columns ``wavelength`` (um) and ``apcorr`` for THIS
+        radius, interpolated linearly (held constant beyond its ends).
+    wavelength : array_like
+        ``(nwave,)`` um.
+    k_ap, k_in, k_out : float
+        Aperture and annulus radii in FWHM.
+    subtract_background : bool
+        Whether the annulus mean is subtracted (analytic corrections account for the PSF wings in it).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(nwave,)`` factors multiplying flux and error.
+
+    Raises
+    ------
+    FileNotFoundError
+        For a missing table.
+    KeyError
+        For a table without a ``wavelength`` or ``apcorr`` column.
     """
     wl = np.asarray(wavelength, float)
     if spec is None or spec == "none":
@@ -153,9 +199,24 @@ def aperture_correction(spec, wavelength, k_ap, k_in, k_out, *, subtract_backgro
 
 
 def collapsed_image(cubes: CubeSeries, *, max_wavelength=26.0, max_ints: int = 64) -> np.ndarray:
-    """Time-median (over at most ``max_ints`` evenly spaced integrations), per-plane median-subtracted,
-    wavelength-summed image ``(ny, nx)`` for centring; planes beyond ``max_wavelength`` um are skipped
-    as in the pipeline's ifu_autocen (low S/N in 4C).  NaN where a spaxel is bad in most planes."""
+    """Time-median, per-plane median-subtracted, wavelength-summed image for centring.
+
+    Planes beyond ``max_wavelength`` are skipped as in the pipeline's ``ifu_autocen`` (low S/N in 4C).
+
+    Parameters
+    ----------
+    cubes : CubeSeries
+        ``(nints, nwave, ny, nx)``, MJy/sr.
+    max_wavelength : float
+        Longest wavelength used (um).
+    max_ints : int
+        The median is over at most this many evenly spaced integrations.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(ny, nx)``; NaN where a spaxel is bad in most planes.
+    """
     step = max(1, cubes.nints // max_ints)
     sel = cubes.wavelength <= max_wavelength
     if not sel.any():
@@ -236,44 +297,8 @@ def _annulus_background(S, E, valid, w_ann, sigma, maxiters, model, dx, dy):
     return coef[..., 0], cov[..., 0, 0], fit, coef, cov
 
 
-def extract_cube_photometry(cubes: CubeSeries, *, centre=None, centre_method: str = "moment",
-                            track_centroids: bool = True, k_ap: float = 2.0, k_in: float = 2.5,
-                            k_out: float = 3.5, subtract_background: bool = True,
-                            bkg_sigma: float = 3.0, bkg_maxiters: int = 5, bkg_model: str = "mean",
-                            mask_mode: str = "union",
-                            overlap: str = "exact", subpixels: int = 21, apcorr=None,
-                            covar_scale: float = 1.0, chunk_planes: int = 64) -> CubePhotometry:
-    """Aperture photometry of every plane of every integration (see module docstring for the method).
-
-    Parameters
-    ----------
-    cubes : :class:`CubeSeries` ``(nints, nwave, ny, nx)``, MJy/sr.
-    centre : (x, y) fixed centre (0-based spaxels) or None to measure it (``centre_method`` "moment" or
-        "gaussian").
-    track_centroids : also measure per-integration centroids (first moment in 2 FWHM at the median
-        wavelength, iterated 3 times) for use as decorrelation regressors.
-    k_ap, k_in, k_out : aperture radius and annulus radii in units of FWHM(lambda).
-    subtract_background, bkg_sigma, bkg_maxiters : annulus background and its sigma clipping.
-    bkg_model : "mean" (weighted mean SB of the annulus, the pipeline's quantity) or "plane" (a tilted
-        plane fitted to the annulus and evaluated on each aperture spaxel; exact for linear gradients).
-    mask_mode : "union" | "fill" | "per_integration" (see module docstring).
-    overlap, subpixels : circle-spaxel overlap method ("exact" or "subpixel").
-    apcorr : None | "gaussian" | "airy" | table path (:func:`aperture_correction`).
-    covar_scale : multiplies the propagated errors (drizzle covariance).
-    chunk_planes : at most this many wavelength planes are processed together; fewer when the
-        temporaries (about 12 x nints x chunk x box^2 x 8 bytes, box = the largest annulus) would exceed
-        ~256 MB.
-
-    Returns
-    -------
-    :class:`CubePhotometry`.
-
-    Raises
-    ------
-    ValueError for an unknown ``mask_mode`` / ``overlap`` or radii not increasing;
-    EmptyDataError when no plane yields a measurement; NotImplementedStepError for a
-    ``centre_method`` that is not implemented.
-    """
+def _check_arguments(mask_mode, subtract_background, k_ap, k_in, k_out, bkg_model, centre_method):
+    """Refuse unknown modes and radii that are not increasing, before any work."""
     if mask_mode not in MASK_MODES:
         raise ValueError(f"mask_mode {mask_mode!r} is not one of {', '.join(MASK_MODES)}")
     if subtract_background and not (0 < k_ap and k_in < k_out):
@@ -282,108 +307,225 @@ def extract_cube_photometry(cubes: CubeSeries, *, centre=None, centre_method: st
         raise ValueError(f"bkg_model {bkg_model!r} is not 'mean' or 'plane'")
     if centre_method not in ("moment", "gaussian"):
         raise NotImplementedStepError(f"centre_method {centre_method!r}: only 'moment' and 'gaussian'")
-    nints, nwave, ny, nx = cubes.shape
-    wl = cubes.wavelength
-    fwhm_pix = psf_fwhm_arcsec(wl) / cubes.pixel_scale
-    src = cubes.meta.get("_source_path", "<memory>")
 
+
+def _fixed_centre(cubes: CubeSeries, centre, centre_method, fwhm_pix) -> tuple:
+    """The given centre, or the one measured on the collapsed image (logged)."""
     if centre is None:
         img = collapsed_image(cubes)
         centre = find_centre(img, float(fwhm_pix.max()), method=centre_method)
         log.info("%s: fixed aperture centre (%.3f, %.3f) spaxels from the collapsed image (%s)",
                  cubes.band, centre[0], centre[1], centre_method)
-    xc, yc = float(centre[0]), float(centre[1])
+    return float(centre[0]), float(centre[1])
 
+
+@dataclass
+class _Box:
+    """The spaxel box that holds the largest aperture or annulus: the rest of the field never enters."""
+
+    x0: int
+    x1: int
+    y0: int
+    y1: int
+    bx: float          # centre in box coordinates
+    by: float
+    dx: np.ndarray     # (y, x) offsets of spaxel centres from the aperture centre
+    dy: np.ndarray
+
+    @property
+    def shape(self):
+        return (self.y1 - self.y0, self.x1 - self.x0)
+
+    @classmethod
+    def around(cls, xc, yc, rmax, ny, nx):
+        x0, x1 = max(0, int(np.floor(xc - rmax))), min(nx, int(np.ceil(xc + rmax)) + 1)
+        y0, y1 = max(0, int(np.floor(yc - rmax))), min(ny, int(np.ceil(yc + rmax)) + 1)
+        bx, by = xc - x0, yc - y0
+        dyg, dxg = np.mgrid[:y1 - y0, :x1 - x0].astype(float)
+        return cls(x0, x1, y0, y1, bx, by, dxg - bx, dyg - by)
+
+
+def _chunk_voxels(cubes: CubeSeries, ks: slice, box: _Box):
+    """Surface brightness and errors ``(t, k, y, x)`` of planes ``ks`` in the box (bad voxels zeroed),
+    and the bad-voxel mask (non-finite, DO_NOT_USE, or no coverage)."""
+    sl = (slice(None), ks, slice(box.y0, box.y1), slice(box.x0, box.x1))
+    S = cubes.data[sl].astype(np.float64)
+    E = cubes.err[sl].astype(np.float64)
+    bad = ~np.isfinite(S) | ~np.isfinite(E)
+    bad |= (cubes.dq[sl] & np.uint32(DQ.DO_NOT_USE)) != 0
+    if cubes.wmap is not None:
+        bad |= ~(cubes.wmap[sl] > 0)
+    return np.where(bad, 0.0, S), np.where(bad, 0.0, E), bad
+
+
+def _chunk_background(S, E, bad, union, box: _Box, r_in, r_out, *, mask_mode, sigma, maxiters, model,
+                      overlap, subpixels):
+    """Annulus background of a chunk: (bkg ``(t, k)``, its variance, the model image ``(t, k, y, x)``,
+    coefficient covariance ``(t, k, 3, 3)``, the basis ``(3, y, x)`` of the aperture sum, and the
+    (t, k) measurements without a background)."""
+    w_ann = np.clip(annulus_overlap(box.shape, box.bx, box.by, r_in, r_out, overlap=overlap,
+                                    subpixels=subpixels), 0.0, 1.0)
+    ann_valid = ~bad if mask_mode == "per_integration" else ~union[None]
+    bkg, bkg_var, bkg_img, coef, cov = _annulus_background(S, E, ann_valid, w_ann, sigma, maxiters, model,
+                                                           box.dx, box.dy)
+    no_bkg = ~np.isfinite(bkg)
+    bkg = np.where(no_bkg, 0.0, bkg)
+    bkg_img = np.where(no_bkg[..., None, None], 0.0, bkg_img)
+    # variance of sum_ap w x model = g^T Cov g, g = (sum w, sum w dx, sum w dy)
+    gvec = np.stack([np.ones_like(box.dx), box.dx, box.dy])
+    return bkg, bkg_var, bkg_img, cov, gvec, no_bkg
+
+
+def _no_background(S, box: _Box):
+    """The zero background of :func:`_chunk_background`'s shape (background subtraction off)."""
+    bkg = np.zeros(S.shape[:2])
+    return bkg, np.zeros_like(bkg), np.zeros_like(S), np.zeros(bkg.shape + (3, 3)), \
+        np.zeros((3,) + box.shape), np.zeros(bkg.shape, bool)
+
+
+def _aperture_sums(D, E, bad, union, allbad, w_ap, psf, gvec, mask_mode):
+    """Weighted aperture sums of one chunk under the bad-spaxel ``mask_mode``.
+
+    Returns (net ``(t, k)`` sum w D, var ``(t, k)`` sum w^2 E^2, n_use ``(t, k)`` sum w, g ``(t, k, 3)``
+    the background-model gradient of the sum, and per plane: aperture spaxels, spaxels lost, PSF
+    fraction lost)."""
+    nints = D.shape[0]
+    if mask_mode == "per_integration":
+        w_eff = w_ap[None] * ~bad                     # (t, k, y, x): the pipeline's choice
+        g = np.einsum("tkyx,pyx->tkp", w_eff, gvec)
+        n_use = w_eff.sum(axis=(2, 3))
+        net = np.einsum("tkyx,tkyx->tk", w_eff, D)
+        var = np.einsum("tkyx,tkyx->tk", w_eff * w_eff, E * E)
+        lost = (w_ap.sum(axis=(1, 2)), (w_ap[None] * bad).sum(axis=(2, 3)).mean(axis=0),
+                np.einsum("tkyx,kyx->k", w_ap[None] * bad, psf) / nints)
+        return net, var, n_use, g, lost
+    keep = ~(allbad if mask_mode == "fill" else union)
+    w_eff = w_ap * keep                          # (k, y, x), fixed in time
+    n_k = w_eff.sum(axis=(1, 2))
+    g = np.broadcast_to(np.einsum("kyx,pyx->kp", w_eff, gvec)[None], (nints,) + (n_k.size, 3))
+    lost = (n_k, (w_ap * ~keep).sum(axis=(1, 2)), (w_ap * ~keep * psf).sum(axis=(1, 2)))
+    Ev = E
+    if mask_mode == "fill":
+        D, Ev = _fill_from_template(D, E, bad, allbad, w_eff)
+    net = np.einsum("tkyx,kyx->tk", D, w_eff)
+    var = np.einsum("tkyx,kyx->tk", Ev * Ev, w_eff * w_eff)
+    return net, var, np.broadcast_to(n_k, net.shape), g, lost
+
+
+def _chunk_size(chunk_planes, nints, box: _Box) -> int:
+    """Planes per chunk: about 12 float64 temporaries of (nints, chunk, box) live at once; ~256 MB."""
+    per_plane = 12 * 8 * nints * box.shape[0] * box.shape[1]
+    return int(max(1, min(chunk_planes, 256e6 // max(per_plane, 1))))
+
+
+def _flag_empty(out, dq, src, band):
+    """NaN the flux of DO_NOT_USE measurements; EmptyDataError when every one is flagged."""
+    flagged = (dq & np.uint32(DQ.DO_NOT_USE)) != 0
+    for key in ("flux", "flux_err", "sb"):
+        out[key][flagged] = np.nan
+    if flagged.all():
+        raise EmptyDataError(src, f"band {band}: no plane of any integration has usable "
+                                  "spaxels in the aperture")
+    if flagged.any():
+        log.info("%s: %d of %d (integration, plane) measurements flagged DO_NOT_USE (empty aperture or "
+                 "annulus)", band, int(flagged.sum()), flagged.size)
+
+
+def extract_cube_photometry(cubes: CubeSeries, *, centre=None, centre_method: str = "moment",
+                            track_centroids: bool = True, k_ap: float = 2.0, k_in: float = 2.5,
+                            k_out: float = 3.5, subtract_background: bool = True,
+                            bkg_sigma: float = 3.0, bkg_maxiters: int = 5, bkg_model: str = "mean",
+                            mask_mode: str = "union",
+                            overlap: str = "exact", subpixels: int = 21, apcorr=None,
+                            covar_scale: float = 1.0, chunk_planes: int = 64) -> CubePhotometry:
+    """Aperture photometry of every plane of every integration (see the module docstring for the method).
+
+    Parameters
+    ----------
+    cubes : CubeSeries
+        ``(nints, nwave, ny, nx)``, MJy/sr; not modified.
+    centre : tuple of float, optional
+        (x, y) fixed centre (0-based spaxels); None: measured on the collapsed image.
+    centre_method : str
+        How the centre is measured: "moment" (iterated first moment) or "gaussian".
+    track_centroids : bool
+        Also measure per-integration centroids (first moment in 2 FWHM, iterated 3 times) for use as
+        decorrelation regressors.
+    k_ap, k_in, k_out : float
+        Aperture radius and annulus radii in units of FWHM(lambda).
+    subtract_background : bool
+        Subtract the annulus background.
+    bkg_sigma : float
+        Sigma-clipping threshold in the annulus (0: no clipping).
+    bkg_maxiters : int
+        Clipping iterations at most.
+    bkg_model : str
+        "mean" (weighted mean SB of the annulus, the pipeline's quantity) or "plane" (a tilted plane
+        fitted to the annulus and evaluated on each aperture spaxel; exact for linear gradients).
+    mask_mode : str
+        "union" | "fill" | "per_integration" (see the module docstring).
+    overlap : str
+        Circle-spaxel overlap: "exact" or "subpixel" (photutils apertures).
+    subpixels : int
+        Samples per spaxel side for "subpixel".
+    apcorr : str or None
+        None | "gaussian" | "airy" | table path (:func:`aperture_correction`).
+    covar_scale : float
+        Multiplies the propagated errors (drizzle covariance).
+    chunk_planes : int
+        At most this many wavelength planes are processed together; fewer when the temporaries (about
+        12 x nints x chunk x box^2 x 8 bytes, box = the largest annulus) would exceed ~256 MB.
+
+    Returns
+    -------
+    CubePhotometry
+        Flux per (integration, plane) in Jy, with the aperture diagnostics.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``mask_mode`` / ``overlap`` / ``bkg_model`` or radii not increasing.
+    tsoreduce.errors.NotImplementedStepError
+        For a ``centre_method`` that is not implemented.
+    tsoreduce.errors.EmptyDataError
+        When no plane yields a measurement.
+    """
+    _check_arguments(mask_mode, subtract_background, k_ap, k_in, k_out, bkg_model, centre_method)
+    nints, nwave, ny, nx = cubes.shape
+    wl = cubes.wavelength
+    fwhm_pix = psf_fwhm_arcsec(wl) / cubes.pixel_scale
+    xc, yc = _fixed_centre(cubes, centre, centre_method, fwhm_pix)
     r_ap = k_ap * fwhm_pix
     r_in, r_out = k_in * fwhm_pix, k_out * fwhm_pix
-    rmax = float((r_out if subtract_background else r_ap).max()) + 1.0
-    # work on the box that holds the largest annulus: the rest of the field never enters
-    x0, x1 = max(0, int(np.floor(xc - rmax))), min(nx, int(np.ceil(xc + rmax)) + 1)
-    y0, y1 = max(0, int(np.floor(yc - rmax))), min(ny, int(np.ceil(yc + rmax)) + 1)
-    bx, by = xc - x0, yc - y0
-    bshape = (y1 - y0, x1 - x0)
-    dyg, dxg = np.mgrid[:bshape[0], :bshape[1]].astype(float)
-    dxg, dyg = dxg - bx, dyg - by
+    box = _Box.around(xc, yc, float((r_out if subtract_background else r_ap).max()) + 1.0, ny, nx)
     if r_out.max() > min(xc + 0.5, nx - 0.5 - xc, yc + 0.5, ny - 0.5 - yc) and subtract_background:
         log.info("%s: the background annulus leaves the field at the longest wavelengths; its area "
                  "is taken from the spaxels inside the field only", cubes.band)
 
-    out = {k: np.full((nints, nwave), np.nan) for k in
-           ("flux", "flux_err", "sb", "bkg", "bkg_err")}
+    out = {k: np.full((nints, nwave), np.nan) for k in ("flux", "flux_err", "sb", "bkg", "bkg_err")}
     dq = np.zeros((nints, nwave), np.uint32)
-    npix = np.zeros(nwave)
-    npix_lost = np.zeros(nwave)
-    psf_lost = np.zeros(nwave)
-    white = np.zeros((nints,) + bshape) if track_centroids else None
+    npix, npix_lost, psf_lost = np.zeros(nwave), np.zeros(nwave), np.zeros(nwave)
+    white = np.zeros((nints,) + box.shape) if track_centroids else None
     omega = 1e6 * cubes.pixar_sr
     sig_pix = fwhm_pix / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-
-    # about 12 float64 temporaries of (nints, chunk, box) live at once: keep them near 256 MB
-    per_plane = 12 * 8 * nints * bshape[0] * bshape[1]
-    chunk = int(max(1, min(chunk_planes, 256e6 // max(per_plane, 1))))
+    chunk = _chunk_size(chunk_planes, nints, box)
     for k0 in range(0, nwave, chunk):
         ks = slice(k0, min(nwave, k0 + chunk))
-        S = cubes.data[:, ks, y0:y1, x0:x1].astype(np.float64)
-        E = cubes.err[:, ks, y0:y1, x0:x1].astype(np.float64)
-        bad = ~np.isfinite(S) | ~np.isfinite(E)
-        bad |= (cubes.dq[:, ks, y0:y1, x0:x1] & np.uint32(DQ.DO_NOT_USE)) != 0
-        if cubes.wmap is not None:
-            bad |= ~(cubes.wmap[:, ks, y0:y1, x0:x1] > 0)
-        S = np.where(bad, 0.0, S)
-        E = np.where(bad, 0.0, E)
+        S, E, bad = _chunk_voxels(cubes, ks, box)
         union = bad.any(axis=0)                          # (k, y, x): bad in any integration
-        allbad = bad.all(axis=0)
-        w_ap = circle_overlap(bshape, bx, by, r_ap[ks], method=overlap, subpixels=subpixels)
-
+        w_ap = circle_overlap(box.shape, box.bx, box.by, r_ap[ks], overlap=overlap, subpixels=subpixels)
         if subtract_background:
-            w_ann = (circle_overlap(bshape, bx, by, r_out[ks], method=overlap, subpixels=subpixels)
-                     - circle_overlap(bshape, bx, by, r_in[ks], method=overlap, subpixels=subpixels))
-            w_ann = np.clip(w_ann, 0.0, 1.0)
-            ann_valid = ~bad if mask_mode == "per_integration" else ~union[None]
-            bkg, bkg_var, bkg_img, coef, cov = _annulus_background(
-                S, E, ann_valid, w_ann, bkg_sigma, bkg_maxiters, bkg_model, dxg, dyg)
-            no_bkg = ~np.isfinite(bkg)
-            bkg = np.where(no_bkg, 0.0, bkg)
-            bkg_img = np.where(no_bkg[..., None, None], 0.0, bkg_img)
-            # variance of sum_ap w x model = g^T Cov g, g = (sum w, sum w dx, sum w dy)
-            gvec = np.stack([np.ones_like(dxg), dxg, dyg])
+            bkg, bkg_var, bkg_img, cov, gvec, no_bkg = _chunk_background(
+                S, E, bad, union, box, r_in[ks], r_out[ks], mask_mode=mask_mode, sigma=bkg_sigma,
+                maxiters=bkg_maxiters, model=bkg_model, overlap=overlap, subpixels=subpixels)
         else:
-            bkg = np.zeros((nints, ks.stop - ks.start))
-            bkg_var = np.zeros_like(bkg)
-            bkg_img = np.zeros_like(S)
-            cov = np.zeros(bkg.shape + (3, 3))
-            gvec = np.zeros((3,) + bshape)
-            no_bkg = np.zeros(bkg.shape, bool)
-
-        psf = _psf_fraction(bshape, bx, by, sig_pix[ks])
-        D = S - bkg_img                                   # background-subtracted surface brightness
-        if mask_mode == "per_integration":
-            w_eff = w_ap[None] * ~bad                     # (t, k, y, x): the pipeline's choice
-            g = np.einsum("tkyx,pyx->tkp", w_eff, gvec)
-            n_use = w_eff.sum(axis=(2, 3))
-            net = np.einsum("tkyx,tkyx->tk", w_eff, D)
-            var = np.einsum("tkyx,tkyx->tk", w_eff * w_eff, E * E)
-            npix[ks] = w_ap.sum(axis=(1, 2))
-            npix_lost[ks] = (w_ap[None] * bad).sum(axis=(2, 3)).mean(axis=0)
-            psf_lost[ks] = np.einsum("tkyx,kyx->k", w_ap[None] * bad, psf) / nints
-        else:
-            keep = ~(allbad if mask_mode == "fill" else union)
-            w_eff = w_ap * keep                          # (k, y, x), fixed in time
-            n_k = w_eff.sum(axis=(1, 2))
-            g = np.broadcast_to(np.einsum("kyx,pyx->kp", w_eff, gvec)[None], (nints,) + (n_k.size, 3))
-            npix[ks] = n_k
-            npix_lost[ks] = (w_ap * ~keep).sum(axis=(1, 2))
-            psf_lost[ks] = (w_ap * ~keep * psf).sum(axis=(1, 2))
-            Ev = E
-            if mask_mode == "fill":
-                D, Ev = _fill_from_template(D, E, bad, allbad, w_eff)
-            net = np.einsum("tkyx,kyx->tk", D, w_eff)
-            var = np.einsum("tkyx,kyx->tk", Ev * Ev, w_eff * w_eff)
-            n_use = np.broadcast_to(n_k, net.shape)
+            bkg, bkg_var, bkg_img, cov, gvec, no_bkg = _no_background(S, box)
+        psf = _psf_fraction(box.shape, box.bx, box.by, sig_pix[ks])
+        net, var, n_use, g, (npix[ks], npix_lost[ks], psf_lost[ks]) = _aperture_sums(
+            S - bkg_img, E, bad, union, bad.all(axis=0), w_ap, psf, gvec, mask_mode)
         if subtract_background:
             # the aperture sum of the background model has variance g^T Cov g (linear error propagation)
             var = var + np.nan_to_num(np.einsum("tkp,tkpq,tkq->tk", g, cov, g))
-
         with np.errstate(invalid="ignore", divide="ignore"):
             out["flux"][:, ks] = omega * net
             out["flux_err"][:, ks] = omega * np.sqrt(var)
@@ -396,16 +538,7 @@ def extract_cube_photometry(cubes: CubeSeries, *, centre=None, centre_method: st
             good_t = ~bad & ~union[None] if mask_mode != "per_integration" else ~bad
             white += np.where(good_t, S - bkg_img, 0.0).sum(axis=1)
 
-    flagged = (dq & np.uint32(DQ.DO_NOT_USE)) != 0
-    for key in ("flux", "flux_err", "sb"):
-        out[key][flagged] = np.nan
-    if flagged.all():
-        raise EmptyDataError(src, f"band {cubes.band}: no plane of any integration has usable "
-                                  "spaxels in the aperture")
-    if flagged.any():
-        log.info("%s: %d of %d (integration, plane) measurements flagged DO_NOT_USE (empty aperture or "
-                 "annulus)", cubes.band, int(flagged.sum()), flagged.size)
-
+    _flag_empty(out, dq, cubes.meta.get("_source_path", "<memory>"), cubes.band)
     if mask_mode == "union" and psf_lost.max() > 0.01:
         k = int(np.argmax(psf_lost))
         log.warning("%s: the time-fixed (union) mask removes %.1f %% of the PSF from the aperture at %.3f um "
@@ -413,18 +546,16 @@ def extract_cube_photometry(cubes: CubeSeries, *, centre=None, centre_method: st
                     "that loss -- decorrelate against the centroids or use mask_mode='fill'",
                     cubes.band, 100 * psf_lost[k], wl[k])
     ac = aperture_correction(apcorr, wl, k_ap, k_in, k_out, subtract_background=subtract_background)
-    flux = out["flux"] * ac
-    err = out["flux_err"] * ac * covar_scale
-
     cx = cy = None
     if track_centroids:
-        cx, cy = _track_centroids(white, bx, by, 2.0 * float(np.median(fwhm_pix)))
-        cx, cy = cx + x0, cy + y0
+        cx, cy = _track_centroids(white, box.bx, box.by, 2.0 * float(np.median(fwhm_pix)))
+        cx, cy = cx + box.x0, cy + box.y0
     meta = dict(cubes.meta)
     meta.update({"MRS_KAP": k_ap, "MRS_KIN": k_in, "MRS_KOUT": k_out, "MRS_MASK": mask_mode})
-    return CubePhotometry(wl.copy(), flux, err, out["sb"] * ac, out["bkg"], out["bkg_err"], dq, npix,
-                          npix_lost, psf_lost, (xc, yc), cx, cy, r_ap, r_in, r_out, ac, cubes.band,
-                          cubes.pixar_sr, cubes.pixel_scale, cubes.int_times, meta)
+    return CubePhotometry(wl.copy(), out["flux"] * ac, out["flux_err"] * ac * covar_scale, out["sb"] * ac,
+                          out["bkg"], out["bkg_err"], dq, npix, npix_lost, psf_lost, (xc, yc), cx, cy, r_ap,
+                          r_in, r_out, ac, cubes.band, cubes.pixar_sr, cubes.pixel_scale, cubes.int_times,
+                          meta)
 
 
 def _psf_fraction(shape, x0, y0, sigma):

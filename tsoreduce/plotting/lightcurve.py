@@ -26,7 +26,22 @@ def _bin(x, n):
 
 
 def plot_lightcurve_fit(res, *, path=None, nbin=None):
-    """Systematics-corrected light curve (flux / S), astrophysical model, residuals (ppm), time in hours."""
+    """Systematics-corrected light curve (flux / S), astrophysical model, residuals (ppm), time in hours.
+
+    Parameters
+    ----------
+    res : tsoreduce.lightcurve.fitting.FitResult
+        A fit with its time, flux, systematics and model arrays ``(nints,)``.
+    path : str or pathlib.Path, optional
+        Where to save the PNG (None: return the figure).
+    nbin : int, optional
+        Points per bin of the binned overlay (default: about 150 bins).
+
+    Returns
+    -------
+    matplotlib.figure.Figure or pathlib.Path
+        The figure, or ``path`` once it is saved there.
+    """
     t = (res.time - res.time[0]) * 24.0
     det = res.flux / res.systematics
     resid = (res.flux - res.model) / res.systematics * 1e6
@@ -50,8 +65,20 @@ def plot_lightcurve_fit(res, *, path=None, nbin=None):
 def binned_rms(resid, max_bin=None):
     """rms of the residuals binned in ``n`` consecutive points, for n = 1 ... max_bin (log-spaced).
 
-    Returns (bin sizes, rms, white-noise expectation rms_1 / sqrt(n) * sqrt(M / (M - 1))), M = number
-    of bins (Pont, Zucker & Queloz 2006; Winn et al. 2008).
+    The white-noise expectation is rms_1 / sqrt(n) * sqrt(M / (M - 1)), M the number of bins (Pont,
+    Zucker & Queloz 2006; Winn et al. 2008).
+
+    Parameters
+    ----------
+    resid : array_like
+        ``(nints,)`` residuals, any unit.
+    max_bin : int, optional
+        Largest bin size (default: a tenth of the points).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (bin sizes, binned rms, white-noise expectation), each ``(nsizes,)``.
     """
     resid = np.asarray(resid, float)
     max_bin = max_bin or max(2, resid.size // 10)
@@ -70,7 +97,20 @@ def plot_rms_vs_binsize(results, *, path=None):
     """Binned residual rms vs bin size (solid) against two expectations: dashed, white noise scaled from
     the unbinned residual rms (``rms_1 / sqrt(N)``: the curve's shape test, Pont et al. 2006); dotted,
     the noise limit from the propagated ERR (``sqrt(mean((err / S)^2)) / sqrt(N)``, S the systematics
-    model), which the solid curve meets only when the reduction is at the photon + read noise limit."""
+    model), which the solid curve meets only when the reduction is at the photon + read noise limit.
+
+    Parameters
+    ----------
+    results : FitResult or list of FitResult
+        One curve per fit.
+    path : str or pathlib.Path, optional
+        Where to save the PNG (None: return the figure).
+
+    Returns
+    -------
+    matplotlib.figure.Figure or pathlib.Path
+        The figure, or ``path`` once it is saved there.
+    """
     results = results if isinstance(results, (list, tuple)) else [results]
     fig = Figure(figsize=(6, 4.5))
     ax = fig.subplots()
@@ -91,7 +131,24 @@ def plot_rms_vs_binsize(results, *, path=None):
 
 
 def plot_corner(res, *, path=None, bins=30, max_params=16):
-    """Corner plot of the posterior samples (own implementation: 2-D histograms and 1-D marginals)."""
+    """Corner plot of the posterior samples (2-D histograms and 1-D marginals).
+
+    Parameters
+    ----------
+    res : tsoreduce.lightcurve.fitting.FitResult
+        An emcee fit (``samples`` ``(nsamples, nfree)``).
+    path : str or pathlib.Path, optional
+        Where to save the PNG (None: return the figure).
+    bins : int
+        Histogram bins per axis.
+    max_params : int
+        At most this many free parameters are shown.
+
+    Returns
+    -------
+    matplotlib.figure.Figure or pathlib.Path
+        The figure, or ``path`` once it is saved there.
+    """
     names = list(res.free)[:max_params]
     s = res.samples[:, :len(names)]
     k = len(names)
@@ -131,7 +188,20 @@ def plot_corner(res, *, path=None, bins=30, max_params=16):
 
 
 def plot_spectrum(spec, *, path=None):
-    """Transit depth (and eclipse depth / nightside flux when present) vs wavelength (um), ppm."""
+    """Transit depth (and eclipse depth / nightside flux when present) against wavelength.
+
+    Parameters
+    ----------
+    spec : astropy.table.Table
+        A Stage 4 spectrum table (wavelength in um, depths in ppm).
+    path : str or pathlib.Path, optional
+        Where to save the PNG (None: return the figure).
+
+    Returns
+    -------
+    matplotlib.figure.Figure or pathlib.Path
+        The figure, or ``path`` once it is saved there.
+    """
     cols = [c for c in ("transit_depth", "eclipse_depth", "nightside_flux") if c in spec.colnames]
     fig = Figure(figsize=(7, 2.8 * len(cols)))
     axes = np.atleast_1d(fig.subplots(len(cols), 1, sharex=True, squeeze=False)[:, 0])
@@ -147,7 +217,20 @@ def plot_spectrum(spec, *, path=None):
 
 
 def plot_channel_fits(results, *, path=None):
-    """Detrended light curves of all channels, offset vertically, with their models."""
+    """Detrended light curves of all channels, offset vertically, with their models.
+
+    Parameters
+    ----------
+    results : list of tsoreduce.lightcurve.fitting.FitResult
+        The channel fits.
+    path : str or pathlib.Path, optional
+        Where to save the PNG (None: return the figure).
+
+    Returns
+    -------
+    matplotlib.figure.Figure or pathlib.Path
+        The figure, or ``path`` once it is saved there.
+    """
     n = len(results)
     fig = Figure(figsize=(8, 1.0 + 0.7 * n))
     ax = fig.subplots()

@@ -22,8 +22,23 @@ def _save(fig, path):
 
 
 def plot_aperture(photometry, image, *, path=None):
-    """The collapsed image ``(ny, nx)`` with the fixed centre, the aperture and the annulus drawn at the
-    shortest and longest wavelengths of ``photometry`` (a CubePhotometry)."""
+    """The collapsed image with the fixed centre, the aperture and the annulus drawn at the shortest and
+    longest wavelengths.
+
+    Parameters
+    ----------
+    photometry : tsoreduce.mrs.photometry.CubePhotometry
+        The photometry of one band (centre and radii in spaxels).
+    image : array_like
+        ``(ny, nx)`` collapsed image (:func:`tsoreduce.mrs.photometry.collapsed_image`).
+    path : str or pathlib.Path, optional
+        Where to save the PNG.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (closed once saved to ``path``).
+    """
     fig, ax = plt.subplots(figsize=(5, 4.5))
     img = np.asarray(image, float)
     finite = img[np.isfinite(img)]
@@ -43,7 +58,22 @@ def plot_aperture(photometry, image, *, path=None):
 
 
 def plot_mrs_spectrum(spectra, *, stitched=None, path=None):
-    """Time-median spectrum (Jy) per band, and the stitched spectrum if given."""
+    """Time-median spectrum (Jy) per band, and the stitched spectrum if given.
+
+    Parameters
+    ----------
+    spectra : tsoreduce.datamodel.SpectraData
+        MRS x1dints ``(nints, nwave)`` with per-plane band labels.
+    stitched : tsoreduce.mrs.bands.StitchedSpectrum, optional
+        Drawn as a line.
+    path : str or pathlib.Path, optional
+        Where to save the PNG.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (closed once saved to ``path``).
+    """
     from ..mrs.bands import band_labels_of
     fig, ax = plt.subplots(figsize=(7, 3.5))
     labels = band_labels_of(spectra)
@@ -61,7 +91,22 @@ def plot_mrs_spectrum(spectra, *, stitched=None, path=None):
 
 
 def plot_mrs_lightcurves(lc, *, path=None, offset=None):
-    """White light curve and the spectroscopic channels (offset vertically), labelled by band."""
+    """White light curve and the spectroscopic channels (offset vertically), labelled by band.
+
+    Parameters
+    ----------
+    lc : tsoreduce.datamodel.LightCurves
+        MRS light curves (``meta['band']`` per channel).
+    path : str or pathlib.Path, optional
+        Where to save the PNG.
+    offset : float, optional
+        Vertical step between channels (default: 3 x the largest channel scatter).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (closed once saved to ``path``).
+    """
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 4))
     t = lc.time - lc.time[0]
     if lc.white_flux is not None:
@@ -80,7 +125,20 @@ def plot_mrs_lightcurves(lc, *, path=None, offset=None):
 
 
 def plot_mrs_background(spectra, *, path=None):
-    """Annulus background (time-median, MJy/sr) per band vs wavelength, and its time series."""
+    """Annulus background (time-median, MJy/sr) per band against wavelength, and its time series.
+
+    Parameters
+    ----------
+    spectra : tsoreduce.datamodel.SpectraData
+        MRS x1dints with ``meta['_photometry']``.
+    path : str or pathlib.Path, optional
+        Where to save the PNG.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (closed once saved to ``path``).
+    """
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
     for ph in spectra.meta.get("_photometry", []):
         with np.errstate(all="ignore"):
@@ -96,7 +154,20 @@ def plot_mrs_background(spectra, *, path=None):
 
 
 def plot_mrs_centroids(spectra, *, path=None):
-    """Per-integration centroid offsets (spaxels) of each band."""
+    """Per-integration centroid offsets (spaxels) of each band.
+
+    Parameters
+    ----------
+    spectra : tsoreduce.datamodel.SpectraData
+        MRS x1dints with ``meta['_photometry']`` (centroids tracked).
+    path : str or pathlib.Path, optional
+        Where to save the PNG.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (closed once saved to ``path``).
+    """
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for ph in spectra.meta.get("_photometry", []):
         if ph.centroid_x is None:

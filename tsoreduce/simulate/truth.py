@@ -1,8 +1,11 @@
-"""Demo support: compare the recovered spectrum of a simulated run with the injected one.
+"""Simulation against recovery: compare the spectrum a run recovered with the one the simulator injected.
 
 Used by :mod:`tsoreduce.pipeline` when the run's input is ``simulate``; also callable directly::
 
     compare_with_truth("output/demo/simulation/truth.npz", "output/demo/stage4")
+
+The injected spectrum is binned exactly like the recovered channels with the simulator's own
+``LRSTruth.injected_spectrum``, so the comparison has no binning error of its own.
 """
 
 from __future__ import annotations
@@ -19,8 +22,18 @@ log = logging.getLogger(__name__)
 
 
 def read_spectrum(path):
-    """Read a spectrum ECSV (Stage 4's spectrum.ecsv or injected_spectrum.ecsv; ppm units need
-    astropy's cds units enabled)."""
+    """Read a spectrum ECSV (Stage 4's ``spectrum.ecsv`` or ``injected_spectrum.ecsv``).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The ECSV file.
+
+    Returns
+    -------
+    astropy.table.Table
+        The table, read with astropy's ``cds`` units enabled (the depth columns are in ``cds.ppm``).
+    """
     from astropy.table import Table
     from astropy.units import cds
     with cds.enable():
@@ -37,8 +50,20 @@ def _err(t, name):
 
 
 def spectrum_numbers(path) -> dict:
-    """Key numbers of a spectrum table: number of channels, wavelength range (um), median depth and
-    median 1-sigma error (ppm), for transit and/or eclipse depths."""
+    """Key numbers of a spectrum table for the run summary.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A Stage 4 ``spectrum.ecsv``.
+
+    Returns
+    -------
+    dict
+        ``spectrum.nchannels``, the wavelength range (um) and, for transit and/or eclipse depths, the
+        median depth and median 1-sigma error (ppm); ``spectrum.median_depth_ppm`` repeats the transit
+        depth.
+    """
     t = read_spectrum(path)
     out = {"spectrum.nchannels": len(t)}
     if "wavelength" in t.colnames and len(t):
@@ -60,9 +85,22 @@ def spectrum_numbers(path) -> dict:
 
 
 def injected_for(truth, spectrum):
-    """The injected spectrum binned exactly as ``spectrum``'s channels (``LRSTruth.injected_spectrum``
-    per [wavelength_lower, wavelength_upper]); an astropy Table with the same wavelength columns and
-    transit_depth in ppm."""
+    """The injected spectrum binned exactly as ``spectrum``'s channels.
+
+    Parameters
+    ----------
+    truth : tsoreduce.simulate.LRSTruth
+        The simulation's truth (``load_lrs_truth``).
+    spectrum : astropy.table.Table
+        A Stage 4 spectrum with ``wavelength``, ``wavelength_lower`` and ``wavelength_upper`` (um).
+
+    Returns
+    -------
+    astropy.table.Table
+        The same wavelength columns, ``transit_depth`` (ppm) and ``rp_rs`` of
+        ``LRSTruth.injected_spectrum`` per [wavelength_lower, wavelength_upper], and the injected
+        band's mean wavelength.
+    """
     from astropy import units as u
     from astropy.table import Table, vstack
     rows = [truth.injected_spectrum([float(lo), float(hi)]) for lo, hi in
@@ -83,8 +121,22 @@ def injected_for(truth, spectrum):
 
 
 def comparison_numbers(spectrum, injected) -> dict:
-    """chi2 of recovered - injected with the recovered 1-sigma errors, the number of channels, and
-    the fractions of channels within 1 and 2 sigma."""
+    """How well the recovered transit depths match the injected ones.
+
+    Parameters
+    ----------
+    spectrum : astropy.table.Table
+        Recovered spectrum (``transit_depth`` and its errors, ppm).
+    injected : astropy.table.Table
+        From :func:`injected_for`, row for row.
+
+    Returns
+    -------
+    dict
+        ``truth.chi2`` of recovered - injected with the recovered 1-sigma errors, the number of
+        channels, chi2 per channel, the fractions of channels within 1 and 2 sigma and the mean offset
+        (ppm).
+    """
     rec = np.asarray(spectrum["transit_depth"], float)
     inj = np.asarray(injected["transit_depth"], float)
     err = _err(spectrum, "transit_depth")
@@ -99,15 +151,42 @@ def comparison_numbers(spectrum, injected) -> dict:
 
 
 def depth_offsets(spectrum, truth):
-    """Per channel of a Stage 4 ``spectrum`` table: (injected depth, recovered - injected, recovered
-    1-sigma error), all ppm arrays ``(nchan,)``; the injected depth binned by :func:`injected_for`."""
+    """Recovered minus injected transit depth per channel.
+
+    Parameters
+    ----------
+    spectrum : astropy.table.Table
+        A Stage 4 spectrum table.
+    truth : tsoreduce.simulate.LRSTruth
+        The simulation's truth.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (injected depth, recovered - injected, recovered 1-sigma error), each ``(nchan,)`` in ppm; the
+        injected depth binned by :func:`injected_for`.
+    """
     inj = np.asarray(injected_for(truth, spectrum)["transit_depth"], float)
     return inj, np.asarray(spectrum["transit_depth"], float) - inj, _err(spectrum, "transit_depth")
 
 
 def plot_recovered_vs_injected(spectrum, injected, path=None):
-    """Figure: recovered transit depth (points, 1-sigma) and injected (line) vs wavelength, with the
-    residuals in sigma below.  Returns the Figure; saves it when ``path`` is given."""
+    """Figure: recovered transit depth (points, 1-sigma) and injected (line) against wavelength.
+
+    Parameters
+    ----------
+    spectrum : astropy.table.Table
+        Recovered spectrum.
+    injected : astropy.table.Table
+        From :func:`injected_for`.
+    path : str or pathlib.Path, optional
+        Where to save the PNG.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Depths above, residuals in sigma below.
+    """
     import matplotlib.pyplot as plt
     w = np.asarray(spectrum["wavelength"], float)
     rec = np.asarray(spectrum["transit_depth"], float)
@@ -132,15 +211,27 @@ def plot_recovered_vs_injected(spectrum, injected, path=None):
 
 
 def compare_with_truth(truth_path, stage4_dir, *, plot: bool = True) -> tuple[list[str], dict]:
-    """Write ``injected_spectrum.ecsv`` beside ``spectrum.ecsv`` in ``stage4_dir`` and the figure
-    ``figures/recovered_vs_injected.png``; returns (paths written, comparison numbers).
+    """Write the injected spectrum beside the recovered one, and the comparison figure.
 
-    ``truth_path`` is the truth file written by ``tsoreduce.simulate.write_lrs_simulation``.
+    Parameters
+    ----------
+    truth_path : str or pathlib.Path
+        The truth file written by ``tsoreduce.simulate.write_lrs_simulation``.
+    stage4_dir : str or pathlib.Path
+        A Stage 4 output directory holding ``spectrum.ecsv``; ``injected_spectrum.ecsv`` is written
+        there (atomically) and, with ``plot``, ``figures/recovered_vs_injected.png``.
+    plot : bool
+        Write the figure.
+
+    Returns
+    -------
+    tuple
+        (list of the paths written, :func:`comparison_numbers` dict).
     """
     from astropy.units import cds
 
-    from ._util import atomic_path
-    from .simulate import load_lrs_truth
+    from .._util import atomic_path
+    from . import load_lrs_truth
     stage4_dir = Path(stage4_dir)
     spec = read_spectrum(stage4_dir / "spectrum.ecsv")
     truth = load_lrs_truth(truth_path)

@@ -1,10 +1,11 @@
-"""The MRS branch as a stage: config schema, cubes -> (SpectraData, LightCurves), and the run entry.
+"""The MRS branch as a stage: config schema and ``run(cubes, config) -> StageResult(Stage3Product)``.
 
-``run_mrs`` replaces Stage 3 for MRS input: it reads (or simulates) the cubes, extracts every band
-with :func:`~tsoreduce.mrs.photometry.extract_cube_photometry`, joins the bands
-(:func:`~tsoreduce.mrs.bands.combine_bands`) and builds band-aware light curves
-(:func:`~tsoreduce.mrs.bands.mrs_light_curves`) that Stage 4 (``tsoreduce.lightcurve.run_stage4``)
-fits unchanged.
+``run`` replaces Stage 3 for MRS input: it extracts every band with
+:func:`~tsoreduce.mrs.photometry.extract_cube_photometry`, joins the bands
+(:func:`~tsoreduce.mrs.bands.combine_bands`), builds band-aware light curves
+(:func:`~tsoreduce.mrs.bands.mrs_light_curves`) that Stage 4 (``tsoreduce.lightcurve.run``) fits
+unchanged, and stitches the time-median spectrum for display.  Reading (or simulating) the cubes and
+writing the products belong to :func:`tsoreduce.pipeline.run_mrs_files`.
 """
 
 from __future__ import annotations
@@ -14,17 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .._util import atomic_write
 from ..config import Param, validate
-from ..datamodel import LightCurves, SpectraData
-from ..errors import ConfigError, OverwriteError
-from .bands import combine_bands, mrs_light_curves, stitch_spectrum, band_labels_of
+from ..contract import Stage3Product, StageResult, no_references, progress_enabled
+from ..errors import ConfigError
+from .bands import band_labels_of, combine_bands, mrs_light_curves, stitch_spectrum
 from .cubes import CubeSeries, read_cube_bands
 from .photometry import collapsed_image, extract_cube_photometry
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CONFIG_SCHEMA", "INPUT_SCHEMA", "extract_cube_timeseries", "run_mrs"]
+__all__ = ["CONFIG_SCHEMA", "INPUT_SCHEMA", "extract_cube_timeseries", "run"]
 
 CONFIG_SCHEMA = {
     "centre": {
@@ -120,6 +120,7 @@ INPUT_SCHEMA = {
 
 
 def _photometry_kwargs(cfg: dict) -> dict:
+    """Keyword arguments of :func:`extract_cube_photometry` from a validated ``mrs`` section."""
     c = cfg
     apc = c["apcorr"]["method"]
     if apc == "table":
@@ -145,6 +146,7 @@ def _photometry_kwargs(cfg: dict) -> dict:
 
 
 def _as_bands(cubes) -> dict:
+    """band label -> CubeSeries from one CubeSeries, a dict or list of them, or path(s) / glob(s)."""
     if isinstance(cubes, CubeSeries):
         return {cubes.band: cubes}
     if isinstance(cubes, dict):
@@ -159,18 +161,27 @@ def extract_cube_timeseries(cubes, config: dict | None = None, *, progress: bool
 
     Parameters
     ----------
-    cubes : :class:`CubeSeries`, dict / list of them (one per band), or path(s) / glob(s) of s3d files
-        (read with :func:`~tsoreduce.mrs.cubes.read_cube_bands`).
-    config : the ``mrs`` section (validated against :data:`CONFIG_SCHEMA`; None -> defaults).
+    cubes : CubeSeries, dict or list of CubeSeries, or str / list of str
+        One cube time series per band, or path(s) / glob(s) of s3d files (read with
+        :func:`~tsoreduce.mrs.cubes.read_cube_bands`).  Not modified.
+    config : dict, optional
+        The ``mrs`` section (validated against :data:`CONFIG_SCHEMA`; None: defaults).
+    progress : bool
+        Show a tqdm bar over the bands.
 
     Returns
     -------
-    spectra : SpectraData ``(nints, nwave_total)`` in Jy, bands joined bluest first;
-        ``meta['_band']`` per-plane band labels, ``meta['MRSBANDS']``, ``meta['_photometry']`` the
+    spectra : tsoreduce.datamodel.SpectraData
+        ``(nints, nwave_total)`` in Jy, bands joined bluest first; ``meta['_band']`` per-plane band
+        labels, ``meta['MRSBANDS']``, ``meta['_photometry']`` the
         :class:`~tsoreduce.mrs.photometry.CubePhotometry` of each band; ``aux`` per-band centroids.
-    lc : LightCurves with ``meta['band']`` (band of each channel).
+    lc : tsoreduce.datamodel.LightCurves
+        With ``meta['band']`` (band of each channel).
 
-    Raises ConfigError, the reader's ProductError subclasses, EmptyDataError.
+    Raises
+    ------
+    tsoreduce.errors.ConfigError
+        For an invalid section (e.g. an aperture larger than the background annulus).
     """
     cfg = validate(config, CONFIG_SCHEMA, "mrs")
     kw = _photometry_kwargs(cfg)
@@ -195,124 +206,94 @@ def extract_cube_timeseries(cubes, config: dict | None = None, *, progress: bool
     return spectra, lc
 
 
-def _atomic_table_write(table, path, overwrite):
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OverwriteError(f"{path} exists; pass overwrite=True (--force) to replace it")
-    atomic_write(path, lambda tmp: table.write(tmp, format="ascii.ecsv", overwrite=True), ".ecsv")
 
 
-def _photometry_table(spectra: SpectraData):
-    from astropy.table import Table, vstack
-    rows = []
-    for ph in spectra.meta["_photometry"]:
-        with np.errstate(all="ignore"):
-            t = Table({"band": np.full(ph.wavelength.size, ph.band), "wavelength": ph.wavelength,
-                       "flux_median": np.nanmedian(ph.flux, axis=0),
-                       "flux_err_median": np.nanmedian(ph.flux_err, axis=0),
-                       "background_median": np.nanmedian(ph.background, axis=0),
-                       "npix": ph.npix, "npix_lost": ph.npix_lost, "psf_lost": ph.psf_lost,
-                       "radius_pix": ph.radius, "r_in_pix": ph.r_in, "r_out_pix": ph.r_out,
-                       "apcorr": ph.apcorr})
-        t["wavelength"].unit = "um"
-        t["flux_median"].unit = t["flux_err_median"].unit = "Jy"
-        t["background_median"].unit = "MJy/sr"
-        t.meta.update({"band": ph.band, "centre_x": ph.centre[0], "centre_y": ph.centre[1],
-                       "pixar_sr": ph.pixar_sr, "pixel_scale_arcsec": ph.pixel_scale})
-        rows.append(t)
-    out = vstack(rows, metadata_conflicts="silent")
-    out.meta["centres"] = {ph.band: list(ph.centre) for ph in spectra.meta["_photometry"]}
-    return out
-
-
-def _cubes_from_input(mrs_input: dict, outdir):
-    sim = mrs_input.get("simulate") or {}
-    wr, box = mrs_input.get("wavelength_range"), mrs_input.get("box")
-    if wr is not None and len(wr) != 2:
-        raise ConfigError(f"input.mrs.wavelength_range: expected [min, max] um, got {wr!r}")
-    if box is not None and len(box) != 4:
-        raise ConfigError(f"input.mrs.box: expected [x0, x1, y0, y1], got {box!r}")
-    crop = {"wavelength_range": tuple(wr) if wr else None, "box": tuple(box) if box else None}
-    if sim.get("enabled") and mrs_input.get("cubes"):
-        raise ConfigError("input.mrs: give either cubes or simulate.enabled, not both")
-    if sim.get("enabled"):
-        from ..simulate.mrs import MRSSimConfig, simulate_mrs_cubes, write_mrs_cubes
-        kw = {k: v for k, v in sim.items() if k != "enabled"}
-        kw["bands"] = tuple(kw.get("bands", ("1A",)))
-        cubes, truth = simulate_mrs_cubes(MRSSimConfig(**kw))
-        log.info("MRS: simulated %s (%d integrations)", ", ".join(cubes), kw.get("nints", 40))
-        if mrs_input.get("write_cubes", True) and outdir is not None:
-            d = Path(outdir) / "cubes"
-            paths = write_mrs_cubes(cubes, d, layout=mrs_input.get("layout", "per_integration"),
-                                    overwrite=True)
-            log.info("MRS: wrote %d simulated s3d files to %s; reading them back", len(paths), d)
-            return read_cube_bands(paths, **crop), truth
-        return cubes, truth
-    if not mrs_input.get("cubes"):
-        raise ConfigError("input.mrs: needs cubes (path, glob or list) or simulate.enabled: true")
-    return read_cube_bands(mrs_input["cubes"], **crop), None
-
-
-def run_mrs(config: dict | None = None, mrs_input: dict | None = None, outdir=None, *, plot_dir=None,
-            progress: bool = False, cubes=None, name: str = "tso", overwrite: bool = False):
-    """Run the MRS branch from a config section (the pipeline's Stage-3 replacement for MRS input).
-
-    Parameters
-    ----------
-    config : the ``mrs`` section (validated against :data:`CONFIG_SCHEMA`), or a whole validated run
-        config holding ``mrs`` and ``input.mrs`` sections.
-    mrs_input : the ``input.mrs`` section (:data:`INPUT_SCHEMA`): ``cubes`` (path / glob / list) or
-        ``simulate`` settings.  Ignored when ``cubes`` (in-memory CubeSeries or dict) is given.
-    outdir : directory for ``<name>_mrs_x1dints.fits`` (JWST x1dints layout, Jy),
-        ``<name>_mrs_photometry.ecsv`` (per-plane aperture diagnostics) and
-        ``<name>_mrs_stitched_spectrum.ecsv``; None -> nothing written.
-    plot_dir : directory for the figures (None -> none).
-
-    Returns
-    -------
-    (SpectraData, LightCurves) as :func:`extract_cube_timeseries`; the light curves go to Stage 4
-    (the pipeline writes them as ``<name>_lightcurves.h5``).
-
-    Raises ConfigError, OverwriteError, and the reader's / extractor's named errors.
-    """
-    if config is not None and "mrs" in config and "input" in config:
-        mrs_input = mrs_input or config["input"].get("mrs")
-        config = config["mrs"]
-    cfg = validate(config, CONFIG_SCHEMA, "mrs")
-    if cubes is None:
-        inp = validate(mrs_input, INPUT_SCHEMA, "input.mrs")
-        cubes, _truth = _cubes_from_input(inp, outdir)
-    bands = _as_bands(cubes)
-    spectra, lc = extract_cube_timeseries(bands, cfg, progress=progress)
+def _stitched(spectra, cfg):
+    """The time-median spectrum with the bands scaled onto each other (display only)."""
     labels = band_labels_of(spectra)
     with np.errstate(all="ignore"):
         med = np.nanmedian(spectra.data, axis=0)
         med_err = np.nanmedian(spectra.err, axis=0) / np.sqrt(spectra.nints)
-    st = stitch_spectrum(spectra.wavelength, med, med_err, labels, method=cfg["stitch"]["method"],
-                         reference=cfg["stitch"]["reference"])
-    spectra.meta["_stitched"] = st
-    if outdir is not None:
-        from astropy.table import Table
-        from .. import io
-        outdir = Path(outdir)
-        outdir.mkdir(parents=True, exist_ok=True)
-        io.write_x1dints(outdir / f"{name}_mrs_x1dints.fits", spectra, overwrite=overwrite)
-        _atomic_table_write(_photometry_table(spectra), outdir / f"{name}_mrs_photometry.ecsv", overwrite)
-        t = Table({"wavelength": st.wavelength, "flux": st.flux, "flux_err": st.err, "band": st.band})
-        t["wavelength"].unit = "um"
-        t["flux"].unit = t["flux_err"].unit = spectra.units
-        t.meta.update({"method": st.method, "scale": st.scale})
-        _atomic_table_write(t, outdir / f"{name}_mrs_stitched_spectrum.ecsv", overwrite)
-    if plot_dir is not None:
-        from ..plotting import mrs as pm
-        pdir = Path(plot_dir)
-        pdir.mkdir(parents=True, exist_ok=True)
-        for label, c in bands.items():
-            ph = next(p for p in spectra.meta["_photometry"] if p.band == label)
-            pm.plot_aperture(ph, collapsed_image(c), path=pdir / f"mrs_aperture_{label}.png")
-        pm.plot_mrs_spectrum(spectra, stitched=st, path=pdir / "mrs_spectrum.png")
-        pm.plot_mrs_lightcurves(lc, path=pdir / "mrs_lightcurves.png")
-        pm.plot_mrs_background(spectra, path=pdir / "mrs_background.png")
-        if cfg["centre"]["track"]:
-            pm.plot_mrs_centroids(spectra, path=pdir / "mrs_centroids.png")
-    return spectra, lc
+    return stitch_spectrum(spectra.wavelength, med, med_err, labels, method=cfg["stitch"]["method"],
+                           reference=cfg["stitch"]["reference"])
+
+
+def _make_figures(bands, spectra, lc, stitched, cfg, plot_dir) -> list:
+    """Aperture per band, spectrum, light curves, background and (tracking) centroids into ``plot_dir``."""
+    from ..plotting import mrs as pm
+
+    pdir = Path(plot_dir)
+    pdir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for label, c in bands.items():
+        ph = next(p for p in spectra.meta["_photometry"] if p.band == label)
+        pm.plot_aperture(ph, collapsed_image(c), path=pdir / f"mrs_aperture_{label}.png")
+        paths.append(pdir / f"mrs_aperture_{label}.png")
+    pm.plot_mrs_spectrum(spectra, stitched=stitched, path=pdir / "mrs_spectrum.png")
+    pm.plot_mrs_lightcurves(lc, path=pdir / "mrs_lightcurves.png")
+    pm.plot_mrs_background(spectra, path=pdir / "mrs_background.png")
+    paths += [pdir / "mrs_spectrum.png", pdir / "mrs_lightcurves.png", pdir / "mrs_background.png"]
+    if cfg["centre"]["track"]:
+        pm.plot_mrs_centroids(spectra, path=pdir / "mrs_centroids.png")
+        paths.append(pdir / "mrs_centroids.png")
+    return paths
+
+
+def run(cubes, config: dict | None = None, *, plot_dir=None, references=None) -> StageResult:
+    """The MRS branch (in place of Stage 3 for MRS cubes): cubes -> x1dints and light curves.
+
+    Per band, fixed-centre aperture photometry of every wavelength plane with an annulus background
+    (:func:`~tsoreduce.mrs.photometry.extract_cube_photometry`; the STScI ``extract_1d`` IFU
+    point-source method with a time-fixed bad-spaxel mask, JWST pipeline documentation and Law et al.
+    2023); the bands joined bluest first; band-aware light curves (channels never mix bands); the
+    time-median spectrum stitched for display.  Pure: writes nothing except figures into ``plot_dir``;
+    :func:`tsoreduce.pipeline.run_mrs_files` reads or simulates the cubes and writes the products.
+
+    Parameters
+    ----------
+    cubes : CubeSeries, or dict / list of CubeSeries
+        One cube time series per band (``data`` ``(nints, nwave, ny, nx)`` in MJy/sr); not modified.
+    config : dict, optional
+        The ``mrs`` section (:data:`CONFIG_SCHEMA`; None: defaults).
+    plot_dir : str or pathlib.Path, optional
+        Directory for the figures (aperture per band, spectrum, light curves, background, centroids);
+        None: none.
+    references : dict, optional
+        The MRS branch uses no reference files; must be empty.
+
+    Returns
+    -------
+    tsoreduce.contract.StageResult
+        ``product`` a :class:`~tsoreduce.contract.Stage3Product`: ``x1dints`` the SpectraData
+        ``(nints, nwave_total)`` in Jy (``meta['_photometry']`` per band, ``meta['_stitched']`` the
+        stitched time-median spectrum) and ``lightcurves`` with ``meta['band']``; ``diagnostics`` per
+        band the centre (spaxels) and the median aperture radius (spaxels); ``figures`` the paths
+        written.
+
+    Raises
+    ------
+    TypeError
+        If ``cubes`` is not in memory (read files with :func:`~tsoreduce.mrs.cubes.read_cube_bands`).
+    ValueError
+        If ``references`` are given.
+    tsoreduce.errors.ConfigError
+        For an invalid section.
+    """
+    no_references("mrs", references)
+    items = list(cubes.values()) if isinstance(cubes, dict) else cubes if isinstance(cubes, (list, tuple)) \
+        else [cubes]
+    in_memory = bool(items) and all(isinstance(c, CubeSeries) for c in items)
+    if not in_memory:
+        raise TypeError(f"mrs.run: cubes must be CubeSeries (or a dict / list of them), got "
+                        f"{type(cubes).__name__}; read files with tsoreduce.mrs.read_cube_bands")
+    cfg = validate(config, CONFIG_SCHEMA, "mrs")
+    bands = _as_bands(cubes)
+    spectra, lc = extract_cube_timeseries(bands, cfg, progress=progress_enabled())
+    spectra.meta["_stitched"] = st = _stitched(spectra, cfg)
+    figures = _make_figures(bands, spectra, lc, st, cfg, plot_dir) if plot_dir is not None else []
+    diagnostics = {"bands": {ph.band: {"centre": [float(v) for v in ph.centre],
+                                       "median_radius_spaxels": float(np.median(ph.radius))}
+                             for ph in spectra.meta["_photometry"]}}
+    return StageResult(product=Stage3Product(x1dints=spectra, lightcurves=lc), diagnostics=diagnostics,
+                       figures=figures)
+
