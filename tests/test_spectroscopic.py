@@ -75,7 +75,7 @@ def test_wavelength_sources(caplog):
     np.testing.assert_allclose(out.wavelength, ref, equal_nan=True)
     assert r.wavelength is None  # input untouched
     old = run_stage2(r, {"wavelength": {"source": "default", "map": "specwcs_0006"}, "pca": {"skip": True},
-                         "bad_pixels": {"skip": True}})[0]
+                         "bad_pixels": {"skip": True}}).product
     np.testing.assert_allclose(old.wavelength, reference.default_wavelength_map(name="specwcs_0006"),
                                equal_nan=True)
     assert old.meta["R_SPCWCS"] == "jwst_miri_specwcs_0006.fits"
@@ -101,7 +101,7 @@ def test_specwcs_file_matches_bundled_0006():
     assert np.nanmax(np.abs(wm - ref)) < 1e-3
     r, _ = synth_rates(2, noise=False)
     out = run_stage2(r, {"wavelength": {"source": "specwcs", "specwcs_path": str(SPECWCS)},
-                         "pca": {"skip": True}})[0]
+                         "pca": {"skip": True}}).product
     assert abs(out.wavelength[257, 36] - 9.70) < 0.05  # PROVENANCE.md: row 257 ~ 9.70 um
     assert out.meta["R_SPCWCS"] == SPECWCS.name and out.meta["WAVSRC"] == f"specwcs file {SPECWCS.name}"
 
@@ -230,7 +230,8 @@ def test_pca_finds_and_removes_trace_shift():
 @pytest.mark.slow
 def test_run_stage2_defaults_and_outputs(tmp_path):
     r, t = synth_rates(20, seed=6, white=1 - 0.01 * (np.arange(20) % 7 == 3))
-    out, diag = run_stage2(r, None, plot_dir=tmp_path)
+    res = run_stage2(r, None, plot_dir=tmp_path)
+    out, diag = res.product, res.diagnostics
     assert diag["deep_frame"].shape == (416, 72)
     assert diag["hot_pixel_map"].shape == (416, 72) and diag["hot_pixel_map"].dtype == bool
     assert {"n_replaced_spatial", "n_replaced_temporal", "pca"} <= set(diag)
@@ -243,15 +244,19 @@ def test_run_stage2_defaults_and_outputs(tmp_path):
     assert np.allclose(out.data[3].sum() / out.data[2].sum(), 0.99, atol=2e-3)
     for name in ("stage2_background.png", "stage2_bad_pixels.png", "stage2_pca.png"):
         assert (tmp_path / name).stat().st_size > 1000
+    assert sorted(p.name for p in res.figures) == sorted(p.name for p in tmp_path.glob("*.png"))
     from astropy.io import fits
+
+    from tsoreduce.errors import OverwriteError
+    from tsoreduce.spectroscopic import write_stage2_diagnostics
+
+    assert not (tmp_path / "stage2_diagnostics.fits").exists()  # run() writes figures only
+    write_stage2_diagnostics(tmp_path / "stage2_diagnostics.fits", diag)
 
     with fits.open(tmp_path / "stage2_diagnostics.fits") as h:
         np.testing.assert_array_equal(h["DEEP"].data, diag["deep_frame"])
         assert h["HOTPIX"].data.shape == (416, 72) and h["PCA_TS"].data.shape[1] == 20
         assert h[0].header["NREPSPA"] == diag["n_replaced_spatial"]
-    from tsoreduce.errors import OverwriteError
-    from tsoreduce.spectroscopic import write_stage2_diagnostics
-
     with pytest.raises(OverwriteError):
         write_stage2_diagnostics(tmp_path / "stage2_diagnostics.fits", diag)
     assert set(CONFIG_SCHEMA) == {"wavelength", "flat_field", "background", "bad_pixels", "pca", "deep_frame",
@@ -280,7 +285,8 @@ def _read_mirisim(kind):
 @pytest.mark.parametrize("kind", ["rateints", "calints"])
 def test_stage2_on_mirisim(kind):
     r = _read_mirisim(kind)
-    out, diag = run_stage2(r)
+    res = run_stage2(r)
+    out, diag = res.product, res.diagnostics
     assert 36.0 <= diag["trace_center"] <= 38.5
     # values without any estimate (real DO_NOT_USE regions at the subarray edge) stay NaN and
     # DO_NOT_USE instead of a silent 0 flagged FLUX_ESTIMATED (issue 13); everything else is finite
@@ -316,7 +322,7 @@ def test_flat_field_from_crds_format_file(tmp_path):
     r = r.replace(meta={"SUBARRAY": "SLITLESSPRISM", "SUBSTRT1": 1, "SUBSTRT2": 529, "SUBSIZE1": 72,
                         "SUBSIZE2": 416})
     out = run_stage2(r, {"flat_field": {"path": str(path)}, "background": {"skip": True},
-                         "bad_pixels": {"skip": True}, "pca": {"skip": True}})[0]
+                         "bad_pixels": {"skip": True}, "pca": {"skip": True}}).product
     np.testing.assert_allclose(out.data[:, 100, 30], r.data[:, 100, 30] / 1.25, rtol=1e-6)
     np.testing.assert_allclose(out.data[:, 200, 40], r.data[:, 200, 40] / 0.5, rtol=1e-6)
 
@@ -359,7 +365,7 @@ def test_flat_field_found_in_crds_cache(tmp_path, monkeypatch):
                         "SUBSIZE2": 416})
     quiet = {"background": {"skip": True}, "bad_pixels": {"skip": True},
              "pca": {"skip": True}}
-    out, _ = run_stage2(r, quiet)
+    out = run_stage2(r, quiet).product
     np.testing.assert_allclose(out.data[:, 200, 30], r.data[:, 200, 30] / 2, rtol=1e-6)
-    out2, _ = run_stage2(r, {**quiet, "flat_field": {"use_crds_cache": False}})
+    out2 = run_stage2(r, {**quiet, "flat_field": {"use_crds_cache": False}}).product
     np.testing.assert_allclose(out2.data[:, 200, 30], r.data[:, 200, 30], rtol=1e-6)
