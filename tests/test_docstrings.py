@@ -69,12 +69,10 @@ PENDING: set[str] = {
     "tsoreduce.plotting.joint",
     "tsoreduce.plotting.lightcurve",
     "tsoreduce.plotting.mrs",
-    "tsoreduce.plotting.spectroscopic",
     "tsoreduce.reference",
     "tsoreduce.simulate.hot_pixels",
     "tsoreduce.simulate.lrs",
     "tsoreduce.simulate.mrs",
-    "tsoreduce.spectroscopic",
 }
 
 

@@ -369,3 +369,39 @@ def test_flat_field_found_in_crds_cache(tmp_path, monkeypatch):
     np.testing.assert_allclose(out.data[:, 200, 30], r.data[:, 200, 30] / 2, rtol=1e-6)
     out2 = run_stage2(r, {**quiet, "flat_field": {"use_crds_cache": False}}).product
     np.testing.assert_allclose(out2.data[:, 200, 30], r.data[:, 200, 30], rtol=1e-6)
+
+
+def _digest(rates):
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in (rates.data, rates.err, rates.dq, rates.var_poisson, rates.var_rnoise, rates.wavelength):
+        h.update(b"-" if a is None else np.ascontiguousarray(a).tobytes())
+    h.update(repr(sorted(rates.meta.items())).encode())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("cfg, refs", [
+    (None, None),
+    ({"background": {"method": "slope"}, "pca": {"remove_components": [2]}}, {"flat": np.full((416, 72), 0.9)}),
+])
+def test_run_is_pure_and_returns_a_stage_result(cfg, refs):
+    """run() never modifies its input (hash of every array and the meta before/after), also with a bad
+    integration, a flat and PCA removal, and returns a StageResult whose product is new arrays."""
+    from tsoreduce.contract import StageResult
+    from tsoreduce.spectroscopic import run
+
+    r, _ = synth_rates(16, seed=3)
+    r.data[:, 50, 30] += 400.0  # a hot pixel
+    r.data[2, 120, 40] += 5000.0  # a cosmic ray
+    r.data[5] = np.nan  # a bad integration
+    before = _digest(r)
+    res = run(r, cfg, references=refs)
+    assert _digest(r) == before
+    assert isinstance(res, StageResult) and isinstance(res.product, RateData) and res.figures == []
+    assert res.product.data is not r.data and res.product.dq is not r.dq
+    assert not np.shares_memory(res.product.data, r.data) and not np.shares_memory(res.product.dq, r.dq)
+    assert res.product.meta["S_TSOS2"] == "COMPLETE" and res.product.meta["NBADINT"] == 1
+    assert res.product.dq[2, 120, 40] & DQ.OUTLIER
+    with pytest.raises(ValueError, match="reference"):
+        run(r, cfg, references={"dark": "x.fits"})

@@ -7,6 +7,7 @@ temporaries are bounded by :data:`BLOCK_BYTES` whatever the number of integratio
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 
@@ -71,16 +72,19 @@ def row_blocks(shape, block_bytes: int = BLOCK_BYTES):
     return [slice(a, min(a + step, shape[1])) for a in range(0, shape[1], step)]
 
 
-class quiet_nanwarnings(warnings.catch_warnings):
-    """Context manager silencing the 'All-NaN slice' / 'Mean of empty slice' RuntimeWarnings.
+@contextlib.contextmanager
+def quiet_nanwarnings():
+    """Silence the 'All-NaN slice' / 'Mean of empty slice' RuntimeWarnings inside the block.
 
     Used where NaN results are expected and handled by the caller.
-    """
 
-    def __enter__(self):
-        out = super().__enter__()
+    Yields
+    ------
+    None
+    """
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return out
+        yield
 
 
 def check_rates(rates: RateData) -> None:
