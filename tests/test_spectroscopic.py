@@ -403,5 +403,26 @@ def test_run_is_pure_and_returns_a_stage_result(cfg, refs):
     assert not np.shares_memory(res.product.data, r.data) and not np.shares_memory(res.product.dq, r.dq)
     assert res.product.meta["S_TSOS2"] == "COMPLETE" and res.product.meta["NBADINT"] == 1
     assert res.product.dq[2, 120, 40] & DQ.OUTLIER
-    with pytest.raises(ValueError, match="reference"):
-        run(r, cfg, references={"dark": "x.fits"})
+
+
+def test_run_memory_is_bounded(monkeypatch):
+    """run() allocates the product's SCI and DQ, the float64 PCA matrix and slabs of at most BLOCK_BYTES
+    (set to 1 MB here, so the 48-integration cube spans several blocks); it used to hold ~11 float32
+    copies of the cube.  Peak of numpy allocations (tracemalloc) in units of one float32 cube: SCI + DQ
+    = 2, PCA matrix (49 of 72 columns, float64) = 1.36, the rest must stay below 1.2."""
+    import tracemalloc
+
+    from tsoreduce.spectroscopic import common, run
+
+    monkeypatch.setattr(common, "BLOCK_BYTES", 2**20)
+    r, _ = synth_rates(48, seed=4)
+    run(r, {"pca": {"n_components": 3}})  # imports scikit-learn, tqdm, ... outside the measurement
+    tracemalloc.start()
+    try:
+        run(r, {"pca": {"n_components": 3}})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    cubes = peak / r.data.nbytes
+    print(f"run() peak allocations: {peak / 1e6:.1f} MB = {cubes:.2f} float32 cubes of {r.data.shape}")
+    assert cubes < 4.5

@@ -29,27 +29,28 @@ BAD_PIXEL_FLAGS = DQ.DO_NOT_USE | DQ.DEAD | DQ.HOT | DQ.SATURATED
 BLOCK_BYTES = 16 * 2**20
 
 
-def integration_blocks(shape, block_bytes: int = BLOCK_BYTES):
+def integration_blocks(shape, block_bytes: int | None = None):
     """Slices of integrations whose float32 slab of ``shape[1:]`` holds about ``block_bytes``.
 
     Parameters
     ----------
     shape : tuple of int
         Cube shape ``(nints, nrows, ncols)``.
-    block_bytes : int
-        Target size of one float32 slab, bytes.
+    block_bytes : int, optional
+        Target size of one float32 slab, bytes (default :data:`BLOCK_BYTES`).
 
     Returns
     -------
     list of slice
         Consecutive slices covering ``range(nints)``.
     """
+    block_bytes = BLOCK_BYTES if block_bytes is None else block_bytes
     per = 4 * int(np.prod(shape[1:]))
     step = max(1, int(block_bytes // max(per, 1)))
     return [slice(a, min(a + step, shape[0])) for a in range(0, shape[0], step)]
 
 
-def row_blocks(shape, block_bytes: int = BLOCK_BYTES):
+def row_blocks(shape, block_bytes: int | None = None):
     """Slices of detector rows whose float32 slab ``(nints, rows, ncols)`` holds about ``block_bytes``.
 
     Used by the steps that reduce along time pixel by pixel (medians over integrations), which are
@@ -59,14 +60,15 @@ def row_blocks(shape, block_bytes: int = BLOCK_BYTES):
     ----------
     shape : tuple of int
         Cube shape ``(nints, nrows, ncols)``.
-    block_bytes : int
-        Target size of one float32 slab, bytes.
+    block_bytes : int, optional
+        Target size of one float32 slab, bytes (default :data:`BLOCK_BYTES`).
 
     Returns
     -------
     list of slice
         Consecutive slices covering ``range(nrows)``.
     """
+    block_bytes = BLOCK_BYTES if block_bytes is None else block_bytes
     per = 4 * shape[0] * int(np.prod(shape[2:]))
     step = max(1, int(block_bytes // max(per, 1)))
     return [slice(a, min(a + step, shape[1])) for a in range(0, shape[1], step)]

@@ -123,7 +123,8 @@ def run(rates: RateData, config: dict | None = None, *, plot_dir=None, reference
         Directory for the diagnostic figures (None -> no figures).
     references : dict, optional
         ``"flat"`` (path or ``(nrows, ncols)`` array) overrides ``flat_field.path``; ``"specwcs"``
-        (path) overrides ``wavelength.specwcs_path``.
+        (path) overrides ``wavelength.specwcs_path``; other names (a run's references serve every
+        stage) are not used (logged).
 
     Returns
     -------
@@ -137,8 +138,6 @@ def run(rates: RateData, config: dict | None = None, *, plot_dir=None, reference
 
     Raises
     ------
-    ValueError
-        For a reference name other than ``flat`` and ``specwcs``.
     tsoreduce.errors.ConfigError
         Bad configuration (before any work).
     tsoreduce.errors.EmptyDataError
@@ -150,9 +149,9 @@ def run(rates: RateData, config: dict | None = None, *, plot_dir=None, reference
     """
     cfg = validate(config, CONFIG_SCHEMA, "stage2")
     references = dict(references or {})
-    unknown = sorted(set(references) - set(REFERENCE_NAMES))
-    if unknown:
-        raise ValueError(f"Stage 2 uses the reference files {REFERENCE_NAMES}; got {unknown}")
+    other = sorted(set(references) - set(REFERENCE_NAMES))
+    if other:  # a run's input.references serves every stage: Stage 1's files are not Stage 2's
+        log.info("Stage 2 uses the reference files %s; not used here: %s", REFERENCE_NAMES, other)
     check_rates(rates)
     log.info("Stage 2 on %d integrations of %s, units %s (kept)", rates.nints, rates.data.shape[1:],
              rates.units)
