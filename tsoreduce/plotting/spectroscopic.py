@@ -48,9 +48,10 @@ def plot_background(background, deep_frame, columns=None, *, path=None):
     """
     fig = Figure(figsize=(12, 4.5))
     a1, a2, a3 = fig.subplots(1, 3)
-    row_bkg = np.asarray(background)[:, :, 0] if background.ndim == 3 else background
-    if background.ndim == 3:
-        row_bkg = np.median(background, axis=2)
+    row_bkg = np.asarray(background)
+    if background.ndim == 3:  # median over columns, a few integrations at a time (no full-cube copy)
+        row_bkg = np.concatenate([np.median(background[i:i + 64], axis=2)
+                                  for i in range(0, background.shape[0], 64)])
     med = np.median(row_bkg, axis=0)
     lo, hi = np.percentile(row_bkg, [16, 84], axis=0)
     r = np.arange(med.size)
