@@ -71,7 +71,7 @@ def run_seed(seed, nints, ngroups, tmpdir, extraction="box"):
     refs = {"linearity": truth.nonlinearity_coeffs, "gain": truth.gain, "readnoise": truth.read_noise_dn,
             "saturation": truth.saturation_dn}
     rates = detector.run_stage1(sim.segments[0], None, references=refs)
-    cal, diag = run_stage2(rates)
+    cal, diag = (s2res := run_stage2(rates)).product, s2res.diagnostics
     spectra, lc = run_stage3(cal, {"extraction": {"method": extraction}}, deep_frame=diag["deep_frame"])
     path = io.write_lightcurves(tmpdir / f"lc_{seed}.ecsv", lc)
     lc = io.read_lightcurves(path)

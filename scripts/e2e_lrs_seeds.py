@@ -38,7 +38,7 @@ def run(seed, *, extraction="optimal", noiseless=False, clean=False):
     refs = {"linearity": truth.nonlinearity_coeffs, "gain": truth.gain,
             "readnoise": truth.read_noise_dn, "saturation": truth.saturation_dn}
     rates = detector.run_stage1(s.segments[0], None, references=refs)
-    cal, diag = run_stage2(rates)
+    cal, diag = (s2res := run_stage2(rates)).product, s2res.diagnostics
     _, lc = run_stage3(cal, {"extraction": {"method": extraction}}, deep_frame=diag["deep_frame"])
     T = truth.transit
     config = {"limb_darkening": {"parametrisation": "u"},

@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     s2 = {"wavelength": {"source": "default", "map": args.map}, "bad_pixels": {"skip_temporal": True},
           "pca": {"n_components": 3}}
     s3 = {"extraction": {"method": args.method, "box_width": 21.0}, "lightcurves": {"skip": True}}
-    c2, diag = run_stage2(rate, s2)
+    c2, diag = (s2res := run_stage2(rate, s2)).product, s2res.diagnostics
     spec, _ = run_stage3(c2, s3, deep_frame=diag["deep_frame"])
     w_ours = spec.wavelength
     f_ours = np.nanmean(spec.data, axis=0)

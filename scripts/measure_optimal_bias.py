@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         kw = {} if args.peak_rate is None else {"peak_rate_dn_s": args.peak_rate}
         rates, truth = simulate_lrs_rateints(LRSSimConfig(nints=args.nints, seed=seed, **kw))
-        cal, diag = run_stage2(rates, {"pca": {"skip": True}})
+        cal, diag = (s2res := run_stage2(rates, {"pca": {"skip": True}})).product, s2res.diagnostics
         deep = diag["deep_frame"]
         trace, _ = find_trace(deep)
         lam = truth.wavelength

@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     from tsoreduce.spectroscopic import run_stage2
 
     rates, truth, rows, cols = noiseless_hot_pixels(seed=args.seed)
-    cal, diag = run_stage2(rates, {"pca": {"skip": True}})
+    cal, diag = (s2res := run_stage2(rates, {"pca": {"skip": True}})).product, s2res.diagnostics
     deep = diag["deep_frame"]
     trace, _ = find_trace(deep)
     true = truth.rate_star.sum(axis=2).mean(axis=0)

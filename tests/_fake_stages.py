@@ -42,15 +42,17 @@ def make_modules(fail_stage2_once=False):
     spec.CONFIG_SCHEMA = {"background": {"skip": Param(False, bool, "skip the background step")}}
     state = {"fail": fail_stage2_once}
 
-    def run_stage2(rates, config, *, plot_dir=None):
+    def run_stage2(rates, config, *, plot_dir=None, references=None):
+        from tsoreduce.contract import StageResult
         _count("stage2")
         if state["fail"]:
             state["fail"] = False
             raise KeyboardInterrupt("simulated interruption")
         bkg = 0.0 if config["background"]["skip"] else np.median(rates.data[:, :, :2], axis=(1, 2))
-        return rates.replace(data=rates.data - np.asarray(bkg)[..., None, None] if np.ndim(bkg) else
-                             rates.data), {"deep_frame": rates.data.mean(0)}
-    spec.run_stage2 = run_stage2
+        return StageResult(rates.replace(data=rates.data - np.asarray(bkg)[..., None, None] if np.ndim(bkg)
+                                         else rates.data), {"deep_frame": rates.data.mean(0)})
+    spec.run = spec.run_stage2 = run_stage2
+    spec.write_stage2_diagnostics = lambda path, diag, overwrite=False: np.save(f"{path}.npy", diag["deep_frame"])
 
     ext = types.ModuleType("tsoreduce.extraction")
     ext.CONFIG_SCHEMA = {"nchannels": Param(2, int, "number of channels", min=1, max=10)}

@@ -97,14 +97,14 @@ def test_mostly_bad_integration_is_excluded_flagged_and_masked(rateints, fractio
     bad.data[7][hit] = np.nan
     cfg2 = {"pca": {"skip": True}}
     with caplog.at_level(logging.WARNING):
-        cal, diag = run_stage2(bad, cfg2)
+        cal, diag = (s2res := run_stage2(bad, cfg2)).product, s2res.diagnostics
     msgs = _warnings(caplog, "bad integrations")
     assert msgs and "1 of 24" in msgs[0] and "integration(s) 8" in msgs[0]
     assert cal.meta["NBADINT"] == 1 and diag["bad_integrations"][7] and diag["bad_integrations"].sum() == 1
     assert np.isnan(cal.data[7]).all() and ((cal.dq[7] & np.uint32(DQ.DO_NOT_USE)) != 0).all()
     # the good integrations are processed exactly as if the bad one had never been there
     keep = np.r_[0:7, 8:24]
-    ref_cal, _ = run_stage2(rates.select_integrations(keep), cfg2)
+    ref_cal = run_stage2(rates.select_integrations(keep), cfg2).product
     np.testing.assert_array_equal(cal.data[keep], ref_cal.data)
     spectra, lc = run_stage3(cal, {"extraction": {"method": "box"}})
     assert lc.mask[7] and lc.mask.sum() == 1 and lc.meta["masked_integrations"] == [8]
@@ -182,7 +182,7 @@ def test_background_subtraction_noise_is_in_the_spectra_err():
 
     rates, _ = simulate_lrs_rateints(LRSSimConfig(nints=150, seed=9, transit=False, drift=False,
                                                   settling=False, cosmic_rays=False))
-    cal, _ = run_stage2(rates, {"pca": {"skip": True}})
+    cal = run_stage2(rates, {"pca": {"skip": True}}).product
     assert cal.meta["BKGMETH"] == "median" and cal.meta["BKGCOLS"]
     cfg = {"extraction": {"method": "box"}, "lightcurves": {"skip": True}}
     spectra, _ = run_stage3(cal, cfg)

@@ -50,8 +50,6 @@ PENDING: set[str] = {
     "tsoreduce.plotting.detector",
     "tsoreduce.plotting.extraction",
     "tsoreduce.plotting.joint",
-    "tsoreduce.plotting.spectroscopic",
-    "tsoreduce.spectroscopic",
 }
 
 

@@ -46,7 +46,7 @@ def test_uncal_to_spectrum_recovers_injected_depths(tmp_path, seed):
     refs = {"linearity": truth.nonlinearity_coeffs, "gain": truth.gain,
             "readnoise": truth.read_noise_dn, "saturation": truth.saturation_dn}
     rates = detector.run_stage1(s.segments[0], None, references=refs)
-    cal, diag = run_stage2(rates)
+    cal, diag = (s2res := run_stage2(rates)).product, s2res.diagnostics
     spectra, lc = run_stage3(cal, deep_frame=diag["deep_frame"])
     assert lc.nchan == 14
 

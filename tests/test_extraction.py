@@ -176,7 +176,7 @@ def test_run_stage3_products(tmp_path):
                      60000 + np.arange(n) * 1e-4 + 1e-4)
     r = r.replace(int_times=times, meta={"EXP_TYPE": "MIR_LRS-SLITLESS", "INSTRUME": "MIRI",
                                          "SUBARRAY": "SLITLESSPRISM"})
-    cal, diag = run_stage2(r, {"pca": {"skip": True}})
+    cal, diag = (s2res := run_stage2(r, {"pca": {"skip": True}})).product, s2res.diagnostics
     spectra, lc = run_stage3(cal, {"lightcurves": {"baseline_ints": [0, 10, 20, 30]}}, plot_dir=tmp_path,
                              deep_frame=diag["deep_frame"])
     assert spectra.data.shape == (n, 388)  # rows 7-394, like the flight x1dints (388 rows)
@@ -216,7 +216,7 @@ def test_stages_2_3_on_mirisim(kind):
     """Real STScI pipeline products (MIRISim NGTS-10): Stage 2 + 3 run, trace found near column 37.5,
     finite spectra."""
     r = _read_mirisim(kind)
-    cal, diag = run_stage2(r)
+    cal, diag = (s2res := run_stage2(r)).product, s2res.diagnostics
     spectra, lc = run_stage3(cal, deep_frame=diag["deep_frame"])
     tr = spectra.meta["_trace"]
     rows = spectra.meta["_rows"]
@@ -237,7 +237,7 @@ def sim_stage2():
     if not hasattr(sim, "simulate_lrs_rateints"):
         pytest.skip("tsoreduce.simulate.simulate_lrs_rateints not available")
     rates, truth = sim.simulate_lrs_rateints(sim.LRSSimConfig(nints=60, seed=1))
-    cal, diag = run_stage2(rates, {"pca": {"skip": True}})
+    cal, diag = (s2res := run_stage2(rates, {"pca": {"skip": True}})).product, s2res.diagnostics
     return rates, truth, cal, diag
 
 
@@ -391,7 +391,7 @@ def test_mirisim_rateints_and_calints_same_wavelengths(tmp_path):
     s2 = {"bad_pixels": {"skip_temporal": True}, "pca": {"n_components": 3}}
     out = {}
     for kind in ("rateints", "calints"):
-        cal, diag = run_stage2(_read_mirisim(kind), s2)
+        cal, diag = (s2res := run_stage2(_read_mirisim(kind), s2)).product, s2res.diagnostics
         spectra, _ = run_stage3(cal, {"lightcurves": {"skip": True}}, deep_frame=diag["deep_frame"])
         pc = io.write_calints(tmp_path / f"{kind}_calints.fits", cal)
         px = io.write_x1dints(tmp_path / f"{kind}_x1dints.fits", spectra)
@@ -420,7 +420,7 @@ def test_optimal_profile_unbiased_at_low_snr(seed):
     from tsoreduce.simulate import LRSSimConfig, simulate_lrs_rateints
 
     rates, truth = simulate_lrs_rateints(LRSSimConfig(nints=10, seed=seed))
-    cal, diag = run_stage2(rates, {"pca": {"skip": True}})
+    cal, diag = (s2res := run_stage2(rates, {"pca": {"skip": True}})).product, s2res.diagnostics
     deep = diag["deep_frame"]
     trace, _ = find_trace(deep)
     rows = np.flatnonzero((truth.wavelength >= 11) & (truth.wavelength <= 12))
@@ -446,7 +446,7 @@ def test_repaired_pixels_stay_repaired():
     pixel was zeroed), flagged DO_NOT_USE.  Without Stage 2's repair the bad pixels are excluded and
     the elements flagged DO_NOT_USE."""
     rates, truth, rows, cols = noiseless_hot_pixels()
-    cal, diag = run_stage2(rates, {"pca": {"skip": True}})
+    cal, diag = (s2res := run_stage2(rates, {"pca": {"skip": True}})).product, s2res.diagnostics
     assert dq_has(cal.dq[:, rows, cols], DQ.FLUX_ESTIMATED).all()
     deep = diag["deep_frame"]
     trace, _ = find_trace(deep)
@@ -464,7 +464,7 @@ def test_repaired_pixels_stay_repaired():
     _, eb, _ = box_extract(cal, trace, 21.0)
     assert np.all(eb[0, rows] > 0.5 * (eb[0, rows - 1] + eb[0, rows + 1]))
     # not repaired (Stage 2's bad-pixel step skipped): excluded / flagged, never counted as estimated
-    raw, _ = run_stage2(rates, {"pca": {"skip": True}, "bad_pixels": {"skip": True}})
+    raw = run_stage2(rates, {"pca": {"skip": True}, "bad_pixels": {"skip": True}}).product
     _, _, dqb = box_extract(raw, trace, 21.0)
     fo, _, dqo, _ = optimal_extract(raw, deep, trace, aperture_halfwidth=6.0)
     assert dq_has(dqb[:, rows], DQ.DO_NOT_USE).all() and not dq_has(dqb[:, rows], DQ.FLUX_ESTIMATED).any()

@@ -75,7 +75,7 @@ def test_wavelength_sources(caplog):
     np.testing.assert_allclose(out.wavelength, ref, equal_nan=True)
     assert r.wavelength is None  # input untouched
     old = run_stage2(r, {"wavelength": {"source": "default", "map": "specwcs_0006"}, "pca": {"skip": True},
-                         "bad_pixels": {"skip": True}})[0]
+                         "bad_pixels": {"skip": True}}).product
     np.testing.assert_allclose(old.wavelength, reference.default_wavelength_map(name="specwcs_0006"),
                                equal_nan=True)
     assert old.meta["R_SPCWCS"] == "jwst_miri_specwcs_0006.fits"
@@ -101,7 +101,7 @@ def test_specwcs_file_matches_bundled_0006():
     assert np.nanmax(np.abs(wm - ref)) < 1e-3
     r, _ = synth_rates(2, noise=False)
     out = run_stage2(r, {"wavelength": {"source": "specwcs", "specwcs_path": str(SPECWCS)},
-                         "pca": {"skip": True}})[0]
+                         "pca": {"skip": True}}).product
     assert abs(out.wavelength[257, 36] - 9.70) < 0.05  # PROVENANCE.md: row 257 ~ 9.70 um
     assert out.meta["R_SPCWCS"] == SPECWCS.name and out.meta["WAVSRC"] == f"specwcs file {SPECWCS.name}"
 
@@ -230,7 +230,8 @@ def test_pca_finds_and_removes_trace_shift():
 @pytest.mark.slow
 def test_run_stage2_defaults_and_outputs(tmp_path):
     r, t = synth_rates(20, seed=6, white=1 - 0.01 * (np.arange(20) % 7 == 3))
-    out, diag = run_stage2(r, None, plot_dir=tmp_path)
+    res = run_stage2(r, None, plot_dir=tmp_path)
+    out, diag = res.product, res.diagnostics
     assert diag["deep_frame"].shape == (416, 72)
     assert diag["hot_pixel_map"].shape == (416, 72) and diag["hot_pixel_map"].dtype == bool
     assert {"n_replaced_spatial", "n_replaced_temporal", "pca"} <= set(diag)
@@ -243,15 +244,19 @@ def test_run_stage2_defaults_and_outputs(tmp_path):
     assert np.allclose(out.data[3].sum() / out.data[2].sum(), 0.99, atol=2e-3)
     for name in ("stage2_background.png", "stage2_bad_pixels.png", "stage2_pca.png"):
         assert (tmp_path / name).stat().st_size > 1000
+    assert sorted(p.name for p in res.figures) == sorted(p.name for p in tmp_path.glob("*.png"))
     from astropy.io import fits
+
+    from tsoreduce.errors import OverwriteError
+    from tsoreduce.spectroscopic import write_stage2_diagnostics
+
+    assert not (tmp_path / "stage2_diagnostics.fits").exists()  # run() writes figures only
+    write_stage2_diagnostics(tmp_path / "stage2_diagnostics.fits", diag)
 
     with fits.open(tmp_path / "stage2_diagnostics.fits") as h:
         np.testing.assert_array_equal(h["DEEP"].data, diag["deep_frame"])
         assert h["HOTPIX"].data.shape == (416, 72) and h["PCA_TS"].data.shape[1] == 20
         assert h[0].header["NREPSPA"] == diag["n_replaced_spatial"]
-    from tsoreduce.errors import OverwriteError
-    from tsoreduce.spectroscopic import write_stage2_diagnostics
-
     with pytest.raises(OverwriteError):
         write_stage2_diagnostics(tmp_path / "stage2_diagnostics.fits", diag)
     assert set(CONFIG_SCHEMA) == {"wavelength", "flat_field", "background", "bad_pixels", "pca", "deep_frame",
@@ -280,7 +285,8 @@ def _read_mirisim(kind):
 @pytest.mark.parametrize("kind", ["rateints", "calints"])
 def test_stage2_on_mirisim(kind):
     r = _read_mirisim(kind)
-    out, diag = run_stage2(r)
+    res = run_stage2(r)
+    out, diag = res.product, res.diagnostics
     assert 36.0 <= diag["trace_center"] <= 38.5
     # values without any estimate (real DO_NOT_USE regions at the subarray edge) stay NaN and
     # DO_NOT_USE instead of a silent 0 flagged FLUX_ESTIMATED (issue 13); everything else is finite
@@ -316,7 +322,7 @@ def test_flat_field_from_crds_format_file(tmp_path):
     r = r.replace(meta={"SUBARRAY": "SLITLESSPRISM", "SUBSTRT1": 1, "SUBSTRT2": 529, "SUBSIZE1": 72,
                         "SUBSIZE2": 416})
     out = run_stage2(r, {"flat_field": {"path": str(path)}, "background": {"skip": True},
-                         "bad_pixels": {"skip": True}, "pca": {"skip": True}})[0]
+                         "bad_pixels": {"skip": True}, "pca": {"skip": True}}).product
     np.testing.assert_allclose(out.data[:, 100, 30], r.data[:, 100, 30] / 1.25, rtol=1e-6)
     np.testing.assert_allclose(out.data[:, 200, 40], r.data[:, 200, 40] / 0.5, rtol=1e-6)
 
@@ -359,7 +365,83 @@ def test_flat_field_found_in_crds_cache(tmp_path, monkeypatch):
                         "SUBSIZE2": 416})
     quiet = {"background": {"skip": True}, "bad_pixels": {"skip": True},
              "pca": {"skip": True}}
-    out, _ = run_stage2(r, quiet)
+    out = run_stage2(r, quiet).product
     np.testing.assert_allclose(out.data[:, 200, 30], r.data[:, 200, 30] / 2, rtol=1e-6)
-    out2, _ = run_stage2(r, {**quiet, "flat_field": {"use_crds_cache": False}})
+    out2 = run_stage2(r, {**quiet, "flat_field": {"use_crds_cache": False}}).product
     np.testing.assert_allclose(out2.data[:, 200, 30], r.data[:, 200, 30], rtol=1e-6)
+
+
+def _digest(rates):
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in (rates.data, rates.err, rates.dq, rates.var_poisson, rates.var_rnoise, rates.wavelength):
+        h.update(b"-" if a is None else np.ascontiguousarray(a).tobytes())
+    h.update(repr(sorted(rates.meta.items())).encode())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("cfg, refs", [
+    (None, None),
+    ({"background": {"method": "slope"}, "pca": {"remove_components": [2]}}, {"flat": np.full((416, 72), 0.9)}),
+])
+def test_run_is_pure_and_returns_a_stage_result(cfg, refs):
+    """run() never modifies its input (hash of every array and the meta before/after), also with a bad
+    integration, a flat and PCA removal, and returns a StageResult whose product is new arrays."""
+    from tsoreduce.contract import StageResult
+    from tsoreduce.spectroscopic import run
+
+    r, _ = synth_rates(16, seed=3)
+    r.data[:, 50, 30] += 400.0  # a hot pixel
+    r.data[2, 120, 40] += 5000.0  # a cosmic ray
+    r.data[5] = np.nan  # a bad integration
+    before = _digest(r)
+    res = run(r, cfg, references=refs)
+    assert _digest(r) == before
+    assert isinstance(res, StageResult) and isinstance(res.product, RateData) and res.figures == []
+    assert res.product.data is not r.data and res.product.dq is not r.dq
+    assert not np.shares_memory(res.product.data, r.data) and not np.shares_memory(res.product.dq, r.dq)
+    assert res.product.meta["S_TSOS2"] == "COMPLETE" and res.product.meta["NBADINT"] == 1
+    assert res.product.dq[2, 120, 40] & DQ.OUTLIER
+
+
+def test_run_memory_is_bounded(monkeypatch):
+    """run() allocates the product's SCI and DQ, the float64 PCA matrix and slabs of at most BLOCK_BYTES
+    (set to 1 MB here, so the 48-integration cube spans several blocks); it used to hold ~11 float32
+    copies of the cube.  Peak of numpy allocations (tracemalloc) in units of one float32 cube: SCI + DQ
+    = 2, PCA matrix (49 of 72 columns, float64) = 1.36, the rest must stay below 1.2."""
+    import tracemalloc
+
+    from tsoreduce.spectroscopic import common, run
+
+    monkeypatch.setattr(common, "BLOCK_BYTES", 2**20)
+    r, _ = synth_rates(48, seed=4)
+    run(r, {"pca": {"n_components": 3}})  # imports scikit-learn, tqdm, ... outside the measurement
+    tracemalloc.start()
+    try:
+        run(r, {"pca": {"n_components": 3}})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    cubes = peak / r.data.nbytes
+    print(f"run() peak allocations: {peak / 1e6:.1f} MB = {cubes:.2f} float32 cubes of {r.data.shape}")
+    assert cubes < 4.5
+
+
+def test_pca_equals_exact_svd():
+    """The Gram-matrix PCA (the integration x pixel matrix is never held) equals scikit-learn's exact
+    SVD ('full'): explained variance ratios, scores and eigenimages, signs included."""
+    from sklearn.decomposition import PCA
+
+    r, _ = synth_rates(24, seed=9, shifts=0.05 * np.sin(np.arange(24)), white=1 - 0.005 * (np.arange(24) > 11))
+    r.data[3, 200, 30] = np.nan  # filled with the pixel's median over time, as before
+    _, res = pca_reconstruct(r, n_components=5)
+    x = r.data[:, :, 12:61].astype(np.float64).reshape(24, -1)
+    x = np.where(np.isfinite(x), x, np.nanmedian(x, axis=0))
+    ref = PCA(5, svd_solver="full").fit(x)
+    rel = np.abs(res.explained_variance_ratio / ref.explained_variance_ratio_ - 1).max()
+    scores = ref.transform(x)
+    ds = np.abs(res.timeseries.T - scores).max() / np.abs(scores).max()
+    de = np.nanmax(np.abs(res.eigenimages[:, :, 12:61].reshape(5, -1) - ref.components_))
+    print(f"PCA vs exact SVD: EVR rel {rel:.1e}, scores rel {ds:.1e}, eigenimages abs {de:.1e}")
+    assert rel < 1e-8 and ds < 1e-8 and de < 1e-6

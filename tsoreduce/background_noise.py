@@ -23,26 +23,10 @@ from __future__ import annotations
 import numpy as np
 
 from .datamodel import RateData, dq_has
+# the BKGCOLS record belongs to the background step; re-exported here for existing imports
+from .spectroscopic.background import format_columns, parse_columns
 
 __all__ = ["background_variance", "parse_columns", "format_columns", "add_background_error"]
-
-
-def format_columns(cols) -> str:
-    """Column indices as a compact header string, e.g. ``'4-16,58-71'``."""
-    cols = np.asarray(cols, int)
-    breaks = np.flatnonzero(np.diff(cols) != 1)
-    starts = np.r_[cols[0], cols[breaks + 1]]
-    ends = np.r_[cols[breaks], cols[-1]]
-    return ",".join(f"{s}-{e}" for s, e in zip(starts, ends))
-
-
-def parse_columns(text: str) -> np.ndarray:
-    """Inverse of :func:`format_columns`."""
-    out = []
-    for part in str(text).split(","):
-        a, _, b = part.strip().partition("-")
-        out.extend(range(int(a), int(b or a) + 1))
-    return np.asarray(out, int)
 
 
 def background_variance(calints: RateData, bad_flags) -> np.ndarray | None:

@@ -405,14 +405,18 @@ def run_stage2_files(rateints_paths, config: dict | None, outdir, *, name="tso",
 
     Returns the calints path.  Raises OverwriteError for an existing product unless ``overwrite``.
     """
-    run_stage2 = _stage_function("stage2", "run_stage2")
+    stage2 = importlib.import_module(SECTION_MODULES["stage2"][0])
     io = _io()
     Path(outdir).mkdir(parents=True, exist_ok=True)
     rates = io.read_segments([str(p) for p in rateints_paths])
-    kw = {"references": references} if references else {}
+    from .contract import show_progress
+    with show_progress(progress):
+        result = stage2.run(rates, config, plot_dir=plot_dir, references=references)
+    del rates  # the product shares ERR and the variances; the input SCI/DQ are no longer needed
+    calints = result.product
     # the hot-pixel map and deep frame are products, with or without figures
-    calints, _diag = _call(run_stage2, rates, config, plot_dir=plot_dir, progress=progress,
-                           diagnostics_file=Path(outdir) / f"{name}_stage2_diagnostics.fits", **kw)
+    stage2.write_stage2_diagnostics(Path(outdir) / f"{name}_stage2_diagnostics.fits", result.diagnostics,
+                                    overwrite=True)
     dst = Path(outdir) / f"{name}_calints.fits"
     io.write_calints(dst, calints, overwrite=overwrite, provenance=provenance)
     log.info("Stage 2: wrote %s (%d integrations)", dst.name, calints.nints)

@@ -28,12 +28,30 @@ def _limits(img, lo=2, hi=98):
 def plot_background(background, deep_frame, columns=None, *, path=None):
     """Row-wise background: (left) median background per row vs row, with the 16-84 % range over
     integrations; (middle) background time series averaged over rows; (right) deep frame with the
-    background columns marked.  background: ``(nints, nrows, ncols)``; deep_frame: ``(nrows, ncols)``."""
+    background columns marked.
+
+    Parameters
+    ----------
+    background : numpy.ndarray
+        ``(nints, nrows, ncols)`` (or ``(nints, nrows)``) subtracted background, data units.
+    deep_frame : numpy.ndarray
+        ``(nrows, ncols)`` background-subtracted deep frame, data units.
+    columns : array_like of int, optional
+        Background columns, marked on the deep frame.
+    path : str or os.PathLike, optional
+        PNG file written (120 dpi).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     fig = Figure(figsize=(12, 4.5))
     a1, a2, a3 = fig.subplots(1, 3)
-    row_bkg = np.asarray(background)[:, :, 0] if background.ndim == 3 else background
-    if background.ndim == 3:
-        row_bkg = np.median(background, axis=2)
+    row_bkg = np.asarray(background)
+    if background.ndim == 3:  # median over columns, a few integrations at a time (no full-cube copy)
+        row_bkg = np.concatenate([np.median(background[i:i + 64], axis=2)
+                                  for i in range(0, background.shape[0], 64)])
     med = np.median(row_bkg, axis=0)
     lo, hi = np.percentile(row_bkg, [16, 84], axis=0)
     r = np.arange(med.size)
@@ -58,7 +76,24 @@ def plot_background(background, deep_frame, columns=None, *, path=None):
 
 
 def plot_bad_pixels(deep_frame, hot_pixel_map, temporal_count_map=None, *, path=None):
-    """Deep frame with the spatial hot-pixel map (red) and pixels with temporal outliers (cyan)."""
+    """Deep frame with the spatial hot-pixel map (red) and pixels with temporal outliers (cyan).
+
+    Parameters
+    ----------
+    deep_frame : numpy.ndarray
+        ``(nrows, ncols)`` deep frame, data units.
+    hot_pixel_map : numpy.ndarray
+        bool ``(nrows, ncols)``, pixels replaced in every integration.
+    temporal_count_map : numpy.ndarray, optional
+        int ``(nrows, ncols)``, temporal replacements per pixel.
+    path : str or os.PathLike, optional
+        PNG file written (120 dpi).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     fig = Figure(figsize=(8, 6))
     a1, a2 = fig.subplots(1, 2)
     vmin, vmax = _limits(deep_frame)
@@ -83,8 +118,22 @@ def plot_bad_pixels(deep_frame, hot_pixel_map, temporal_count_map=None, *, path=
 
 def plot_pca(pca, *, n_show=5, path=None):
     """PCA eigenimages (top) and eigen-time-series (bottom) for the first ``n_show`` components, with
-    the explained-variance ratio in each title.  ``pca``: the PCAResult of
-    :func:`tsoreduce.spectroscopic.pca_reconstruct`."""
+    the explained-variance ratio in each title.
+
+    Parameters
+    ----------
+    pca : tsoreduce.spectroscopic.PCAResult
+        From :func:`tsoreduce.spectroscopic.pca_reconstruct`.
+    n_show : int
+        Components shown.
+    path : str or os.PathLike, optional
+        PNG file written (120 dpi).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     k = min(n_show, pca["eigenimages"].shape[0])
     fig = Figure(figsize=(2.6 * k, 6.5))
     axes = fig.subplots(2, k, squeeze=False)
