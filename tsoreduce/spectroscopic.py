@@ -33,10 +33,28 @@ import numpy as np
 from scipy import ndimage
 
 from . import reference
-from .background_noise import format_columns
 from .config import Param, validate
 from .datamodel import DQ, RateData, dq_has
 from .errors import ConfigError, EmptyDataError, ReferenceFileError, ShapeError
+
+
+# TEMP shim for s3 (drop at merge): helper s2 provides these in tsoreduce/spectroscopic/
+def format_columns(cols) -> str:
+    """Column indices as a compact header string, e.g. ``'4-16,58-71'``."""
+    cols = np.asarray(cols, int)
+    breaks = np.flatnonzero(np.diff(cols) != 1)
+    starts = np.r_[cols[0], cols[breaks + 1]]
+    ends = np.r_[cols[breaks], cols[-1]]
+    return ",".join(f"{s}-{e}" for s, e in zip(starts, ends))
+
+
+def parse_columns(text: str) -> np.ndarray:
+    """Inverse of :func:`format_columns`."""
+    out = []
+    for part in str(text).split(","):
+        a, _, b = part.strip().partition("-")
+        out.extend(range(int(a), int(b or a) + 1))
+    return np.asarray(out, int)
 
 log = logging.getLogger(__name__)
 
@@ -979,3 +997,6 @@ def _plots(out, diag, plot_dir):
                       path=d / "stage2_bad_pixels.png")
     if diag.get("pca") is not None:
         P.plot_pca(diag["pca"], path=d / "stage2_pca.png")
+
+
+local_median_rows = _local_median_rows  # TEMP shim for s3 (drop at merge)
