@@ -431,7 +431,10 @@ def run_stage3_files(calints_paths, config: dict | None, outdir, *, name="tso", 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     cal = io.read_segments([str(p) for p in calints_paths])
-    x1d, lc = _call(run_stage3, cal, config, plot_dir=plot_dir, progress=progress)
+    from .contract import show_progress
+    with show_progress(progress):
+        result = run_stage3(cal, config, plot_dir=plot_dir)
+    x1d, lc = result.product.x1dints, result.product.lightcurves
     x1d_path = outdir / f"{name}_x1dints.fits"
     lc_path = outdir / f"{name}_lightcurves.h5"
     io.write_x1dints(x1d_path, x1d, overwrite=overwrite, provenance=provenance)
