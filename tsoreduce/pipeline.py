@@ -419,6 +419,42 @@ def run_stage2_files(rateints_paths, config: dict | None, outdir, *, name="tso",
     return str(dst)
 
 
+def _read_calints_for_stage3(paths):
+    """The calints for Stage 3 with bounded memory: SCI, ERR and DQ (Stage 3 reads nothing else of the
+    cubes) converted from a memory map one integration at a time; headers, INT_TIMES and WAVELENGTH
+    with io's checks.  ``io.read_segments`` holds the raw file and a native copy of all five cubes at
+    once (~2x the file: 2.3 GB for a 1779-integration calints).  Several segments: io.read_segments.
+    TODO(lead): this belongs in tsoreduce.io (a lean/memory-mapped read_calints); it uses io privates."""
+    import numpy as np
+
+    io = _io()
+    if len(paths) != 1:
+        return io.read_segments(paths)
+    from .datamodel import RateData
+    from .io import fits_products as fp
+
+    path, what = paths[0], "calints"
+    if fp.product_type(path) != "calints":
+        return io.read_segments(paths)
+    with fp._open(path, what=what) as hdul:
+        meta = fp._meta_from(hdul)
+        fp._check_identity(path, meta, what=what, allowed_exp_types=fp.DEFAULT_EXP_TYPES)
+        for name in ("SCI", "ERR", "DQ"):
+            fp._require(path, hdul, name, what=what)
+        shape = fp._image_shape(hdul["SCI"])
+        if len(shape) != 3:
+            return io.read_segments(paths)  # io raises the named error for a 2-D SCI
+        fp._check_frame(path, meta, shape[1:], what=what, expected_shape=fp.SUBARRAY_SHAPE)
+        wavelength = fp._image(hdul, "WAVELENGTH", np.float32)
+        times = fp._read_int_times(path, hdul, shape[0], meta)
+    data, err, dq = fp._read_images(path, ("SCI", "ERR", "DQ"), None, None,
+                                    (np.float32, np.float32, np.uint32))
+    fp._check_not_empty(path, data, what=what)
+    units = fp._units(meta, "DN/s")
+    meta["_source_paths"] = [str(Path(path).resolve())]
+    return RateData(data, err=err, dq=dq, wavelength=wavelength, int_times=times, meta=meta, units=units)
+
+
 def run_stage3_files(calints_paths, config: dict | None, outdir, *, name="tso", plot_dir=None,
                      overwrite=False, provenance=None, progress=True) -> tuple[str, str]:
     """Stage 3 on calints: ``tsoreduce.extraction.run_stage3`` -> ``<name>_x1dints.fits`` and the
@@ -430,7 +466,7 @@ def run_stage3_files(calints_paths, config: dict | None, outdir, *, name="tso", 
     io = _io()
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    cal = io.read_segments([str(p) for p in calints_paths])
+    cal = _read_calints_for_stage3([str(p) for p in calints_paths])
     from .contract import show_progress
     with show_progress(progress):
         result = run_stage3(cal, config, plot_dir=plot_dir)
