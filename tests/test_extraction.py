@@ -529,3 +529,31 @@ def test_run_is_pure_and_returns_a_stage_result(monkeypatch):
         for name in ("data", "err", "dq"):
             np.testing.assert_array_equal(getattr(a.product.x1dints, name), getattr(b.product.x1dints, name))
         np.testing.assert_array_equal(a.product.lightcurves.flux, b.product.lightcurves.flux)
+
+
+def test_stage3_calints_reader_equals_io(tmp_path):
+    """Issue 17: the bounded-memory calints read of ``run_stage3_files`` (SCI/ERR/DQ block by block)
+    gives the arrays, header, INT_TIMES and wavelength map of ``io.read_calints`` (DQ with high bits
+    set, exercising the uint32 BZERO; NaN in SCI)."""
+    from tsoreduce import io, pipeline
+
+    r, _ = _bkg_subtracted(70, seed=41)
+    n = r.nints
+    dq = r.dq.copy()
+    dq[5, 100, 30] = np.uint32(2**31 + 5)
+    data = r.data.copy()
+    data[7, 200, 40] = np.nan
+    times = IntTimes(np.arange(1, n + 1), 6e4 + np.arange(n) * 1e-4, 6e4 + np.arange(n) * 1e-4 + 5e-5,
+                     6e4 + np.arange(n) * 1e-4 + 1e-4)
+    wav = np.broadcast_to(reference.wavelength_of_row(np.arange(416))[:, None], (416, 72)).astype(np.float32)
+    cal = r.replace(data=data, dq=dq, int_times=times, wavelength=wav,
+                    meta={"EXP_TYPE": "MIR_LRS-SLITLESS", "INSTRUME": "MIRI", "SUBARRAY": "SLITLESSPRISM"})
+    path = str(io.write_calints(tmp_path / "x_calints.fits", cal))
+    ref = io.read_calints(path)
+    got = pipeline._read_calints_for_stage3([path])
+    for name in ("data", "err", "dq", "wavelength"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(ref, name))
+    np.testing.assert_array_equal(got.int_times.mid_bjd_tdb, ref.int_times.mid_bjd_tdb)
+    assert got.var_poisson is None and got.units == ref.units
+    assert {k: v for k, v in got.meta.items() if not k.startswith("_")} == \
+        {k: v for k, v in ref.meta.items() if not k.startswith("_")}

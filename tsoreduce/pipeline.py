@@ -419,9 +419,37 @@ def run_stage2_files(rateints_paths, config: dict | None, outdir, *, name="tso",
     return str(dst)
 
 
+def _read_cube(path, name, dtype, block=64):
+    """One 3-D image extension as a native ``dtype`` array, read ``block`` integrations at a time
+    (``ImageHDU.section``: neither the raw file nor a memory map of it is held), BZERO/BSCALE applied
+    here and BLANK -> NaN for floating-point outputs (astropy's conventions)."""
+    import numpy as np
+    from astropy.io import fits
+
+    with fits.open(path, memmap=False, do_not_scale_image_data=True, lazy_load_hdus=True) as hdul:
+        hdu = hdul[name]
+        h = hdu.header
+        shape = tuple(int(h[f"NAXIS{k}"]) for k in range(int(h["NAXIS"]), 0, -1))
+        bscale, bzero = float(h.get("BSCALE", 1.0)), float(h.get("BZERO", 0.0))
+        blank = h.get("BLANK") if np.issubdtype(dtype, np.floating) else None
+        work = np.float64 if np.issubdtype(dtype, np.integer) else dtype
+        out = np.empty(shape, dtype)
+        for a in range(0, shape[0], block):
+            raw = hdu.section[a:a + block]
+            b = a + raw.shape[0]
+            if bscale == 1.0 and bzero == 0.0:
+                out[a:b] = raw
+            else:
+                # exact for integer data: uint32 + 2**31 fits float64
+                out[a:b] = raw.astype(work) * work(bscale) + work(bzero)
+            if blank is not None:
+                out[a:b][raw == blank] = np.nan
+    return out
+
+
 def _read_calints_for_stage3(paths):
     """The calints for Stage 3 with bounded memory: SCI, ERR and DQ (Stage 3 reads nothing else of the
-    cubes) converted from a memory map one integration at a time; headers, INT_TIMES and WAVELENGTH
+    cubes) read and converted block by block (:func:`_read_cube`); headers, INT_TIMES and WAVELENGTH
     with io's checks.  ``io.read_segments`` holds the raw file and a native copy of all five cubes at
     once (~2x the file: 2.3 GB for a 1779-integration calints).  Several segments: io.read_segments.
     TODO(lead): this belongs in tsoreduce.io (a lean/memory-mapped read_calints); it uses io privates."""
@@ -447,8 +475,8 @@ def _read_calints_for_stage3(paths):
         fp._check_frame(path, meta, shape[1:], what=what, expected_shape=fp.SUBARRAY_SHAPE)
         wavelength = fp._image(hdul, "WAVELENGTH", np.float32)
         times = fp._read_int_times(path, hdul, shape[0], meta)
-    data, err, dq = fp._read_images(path, ("SCI", "ERR", "DQ"), None, None,
-                                    (np.float32, np.float32, np.uint32))
+    data, err, dq = (_read_cube(path, name, dtype) for name, dtype in
+                     (("SCI", np.float32), ("ERR", np.float32), ("DQ", np.uint32)))
     fp._check_not_empty(path, data, what=what)
     units = fp._units(meta, "DN/s")
     meta["_source_paths"] = [str(Path(path).resolve())]
