@@ -33,7 +33,7 @@ from ..contract import Stage3Product, StageResult, no_references
 from ..datamodel import RateData, SpectraData
 from ..errors import EmptyDataError, ShapeError
 from ..spectroscopic import make_deep_frame
-from ._blocks import blocks, row_chunks
+from ._blocks import BLOCK, row_chunks
 from .background_error import spectra_background_error
 from .binning import bin_lightcurves
 from .box import box_extract, optimize_box_width
@@ -130,7 +130,8 @@ def deep_frame(calints: RateData, baseline_ints=None) -> np.ndarray:
 def _check_input(calints):
     if not isinstance(calints, RateData):
         raise TypeError(f"Stage 3 needs a RateData (calints), got {type(calints).__name__}")
-    if not any(np.isfinite(calints.data[blk]).any() for blk in blocks(calints.nints, "input check")):
+    # block by block: no boolean copy of the whole cube
+    if not any(np.isfinite(calints.data[i0:i0 + BLOCK]).any() for i0 in range(0, calints.nints, BLOCK)):
         raise EmptyDataError(calints.meta.get("_source_path", "<in-memory RateData>"),
                              "SCI is non-finite everywhere")
 
@@ -178,8 +179,8 @@ def run(calints: RateData, config: dict | None = None, *, plot_dir=None, referen
     centroids = None
     if tc["method"] == "user" and tc["centroids_file"]:
         centroids = load_centroids(tc["centroids_file"])
-    deep = deep_frame(calints, cfg["lightcurves"]["baseline_ints"])
-    return run_with_deep_frame(calints, deep, cfg, centroids=centroids, plot_dir=plot_dir)
+    deep = np.asarray(deep_frame(calints, cfg["lightcurves"]["baseline_ints"]), float)
+    return _run(calints, cfg, deep, centroids, plot_dir)
 
 
 def run_with_deep_frame(calints: RateData, deep_frame, config: dict | None = None, *, centroids=None,
@@ -217,6 +218,11 @@ def run_with_deep_frame(calints: RateData, deep_frame, config: dict | None = Non
     deep = np.asarray(deep_frame, float)
     if deep.shape != (nrows, ncols):
         raise ShapeError(f"deep_frame has shape {deep.shape}, expected {(nrows, ncols)}")
+    return _run(calints, cfg, deep, centroids, plot_dir)
+
+
+def _run(calints, cfg, deep, centroids, plot_dir):
+    """The steps after the checks: trace, extraction, ERR, x1dints, light curves, figures."""
     tr = _trace_step(calints, deep, cfg["trace"], centroids)
     flux, err, sdq, extr, scan = _extract_step(calints, deep, tr, cfg["extraction"])
     err, var_b = spectra_background_error(calints, deep, tr["trace"], extr, err)

@@ -111,8 +111,9 @@ def plot_white_light(lc, *, path=None):
     ax = fig.subplots()
     t = lc.time - lc.time[0]
     ax.errorbar(t, lc.white_flux, lc.white_err, fmt="k.", ms=2, lw=0.5)
-    f = lc.white_flux
-    sc = np.median(np.abs(f[1:-1] - 0.5 * (f[:-2] + f[2:]))) / np.median(f) if f.size > 2 else np.nan
+    from ..extraction.box import white_light_scatter
+
+    sc = white_light_scatter(lc.white_flux)
     ax.set_title(f"white light curve (p2p scatter {1e6 * sc:.0f} ppm)", fontsize=9)
     ax.set_xlabel("time from first integration (d)")
     ax.set_ylabel("normalised flux")
