@@ -162,7 +162,7 @@ def smooth_profile(deep, var, region, *, knot_rows=40.0, clip_sigma=5.0, max_ite
     if rowok.sum() < 8:
         log.warning("optimal extraction profile: only %d rows with S/N >= %.1f; a normalised box profile "
                     "is used instead of a fitted one", int(rowok.sum()), snr_min)
-        return _normalise(np.zeros_like(region), region), info
+        return normalise_profile(np.zeros_like(region), region), info
     r0, r1 = int(np.flatnonzero(rowok)[0]), int(np.flatnonzero(rowok)[-1])
     sl = slice(r0, r1 + 1)
     B = BSpline.design_matrix(np.arange(r0, r1 + 1, dtype=float),
@@ -178,7 +178,7 @@ def smooth_profile(deep, var, region, *, knot_rows=40.0, clip_sigma=5.0, max_ite
     P[:, cols] = full
     info.update(rows_fit=(r0, r1), n_rejected=nrej,
                 rms_z=float(np.sqrt(np.mean(np.concatenate(zs) ** 2))) if zs else np.nan)
-    return _normalise(P, region), info
+    return normalise_profile(P, region), info
 
 
 def _row_fluxes(D, W, Vd, snr_min):
@@ -303,6 +303,3 @@ def normalise_profile(P, region):
     prof[flat] = region[flat]
     s = prof.sum(axis=1, keepdims=True)
     return np.where(s > 0, prof / np.where(s > 0, s, 1.0), 0.0)
-
-
-_normalise = normalise_profile
