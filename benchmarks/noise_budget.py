@@ -72,7 +72,8 @@ def run_seed(seed, nints, ngroups, tmpdir, extraction="box"):
             "saturation": truth.saturation_dn}
     rates = detector.run_stage1(sim.segments[0], None, references=refs)
     cal, diag = (s2res := run_stage2(rates)).product, s2res.diagnostics
-    spectra, lc = run_stage3(cal, {"extraction": {"method": extraction}}, deep_frame=diag["deep_frame"])
+    p = run_stage3(cal, {"extraction": {"method": extraction}}).product
+    spectra, lc = p.x1dints, p.lightcurves
     path = io.write_lightcurves(tmpdir / f"lc_{seed}.ecsv", lc)
     lc = io.read_lightcurves(path)
     res = run_stage4(lc, _stage4_config(truth)).product

@@ -39,7 +39,7 @@ def run(seed, *, extraction="optimal", noiseless=False, clean=False):
             "readnoise": truth.read_noise_dn, "saturation": truth.saturation_dn}
     rates = detector.run_stage1(s.segments[0], None, references=refs)
     cal, diag = (s2res := run_stage2(rates)).product, s2res.diagnostics
-    _, lc = run_stage3(cal, {"extraction": {"method": extraction}}, deep_frame=diag["deep_frame"])
+    lc = run_stage3(cal, {"extraction": {"method": extraction}}).product.lightcurves
     T = truth.transit
     config = {"limb_darkening": {"parametrisation": "u"},
               "systematics": {"ramp": "none", "polynomial_order": 1, "decorrelate": ["trace_x"]},

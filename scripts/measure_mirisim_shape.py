@@ -66,7 +66,7 @@ def main(argv=None) -> int:
           "pca": {"n_components": 3}}
     s3 = {"extraction": {"method": args.method, "box_width": 21.0}, "lightcurves": {"skip": True}}
     c2, diag = (s2res := run_stage2(rate, s2)).product, s2res.diagnostics
-    spec, _ = run_stage3(c2, s3, deep_frame=diag["deep_frame"])
+    spec = run_stage3(c2, s3).product.x1dints
     w_ours = spec.wavelength
     f_ours = np.nanmean(spec.data, axis=0)
 

@@ -54,6 +54,8 @@ def make_modules(fail_stage2_once=False):
     spec.run = spec.run_stage2 = run_stage2
     spec.write_stage2_diagnostics = lambda path, diag, overwrite=False: np.save(f"{path}.npy", diag["deep_frame"])
 
+    from tsoreduce.contract import Stage3Product, StageResult
+
     ext = types.ModuleType("tsoreduce.extraction")
     ext.CONFIG_SCHEMA = {"nchannels": Param(2, int, "number of channels", min=1, max=10)}
 
@@ -66,7 +68,7 @@ def make_modules(fail_stage2_once=False):
         x1d = SpectraData(cal.data.sum(axis=2), int_times=cal.int_times)
         lc = LightCurves(time=cal.int_times.mid_bjd_tdb, flux=flux, err=np.full(flux.shape, 1e-3),
                          wavelength=np.arange(n) + 5.0, white_flux=flux.mean(0))
-        return x1d, lc
+        return StageResult(Stage3Product(x1dints=x1d, lightcurves=lc))
     ext.run_stage3 = run_stage3
 
     lcm = types.ModuleType("tsoreduce.lightcurve")

@@ -106,7 +106,8 @@ def test_mostly_bad_integration_is_excluded_flagged_and_masked(rateints, fractio
     keep = np.r_[0:7, 8:24]
     ref_cal = run_stage2(rates.select_integrations(keep), cfg2).product
     np.testing.assert_array_equal(cal.data[keep], ref_cal.data)
-    spectra, lc = run_stage3(cal, {"extraction": {"method": "box"}})
+    p = run_stage3(cal, {"extraction": {"method": "box"}}).product
+    spectra, lc = p.x1dints, p.lightcurves
     assert lc.mask[7] and lc.mask.sum() == 1 and lc.meta["masked_integrations"] == [8]
     assert np.isnan(lc.white_flux[7]) and np.isnan(lc.flux[:, 7]).all()
     assert np.isfinite(lc.white_flux[keep]).all()
@@ -185,12 +186,12 @@ def test_background_subtraction_noise_is_in_the_spectra_err():
     cal = run_stage2(rates, {"pca": {"skip": True}}).product
     assert cal.meta["BKGMETH"] == "median" and cal.meta["BKGCOLS"]
     cfg = {"extraction": {"method": "box"}, "lightcurves": {"skip": True}}
-    spectra, _ = run_stage3(cal, cfg)
+    spectra = run_stage3(cal, cfg).product.x1dints
     assert spectra.meta["BKGERR"]
     rows = (spectra.wavelength > 9.5) & (spectra.wavelength < 12)
     f, e = spectra.data[:, rows], spectra.err[:, rows]
     ratio = np.sqrt(np.mean(np.var(f, axis=0, ddof=1)) / np.mean(e ** 2))
-    plain, _ = run_stage3(cal.replace(meta={k: v for k, v in cal.meta.items() if k != "BKGMETH"}), cfg)
+    plain = run_stage3(cal.replace(meta={k: v for k, v in cal.meta.items() if k != "BKGMETH"}), cfg).product.x1dints
     ratio_plain = np.sqrt(np.mean(np.var(f, axis=0, ddof=1)) / np.mean(plain.err[:, rows] ** 2))
     print(f"9.5-12 um rows: scatter / ERR = {ratio:.3f} with the background term, {ratio_plain:.3f} without")
     assert abs(ratio - 1) < 0.04

@@ -47,7 +47,8 @@ def test_uncal_to_spectrum_recovers_injected_depths(tmp_path, seed):
             "readnoise": truth.read_noise_dn, "saturation": truth.saturation_dn}
     rates = detector.run_stage1(s.segments[0], None, references=refs)
     cal, diag = (s2res := run_stage2(rates)).product, s2res.diagnostics
-    spectra, lc = run_stage3(cal, deep_frame=diag["deep_frame"])
+    p = run_stage3(cal).product  # the deep frame: the median of all integrations, as Stage 2's
+    spectra, lc = p.x1dints, p.lightcurves
     assert lc.nchan == 14
 
     # through the light-curve table on disk, as the pipeline does

@@ -12,7 +12,7 @@ from tsoreduce.datamodel import DQ, IntTimes, LightCurves, SpectraData, dq_has
 from tsoreduce.errors import ConfigError, ShapeError
 from tsoreduce.extraction import (CONFIG_SCHEMA, bin_lightcurves, box_extract, box_weights, find_trace,
                                   measure_position_width, optimal_extract, optimize_box_width, run_stage3,
-                                  white_light_scatter)
+                                  run_with_deep_frame, white_light_scatter)
 from tsoreduce.simulate.hot_pixels import noiseless_hot_pixels
 from tsoreduce.spectroscopic import make_deep_frame, run_stage2, subtract_background
 
@@ -177,8 +177,11 @@ def test_run_stage3_products(tmp_path):
     r = r.replace(int_times=times, meta={"EXP_TYPE": "MIR_LRS-SLITLESS", "INSTRUME": "MIRI",
                                          "SUBARRAY": "SLITLESSPRISM"})
     cal, diag = (s2res := run_stage2(r, {"pca": {"skip": True}})).product, s2res.diagnostics
-    spectra, lc = run_stage3(cal, {"lightcurves": {"baseline_ints": [0, 10, 20, 30]}}, plot_dir=tmp_path,
-                             deep_frame=diag["deep_frame"])
+    res = run_with_deep_frame(cal, diag["deep_frame"], {"lightcurves": {"baseline_ints": [0, 10, 20, 30]}},
+                              plot_dir=tmp_path)
+    spectra, lc = res.product.x1dints, res.product.lightcurves
+    assert sorted(p.name for p in res.figures) == ["stage3_deep_frame_aperture.png", "stage3_lightcurve_image.png",
+                                                   "stage3_regressors.png", "stage3_white_light.png"]
     assert spectra.data.shape == (n, 388)  # rows 7-394, like the flight x1dints (388 rows)
     assert np.all(np.diff(spectra.wavelength) < 0)  # row order: wavelength decreasing
     assert np.isfinite(spectra.data).all() and np.isfinite(spectra.err).all()
@@ -189,8 +192,8 @@ def test_run_stage3_products(tmp_path):
                  "stage3_regressors.png"):
         assert (tmp_path / name).stat().st_size > 1000
     # box with width optimisation also runs and writes its scan
-    sb, _ = run_stage3(cal, {"extraction": {"method": "box", "optimize_width": True,
-                                            "width_grid": [4, 10, 2]}}, plot_dir=tmp_path)
+    sb = run_stage3(cal, {"extraction": {"method": "box", "optimize_width": True,
+                                         "width_grid": [4, 10, 2]}}, plot_dir=tmp_path).product.x1dints
     assert (tmp_path / "stage3_box_width_scan.png").exists() and sb.meta["EXTRWID"] in (4, 6, 8, 10)
     # the x1dints round-trips through the FITS writer/reader, regressors included
     from tsoreduce import io
@@ -217,7 +220,8 @@ def test_stages_2_3_on_mirisim(kind):
     finite spectra."""
     r = _read_mirisim(kind)
     cal, diag = (s2res := run_stage2(r)).product, s2res.diagnostics
-    spectra, lc = run_stage3(cal, deep_frame=diag["deep_frame"])
+    p = run_with_deep_frame(cal, diag["deep_frame"]).product
+    spectra, lc = p.x1dints, p.lightcurves
     tr = spectra.meta["_trace"]
     rows = spectra.meta["_rows"]
     sel = (rows > 150) & (rows < 390)
@@ -330,12 +334,13 @@ def test_mjy_per_sr_calints_converted_to_jy():
     r, _ = _bkg_subtracted(6, seed=30, noise=False)
     pixar = 2.8e-13  # sr, MIRI imager pixel (0.11 arcsec)^2
     cal = r.replace(units="MJy/sr", meta={"PIXAR_SR": pixar})
-    sp_dn, _ = run_stage3(r, {"extraction": {"method": "box"}, "lightcurves": {"skip": True}})
-    sp_jy, lc = run_stage3(cal, {"extraction": {"method": "box"}, "lightcurves": {"skip": True}})
+    sp_dn = run_stage3(r, {"extraction": {"method": "box"}, "lightcurves": {"skip": True}}).product.x1dints
+    p = run_stage3(cal, {"extraction": {"method": "box"}, "lightcurves": {"skip": True}}).product
+    sp_jy, lc = p.x1dints, p.lightcurves
     assert lc is None and sp_jy.units == "Jy"
     np.testing.assert_allclose(sp_jy.data, sp_dn.data * pixar * 1e6, rtol=1e-10)
-    sp_raw, _ = run_stage3(r.replace(units="MJy/sr"), {"extraction": {"method": "box"},
-                                                       "lightcurves": {"skip": True}})
+    sp_raw = run_stage3(r.replace(units="MJy/sr"), {"extraction": {"method": "box"},
+                                                    "lightcurves": {"skip": True}}).product.x1dints
     assert "MJy/sr" in sp_raw.units
 
 
@@ -345,8 +350,8 @@ def test_user_centroids_file(tmp_path):
     r, t = _bkg_subtracted(5, seed=31, x_offset=-0.4)
     rows = np.arange(120, 390, 5)
     Table({"row": rows, "x": t["trace0"][rows]}).write(tmp_path / "centroids.ecsv")
-    sp, _ = run_stage3(r, {"trace": {"method": "user", "centroids_file": str(tmp_path / "centroids.ecsv")},
-                           "lightcurves": {"skip": True}})
+    sp = run_stage3(r, {"trace": {"method": "user", "centroids_file": str(tmp_path / "centroids.ecsv")},
+                        "lightcurves": {"skip": True}}).product.x1dints
     kept = sp.meta["_rows"]
     sel = (kept >= 120) & (kept < 390)
     assert np.max(np.abs(sp.meta["_trace"][sel] - t["trace0"][kept[sel]])) < 0.01
@@ -392,7 +397,7 @@ def test_mirisim_rateints_and_calints_same_wavelengths(tmp_path):
     out = {}
     for kind in ("rateints", "calints"):
         cal, diag = (s2res := run_stage2(_read_mirisim(kind), s2)).product, s2res.diagnostics
-        spectra, _ = run_stage3(cal, {"lightcurves": {"skip": True}}, deep_frame=diag["deep_frame"])
+        spectra = run_with_deep_frame(cal, diag["deep_frame"], {"lightcurves": {"skip": True}}).product.x1dints
         pc = io.write_calints(tmp_path / f"{kind}_calints.fits", cal)
         px = io.write_x1dints(tmp_path / f"{kind}_x1dints.fits", spectra)
         out[kind] = (spectra, fits.getheader(pc, 0), fits.getheader(px, 0))
@@ -416,7 +421,7 @@ def test_optimal_profile_unbiased_at_low_snr(seed):
     box's on the same data to < 0.5 % and does not depend on the aperture half-width (4, 6, 10 px).
     Measured (seeds 1-4): 1.0004 +- 0.0007 for every half-width; before (deep-frame profile with
     negatives set to zero): 0.981 / 0.996 / 1.012 for half-widths 4 / 6 / 10."""
-    from tsoreduce.optimal_profile import pixel_variance, smooth_profile
+    from tsoreduce.extraction.profile import pixel_variance, smooth_profile
     from tsoreduce.simulate import LRSSimConfig, simulate_lrs_rateints
 
     rates, truth = simulate_lrs_rateints(LRSSimConfig(nints=10, seed=seed))
@@ -486,3 +491,69 @@ def test_bin_lightcurves_skips_elements_without_wavelength():
     np.testing.assert_allclose(with_nan.flux, ref.flux, rtol=1e-12)
     np.testing.assert_allclose(with_nan.white_flux, ref.white_flux, rtol=1e-12)
     assert with_nan.meta["n_elements_without_wavelength"] == 3
+
+
+# ------------------------------------------------------------------ issue 18: the stage contract
+
+def test_run_is_pure_and_returns_a_stage_result(monkeypatch):
+    """Issue 18: ``run`` returns a StageResult holding a Stage3Product, leaves its input untouched
+    (every array and the header), refuses reference files, and gives the same products whatever the
+    block size of its bounded-memory loops (blocks of integrations, chunks of rows)."""
+    from tsoreduce.contract import Stage3Product, StageResult
+    from tsoreduce.extraction import _blocks, run
+
+    r, _ = _bkg_subtracted(12, seed=40)
+    dq = r.dq.copy()
+    dq[3, 200, 37] |= np.uint32(DQ.DO_NOT_USE)  # one flagged pixel in the aperture
+    r = r.replace(dq=dq, meta={"EFFINTTM": 10.0, "BKGMETH": "median", "BKGCOLS": "4-20,55-71"})
+    before = r.copy()
+    res = run(r, {"lightcurves": {"bin_width": 1.0}})
+    assert isinstance(res, StageResult) and isinstance(res.product, Stage3Product)
+    assert isinstance(res.product.x1dints, SpectraData) and isinstance(res.product.lightcurves, LightCurves)
+    assert res.figures == [] and res.diagnostics["deep_frame"].shape == (416, 72)
+    assert res.diagnostics["background_error"] and res.product.x1dints.meta["BKGERR"]
+    for name in ("data", "err", "dq"):
+        np.testing.assert_array_equal(getattr(r, name), getattr(before, name))
+    assert r.meta == before.meta
+    with pytest.raises(ValueError, match="no reference files"):
+        run(r, references={"flat": "x.fits"})
+    # blocks of 5 integrations and chunks of a few rows: identical products
+    monkeypatch.setattr(_blocks, "BLOCK", 5)
+    monkeypatch.setattr(_blocks, "CHUNK_BYTES", 12 * 72 * 4 * 7)
+    small = run(r, {"lightcurves": {"bin_width": 1.0}})
+    box_cfg = {"extraction": {"method": "box", "optimize_width": True, "width_grid": [4, 8, 2]}}
+    box_small = run(r, box_cfg)
+    monkeypatch.undo()
+    box = run(r, box_cfg)
+    for a, b in ((res, small), (box, box_small)):
+        for name in ("data", "err", "dq"):
+            np.testing.assert_array_equal(getattr(a.product.x1dints, name), getattr(b.product.x1dints, name))
+        np.testing.assert_array_equal(a.product.lightcurves.flux, b.product.lightcurves.flux)
+
+
+def test_stage3_calints_reader_equals_io(tmp_path):
+    """Issue 17: the bounded-memory calints read of ``run_stage3_files`` (SCI/ERR/DQ block by block)
+    gives the arrays, header, INT_TIMES and wavelength map of ``io.read_calints`` (DQ with high bits
+    set, exercising the uint32 BZERO; NaN in SCI)."""
+    from tsoreduce import io, pipeline
+
+    r, _ = _bkg_subtracted(70, seed=41)
+    n = r.nints
+    dq = r.dq.copy()
+    dq[5, 100, 30] = np.uint32(2**31 + 5)
+    data = r.data.copy()
+    data[7, 200, 40] = np.nan
+    times = IntTimes(np.arange(1, n + 1), 6e4 + np.arange(n) * 1e-4, 6e4 + np.arange(n) * 1e-4 + 5e-5,
+                     6e4 + np.arange(n) * 1e-4 + 1e-4)
+    wav = np.broadcast_to(reference.wavelength_of_row(np.arange(416))[:, None], (416, 72)).astype(np.float32)
+    cal = r.replace(data=data, dq=dq, int_times=times, wavelength=wav,
+                    meta={"EXP_TYPE": "MIR_LRS-SLITLESS", "INSTRUME": "MIRI", "SUBARRAY": "SLITLESSPRISM"})
+    path = str(io.write_calints(tmp_path / "x_calints.fits", cal))
+    ref = io.read_calints(path)
+    got = pipeline._read_calints_for_stage3([path])
+    for name in ("data", "err", "dq", "wavelength"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(ref, name))
+    np.testing.assert_array_equal(got.int_times.mid_bjd_tdb, ref.int_times.mid_bjd_tdb)
+    assert got.var_poisson is None and got.units == ref.units
+    assert {k: v for k, v in got.meta.items() if not k.startswith("_")} == \
+        {k: v for k, v in ref.meta.items() if not k.startswith("_")}

@@ -48,7 +48,7 @@ def test_stage3_light_curves_carry_noise_metadata_through_the_table(tmp_path):
     rates, _ = simulate_lrs_rateints(LRSSimConfig(nints=40, seed=2))
     rates.data[5] = np.nan
     cal = run_stage2(rates, {"pca": {"skip": True}}).product
-    _, lc = run_stage3(cal, {"extraction": {"method": "box"}})
+    lc = run_stage3(cal, {"extraction": {"method": "box"}}).product.lightcurves
     back = read_lightcurves(write_lightcurves(tmp_path / "lc.ecsv", lc))
     n = back.meta["noise"]
     assert len(n["ratio"]) == back.nchan == len(n["expected"]) and "white" in n and "definitions" in n

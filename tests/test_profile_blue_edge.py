@@ -13,7 +13,7 @@ import numpy as np
 from scipy.special import erf
 
 from tsoreduce.extraction import box_weights
-from tsoreduce.optimal_profile import smooth_profile
+from tsoreduce.extraction.profile import smooth_profile
 
 
 def _gauss_profile(nrows, ncols, centre, sigma):

@@ -20,8 +20,26 @@ def _save(fig, path):
 
 
 def plot_deep_frame_aperture(deep_frame, trace, width, trace_info=None, *, path=None):
-    """Deep frame ``(nrows, ncols)`` (log stretch) with the fitted trace, the aperture edges
-    (trace +- width/2) and the measured edgetrigger centres."""
+    """Deep frame (log stretch) with the fitted trace, the aperture edges and the edgetrigger centres.
+
+    Parameters
+    ----------
+    deep_frame : numpy.ndarray
+        ``(nrows, ncols)`` deep frame, any units.
+    trace : numpy.ndarray
+        ``(nrows,)`` trace centre columns.
+    width : float
+        Full aperture width (px); edges drawn at trace +- width/2.
+    trace_info : dict or None
+        ``find_trace`` info (``rows``, ``centres``) for the measured centres.
+    path : str or pathlib.Path or None
+        Where the PNG is written (None: not saved).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (also saved as PNG when ``path`` is given).
+    """
     fig = Figure(figsize=(5, 8))
     ax = fig.subplots()
     img = np.asarray(deep_frame, float)
@@ -43,7 +61,20 @@ def plot_deep_frame_aperture(deep_frame, trace, width, trace_info=None, *, path=
 
 
 def plot_lightcurve_image(lc, *, path=None):
-    """Normalised spectroscopic light curves as an image: wavelength (channel) x time."""
+    """Normalised spectroscopic light curves as an image: wavelength (channel) x time.
+
+    Parameters
+    ----------
+    lc : LightCurves
+        Light curves, ``flux`` ``(nchan, nints)``.
+    path : str or pathlib.Path or None
+        Where the PNG is written (None: not saved).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (also saved as PNG when ``path`` is given).
+    """
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
     f = np.asarray(lc.flux, float)
@@ -62,13 +93,27 @@ def plot_lightcurve_image(lc, *, path=None):
 
 
 def plot_white_light(lc, *, path=None):
-    """White light curve vs time with its error bars and point-to-point scatter in the title."""
+    """White light curve vs time with its error bars and point-to-point scatter in the title.
+
+    Parameters
+    ----------
+    lc : LightCurves
+        Light curves (``time`` in days, ``white_flux``, ``white_err``).
+    path : str or pathlib.Path or None
+        Where the PNG is written (None: not saved).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (also saved as PNG when ``path`` is given).
+    """
     fig = Figure(figsize=(8, 3.5))
     ax = fig.subplots()
     t = lc.time - lc.time[0]
     ax.errorbar(t, lc.white_flux, lc.white_err, fmt="k.", ms=2, lw=0.5)
-    f = lc.white_flux
-    sc = np.median(np.abs(f[1:-1] - 0.5 * (f[:-2] + f[2:]))) / np.median(f) if f.size > 2 else np.nan
+    from ..extraction.box import white_light_scatter
+
+    sc = white_light_scatter(lc.white_flux)
     ax.set_title(f"white light curve (p2p scatter {1e6 * sc:.0f} ppm)", fontsize=9)
     ax.set_xlabel("time from first integration (d)")
     ax.set_ylabel("normalised flux")
@@ -76,7 +121,20 @@ def plot_white_light(lc, *, path=None):
 
 
 def plot_regressors(spectra, *, path=None):
-    """Per-integration trace position and width (the decorrelation regressors in ``spectra.aux``)."""
+    """Per-integration trace position and width (the decorrelation regressors in ``spectra.aux``).
+
+    Parameters
+    ----------
+    spectra : SpectraData
+        x1dints with ``aux`` regressors, each ``(nints,)`` in px.
+    path : str or pathlib.Path or None
+        Where the PNG is written (None: not saved).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (also saved as PNG when ``path`` is given).
+    """
     keys = list(spectra.aux)
     fig = Figure(figsize=(8, 2.2 * max(1, len(keys))))
     axes = np.atleast_1d(fig.subplots(max(1, len(keys)), 1, sharex=True))
@@ -88,7 +146,22 @@ def plot_regressors(spectra, *, path=None):
 
 
 def plot_width_scan(widths, scatter, *, path=None):
-    """White-light point-to-point scatter (ppm) vs box width (px)."""
+    """White-light point-to-point scatter (ppm) vs box width (px).
+
+    Parameters
+    ----------
+    widths : array_like
+        Box widths tried (px).
+    scatter : array_like
+        Relative scatter of each (dimensionless).
+    path : str or pathlib.Path or None
+        Where the PNG is written (None: not saved).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (also saved as PNG when ``path`` is given).
+    """
     fig = Figure(figsize=(5, 3.5))
     ax = fig.subplots()
     ax.plot(widths, 1e6 * np.asarray(scatter), "ko-", ms=3)

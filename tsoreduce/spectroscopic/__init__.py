@@ -36,9 +36,6 @@ from .pca import PCAResult, pca_reconstruct
 from .stage import CONFIG_SCHEMA, run, run_stage2
 from .wavelength import assign_wavelength, read_specwcs_wavelength_map
 
-#: former private name, kept until Stage 3 imports :func:`local_median_rows`
-_local_median_rows = local_median_rows
-
 __all__ = ["CONFIG_SCHEMA", "run", "run_stage2", "find_bad_integrations", "assign_wavelength",
            "read_specwcs_wavelength_map", "flat_field", "estimate_trace_column", "subtract_background",
            "clean_bad_pixels", "pca_reconstruct", "make_deep_frame", "PCAResult", "baseline_index",

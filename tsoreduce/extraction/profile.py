@@ -17,15 +17,19 @@ estimated inflated by :data:`ESTIMATED_VARIANCE_FACTOR`.
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 from scipy.interpolate import BSpline
 
-from .datamodel import DQ
+from ..datamodel import DQ
+from ..spectroscopic import nanmedian
+from ._blocks import estimated_mask, row_chunks
 
 log = logging.getLogger(__name__)
 
-__all__ = ["smooth_profile", "pixel_variance", "estimated_mask", "ESTIMATED_VARIANCE_FACTOR"]
+__all__ = ["smooth_profile", "pixel_variance", "estimated_mask", "normalise_profile",
+           "ESTIMATED_VARIANCE_FACTOR", "PROFILE_FLOOR"]
 
 #: variance of a Stage 2 flux estimate relative to a measured pixel's.  The estimate (median of the
 #: along-dispersion neighbours, jwst ``pixel_replace``-like) carries ~0.3 of a pixel's noise variance
@@ -37,12 +41,6 @@ ESTIMATED_VARIANCE_FACTOR = 2.0
 PROFILE_FLOOR = 0.002
 
 
-def estimated_mask(data, dq) -> np.ndarray:
-    """Pixels whose flux was estimated (FLUX_ESTIMATED set, DO_NOT_USE not set, value finite)."""
-    return (np.isfinite(data) & ((dq & np.uint32(DQ.FLUX_ESTIMATED)) != 0)
-            & ((dq & np.uint32(DQ.DO_NOT_USE)) == 0))
-
-
 def _row_median(a, halfwidth):
     """NaN-ignoring running median along axis -2 (rows) over +-halfwidth rows, same column."""
     n = a.shape[-2]
@@ -50,32 +48,40 @@ def _row_median(a, halfwidth):
     for k, s in enumerate(range(-halfwidth, halfwidth + 1)):
         lo, hi = max(0, -s), min(n, n - s)
         stack[k][..., lo:hi, :] = a[..., lo + s:hi + s, :]
-    with np.errstate(all="ignore"):
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmedian(stack, axis=0)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(stack, axis=0)
 
 
 def pixel_variance(err, usable, *, halfwidth=3) -> np.ndarray:
-    """Variance model ``(nrows, ncols)`` of the extraction: ERR^2 (ramp-fit read + Poisson variance)
-    median over integrations of the usable values, then a running median over +-``halfwidth`` rows of
-    the same column (a value independent of each pixel's own fluctuation, defined at flagged pixels).
+    """Variance model of the extraction, independent of each pixel's own fluctuation.
+
+    ERR^2 (ramp-fit read + Poisson variance) median over integrations of the usable values, then a
+    running median over +-``halfwidth`` rows of the same column (defined at flagged pixels too).  The
+    median over integrations is taken over chunks of rows, so no float copy of the whole cube is made.
 
     Parameters
     ----------
-    err : ``(nints, nrows, ncols)`` ERR in the data units.
-    usable : bool ``(nints, nrows, ncols)``, measured (not flagged, not estimated) values.
+    err : numpy.ndarray
+        ``(nints, nrows, ncols)`` ERR in the data units (a view of the calints is fine).
+    usable : numpy.ndarray
+        Bool, same shape: measured (not flagged, not estimated) values.
+    halfwidth : int
+        Half-width (rows) of the running median.
 
-    Returns float64 ``(nrows, ncols)``; NaN where no usable value is found within the window.
+    Returns
+    -------
+    numpy.ndarray
+        Float64 ``(nrows, ncols)`` in the data units squared; NaN where no usable value is found
+        within the window.
     """
-    err = np.asarray(err, np.float32)
-    e2 = np.where(usable & np.isfinite(err), err * err, np.float32(np.nan))
-    import warnings
+    v = np.empty(err.shape[1:], np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        from .spectroscopic import nanmedian
-        v = nanmedian(e2, axis=0)
+        for rows in row_chunks(err.shape):
+            e = np.asarray(err[:, rows], np.float32)
+            e2 = np.where(usable[:, rows] & np.isfinite(e), e * e, np.float32(np.nan))
+            v[rows] = nanmedian(e2, axis=0)
     return _row_median(np.asarray(v, np.float64), halfwidth)
 
 
@@ -106,49 +112,82 @@ def _knots(r0, r1, knot_rows, k=3, info=None, min_rows=6.0):
 def smooth_profile(deep, var, region, *, knot_rows=40.0, clip_sigma=5.0, max_iter=5, snr_min=3.0):
     """Smooth, non-negative spatial profile normalised per row (Horne 1986; Marsh 1989).
 
-    Parameters
-    ----------
-    deep : ``(nrows, ncols)`` background-subtracted deep frame (NaN = unknown), any units.
-    var : ``(nrows, ncols)`` variance of ``deep`` (same units squared; NaN/<= 0 = unknown).
-    region : ``(nrows, ncols)`` weights in [0, 1] of the normalisation region (e.g. :func:`box_weights`
-        of a wide band around the trace); the profile is zero outside it and sums to 1 inside.
-    knot_rows : mean knot spacing (rows) of the cubic B-spline fitted along each column; the knots sit at
-        equal steps of cumulative S/N^2 (dense where bright), at least 6 rows apart.
-    clip_sigma, max_iter : rejection of fraction values deviating by > clip_sigma (in units of their
-        error, rescaled by the fit's robust scatter when that exceeds 1), at most max_iter passes.
-    snr_min : rows whose region flux S/N -- their own, and that of the median of their neighbours --
-        is below this do not enter the fit.
-
-    Method
-    ------
     Per row y, S(y) = sum_x region * deep and S_s(y) the median S of the +-3 neighbouring rows; per
     column x the fractions F = deep / S with weights 1 / (var / S_s^2 + (PROFILE_FLOOR x peak
-    fraction)^2) (independent of the row's own noise) are fitted by weighted least squares with a cubic B-spline in row over the rows
-    [r0, r1] spanned by the rows with S/N >= ``snr_min``, then refitted once with F = deep / f_opt,
-    f_opt the row flux optimally extracted from the deep frame with the first model (rows with a non-finite pixel in the region
-    are left out); rows outside [r0, r1] take the model of the nearest end row.  The model is clipped
-    at 0, multiplied by ``region`` and normalised to sum 1 per row (the model is smooth, so the clipped
-    wing values are small, unlike those of a noisy deep frame); rows whose model sums to <= 0 get the
-    normalised ``region`` (a variance-weighted box).
+    fraction)^2) (independent of the row's own noise) are fitted by weighted least squares with a
+    cubic B-spline in row over the rows [r0, r1] spanned by the rows with S/N >= ``snr_min``, then
+    refitted once with F = deep / f_opt, f_opt the row flux optimally extracted from the deep frame
+    with the first model (rows with a non-finite pixel in the region are left out); rows outside
+    [r0, r1] take the model of the nearest end row.  The model is clipped at 0, multiplied by
+    ``region`` and normalised to sum 1 per row (the model is smooth, so the clipped wing values are
+    small, unlike those of a noisy deep frame); rows whose model sums to <= 0 get the normalised
+    ``region`` (a variance-weighted box).
+
+    Parameters
+    ----------
+    deep : numpy.ndarray
+        ``(nrows, ncols)`` background-subtracted deep frame (NaN = unknown), any units.
+    var : numpy.ndarray
+        ``(nrows, ncols)`` variance of ``deep`` (same units squared; NaN/<= 0 = unknown).
+    region : numpy.ndarray
+        ``(nrows, ncols)`` weights in [0, 1] of the normalisation region (e.g. ``box_weights`` of a
+        wide band around the trace); the profile is zero outside it and sums to 1 inside.
+    knot_rows : float
+        Mean knot spacing (rows) of the cubic B-spline fitted along each column; the knots sit at
+        equal steps of cumulative S/N^2 (dense where bright), at least 6 rows apart.
+    clip_sigma : float
+        Rejection of fraction values deviating by more than this (in units of their error, rescaled
+        by the fit's robust scatter when that exceeds 1).
+    max_iter : int
+        Maximum rejection passes per column.
+    snr_min : float
+        Rows whose region flux S/N -- their own, and that of the median of their neighbours -- is
+        below this do not enter the fit.
 
     Returns
     -------
-    P : float64 ``(nrows, ncols)``; info dict (``rows_fit`` (r0, r1), ``n_rejected``, ``rms_z``).
+    P : numpy.ndarray
+        Float64 ``(nrows, ncols)`` profile, >= 0, summing to 1 per row over ``region``.
+    info : dict
+        ``rows_fit`` (r0, r1), ``n_rejected``, ``rms_z`` (RMS of the accepted normalised residuals).
     """
     deep = np.asarray(deep, float)
     var = np.asarray(var, float)
     region = np.asarray(region, float)
     nrows, ncols = deep.shape
     cols = np.flatnonzero(region.any(axis=0))
-    D, W = deep[:, cols], region[:, cols]
-    Vd = var[:, cols]
+    D, W, Vd = deep[:, cols], region[:, cols], var[:, cols]
+    info = {"rows_fit": None, "n_rejected": 0, "rms_z": np.nan}
+    S, S_s, snr, rowok = _row_fluxes(D, W, Vd, snr_min)
+    if rowok.sum() < 8:
+        log.warning("optimal extraction profile: only %d rows with S/N >= %.1f; a normalised box profile "
+                    "is used instead of a fitted one", int(rowok.sum()), snr_min)
+        return normalise_profile(np.zeros_like(region), region), info
+    r0, r1 = int(np.flatnonzero(rowok)[0]), int(np.flatnonzero(rowok)[-1])
+    sl = slice(r0, r1 + 1)
+    B = BSpline.design_matrix(np.arange(r0, r1 + 1, dtype=float),
+                              _knots(r0, r1, knot_rows, info=np.where(rowok[sl], snr[sl] ** 2, 0.0)),
+                              3).toarray()
+    model, nrej, zs = _two_pass_fit(D[sl], W[sl], Vd[sl], S[sl], S_s[sl], rowok[sl], B, clip_sigma,
+                                    max_iter)
+    P = np.zeros((nrows, ncols))
+    full = np.empty((nrows, len(cols)))
+    full[sl] = model
+    full[:r0] = model[0]
+    full[r1 + 1:] = model[-1]
+    P[:, cols] = full
+    info.update(rows_fit=(r0, r1), n_rejected=nrej,
+                rms_z=float(np.sqrt(np.mean(np.concatenate(zs) ** 2))) if zs else np.nan)
+    return normalise_profile(P, region), info
+
+
+def _row_fluxes(D, W, Vd, snr_min):
+    """Row sums S over the region, their neighbour median S_s, the S/N of S_s and the rows fit to enter
+    the profile fit (``D``, ``W``, ``Vd`` the region's columns of deep frame, weights, variance)."""
     inreg = W > 0
-    finite = np.isfinite(D) | ~inreg
-    rowfin = finite.all(axis=1)
+    rowfin = (np.isfinite(D) | ~inreg).all(axis=1)
     S = np.sum(np.where(inreg, W * np.nan_to_num(D), 0.0), axis=1)
     var_s = np.sum(np.where(inreg & np.isfinite(Vd) & (Vd > 0), W * W * Vd, 0.0), axis=1)
-    P = np.zeros((nrows, ncols))
-    info = {"rows_fit": None, "n_rejected": 0, "rms_z": np.nan}
     # weights and the S/N cut use the median row sum of the +-3 neighbouring rows (S_s): weights
     # S^2 / var with the row's own noisy S would favour rows whose S fluctuated high (whose core
     # fractions are low)
@@ -161,48 +200,38 @@ def smooth_profile(deep, var, region, *, knot_rows=40.0, clip_sigma=5.0, max_ite
     # without star light has bright neighbours, so S_s alone would let its noise fractions D / S into
     # the fit with the weight of a bright row, and the spline's end would ring over ~ 15 rows
     rowok = rowfin & (S_s > 0) & (S > 0) & (snr >= snr_min) & (snr_own >= snr_min)
-    if rowok.sum() < 8:
-        log.warning("optimal extraction profile: only %d rows with S/N >= %.1f; a normalised box profile "
-                    "is used instead of a fitted one", int(rowok.sum()), snr_min)
-        return _normalise(np.zeros_like(region), region), info
-    r0, r1 = int(np.flatnonzero(rowok)[0]), int(np.flatnonzero(rowok)[-1])
-    x = np.arange(r0, r1 + 1, dtype=float)
-    sl = slice(r0, r1 + 1)
-    B = BSpline.design_matrix(x, _knots(r0, r1, knot_rows, info=np.where(rowok[sl], snr[sl] ** 2, 0.0)),
-                              3).toarray()
+    return S, S_s, snr, rowok
+
+
+def _two_pass_fit(D, W, Vd, S, S_s, rowok, B, clip_sigma, max_iter):
+    """The B-spline fit of the fractions of rows r0..r1 (all arguments sliced to them): pass 1 with the
+    fractions of the row's own sum (Horne 1986, step 5); pass 2 with the fractions of the row flux
+    optimally extracted from the deep frame with the pass-1 profile -- a less noisy normaliser, so the
+    ratio bias of D / S (a core fraction too high by ~ var(S) / S^2 at low S/N) shrinks.  Returns the
+    model fractions ``(r1 - r0 + 1, ncols_region)``, the rejected count and the normalised residuals."""
+    inreg = W > 0
     with np.errstate(all="ignore"):
         # variance of a fraction: noise (var / S_s^2) plus a model floor of PROFILE_FLOOR of the core
         # fraction (the smooth model cannot follow a bright row to better than that; without the floor
         # the brightest rows dominate each fit and look like outliers to the rejection)
-        core = np.nanmax(np.where(inreg[sl], D[sl], np.nan), axis=1) / S_s[sl]
-        w = 1.0 / (Vd[sl] / S_s[sl, None] ** 2 + (PROFILE_FLOOR * core[:, None]) ** 2)
-    ok = rowok[sl, None] & inreg[sl] & np.isfinite(D[sl]) & np.isfinite(w) & (w > 0)
+        core = np.nanmax(np.where(inreg, D, np.nan), axis=1) / S_s
+        w = 1.0 / (Vd / S_s[:, None] ** 2 + (PROFILE_FLOOR * core[:, None]) ** 2)
+    ok = rowok[:, None] & inreg & np.isfinite(D) & np.isfinite(w) & (w > 0)
     w = np.where(ok, w, 0.0)
-    Dz = np.where(ok, D[sl], 0.0)
-    Vz = np.where(ok, Vd[sl], np.inf)
-    # pass 1: fractions of the row's own sum (Horne 1986, step 5); pass 2: fractions of the row flux
-    # optimally extracted from the deep frame with the pass-1 profile -- a less noisy normaliser, so the
-    # ratio bias of D / S (a core fraction too high by ~ var(S) / S^2 at low S/N) shrinks
-    norm = S[sl]
+    Dz = np.where(ok, D, 0.0)
+    Vz = np.where(ok, Vd, np.inf)
+    norm = S
     nrej_tot = 0
     for _pass in range(2):
         with np.errstate(all="ignore"):
             F = np.where(ok, Dz / norm[:, None], 0.0)
         model, nrej, zs = _fit_columns(F, w, B, clip_sigma, max_iter)
         nrej_tot += nrej
-        Pm = np.clip(model, 0.0, None) * W[sl]
+        Pm = np.clip(model, 0.0, None) * W
         with np.errstate(all="ignore"):
-            fopt = np.sum(Pm * Dz / Vz, axis=1) / np.sum(Pm * Pm / Vz, axis=1) * np.sum(model * W[sl], axis=1)
-        good = np.isfinite(fopt) & (fopt > 0)
-        norm = np.where(good, fopt, norm)
-    full = np.empty((nrows, len(cols)))
-    full[r0:r1 + 1] = model
-    full[:r0] = model[0]
-    full[r1 + 1:] = model[-1]
-    P[:, cols] = full
-    info.update(rows_fit=(r0, r1), n_rejected=nrej_tot,
-                rms_z=float(np.sqrt(np.mean(np.concatenate(zs) ** 2))) if zs else np.nan)
-    return _normalise(P, region), info
+            fopt = np.sum(Pm * Dz / Vz, axis=1) / np.sum(Pm * Pm / Vz, axis=1) * np.sum(model * W, axis=1)
+        norm = np.where(np.isfinite(fopt) & (fopt > 0), fopt, norm)
+    return model, nrej_tot, zs
 
 
 def _fit_columns(F, w, B, clip_sigma, max_iter):
@@ -222,6 +251,7 @@ def _fit_columns(F, w, B, clip_sigma, max_iter):
             m = B @ coef
             z = (fj - m) * sw
             used = wj > 0
+            # robust scale about zero (normalised residuals of a fit), not a MAD about their median
             scale = max(1.0, 1.4826 * float(np.median(np.abs(z[used]))))
             if not np.any(used & (np.abs(z) > clip_sigma * scale)):
                 break
@@ -246,15 +276,27 @@ def _neighbour_median(S, halfwidth):
         lo, hi = max(0, -k), min(n, n - k)
         stack[j, lo:hi] = S[lo + k:hi + k]
         j += 1
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmedian(stack, axis=0)
 
 
-def _normalise(P, region):
-    """``max(P, 0) * region`` normalised to sum 1 per row; rows without a positive sum get the
-    normalised ``region`` (a variance-weighted box)."""
+def normalise_profile(P, region):
+    """A profile made non-negative, restricted to a region and normalised per row.
+
+    Parameters
+    ----------
+    P : numpy.ndarray
+        ``(nrows, ncols)`` profile model (any normalisation).
+    region : numpy.ndarray
+        ``(nrows, ncols)`` region weights in [0, 1].
+
+    Returns
+    -------
+    numpy.ndarray
+        ``max(P, 0) * region`` normalised to sum 1 per row; rows without a positive sum get the
+        normalised ``region`` (a variance-weighted box).
+    """
     prof = np.clip(P, 0.0, None) * region
     s = prof.sum(axis=1)
     flat = s <= 0
