@@ -176,7 +176,7 @@ def read_provenance(path):
 def make_io():
     io = types.ModuleType("fake_io")
     io.read_uncal = _read
-    io.read_segments = lambda paths: (lambda parts: parts[0] if len(parts) == 1 else
+    io.read_segments = lambda paths, **kwargs: (lambda parts: parts[0] if len(parts) == 1 else
                                       __import__("tsoreduce.datamodel", fromlist=["x"]).concatenate(parts))(
         [_read(p) for p in paths])
     for name in ("write_rateints", "write_calints", "write_x1dints"):

@@ -423,70 +423,6 @@ def run_stage2_files(rateints_paths, config: dict | None, outdir, *, name="tso",
     return str(dst)
 
 
-def _read_cube(path, name, dtype, block=64):
-    """One 3-D image extension as a native ``dtype`` array, read ``block`` integrations at a time
-    (``ImageHDU.section``: neither the raw file nor a memory map of it is held), BZERO/BSCALE applied
-    here and BLANK -> NaN for floating-point outputs (astropy's conventions)."""
-    import numpy as np
-    from astropy.io import fits
-
-    with fits.open(path, memmap=False, do_not_scale_image_data=True, lazy_load_hdus=True) as hdul:
-        hdu = hdul[name]
-        h = hdu.header
-        shape = tuple(int(h[f"NAXIS{k}"]) for k in range(int(h["NAXIS"]), 0, -1))
-        bscale, bzero = float(h.get("BSCALE", 1.0)), float(h.get("BZERO", 0.0))
-        blank = h.get("BLANK") if np.issubdtype(dtype, np.floating) else None
-        work = np.float64 if np.issubdtype(dtype, np.integer) else dtype
-        out = np.empty(shape, dtype)
-        for a in range(0, shape[0], block):
-            raw = hdu.section[a:a + block]
-            b = a + raw.shape[0]
-            if bscale == 1.0 and bzero == 0.0:
-                out[a:b] = raw
-            else:
-                # exact for integer data: uint32 + 2**31 fits float64
-                out[a:b] = raw.astype(work) * work(bscale) + work(bzero)
-            if blank is not None:
-                out[a:b][raw == blank] = np.nan
-    return out
-
-
-def _read_calints_for_stage3(paths):
-    """The calints for Stage 3 with bounded memory: SCI, ERR and DQ (Stage 3 reads nothing else of the
-    cubes) read and converted block by block (:func:`_read_cube`); headers, INT_TIMES and WAVELENGTH
-    with io's checks.  ``io.read_segments`` holds the raw file and a native copy of all five cubes at
-    once (~2x the file: 2.3 GB for a 1779-integration calints).  Several segments: io.read_segments.
-    TODO(lead): this belongs in tsoreduce.io (a lean/memory-mapped read_calints); it uses io privates."""
-    import numpy as np
-
-    io = _io()
-    fp = getattr(io, "fits_products", None)  # None for an io stand-in without the FITS readers
-    if len(paths) != 1 or fp is None:
-        return io.read_segments(paths)
-    from .datamodel import RateData
-
-    path, what = paths[0], "calints"
-    if fp.product_type(path) != "calints":
-        return io.read_segments(paths)
-    with fp._open(path, what=what) as hdul:
-        meta = fp._meta_from(hdul)
-        fp._check_identity(path, meta, what=what, allowed_exp_types=fp.DEFAULT_EXP_TYPES)
-        for name in ("SCI", "ERR", "DQ"):
-            fp._require(path, hdul, name, what=what)
-        shape = fp._image_shape(hdul["SCI"])
-        if len(shape) != 3:
-            return io.read_segments(paths)  # io raises the named error for a 2-D SCI
-        fp._check_frame(path, meta, shape[1:], what=what, expected_shape=fp.SUBARRAY_SHAPE)
-        wavelength = fp._image(hdul, "WAVELENGTH", np.float32)
-        times = fp._read_int_times(path, hdul, shape[0], meta)
-    data, err, dq = (_read_cube(path, name, dtype) for name, dtype in
-                     (("SCI", np.float32), ("ERR", np.float32), ("DQ", np.uint32)))
-    fp._check_not_empty(path, data, what=what)
-    units = fp._units(meta, "DN/s")
-    meta["_source_paths"] = [str(Path(path).resolve())]
-    return RateData(data, err=err, dq=dq, wavelength=wavelength, int_times=times, meta=meta, units=units)
-
-
 def run_stage3_files(calints_paths, config: dict | None, outdir, *, name="tso", plot_dir=None,
                      overwrite=False, provenance=None, progress=True) -> tuple[str, str]:
     """Stage 3 on calints: ``tsoreduce.extraction.run_stage3`` -> ``<name>_x1dints.fits`` and the
@@ -498,7 +434,8 @@ def run_stage3_files(calints_paths, config: dict | None, outdir, *, name="tso", 
     io = _io()
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    cal = _read_calints_for_stage3([str(p) for p in calints_paths])
+    # Stage 3 uses ERR, not the variance cubes: two cubes less in memory
+    cal = io.read_segments([str(p) for p in calints_paths], variances=False)
     from .contract import show_progress
     with show_progress(progress):
         result = run_stage3(cal, config, plot_dir=plot_dir)

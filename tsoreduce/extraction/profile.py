@@ -53,12 +53,12 @@ def _row_median(a, halfwidth):
         return np.nanmedian(stack, axis=0)
 
 
-def pixel_variance(err, usable, *, halfwidth=3) -> np.ndarray:
+def pixel_variance(err, usable, *, median_halfwidth=3) -> np.ndarray:
     """Variance model of the extraction, independent of each pixel's own fluctuation.
 
     ERR^2 (ramp-fit read + Poisson variance) median over integrations of the usable values, then a
-    running median over +-``halfwidth`` rows of the same column (defined at flagged pixels too).  The
-    median over integrations is taken over chunks of rows, so no float copy of the whole cube is made.
+    running median over +-``median_halfwidth`` rows of the same column (defined at flagged pixels
+    too).  The median over integrations is taken over chunks of rows, so no float copy of the whole cube is made.
 
     Parameters
     ----------
@@ -66,7 +66,7 @@ def pixel_variance(err, usable, *, halfwidth=3) -> np.ndarray:
         ``(nints, nrows, ncols)`` ERR in the data units (a view of the calints is fine).
     usable : numpy.ndarray
         Bool, same shape: measured (not flagged, not estimated) values.
-    halfwidth : int
+    median_halfwidth : int
         Half-width (rows) of the running median.
 
     Returns
@@ -82,7 +82,7 @@ def pixel_variance(err, usable, *, halfwidth=3) -> np.ndarray:
             e = np.asarray(err[:, rows], np.float32)
             e2 = np.where(usable[:, rows] & np.isfinite(e), e * e, np.float32(np.nan))
             v[rows] = nanmedian(e2, axis=0)
-    return _row_median(np.asarray(v, np.float64), halfwidth)
+    return _row_median(np.asarray(v, np.float64), median_halfwidth)
 
 
 def _knots(r0, r1, knot_rows, k=3, info=None, min_rows=6.0):
@@ -109,13 +109,13 @@ def _knots(r0, r1, knot_rows, k=3, info=None, min_rows=6.0):
     return np.r_[[float(r0)] * (k + 1), inner, [float(r1)] * (k + 1)]
 
 
-def smooth_profile(deep, var, region, *, knot_rows=40.0, clip_sigma=5.0, max_iter=5, snr_min=3.0):
+def smooth_profile(deep, var, region, *, knot_rows=40.0, clip_sigma=5.0, clip_iter=5, row_snr_min=3.0):
     """Smooth, non-negative spatial profile normalised per row (Horne 1986; Marsh 1989).
 
     Per row y, S(y) = sum_x region * deep and S_s(y) the median S of the +-3 neighbouring rows; per
     column x the fractions F = deep / S with weights 1 / (var / S_s^2 + (PROFILE_FLOOR x peak
     fraction)^2) (independent of the row's own noise) are fitted by weighted least squares with a
-    cubic B-spline in row over the rows [r0, r1] spanned by the rows with S/N >= ``snr_min``, then
+    cubic B-spline in row over the rows [r0, r1] spanned by the rows with S/N >= ``row_snr_min``, then
     refitted once with F = deep / f_opt, f_opt the row flux optimally extracted from the deep frame
     with the first model (rows with a non-finite pixel in the region are left out); rows outside
     [r0, r1] take the model of the nearest end row.  The model is clipped at 0, multiplied by
@@ -138,9 +138,9 @@ def smooth_profile(deep, var, region, *, knot_rows=40.0, clip_sigma=5.0, max_ite
     clip_sigma : float
         Rejection of fraction values deviating by more than this (in units of their error, rescaled
         by the fit's robust scatter when that exceeds 1).
-    max_iter : int
+    clip_iter : int
         Maximum rejection passes per column.
-    snr_min : float
+    row_snr_min : float
         Rows whose region flux S/N -- their own, and that of the median of their neighbours -- is
         below this do not enter the fit.
 
@@ -158,10 +158,10 @@ def smooth_profile(deep, var, region, *, knot_rows=40.0, clip_sigma=5.0, max_ite
     cols = np.flatnonzero(region.any(axis=0))
     D, W, Vd = deep[:, cols], region[:, cols], var[:, cols]
     info = {"rows_fit": None, "n_rejected": 0, "rms_z": np.nan}
-    S, S_s, snr, rowok = _row_fluxes(D, W, Vd, snr_min)
+    S, S_s, snr, rowok = _row_fluxes(D, W, Vd, row_snr_min)
     if rowok.sum() < 8:
         log.warning("optimal extraction profile: only %d rows with S/N >= %.1f; a normalised box profile "
-                    "is used instead of a fitted one", int(rowok.sum()), snr_min)
+                    "is used instead of a fitted one", int(rowok.sum()), row_snr_min)
         return normalise_profile(np.zeros_like(region), region), info
     r0, r1 = int(np.flatnonzero(rowok)[0]), int(np.flatnonzero(rowok)[-1])
     sl = slice(r0, r1 + 1)
@@ -169,7 +169,7 @@ def smooth_profile(deep, var, region, *, knot_rows=40.0, clip_sigma=5.0, max_ite
                               _knots(r0, r1, knot_rows, info=np.where(rowok[sl], snr[sl] ** 2, 0.0)),
                               3).toarray()
     model, nrej, zs = _two_pass_fit(D[sl], W[sl], Vd[sl], S[sl], S_s[sl], rowok[sl], B, clip_sigma,
-                                    max_iter)
+                                    clip_iter)
     P = np.zeros((nrows, ncols))
     full = np.empty((nrows, len(cols)))
     full[sl] = model

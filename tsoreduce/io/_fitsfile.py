@@ -11,7 +11,7 @@ from astropy.io import fits
 
 from ..errors import ProductError, TruncatedFileError
 
-__all__ = ["open_checked", "image_shape"]
+__all__ = ["open_checked", "image_shape", "read_image_blocks"]
 
 
 def open_checked(path, *, what: str) -> fits.HDUList:
@@ -95,3 +95,49 @@ def image_shape(hdu) -> tuple:
     if naxis == 0:
         return (0,)
     return tuple(int(hdu.header[f"NAXIS{k}"]) for k in range(naxis, 0, -1))
+
+
+def read_image_blocks(path, name: str, dtype, *, block: int = 64) -> np.ndarray:
+    """An image extension as a native ``dtype`` array, read ``block`` planes of its first axis at a time.
+
+    ``ImageHDU.section`` reads each block from disk, so neither the whole raw (big-endian) array nor a
+    memory map of the file is held next to the result: reading a cube costs the output plus one block.
+    BZERO/BSCALE are applied here (exact for integer data in float64) and BLANK becomes NaN in
+    floating-point outputs, astropy's own conventions (FITS standard 4.0, sect. 4.4.2.5).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The FITS file (already checked with :func:`open_checked`).
+    name : str
+        Extension name (e.g. ``"SCI"``).
+    dtype : numpy dtype
+        Output type (float32 for SCI/ERR, uint32 for DQ).
+    block : int
+        Planes read per step.
+
+    Returns
+    -------
+    numpy.ndarray
+        The image, numpy axis order (slowest FITS axis first), e.g. ``(nints, rows, cols)``.
+    """
+    with fits.open(path, memmap=False, do_not_scale_image_data=True, lazy_load_hdus=True) as hdul:
+        hdu = hdul[name]
+        h = hdu.header
+        shape = image_shape(hdu)
+        bscale, bzero = float(h.get("BSCALE", 1.0)), float(h.get("BZERO", 0.0))
+        blank = h.get("BLANK") if np.issubdtype(dtype, np.floating) else None
+        work = np.float64 if np.issubdtype(dtype, np.integer) else dtype
+        out = np.empty(shape, dtype)
+        if out.ndim == 0 or out.size == 0:
+            return out
+        for a in range(0, shape[0], block):
+            raw = hdu.section[a:a + block]
+            b = a + raw.shape[0]
+            if bscale == 1.0 and bzero == 0.0:
+                out[a:b] = raw
+            else:
+                out[a:b] = raw.astype(work) * work(bscale) + work(bzero)
+            if blank is not None:
+                out[a:b][raw == blank] = np.nan
+    return out

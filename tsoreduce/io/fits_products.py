@@ -71,7 +71,7 @@ from ..datamodel import RampData, RateData, SpectraData, concatenate
 from ..errors import (EmptyDataError, MissingExtensionError, ProductError, ShapeError,
                       WrongInstrumentError, WrongSubarrayError)
 from ..instrument import SUBARRAY_NAME, SUBARRAY_SHAPE
-from ._fitsfile import image_shape, open_checked
+from ._fitsfile import image_shape, open_checked, read_image_blocks
 from .fits_writers import (GROUPDQ_HIGH, PRODUCT_KEYWORD, write_calints, write_rateints, write_uncal,
                            write_x1dints)
 from .int_times import (INT_TIMES_COLUMNS, IntTimesMissingWarning, IntTimesReconstructedWarning,
@@ -309,24 +309,31 @@ def read_uncal(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SUBA
         raise ProductError(path, f"{what}: inconsistent extensions: {exc}") from exc
 
 
-def _read_rate(path, what, allowed_exp_types, expected_shape):
+def _read_rate(path, what, allowed_exp_types, expected_shape, variances=True):
+    # headers and checks first (no data read), then each cube block by block: holding the file's
+    # raw arrays next to the converted ones doubled the memory of Stages 2-3
     with open_checked(path, what=what) as hdul:
         meta = _meta_from(hdul)
         _check_identity(path, meta, what=what, allowed_exp_types=allowed_exp_types)
         sci = _require(path, hdul, "SCI", what=what)
-        if sci.data.ndim != 3:
-            raise WrongSubarrayError(path, f"{what}: SCI has shape {sci.data.shape}, expected 3-D "
+        shape = image_shape(sci)
+        if len(shape) != 3:
+            raise WrongSubarrayError(path, f"{what}: SCI has shape {shape}, expected 3-D "
                                      "(integration, row, column) -- a 2-D _rate file has no "
                                      "per-integration images")
-        _check_frame(path, meta, sci.data.shape[1:], what=what, expected_shape=expected_shape)
+        _check_frame(path, meta, shape[1:], what=what, expected_shape=expected_shape)
         for name in ("ERR", "DQ"):
             _require(path, hdul, name, what=what)
-        data = np.array(sci.data, dtype=np.float32)
-        _check_not_empty(path, data, what=what)
-        arrays = {name.lower(): _image(hdul, name, dt) for name, dt in
-                  (("ERR", np.float32), ("DQ", np.uint32), ("VAR_POISSON", np.float32),
-                   ("VAR_RNOISE", np.float32), ("WAVELENGTH", np.float32))}
-        times = read_int_times(path, hdul, data.shape[0], meta)
+        cubes = [("ERR", np.float32), ("DQ", np.uint32)]
+        if variances:
+            cubes += [("VAR_POISSON", np.float32), ("VAR_RNOISE", np.float32)]
+        present = [(n, dt) for n, dt in cubes if n in hdul and 0 not in image_shape(hdul[n])]
+        wavelength = _image(hdul, "WAVELENGTH", np.float32)
+        times = read_int_times(path, hdul, shape[0], meta)
+    data = read_image_blocks(path, "SCI", np.float32)
+    _check_not_empty(path, data, what=what)
+    arrays = {name.lower(): read_image_blocks(path, name, dt) for name, dt in present}
+    arrays["wavelength"] = wavelength
     units = _units(meta, "DN/s")
     meta["_source_path"] = str(Path(path).resolve())
     try:
@@ -335,7 +342,8 @@ def _read_rate(path, what, allowed_exp_types, expected_shape):
         raise ProductError(path, f"{what}: inconsistent extensions: {exc}") from exc
 
 
-def read_rateints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SUBARRAY_SHAPE) -> RateData:
+def read_rateints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SUBARRAY_SHAPE,
+                 variances: bool = True) -> RateData:
     """Read a JWST ``_rateints`` file into a :class:`RateData` (``units`` from SCI BUNIT, default DN/s).
 
     DQ of any integer type (MIRISim: int32 with BZERO) is read as uint32.  Required: SCI (3-D), ERR, DQ.
@@ -349,11 +357,14 @@ def read_rateints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=S
         EXP_TYPE values accepted (default MIRI LRS slitless); None accepts any.
     expected_shape : tuple of int or None
         ``(rows, cols)`` the frames must have (default SLITLESSPRISM 416 x 72); None accepts any.
+    variances : bool
+        Read VAR_POISSON and VAR_RNOISE (False: skip them, two cubes less in memory, e.g. for Stage 3,
+        which uses ERR only).
 
     Returns
     -------
     RateData
-        ``(nints, rows, cols)`` data, err, dq, variances (when present), int_times and meta.
+        ``(nints, rows, cols)`` data, err, dq, variances (when present and asked for), int_times and meta.
 
     Raises
     ------
@@ -370,10 +381,11 @@ def read_rateints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=S
     EmptyDataError
         SCI non-finite everywhere.
     """
-    return _read_rate(path, "rateints", allowed_exp_types, expected_shape)
+    return _read_rate(path, "rateints", allowed_exp_types, expected_shape, variances)
 
 
-def read_calints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SUBARRAY_SHAPE) -> RateData:
+def read_calints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SUBARRAY_SHAPE,
+                 variances: bool = True) -> RateData:
     """Read a JWST ``_calints`` file into a :class:`RateData`, including the WAVELENGTH map (um) when
     present.  Same checks and errors as :func:`read_rateints`.
 
@@ -385,11 +397,14 @@ def read_calints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SU
         EXP_TYPE values accepted (default MIRI LRS slitless); None accepts any.
     expected_shape : tuple of int or None
         ``(rows, cols)`` the frames must have (default SLITLESSPRISM 416 x 72); None accepts any.
+    variances : bool
+        Read VAR_POISSON and VAR_RNOISE (False: skip them, two cubes less in memory, e.g. for Stage 3,
+        which uses ERR only).
 
     Returns
     -------
     RateData
-        ``(nints, rows, cols)`` data, err, dq, variances (when present), ``wavelength`` ``(rows, cols)``
+        ``(nints, rows, cols)`` data, err, dq, variances (when present and asked for), ``wavelength`` ``(rows, cols)``
         um (when present), int_times and meta.
 
     Raises
@@ -407,7 +422,7 @@ def read_calints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SU
     EmptyDataError
         SCI non-finite everywhere.
     """
-    return _read_rate(path, "calints", allowed_exp_types, expected_shape)
+    return _read_rate(path, "calints", allowed_exp_types, expected_shape, variances)
 
 
 def read_x1dints(path, *, allowed_exp_types=DEFAULT_EXP_TYPES) -> SpectraData:
@@ -635,7 +650,7 @@ def read_segments(paths_or_glob, **kwargs):
         if int(b.meta.get("INTSTART", 1)) <= end_a:
             raise ProductError(pb, f"segment starts at integration {b.meta.get('INTSTART')} but {pa} "
                                f"already ends at {end_a} (overlapping or duplicated segments)")
-    out = concatenate(parts)
+    out = concatenate(parts, release=True)  # each part's arrays freed as they are joined
     out.meta.pop("_source_path", None)
     out.meta["_source_paths"] = [str(Path(p).resolve()) for p in paths]
     return out
