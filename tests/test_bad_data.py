@@ -118,7 +118,7 @@ def test_mostly_bad_integration_is_excluded_flagged_and_masked(rateints, fractio
 
 
 def test_rows_without_background_are_interpolated_flagged_and_counted(rateints, caplog):
-    from tsoreduce.spectroscopic import _background_columns, subtract_background
+    from tsoreduce.spectroscopic.background import _background_columns, subtract_background
 
     rates, truth = rateints
     cols = _background_columns(72, 36.5, 10, 14)

@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 from scipy.interpolate import BSpline
 
-from ..datamodel import DQ
+from .._util import MAD_TO_SIGMA
 from ..spectroscopic import nanmedian
 from ._blocks import estimated_mask, row_chunks
 
@@ -252,7 +252,7 @@ def _fit_columns(F, w, B, clip_sigma, max_iter):
             z = (fj - m) * sw
             used = wj > 0
             # robust scale about zero (normalised residuals of a fit), not a MAD about their median
-            scale = max(1.0, 1.4826 * float(np.median(np.abs(z[used]))))
+            scale = max(1.0, MAD_TO_SIGMA * float(np.median(np.abs(z[used]))))
             if not np.any(used & (np.abs(z) > clip_sigma * scale)):
                 break
             # the worst value only per pass (Horne 1986): one outlier distorts the fit near it

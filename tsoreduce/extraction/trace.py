@@ -20,6 +20,7 @@ from scipy import ndimage
 from scipy.interpolate import CubicSpline
 from scipy.optimize import least_squares
 
+from .._util import MAD_TO_SIGMA
 from .. import reference
 from ..datamodel import RateData
 from ..errors import ConfigError, EmptyDataError, ShapeError
@@ -155,12 +156,12 @@ def fit_trace_polynomial(rows, centres, order=3, nrows=reference.SUBARRAY_SHAPE[
     for _ in range(5):  # refit-and-clip: the clipped set changes the fit (not a one-array sigma_clip)
         p = np.polyfit(u[keep], c[keep], order)
         res = c - np.polyval(p, u)
-        s = 1.4826 * np.median(np.abs(res[keep]))
+        s = MAD_TO_SIGMA * np.median(np.abs(res[keep]))
         new = ok & (np.abs(res) <= clip * max(s, 1e-6))
         if np.array_equal(new, keep):
             break
         keep = new
-    s = max(1.4826 * np.median(np.abs(res[keep])), 1e-4)
+    s = max(MAD_TO_SIGMA * np.median(np.abs(res[keep])), 1e-4)
     sol = least_squares(lambda q: np.polyval(q, u[keep]) - c[keep], p, loss="huber", f_scale=s)
     p = sol.x
     trace = np.polyval(p, (np.arange(nrows) - r0) / rs)

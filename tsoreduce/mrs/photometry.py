@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._util import quiet_nan_warnings
 from ..datamodel import DQ, IntTimes, SpectraData
 from ..errors import EmptyDataError, NotImplementedStepError
 from .apertures import (airy_encircled_energy, annulus_overlap, circle_overlap, find_centre,
@@ -225,24 +226,13 @@ def collapsed_image(cubes: CubeSeries, *, max_wavelength=26.0, max_ints: int = 6
     sub = sub.replace(data=sub.data[:, sel], err=sub.err[:, sel], dq=sub.dq[:, sel],
                       wmap=None if sub.wmap is None else sub.wmap[:, sel], wavelength=sub.wavelength[sel])
     d = np.where(sub.bad_voxels(), np.nan, sub.data)
-    with np.errstate(all="ignore"), _quiet():
+    with np.errstate(all="ignore"), quiet_nan_warnings():
         med = np.nanmedian(d, axis=0)                       # (nw, ny, nx)
         med = med - np.nanmedian(med, axis=(1, 2))[:, None, None]
         nbad = np.isnan(med).sum(axis=0)
         img = np.nansum(med, axis=0)
     img[nbad > 0.5 * med.shape[0]] = np.nan
     return img
-
-
-class _quiet:
-    def __enter__(self):
-        import warnings
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *a):
-        self._w.__exit__(*a)
 
 
 def _annulus_background(S, E, valid, w_ann, sigma, maxiters, model, dx, dy):
@@ -574,7 +564,7 @@ def _fill_from_template(D, E, bad, allbad, w_eff):
         return D, E
     always = w_eff * ~bad.any(axis=0)
     s_t = np.einsum("tkyx,kyx->tk", D, always)                       # (t, k)
-    with np.errstate(all="ignore"), _quiet():
+    with np.errstate(all="ignore"), quiet_nan_warnings():
         norm = np.where(s_t != 0, s_t, np.nan)[..., None, None]
         P = np.nanmedian(np.where(bad, np.nan, D / norm), axis=0)    # (k, y, x), unit aperture sum
         Pe = np.nanmedian(np.where(bad, np.nan, E / np.abs(norm)), axis=0)

@@ -25,7 +25,7 @@ SLITLESSPRISM is 416 rows x 72 columns, dispersion along rows, trace near column
 are reference pixels and are never used for background or PCA.
 """
 
-from .background import (_background_columns, estimate_trace_column, format_columns, parse_columns,
+from .background import (estimate_trace_column, format_columns, parse_columns,
                          subtract_background)
 from .bad_integrations import find_bad_integrations
 from .badpix import clean_bad_pixels, local_median_rows

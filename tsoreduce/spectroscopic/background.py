@@ -16,10 +16,12 @@ import logging
 import numpy as np
 from scipy import ndimage
 
+from .._util import quiet_nan_warnings
+from .._util import MAD_TO_SIGMA
 from .. import reference
 from ..datamodel import DQ, RateData, dq_has
 from ..errors import ConfigError
-from .common import BAD_PIXEL_FLAGS, integration_blocks, make_deep_frame, nanmedian, quiet_nanwarnings
+from .common import BAD_PIXEL_FLAGS, integration_blocks, make_deep_frame, nanmedian
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,6 @@ __all__ = ["subtract_background", "estimate_trace_column", "format_columns", "pa
 #: passes of the clipped straight-line fit ("slope")
 SLOPE_PASSES = 5
 #: Gaussian sigma per median absolute residual (1 / Phi^-1(3/4))
-MAD_TO_SIGMA = 1.4826
 
 
 def format_columns(cols) -> str:
@@ -239,7 +240,7 @@ def subtract_background_inplace(data, dq, *, method, trace_center, trace_halfwid
                     "FLUX_ESTIMATED (header NBKGINTP)%s", int(missing.sum()), int(missing.any(axis=1).sum()),
                     f"; {int(lost.sum())} row(s) in integrations without any background "
                     f"estimate set to NaN, DO_NOT_USE" if lost.any() else "")
-    with quiet_nanwarnings():
+    with quiet_nan_warnings():
         level = float(np.nanmedian(bkg)) if np.isfinite(bkg).any() else float("nan")
     log.info("background: method %s, columns %s, median level %.4g %s", method, _ranges(cols), level, units)
     # the estimator, so that Stage 3 can propagate its noise
@@ -255,7 +256,7 @@ def _estimate_block(data, dq, cols, method, trace_center, clip_sigma):
     ``(n, nrows, ncols)`` ("slope")."""
     d = data[:, :, cols].astype(np.float64)
     d[~np.isfinite(d) | dq_has(dq[:, :, cols], BAD_PIXEL_FLAGS)] = np.nan
-    with quiet_nanwarnings():
+    with quiet_nan_warnings():
         if method == "median":
             return nanmedian(d, axis=2)[:, :, None]
         x = cols.astype(float) - trace_center

@@ -18,9 +18,11 @@ import logging
 import numpy as np
 from scipy import ndimage
 
+from .._util import quiet_nan_warnings
+from .._util import MAD_TO_SIGMA
 from .. import reference
 from ..datamodel import DQ, RateData, dq_has
-from .common import (BAD_PIXEL_FLAGS, deep_frame_of, integration_blocks, nanmedian, quiet_nanwarnings,
+from .common import (BAD_PIXEL_FLAGS, deep_frame_of, integration_blocks, nanmedian,
                      row_blocks)
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,6 @@ log = logging.getLogger(__name__)
 __all__ = ["clean_bad_pixels", "clean_bad_pixels_inplace", "local_median_rows"]
 
 #: Gaussian sigma per median absolute deviation (1 / Phi^-1(3/4))
-MAD_TO_SIGMA = 1.4826
 #: rows along a column over which the local scatter of the deep frame is measured
 SCATTER_ROWS = 21
 
@@ -72,7 +73,7 @@ def local_median_rows(cube, bad, halfwidth, where=None, side="both"):
         ok &= ~bad[ii, y2c, xx] & np.isfinite(v)
         vals[j] = np.where(ok, v, np.nan)
     out = np.full(cube.shape, np.nan, np.float32)
-    with quiet_nanwarnings():
+    with quiet_nan_warnings():
         out[ii, yy, xx] = np.nanmedian(vals, axis=0)
     return out
 
@@ -98,7 +99,7 @@ def _pair_mean_rows(cube, bad, halfwidth, where):
         ok &= ~bad[ii, ylo, xx] & ~bad[ii, yhi, xx] & np.isfinite(lo) & np.isfinite(hi)
         vals[j] = np.where(ok, 0.5 * (lo + hi), np.nan)
     out = np.full(cube.shape, np.nan, np.float32)
-    with quiet_nanwarnings():
+    with quiet_nan_warnings():
         out[ii, yy, xx] = np.nanmedian(vals, axis=0)
     return out
 
@@ -219,7 +220,7 @@ def _bad_counts_and_noise(data, dq, err, refcols):
         nbad[rows] = bad.sum(axis=0)
         e = err[:, rows].astype(np.float64)
         e[~np.isfinite(e) | bad] = np.nan
-        with quiet_nanwarnings():
+        with quiet_nan_warnings():
             enoise[rows] = nanmedian(e, axis=0)
     return nbad, enoise * np.sqrt(0.5 * np.pi / max(nints, 1))
 
@@ -231,7 +232,7 @@ def _spatial_outliers(deep, enoise, refcols, space_thresh, halfwidth):
     # a spectral feature (e.g. the peak of the spectrum near 5 um) scales the whole spatial profile of
     # its row, a hot pixel does not: the neighbours' median is scaled to the row's brightness (median
     # over the row's bright pixels of deep / dmed, >= 3 of them, so one hot pixel does not move it)
-    with np.errstate(all="ignore"), quiet_nanwarnings():
+    with np.errstate(all="ignore"), quiet_nan_warnings():
         bright = (np.isfinite(deep) & np.isfinite(dmed) & ~refcols
                   & (dmed > 0.2 * np.nanmax(np.where(refcols, np.nan, dmed), axis=1, keepdims=True)))
         rrow = nanmedian(np.where(bright, deep / dmed, np.nan), axis=1)
@@ -242,7 +243,7 @@ def _spatial_outliers(deep, enoise, refcols, space_thresh, halfwidth):
     # spectral feature (e.g. the steep short-wavelength cut-off near row 395) agrees with one side
     dev = [np.abs(deep - local_median_rows(deep[None], dbad, halfwidth, side=side)[0])
            for side in ("up", "down")]
-    with quiet_nanwarnings():
+    with quiet_nan_warnings():
         dev = np.nanmin(np.stack(dev), axis=0)
     hot = ((np.abs(np.nan_to_num(resid)) > space_thresh * s)
            & (np.nan_to_num(dev) > 0.5 * space_thresh * s) & ~refcols)
@@ -259,7 +260,7 @@ def _local_scatter(resid, enoise):
     locally because along the trace it grows with the spectrum's brightness."""
     a = np.abs(np.nan_to_num(resid, nan=0.0))
     s = MAD_TO_SIGMA * ndimage.median_filter(a, size=(SCATTER_ROWS, 1), mode="nearest")
-    with quiet_nanwarnings():
+    with quiet_nan_warnings():
         floor = MAD_TO_SIGMA * np.nanmedian(np.abs(resid), axis=0)  # per column, for zero-MAD regions
     s = np.maximum(s, np.where(np.isfinite(floor), floor, 0.0)[None, :])
     # nor below the deep frame's expected noise: on very smooth (e.g. noiseless simulated) data the

@@ -7,12 +7,11 @@ temporaries are bounded by :data:`BLOCK_BYTES` whatever the number of integratio
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import warnings
 
 import numpy as np
 
+from .._util import quiet_nan_warnings
 from .. import reference
 from ..datamodel import DQ, RateData, dq_has
 from ..errors import ConfigError, EmptyDataError
@@ -72,21 +71,6 @@ def row_blocks(shape, block_bytes: int | None = None):
     per = 4 * shape[0] * int(np.prod(shape[2:]))
     step = max(1, int(block_bytes // max(per, 1)))
     return [slice(a, min(a + step, shape[1])) for a in range(0, shape[1], step)]
-
-
-@contextlib.contextmanager
-def quiet_nanwarnings():
-    """Silence the 'All-NaN slice' / 'Mean of empty slice' RuntimeWarnings inside the block.
-
-    Used where NaN results are expected and handled by the caller.
-
-    Yields
-    ------
-    None
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        yield
 
 
 def check_rates(rates: RateData) -> None:
@@ -193,7 +177,7 @@ def deep_frame_of(data, dq, baseline_ints=None) -> np.ndarray:
     for rows in row_blocks((idx.size,) + data.shape[1:]):
         d = data[idx, rows]  # a copy (fancy index): ours to overwrite
         d[dq_has(dq[idx, rows], BAD_PIXEL_FLAGS)] = np.nan
-        with np.errstate(all="ignore"), quiet_nanwarnings():
+        with np.errstate(all="ignore"), quiet_nan_warnings():
             deep[rows] = nanmedian(d, axis=0)
     return deep
 
@@ -221,6 +205,6 @@ def nanmedian(a, axis=0):
     out = np.median(a, axis=0)
     lanes = np.isnan(a).any(axis=0)
     if np.any(lanes):
-        with quiet_nanwarnings():
+        with quiet_nan_warnings():
             out[lanes] = np.nanmedian(a[:, lanes], axis=0)
     return out

@@ -17,10 +17,11 @@ import logging
 
 import numpy as np
 
+from .._util import quiet_nan_warnings
 from .. import reference
 from ..datamodel import RateData
 from ..errors import ConfigError
-from .common import nanmedian, quiet_nanwarnings
+from .common import nanmedian
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def _pixel_blocks(data, c0, c1):
         x = data[:, rows, c0:c1].astype(np.float64).reshape(data.shape[0], -1)
         bad = ~np.isfinite(x)
         if bad.any():
-            with quiet_nanwarnings():
+            with quiet_nan_warnings():
                 med = nanmedian(x, axis=0)
             x[bad] = np.broadcast_to(np.where(np.isfinite(med), med, 0.0), x.shape)[bad]
         x -= x.mean(axis=0)
