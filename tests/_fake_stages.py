@@ -1,6 +1,8 @@
 """Tiny stand-in stage modules and I/O for testing the pipeline machinery without the real stages.
 
-They do real (if simple) arithmetic so a wrong wiring changes the numbers: Stage 1 takes the slope
+Stage 1 obeys the stage contract (``run(product, config, *, plot_dir, references) -> StageResult``);
+the others take the keyword arguments their real counterparts take today.  They do real (if simple)
+arithmetic so a wrong wiring changes the numbers: Stage 1 takes the slope
 between the first and last group, Stage 2 subtracts the median of the outer columns, Stage 3 sums
 rows into 2 channels, Stage 4 writes the mean depth per channel.
 """
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tsoreduce.config import Param
+from tsoreduce.contract import StageResult
 from tsoreduce.datamodel import IntTimes, LightCurves, RampData, RateData, SpectraData
 
 CALLS = {}
@@ -29,20 +32,23 @@ def make_modules(fail_stage2_once=False):
                                                       choices=("ols", "gls"))},
                          "drop_groups": Param(1, int, "groups dropped at the start", min=0, max=10)}
 
-    def run_stage1(ramp, config, *, plot_dir=None, references=None):
+    def run(ramp, config=None, *, plot_dir=None, references=None):  # the stage contract
         _count("stage1")
         d = config["drop_groups"]
         slope = (ramp.data[:, -1] - ramp.data[:, d]) / (ramp.ngroups - 1 - d)
+        figures = []
         if plot_dir is not None:
-            (Path(plot_dir) / "stage1_fig.png").write_bytes(b"png")
-        return RateData(slope, int_times=ramp.int_times, meta=dict(ramp.meta))
-    det.run_stage1 = run_stage1
+            figures.append(Path(plot_dir) / "stage1_fig.png")
+            figures[-1].write_bytes(b"png")
+        return StageResult(RateData(slope, int_times=ramp.int_times, meta=dict(ramp.meta)),
+                           {"drop_groups": d}, figures)
+    det.run = det.run_stage1 = det._run_in_place = run
 
     spec = types.ModuleType("tsoreduce.spectroscopic")
     spec.CONFIG_SCHEMA = {"background": {"skip": Param(False, bool, "skip the background step")}}
     state = {"fail": fail_stage2_once}
 
-    def run_stage2(rates, config, *, plot_dir=None):
+    def run_stage2(rates, config, *, plot_dir=None, references=None, diagnostics_file=None):
         _count("stage2")
         if state["fail"]:
             state["fail"] = False
@@ -55,7 +61,7 @@ def make_modules(fail_stage2_once=False):
     ext = types.ModuleType("tsoreduce.extraction")
     ext.CONFIG_SCHEMA = {"nchannels": Param(2, int, "number of channels", min=1, max=10)}
 
-    def run_stage3(cal, config, *, plot_dir=None):
+    def run_stage3(cal, config, *, plot_dir=None, progress=False):
         _count("stage3")
         n = config["nchannels"]
         rows = np.array_split(np.arange(cal.data.shape[1]), n)
@@ -70,7 +76,7 @@ def make_modules(fail_stage2_once=False):
     lcm = types.ModuleType("tsoreduce.lightcurve")
     lcm.CONFIG_SCHEMA = {"fit": {"nwalkers": Param(16, int, "emcee walkers", min=4)}}
 
-    def run_stage4(lc, config, outdir, *, plot=True):
+    def run_stage4(lc, config, outdir, *, plot=True, progress=None, provenance=None):
         _count("stage4")
         from astropy.table import Table
         depth = (1 - lc.flux.min(axis=1)) * 1e6
@@ -85,7 +91,8 @@ def make_modules(fail_stage2_once=False):
     mrs.CONFIG_SCHEMA = {"aperture_radius": Param(2.0, float, "aperture radius (spaxels)", min=0.5)}
     mrs.INPUT_SCHEMA = {"cubes": Param("*_s3d.fits", str, "glob of s3d cubes")}
 
-    def run_mrs(config, mrs_input, outdir=None, *, plot_dir=None):
+    def run_mrs(config, mrs_input, outdir=None, *, plot_dir=None, progress=False, name="tso",
+                overwrite=False):
         _count("mrs")
         n = np.arange(6)
         flux = np.vstack([1 - 0.002 * ((n >= 2) & (n < 4))] * 3)
@@ -111,7 +118,7 @@ def make_modules(fail_stage2_once=False):
         nsegments: int = 2
         depth: float = 0.01
 
-    def write_lrs_simulation(cfg, outdir):
+    def write_lrs_simulation(cfg, outdir, *, overwrite=False):
         _count("simulate")
         rng = np.random.default_rng(0)
         outdir = Path(outdir)

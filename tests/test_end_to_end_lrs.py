@@ -45,7 +45,7 @@ def test_uncal_to_spectrum_recovers_injected_depths(tmp_path, seed):
     truth = s.truth
     refs = {"linearity": truth.nonlinearity_coeffs, "gain": truth.gain,
             "readnoise": truth.read_noise_dn, "saturation": truth.saturation_dn}
-    rates = detector.run_stage1(s.segments[0], None, references=refs)
+    rates = detector.run(s.segments[0], None, references=refs).product
     cal, diag = run_stage2(rates)
     spectra, lc = run_stage3(cal, deep_frame=diag["deep_frame"])
     assert lc.nchan == 14

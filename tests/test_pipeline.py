@@ -447,7 +447,7 @@ def test_stage1_figures_say_what_they_show_and_do_not_overlap(segments, tmp_path
     import matplotlib
     matplotlib.use("Agg")
     from tsoreduce.plotting import detector as pd
-    text = pd.segment_caption(segments[1], None)
+    text = pipeline._segment_caption(segments[1], None)
     assert text.startswith("segment 2/3 (") and segments[1].name in text and "integrations 3-4 of 6" in text
     counts = np.zeros((416, 72), int)
     counts[100:120, 30:40] = 7

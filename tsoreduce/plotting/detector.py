@@ -4,7 +4,8 @@ when ``path`` is given.
 Stage 1 makes its figures from one segment (the first; from its first chunk when the segment is read
 in chunks).  :func:`figure_caption` sets the line every figure saved meanwhile carries above its
 title -- which file, segment and integrations it shows -- so a figure is never mistaken for the
-whole exposure.  ``tsoreduce.pipeline.run_stage1_files`` sets it.
+whole exposure.  ``tsoreduce.pipeline.run_stage1_files`` sets it.  The module imports nothing from
+the stages (the Stage 1 runner imports it, never the reverse).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 __all__ = ["plot_emi_periodogram", "plot_emi_amplitudes", "plot_jump_map", "plot_rate_image",
-           "plot_ramp_residuals", "plot_calibration_steps", "figure_caption", "segment_caption"]
+           "plot_ramp_residuals", "plot_calibration_steps", "figure_caption"]
 
 _CAPTION: list[str] = []
 
@@ -33,28 +34,6 @@ def figure_caption(text: str):
         yield
     finally:
         _CAPTION.pop()
-
-
-def segment_caption(src, config: dict | None = None) -> str:
-    """What the Stage 1 figures of segment ``src`` show: file, segment number and the integrations
-    (the first chunk's when ``stage1.memory`` splits the segment), from the headers."""
-    from astropy.io import fits
-    with fits.open(src) as hdul:  # headers only: the data are not read
-        h, sci = hdul[0].header, hdul["SCI"].header
-    nfile = int(sci["NAXIS4"])
-    start = int(h.get("INTSTART", 1) or 1)
-    first, last = 0, nfile
-    try:
-        from ..detector import chunk_plan
-        ra, rb, _, _ = chunk_plan(nfile, int(sci["NAXIS3"]), config,
-                                  frame_shape=(int(sci["NAXIS2"]), int(sci["NAXIS1"])))[0]
-        first, last = ra, rb
-    except (ImportError, IndexError, KeyError):
-        pass
-    seg = (f"segment {h['EXSEGNUM']}/{h['EXSEGTOT']} " if "EXSEGNUM" in h and "EXSEGTOT" in h else "")
-    total = f" of {h['NINTS']}" if "NINTS" in h else ""
-    part = "" if (first, last) == (0, nfile) else f" (first chunk of the segment's {nfile})"
-    return (f"{seg}({Path(src).name}): integrations {start + first}-{start + last - 1}{total}{part}")
 
 
 def _save(fig, path):
