@@ -134,10 +134,34 @@ def _readnoise_is_cds(path, convention: str) -> bool:
 
 
 def resolve_references(cfg_refs: dict, references: dict | None, meta: dict) -> dict:
-    """Arrays for each reference type: ``references[...]`` (array or path) first, then the config path,
-    then the CRDS cache (if enabled); missing types are absent from the result.
+    """The reference arrays of Stage 1, by type.
 
-    Raises ReferenceFileError for an unknown key or an unreadable file.
+    For each type (saturation, linearity, dark, gain, readnoise) the first found wins: ``references``
+    (array or path), then the config's path, then the CRDS cache when ``use_crds_cache`` (never
+    downloads); missing types are absent from the result.  A read-noise file is taken as the noise of a
+    CDS pair (the CRDS/stcal convention, JWST pipeline documentation of the READNOISE reference) and
+    divided by sqrt 2 per read unless ``readnoise_convention`` or its DESCRIP says per read.
+
+    Parameters
+    ----------
+    cfg_refs : dict
+        The validated ``stage1.references`` section.
+    references : dict or None
+        Arrays or paths by type, plus optional ``linearity_dq`` / ``dark_dq`` arrays.
+    meta : dict
+        The ramp's header keywords (subarray, detector) used to cut and find the references.
+
+    Returns
+    -------
+    dict
+        Arrays by type (``(nrows, ncols)`` maps; ``linearity`` ``(ncoeffs, nrows, ncols)``; ``dark``
+        3-D or 4-D), with ``<type>_dq`` PIXELDQ arrays for the files read.
+
+    Raises
+    ------
+    ReferenceFileError
+        For an unknown reference type or a type without a loader; the loaders raise it for an
+        unreadable file.
     """
     references = dict(references or {})
     unknown = set(references) - set(_REFTYPES) - {"linearity_dq", "dark_dq"}
