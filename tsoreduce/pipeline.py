@@ -39,7 +39,6 @@ lock of ``output_dir`` (:mod:`tsoreduce._lock`): a second run on the same direct
 from __future__ import annotations
 
 import contextlib
-import gc
 import importlib
 import logging
 import os
@@ -47,12 +46,11 @@ import time
 import uuid
 from pathlib import Path
 
-from . import __version__
+from . import __version__, _stage1_chunks
 from ._lock import OutputLock
 from ._util import atomic_write_text, output_write_error
 from .config import SECTION_MODULES, _import_stage_module, first_stage, validate
-from .contract import progress_enabled, show_progress
-from .datamodel import concatenate
+from .contract import show_progress
 from .errors import NotImplementedStepError, OverwriteError
 from .run_summary import format_summary, key_numbers, result_numbers
 from .run_plan import (DONE, RUNNING, STAGE_DIRS, STAGE_LABELS, StagePlan, _provenance, _read_marker,
@@ -92,15 +90,19 @@ def run_simulation(sim_config: dict, outdir, *, overwrite: bool = False) -> dict
 
     Parameters
     ----------
-    sim_config : dict of LRSSimConfig fields (the validated ``input.simulate`` section).
-    outdir : directory for the uncal segments, truth file and reference files.
-    overwrite : replace files already there (a resumed or forced run; the simulation is seeded, so
-        it writes the same files again).
+    sim_config : dict
+        LRSSimConfig fields (the validated ``input.simulate`` section).
+    outdir : str or pathlib.Path
+        Directory for the uncal segments, truth file and reference files.
+    overwrite : bool
+        Replace files already there (a resumed or forced run; the simulation is seeded, so it writes
+        the same files again).
 
     Returns
     -------
-    dict(uncal=[paths], truth=path, spectrum=path (injected, per row) or None,
-    references={reftype: path}) as written by the simulator.
+    dict
+        ``uncal`` (list of paths), ``truth`` (path), ``spectrum`` (the injected spectrum per row, or
+        None) and ``references`` ({reftype: path}) as written by the simulator.
     """
     from .config import lrs_sim_config
     lrs = importlib.import_module("tsoreduce.simulate.lrs")
@@ -197,13 +199,6 @@ def _stage1_segment_unit(unit) -> str:
     return dst
 
 
-#: bytes of working set per ramp sample while Stage 1 runs in place on a chunk (float32 data, uint32
-#: GROUPDQ and its jump-flag copy, the transient uint16/float32 read), and the fixed overhead of the
-#: process; measured with ``python benchmarks/bench_stage1.py --memory`` (7.3 GB for 200 x 100 groups)
-_BYTES_PER_SAMPLE = 12.0
-_BASE_GB = 0.7
-
-
 def chunk_plan(nints: int, ngroups: int, config: dict | None = None,
                frame_shape=(416, 72)) -> list[tuple[int, int, int, int]]:
     """How :func:`run_stage1_segment` splits a file of ``nints`` integrations into chunks.
@@ -211,8 +206,9 @@ def chunk_plan(nints: int, ngroups: int, config: dict | None = None,
     With the time-domain jump method every chunk reads ``window // 2`` extra integrations on each
     side (halos), so the running median around a kept integration is the one the whole segment would
     give; the per-pixel noise (MAD) and the reference signal per group are then estimated per chunk.
-    The chunk size follows ``stage1.memory`` (``limit_gb`` over :data:`_BYTES_PER_SAMPLE` bytes per
-    ramp sample, or ``chunk_integrations``); chunks are made even in size.
+    The chunk size follows ``stage1.memory`` (``limit_gb`` at 12 bytes of working set per ramp
+    sample, measured with ``benchmarks/bench_stage1.py --memory``, or ``chunk_integrations``);
+    chunks are made even in size.
 
     Parameters
     ----------
@@ -231,29 +227,7 @@ def chunk_plan(nints: int, ngroups: int, config: dict | None = None,
         ``keep_start:keep_stop``.
     """
     cfg = validate(config, _stage_module("stage1").CONFIG_SCHEMA, "stage1")
-    mem, j = cfg["memory"], cfg["jump"]
-    halo = 0
-    if not j["skip"] and j["method"] in ("time_domain", "both"):
-        halo = j["time_domain"]["window"] // 2
-    per_int = float(ngroups * frame_shape[0] * frame_shape[1]) * _BYTES_PER_SAMPLE
-    if mem["chunk_integrations"] is not None:
-        core = int(mem["chunk_integrations"])
-    else:
-        core = int((mem["limit_gb"] - _BASE_GB) * 1e9 // per_int) - 2 * halo
-        if core < 1:
-            log.warning("stage1.memory.limit_gb = %.2f GB cannot hold one integration of %d groups with "
-                        "its halos; using chunks of %d integrations", mem["limit_gb"], ngroups,
-                        max(2 * halo, 8))
-            core = max(2 * halo, 8)
-    if core >= nints:
-        return [(0, nints, 0, nints)]
-    nchunks = -(-nints // core)
-    core = -(-nints // nchunks)                       # even chunk sizes
-    plan = []
-    for a in range(0, nints, core):
-        b = min(a + core, nints)
-        plan.append((max(a - halo, 0), min(b + halo, nints), a, b))
-    return plan
+    return _stage1_chunks.plan_chunks(nints, ngroups, cfg, frame_shape)
 
 
 def run_stage1_segment(path, config: dict | None = None, *, plot_dir=None, references=None):
@@ -263,7 +237,7 @@ def run_stage1_segment(path, config: dict | None = None, *, plot_dir=None, refer
     ``tsoreduce.io.read_uncal(path, integrations=...)``, run through the Stage 1 steps in place (the
     chunk is this function's own copy, so ``tsoreduce.detector.run``'s working copy is not needed) and
     dropped; the kept integrations' rateints are joined in order.  Figures are made for the first
-    chunk.  A WARNING repeated by every chunk is logged once.  Progress bar per chunk inside
+    chunk.  A WARNING repeated by every chunk is logged once.  A progress bar per chunk inside
     ``tsoreduce.contract.show_progress(True)``.
 
     Parameters
@@ -282,61 +256,9 @@ def run_stage1_segment(path, config: dict | None = None, *, plot_dir=None, refer
     tsoreduce.datamodel.RateData
         The rateints ``(nints, nrows, ncols)`` of the whole file, DN/s (or e-/s).
     """
-    det = _stage_module("stage1")
-    cfg = validate(config, det.CONFIG_SCHEMA, "stage1")
-    io = _io()
-    try:
-        from astropy.io import fits
-        hdr = fits.getheader(path, "SCI")
-        nints, ngroups, shape = int(hdr["NAXIS4"]), int(hdr["NAXIS3"]), (int(hdr["NAXIS2"]), int(hdr["NAXIS1"]))
-    except (OSError, KeyError, IndexError):
-        nints = None                                   # read_uncal raises the named error
-    plan = [(0, None, 0, None)] if nints is None else chunk_plan(nints, ngroups, cfg, frame_shape=shape)
-    if len(plan) == 1:
-        return det._run_in_place(io.read_uncal(path), cfg, plot_dir=plot_dir, references=references).product
-    log.info("Stage 1: %s in %d chunks of <= %d integrations (memory.limit_gb %.1f)", Path(path).name,
-             len(plan), max(b - a for _, _, a, b in plan), cfg["memory"]["limit_gb"])
-    parts = []
-    iterator = plan
-    if progress_enabled():
-        from tqdm.auto import tqdm
-        iterator = tqdm(plan, desc=f"Stage 1 {Path(path).name}", unit="chunk", leave=False)
-    once = _OncePerMessage()
-    loggers = [logging.getLogger(f"tsoreduce.detector.{m}") for m in _STAGE1_MODULES]
-    for lg in loggers:
-        lg.addFilter(once)                              # every chunk repeats the same step warnings
-    try:
-        for k, (ra, rb, ka, kb) in enumerate(iterator):
-            rates = det._run_in_place(io.read_uncal(path, integrations=(ra, rb)), cfg,
-                                      plot_dir=plot_dir if k == 0 else None, references=references).product
-            parts.append(rates.select_integrations(slice(ka - ra, kb - ra)))
-            del rates
-            gc.collect()
-    finally:
-        for lg in loggers:
-            lg.removeFilter(once)
-    return concatenate(parts, release=True)
-
-
-#: the Stage 1 modules whose WARNINGs a chunked segment logs once
-_STAGE1_MODULES = ("stage", "dq_init", "emi", "reset", "calibrate", "jumps", "rampfit")
-
-
-class _OncePerMessage(logging.Filter):
-    """Let each distinct WARNING (or worse) through once; INFO and DEBUG pass unchanged."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen = set()
-
-    def filter(self, record):
-        if record.levelno < logging.WARNING:
-            return True
-        msg = record.getMessage()
-        if msg in self.seen:
-            return False
-        self.seen.add(msg)
-        return True
+    stage = _stage_module("stage1")
+    cfg = validate(config, stage.CONFIG_SCHEMA, "stage1")
+    return _stage1_chunks.run_in_chunks(path, cfg, stage, _io(), plot_dir=plot_dir, references=references)
 
 
 def _stage1_caption(src, config, active: bool):
@@ -353,28 +275,41 @@ def _stage1_caption(src, config, active: bool):
 
 
 def _segment_caption(src, config: dict | None = None) -> str:
-    """What the Stage 1 figures of segment ``src`` show: file, segment number and the integrations
-    (the first chunk's when ``stage1.memory`` splits the segment), from the headers."""
-    from astropy.io import fits
-    with fits.open(src) as hdul:  # headers only: the data are not read
-        h, sci = hdul[0].header, hdul["SCI"].header
-    nfile = int(sci["NAXIS4"])
-    start = int(h.get("INTSTART", 1) or 1)
-    first, last, _, _ = chunk_plan(nfile, int(sci["NAXIS3"]), config,
-                                   frame_shape=(int(sci["NAXIS2"]), int(sci["NAXIS1"])))[0]
-    seg = (f"segment {h['EXSEGNUM']}/{h['EXSEGTOT']} " if "EXSEGNUM" in h and "EXSEGTOT" in h else "")
-    total = f" of {h['NINTS']}" if "NINTS" in h else ""
-    part = "" if (first, last) == (0, nfile) else f" (first chunk of the segment's {nfile})"
-    return f"{seg}({Path(src).name}): integrations {start + first}-{start + last - 1}{total}{part}"
+    return _stage1_chunks.segment_caption(src, validate(config, _stage_module("stage1").CONFIG_SCHEMA, "stage1"))
 
 
 def run_stage2_files(rateints_paths, config: dict | None, outdir, *, name="tso", plot_dir=None,
                      references=None, overwrite=False, provenance=None, progress=True) -> str:
-    """Stage 2 on rateints segments: read and join them in time order (``read_segments``), run
-    ``tsoreduce.spectroscopic.run_stage2(rates, config, plot_dir=, references=)`` and write
-    ``<name>_calints.fits`` in ``outdir``.  ``references``: optional {"flat": path, "specwcs": path}.
+    """Stage 2 on rateints segments: read and join them in time order, run Stage 2, write calints.
 
-    Returns the calints path.  Raises OverwriteError for an existing product unless ``overwrite``.
+    The segments are joined by ``tsoreduce.io.read_segments``; Stage 2 is
+    ``tsoreduce.spectroscopic``'s runner; the product is ``<name>_calints.fits`` in ``outdir``.
+
+    Parameters
+    ----------
+    rateints_paths : iterable of str or pathlib.Path
+        The rateints files (ours or the STScI pipeline's).
+    config : dict or None
+        The ``stage2`` section.
+    outdir : str or pathlib.Path
+        Directory of the products (created if needed).
+    name : str
+        Prefix of the product names.
+    plot_dir : str or pathlib.Path, optional
+        Directory for the figures; None: no figures.
+    references : dict, optional
+        Reference files by type (e.g. ``flat``, ``specwcs``).
+    overwrite : bool
+        Replace existing products.
+    provenance : dict, optional
+        Software version and configuration written into the products' headers.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    str
+        The calints path.
     """
     run_stage2 = _stage_function("stage2", "run_stage2")
     io = _io()
@@ -392,10 +327,34 @@ def run_stage2_files(rateints_paths, config: dict | None, outdir, *, name="tso",
 
 def run_stage3_files(calints_paths, config: dict | None, outdir, *, name="tso", plot_dir=None,
                      overwrite=False, provenance=None, progress=True) -> tuple[str, str]:
-    """Stage 3 on calints: ``tsoreduce.extraction.run_stage3`` -> ``<name>_x1dints.fits`` and the
-    spectroscopic + white light curves ``<name>_lightcurves.h5`` (``tsoreduce.io.write_lightcurves``).
+    """Stage 3 on calints: x1dints and the spectroscopic + white light curves.
 
-    Returns (x1dints path, light-curve path), or (x1dints path,) when light curves are skipped.
+    Writes ``<name>_x1dints.fits`` and ``<name>_lightcurves.h5`` (``tsoreduce.io.write_lightcurves``)
+    in ``outdir``.
+
+    Parameters
+    ----------
+    calints_paths : iterable of str or pathlib.Path
+        The calints files.
+    config : dict or None
+        The ``stage3`` section.
+    outdir : str or pathlib.Path
+        Directory of the products (created if needed).
+    name : str
+        Prefix of the product names.
+    plot_dir : str or pathlib.Path, optional
+        Directory for the figures; None: no figures.
+    overwrite : bool
+        Replace existing products.
+    provenance : dict, optional
+        Software version and configuration written into the products' headers.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    tuple of str
+        (x1dints path, light-curve path), or (x1dints path,) when light curves are skipped.
     """
     run_stage3 = _stage_function("stage3", "run_stage3")
     io = _io()
@@ -417,10 +376,35 @@ def run_stage3_files(calints_paths, config: dict | None, outdir, *, name="tso", 
 
 def run_mrs_files(mrs_input: dict, config: dict | None, outdir, *, name="tso", plot_dir=None,
                   overwrite=False, provenance=None, progress=True) -> list[str]:
-    """MRS branch (replaces Stage 3 for MRS cubes): ``tsoreduce.mrs.run_mrs(config, mrs_input, outdir,
-    plot_dir=, name=, overwrite=)`` reads (or simulates) the s3d cubes, extracts per-band aperture
-    photometry and writes ``<name>_mrs_x1dints.fits`` and tables; the light curves are written as
-    ``<name>_lightcurves.h5`` for Stage 4.  Returns the paths of the files written (light curves last).
+    """MRS branch (replaces Stage 3 for MRS cubes): cubes -> per-band photometry -> light curves.
+
+    ``tsoreduce.mrs`` reads (or simulates) the s3d cubes, extracts per-band aperture photometry and
+    writes ``<name>_mrs_x1dints.fits`` and tables; the light curves are written as
+    ``<name>_lightcurves.h5`` for Stage 4.
+
+    Parameters
+    ----------
+    mrs_input : dict
+        The validated ``input.mrs`` section.
+    config : dict or None
+        The ``mrs`` section.
+    outdir : str or pathlib.Path
+        Directory of the products (created if needed).
+    name : str
+        Prefix of the product names.
+    plot_dir : str or pathlib.Path, optional
+        Directory for the figures; None: no figures.
+    overwrite : bool
+        Replace existing products.
+    provenance : dict, optional
+        Software version and configuration written into the products' headers.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    list of str
+        The paths of the files written, light curves last.
     """
     run_mrs = _stage_function("mrs", "run_mrs")
     outdir = Path(outdir)
@@ -450,10 +434,29 @@ def _write_lightcurves(path, lc, *, overwrite, provenance):
 
 def run_stage4_files(lightcurves, config: dict | None, outdir, *, plot=True, provenance=None,
                      progress=True):
-    """Stage 4: read the light curves (a path for ``tsoreduce.io.read_lightcurves``: ours, SPARTA-style
-    HDF5 or Eureka!-style ECSV; or a LightCurves) and run
-    ``tsoreduce.lightcurve.run_stage4(lc, config, outdir, plot=)``, which writes spectrum.ecsv,
-    white_fit.ecsv, chains and figures in ``outdir``.  Returns its Stage4Result."""
+    """Stage 4: light-curve fits -> transmission spectrum, products in ``outdir``.
+
+    Parameters
+    ----------
+    lightcurves : str, os.PathLike or tsoreduce.datamodel.LightCurves
+        A path for ``tsoreduce.io.read_lightcurves`` (ours, SPARTA-style HDF5 or Eureka!-style ECSV),
+        or the light curves themselves.
+    config : dict or None
+        The ``stage4`` section.
+    outdir : str or pathlib.Path
+        Directory of spectrum.ecsv, white_fit.ecsv, chains and figures (created if needed).
+    plot : bool
+        Make the figures.
+    provenance : dict, optional
+        Software version and configuration written into the products.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    object
+        The Stage 4 result (white-light and per-channel fits).
+    """
     run_stage4 = _stage_function("stage4", "run_stage4")
     lc = lightcurves if not isinstance(lightcurves, (str, os.PathLike)) else _io().read_lightcurves(
         lightcurves)
@@ -490,18 +493,32 @@ def run(config: dict, stages=None, *, force: bool = False, dry_run: bool = False
         progress: bool = True) -> dict:
     """Run the stages of a validated run config (from :func:`tsoreduce.config.load_run_config`).
 
+    Each stage runs through its file-level runner (``run_stage1_files`` ... ``run_stage4_files``)
+    inside ``tsoreduce.contract.show_progress(progress)``, under the lock of ``output_dir``.
+
     Parameters
     ----------
-    config : validated run config.
-    stages : override of ``config["stages"]`` ("1-4", [2, 3], ...); None keeps the config's.
-    force : recompute finished stages and overwrite their products.
-    dry_run : only plan; returns {"plan": [...]} and writes nothing.
-    progress : show tqdm progress bars.
+    config : dict
+        The validated run config.
+    stages : str, int or list, optional
+        Override of ``config["stages"]`` ("1-4", [2, 3], ...); None keeps the config's.
+    force : bool
+        Recompute finished stages and overwrite their products.
+    dry_run : bool
+        Only plan; returns ``{"plan": [...], "text": ..., "conflicts": [...]}`` and writes nothing.
+    progress : bool
+        Show tqdm progress bars.
 
     Returns
     -------
-    summary dict: output_dir, stages (per stage: action, seconds, products, figures), numbers
-    (key results), also written to ``output_dir/summary.json``.
+    dict
+        The summary: output_dir, stages (per stage: action, seconds, products, figures), numbers (key
+        results), also written to ``output_dir/summary.json``.
+
+    Raises
+    ------
+    OutputWriteError
+        If the output directory cannot be created.
     """
     if dry_run:
         plans = plan(config, stages, force=force, mark_conflicts=True)

@@ -43,6 +43,16 @@ def stage_hashes(config: dict) -> dict[int, str]:
 
     Stage *n*'s products depend on the input and on sections 1..n, so a change anywhere upstream
     changes the hash of every later stage.  Plot switches and the output directory are excluded.
+
+    Parameters
+    ----------
+    config : dict
+        The validated run config.
+
+    Returns
+    -------
+    dict of int to str
+        16-hex-digit SHA-256 prefixes for stages 0 (input) to 4.
     """
     inp = {k: v for k, v in config["input"].items()}
     h = {0: _hash({"input": inp})}
@@ -65,7 +75,20 @@ def _write_json_atomic(path: Path, obj) -> None:
 
 
 def is_done(stage_dir, config_hash: str) -> dict | None:
-    """The done marker of ``stage_dir`` if it matches ``config_hash`` and all its products exist."""
+    """The done marker of ``stage_dir`` if it matches ``config_hash`` and all its products exist.
+
+    Parameters
+    ----------
+    stage_dir : str or pathlib.Path
+        A stage's output directory.
+    config_hash : str
+        The hash the stage must have been run with.
+
+    Returns
+    -------
+    dict or None
+        The marker (``config_hash``, ``run_id``, ``upstream_run_id``, ``products``, ...), or None.
+    """
     m = _read_marker(Path(stage_dir) / DONE)
     if not m or m.get("config_hash") != config_hash:
         return None
@@ -88,7 +111,27 @@ def _provenance(config: dict, stage: int, config_hash: str) -> dict:
 
 @dataclass
 class StagePlan:
-    """One step of a run: which stage, where, what it reads, and what will happen."""
+    """One step of a run: which stage, where, what it reads, and what will happen.
+
+    Parameters
+    ----------
+    stage : int
+        0 (simulation) to 4.
+    label : str
+        Human-readable name of the stage.
+    directory : pathlib.Path
+        The stage's output directory.
+    config_hash : str
+        The stage's chained config hash (:func:`stage_hashes`).
+    action : str
+        ``"run"``, ``"resume"``, ``"skip"``, ``"rerun (--force)"`` or ``"CONFLICT"`` (dry run only).
+    reason : str
+        Why, for skip / resume / CONFLICT.
+    inputs : list
+        Input files (informational).
+    keep_existing : bool
+        Resume: keep the per-segment products already written.
+    """
 
     stage: int
     label: str
@@ -112,18 +155,36 @@ def _stage_list(config: dict, stages) -> list[int]:
 def plan(config: dict, stages=None, *, force: bool = False, mark_conflicts: bool = False) -> list[StagePlan]:
     """Decide, before any work, what each requested stage will do.
 
-    The input files' headers are checked first (:func:`tsoreduce.input_checks.check_segments`: MIRI
+    The input files' headers are checked first (:func:`tsoreduce.input_checks.check_run_inputs`: MIRI
     LRS slitless, segments of one exposure, none twice, none missing).
 
-    ``mark_conflicts`` (``--dry-run``): a stage whose directory holds products that would be
-    overwritten gets the action ``"CONFLICT"`` (the reason in ``reason``) instead of raising.
+    Parameters
+    ----------
+    config : dict
+        The validated run config.
+    stages : str, int or list, optional
+        Override of ``config["stages"]`` ("1-4", [2, 3], ...).
+    force : bool
+        Recompute finished stages (action ``rerun (--force)``).
+    mark_conflicts : bool
+        ``--dry-run``: a stage whose directory holds products that would be overwritten gets the
+        action ``"CONFLICT"`` (the reason in ``reason``) instead of raising.
+
+    Returns
+    -------
+    list of StagePlan
+        One per stage, in order.
 
     Raises
     ------
-    ConfigError if a stage needs products of an earlier stage that are missing or were made with
-    another configuration; OverwriteError if a stage directory holds products that would be
-    overwritten without ``force`` (unless ``mark_conflicts``); SegmentMismatchError,
-    DuplicateSegmentError, WrongInstrumentError for inconsistent input files.
+    ConfigError
+        If a stage needs products of an earlier stage that are missing or were made with another
+        configuration.
+    OverwriteError
+        If a stage directory holds products that would be overwritten without ``force`` (unless
+        ``mark_conflicts``), or an input file lies in a stage's output directory.
+    SegmentMismatchError, DuplicateSegmentError, WrongInstrumentError
+        For inconsistent input files.
     """
     out_dir = Path(config["output_dir"])
     hashes = stage_hashes(config)
@@ -196,7 +257,20 @@ def _check_inputs_not_outputs(config, out_dir: Path):
 
 
 def format_plan(config: dict, plans: list[StagePlan]) -> str:
-    """Human-readable plan (what ``--dry-run`` prints)."""
+    """Human-readable plan (what ``--dry-run`` prints).
+
+    Parameters
+    ----------
+    config : dict
+        The validated run config.
+    plans : list of StagePlan
+        From :func:`plan`.
+
+    Returns
+    -------
+    str
+        One line per stage: action, label, directory, reason and hash.
+    """
     inp = config["input"]
     kind = inp["kind"]
     src = (f"{len(inp[kind])} file(s), first {inp[kind][0]}" if kind in (

@@ -22,8 +22,22 @@ log = logging.getLogger("tsoreduce.pipeline")
 
 
 def result_numbers(result) -> dict:
-    """Key numbers of a Stage4Result for the summary: the white-light fit's free parameters
-    (median +- mean error) and reduced chi2."""
+    """Key numbers of a Stage 4 result for the summary.
+
+    The white-light fit's free parameters (median and mean error), reduced chi2 and noise figures;
+    over the channels the median and maximum noise ratio and beta; the number of fitted parameters at
+    a prior bound (WARNING when any).
+
+    Parameters
+    ----------
+    result : object
+        A Stage4Result (``white``, ``channels``) or a joint-fit result (``visit_rows``).
+
+    Returns
+    -------
+    dict
+        Flat ``{"white.rp_rs": ..., "white.rp_rs_err": ..., ...}``.
+    """
     out = {}
     white = getattr(result, "white", None)
     if white is None and hasattr(result, "visit_rows"):  # a joint fit: its global free parameters
@@ -125,7 +139,18 @@ def key_numbers(config: dict, out_dir: Path, read_lightcurves) -> dict:
 
 
 def format_summary(summary: dict) -> str:
-    """The end-of-run summary: per stage what was done, products and figures, and key numbers."""
+    """The end-of-run summary: per stage what was done, products and figures, and key numbers.
+
+    Parameters
+    ----------
+    summary : dict
+        What :func:`tsoreduce.pipeline.run` returns.
+
+    Returns
+    -------
+    str
+        The text printed by the command line and written to run.log.
+    """
     lines = [f"tsoreduce {summary.get('version')} run {summary.get('name')!r} -> {summary['output_dir']}"
              f"  ({summary.get('seconds', 0):.1f} s)"]
     for n, s in summary["stages"].items():
