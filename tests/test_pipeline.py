@@ -512,3 +512,15 @@ def test_stage_import_errors_surface_as_themselves(tmp_path, monkeypatch, body, 
     monkeypatch.delitem(sys.modules, name, raising=False)
     with pytest.raises(exc):
         C.stage_schema("stage1")
+
+
+def test_stage1_and_pipeline_modules_in_no_import_cycle_even_through_function_level_imports():
+    """The detector <-> detector.stage <-> plotting.detector cycle (closed by function-level imports
+    until issue 18) is gone, and the pipeline modules close none."""
+    import test_import_cycles as tic
+    ours = {"tsoreduce.detector", "tsoreduce.detector.stage", "tsoreduce.detector.emi",
+            "tsoreduce.plotting.detector", "tsoreduce.pipeline", "tsoreduce.run_plan",
+            "tsoreduce.run_summary", "tsoreduce._stage1_chunks", "tsoreduce.execution", "tsoreduce.batch",
+            "tsoreduce.cli"}
+    cycles = [sorted(c) for c in tic._cycles(tic._graph(functions=True)) if c & ours]
+    assert not cycles, cycles
