@@ -111,9 +111,10 @@ def test_run_does_not_modify_its_input_and_returns_a_stage_result(sim):
     assert isinstance(res, StageResult) and res.figures == []
     assert res.product.data.shape == (NINTS, 416, 72)
     d = res.diagnostics
-    print(f"\ndiagnostics: jump method {d['jump_method']}, {int(d['n_jumps'].sum())} jump flags, EMI "
-          f"amplitudes {np.median(d['emi']['amplitude'], axis=0)} DN, {d['n_nan_rates']} NaN rates")
-    assert d["jump_method"] == "up_the_ramp" and d["n_jumps"].shape == (NINTS,) and d["n_jumps"].sum() > 0
+    print(f"\ndiagnostics: jump method {d['jump_method']}, {int(d['n_jump_pixels'].sum())} pixel-integrations "
+          f"with a jump, EMI amplitudes {np.median(d['emi']['amplitude'], axis=0)} DN, {d['n_nan_rates']} NaN rates")
+    assert d["jump_method"] == "up_the_ramp"
+    assert d["n_jump_pixels"].shape == (NINTS,) and d["n_jump_pixels"].sum() > 0
     assert d["emi"]["amplitude"].shape[0] == NINTS
     for name in ("data", "groupdq", "pixeldq"):
         np.testing.assert_array_equal(getattr(seg, name), getattr(before, name), err_msg=name)

@@ -241,8 +241,9 @@ def run(ramp: RampData, config: dict | None = None, *, plot_dir=None,
         with ERR, DQ, VAR_POISSON, VAR_RNOISE, the ramp's ``int_times`` and ``meta`` plus the step
         status keywords (S_DQINIT, S_EMICOR, S_SATURA, S_RSCD, S_LINEAR, S_DARK, S_JUMP, S_RAMP).
         ``diagnostics``: ``emi`` (the EMI fit's frequencies, amplitudes, phases), ``jump_method``,
-        ``n_jumps`` (groups flagged JUMP_DET), ``linearity_self`` (self-calibration result, if
-        used), ``n_nan_rates``, ``gain_defaulted`` / ``readnoise_defaulted`` pixel counts.
+        ``n_jump_pixels`` (``(nints,)`` pixels with a JUMP_DET group), ``linearity_self``
+        (self-calibration result, if used), ``n_nan_rates``, ``gain_defaulted`` /
+        ``readnoise_defaulted`` pixel counts.
         ``figures``: the paths written into ``plot_dir``.
 
     Raises
@@ -297,6 +298,9 @@ def _run_steps(ramp: RampData, cfg: dict, refs: dict, plot_dir) -> StageResult:
     rates = _jumps_and_ramp_fit(ramp, cfg, rn, gain, plot_dir, diag, figs)
     if plot_dir is not None:
         figs.extend(_plot_ramp_fit(ramp, rates, probe, plot_dir))
+    if diag["jump_method"] != "skipped":
+        # from the rateints DQ (a small array), not GROUPDQ: no pass over the ramps
+        diag["n_jump_pixels"] = np.count_nonzero(rates.dq & np.uint32(DQ.JUMP_DET), axis=(1, 2))
     diag["n_nan_rates"] = int(np.count_nonzero(~np.isfinite(rates.data)))
     log.info("Stage 1 done: rateints %s, %d NaN rates", rates.data.shape, diag["n_nan_rates"])
     return StageResult(_convert_units(rates, cfg["ramp_fit"]["units"], gain), diag, figs)
@@ -460,7 +464,6 @@ def _jumps_and_ramp_fit(ramp: RampData, cfg: dict, rn, gain, plot_dir, diag: dic
         # one pass over the data: jump detection fused with the ramp fit (identical results)
         ramp, rates = jumps.detect_jumps_and_fit(ramp, threshold=u["threshold"], read_noise=rn, gain=gain,
                                                  signal_per_group=s_ref, out={"gdq": gdq})
-        diag["n_jumps"] = _jumps_per_integration(ramp)
         return rates
     if method in ("up_the_ramp", "both"):
         ramp = jumps.detect_jumps_up_the_ramp(
@@ -471,18 +474,10 @@ def _jumps_and_ramp_fit(ramp: RampData, cfg: dict, rn, gain, plot_dir, diag: dic
         ramp = jumps.detect_jumps_time_domain(ramp, threshold=td["threshold"], window=td["window"],
                                               noise_floor=td["noise_floor"], read_noise=rn, gain=gain,
                                               out=gdq)
-    diag["n_jumps"] = _jumps_per_integration(ramp)
     if plot_dir is not None:
         figs.append(Path(plot_dir) / "stage1_jumps.png")
         _plots().plot_jump_map(jumps.jump_counts(ramp), nints=ramp.nints, path=figs[-1])
     return rampfit.fit_ramps(ramp, read_noise=rn, gain=gain, signal_per_group=s_ref)
-
-
-def _jumps_per_integration(ramp: RampData) -> np.ndarray:
-    """Groups flagged JUMP_DET per integration, int64 ``(nints,)`` (one integration at a time: no
-    temporary of the whole GROUPDQ)."""
-    jump = np.uint32(DQ.JUMP_DET)
-    return np.array([np.count_nonzero(g & jump) for g in ramp.groupdq], np.int64)
 
 
 def _plot_ramp_fit(ramp: RampData, rates: RateData, probe, plot_dir) -> list[Path]:
