@@ -200,7 +200,7 @@ def _stage1_segment_unit(unit) -> str:
 
 
 def chunk_plan(nints: int, ngroups: int, config: dict | None = None,
-               frame_shape=(416, 72)) -> list[tuple[int, int, int, int]]:
+               frame_shape=None) -> list[tuple[int, int, int, int]]:
     """How :func:`run_stage1_segment` splits a file of ``nints`` integrations into chunks.
 
     With the time-domain jump method every chunk reads ``window // 2`` extra integrations on each
@@ -216,8 +216,9 @@ def chunk_plan(nints: int, ngroups: int, config: dict | None = None,
         Integrations and groups of the file.
     config : dict or None
         The ``stage1`` section (validated against the Stage 1 ``CONFIG_SCHEMA``).
-    frame_shape : tuple of int
-        ``(nrows, ncols)`` of one frame.
+    frame_shape : tuple of int, optional
+        ``(nrows, ncols)`` of one frame (default: the SLITLESSPRISM subarray,
+        ``tsoreduce.reference.SUBARRAY_SHAPE``).
 
     Returns
     -------
@@ -227,6 +228,8 @@ def chunk_plan(nints: int, ngroups: int, config: dict | None = None,
         ``keep_start:keep_stop``.
     """
     cfg = validate(config, _stage_module("stage1").CONFIG_SCHEMA, "stage1")
+    if frame_shape is None:
+        from .reference import SUBARRAY_SHAPE as frame_shape
     return _stage1_chunks.plan_chunks(nints, ngroups, cfg, frame_shape)
 
 
