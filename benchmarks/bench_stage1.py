@@ -5,7 +5,7 @@ Gaussian Poisson-like and read noise and injected cosmic rays, made directly wit
 simulator is slower).  Everything runs in this process on the same arrays:
 
 * ours   -- ``detect_jumps_and_fit`` (up-the-ramp jumps fused with the GLS ramp fit, one pass; numba,
-            pre-allocated outputs, warmed up), flagging GROUPDQ in place as ``run_stage1`` does (the
+            pre-allocated outputs, warmed up), flagging GROUPDQ in place as ``detector.run`` does (the
             flags are reset to the DQ-init state before each repeat, outside the timed region); the
             per-pixel reference signal is included in the time; the time-domain jump detector is
             timed too and reported separately;
@@ -30,8 +30,8 @@ Usage::
 200, x 100 groups, split into ``--segments`` files) to a temporary directory and runs the full Stage 1
 (default config: each segment is processed in chunks of integrations sized by
 ``stage1.memory.limit_gb``) on them in a child process under ``/usr/bin/time -v``; it prints the maximum
-resident set size of ``detector.run_stage1_files`` (rateints kept in memory and joined) and, with
-several segments, of ``pipeline.run_stage1_files`` (each segment written, nothing kept).  The full-size
+resident set size of ``pipeline.run_stage1_files`` (each segment read in chunks and written, nothing
+kept).  The full-size
 run needs 16 GB of disk in /tmp and ~10 minutes.
 """
 
@@ -108,7 +108,7 @@ def base_gdq(shape):
 
 def run_ours(ramp, bufs, method="up_the_ramp"):
     """Jumps + ramp fit on ``ramp``, flagging its GROUPDQ in place (``bufs["gdq"] is ramp.groupdq``
-    in the timed runs, as in ``run_stage1``)."""
+    in the timed runs, as in ``detector.run``)."""
     s_ref = poisson_signal_per_group(ramp)
     if method == "up_the_ramp":
         flagged, rates = detect_jumps_and_fit(ramp, threshold=4.0, read_noise=RN, gain=GAIN,
@@ -218,9 +218,8 @@ def _peak_rss(code):
 
 
 def memory_run(nints, ngroups, nsegments=1):
-    """Peak RSS of Stage 1 on ``nints`` integrations split into ``nsegments`` uncal files: through
-    ``detector.run_stage1_files`` (every segment's rateints kept and joined) and, for several
-    segments, through ``pipeline.run_stage1_files`` (each segment written, nothing kept)."""
+    """Peak RSS of Stage 1 on ``nints`` integrations split into ``nsegments`` uncal files, through
+    ``pipeline.run_stage1_files`` (each segment read in chunks and written, nothing kept)."""
     import tempfile
     from pathlib import Path
 
@@ -236,21 +235,12 @@ def memory_run(nints, ngroups, nsegments=1):
         gb = sum(Path(p).stat().st_size for p in paths) / 1e9
         print(f"wrote {nsegments} uncal segment(s), {nints} integrations x {ngroups} groups x 416 x 72 uint16 "
               f"({gb:.2f} GB) in {time.perf_counter() - t0:.0f} s")
-        code = ("import time; from tsoreduce.detector import run_stage1_files; t=time.perf_counter(); "
-                f"r = run_stage1_files({paths!r}); print('stage1 seconds', round(time.perf_counter()-t, 1), "
-                "r.data.shape)")
+        code = ("import time; from tsoreduce.pipeline import run_stage1_files; t=time.perf_counter(); "
+                f"r = run_stage1_files({paths!r}, None, {d + '/out'!r}, progress=False); "
+                "print('stage1 seconds', round(time.perf_counter()-t, 1), len(r), 'rateints written')")
         out, peak = _peak_rss(code)
         print(out)
-        held = nints * 416 * 72 * 20 / 1e9
-        print(f"peak RSS, detector.run_stage1_files (all {nints} rateints kept, {held:.2f} GB of them): "
-              f"{peak:.2f} GB")
-        if nsegments > 1:
-            code = ("import time; from tsoreduce.pipeline import run_stage1_files; t=time.perf_counter(); "
-                    f"r = run_stage1_files({paths!r}, None, {d + '/out'!r}, progress=False); "
-                    "print('stage1 seconds', round(time.perf_counter()-t, 1), len(r), 'rateints written')")
-            out, peak = _peak_rss(code)
-            print(out)
-            print(f"peak RSS, pipeline.run_stage1_files (each segment written, nothing kept): {peak:.2f} GB")
+        print(f"peak RSS, pipeline.run_stage1_files (each segment written, nothing kept): {peak:.2f} GB")
 
 
 def main(argv=None):

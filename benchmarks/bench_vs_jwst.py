@@ -26,7 +26,7 @@ Printed
       larger than 6 sigma of a group difference, FP = flagged pixel-integrations without any injected
       CR / all pixel-integrations tested (reference columns excluded);
     * wall time of each (jwst: the step chain on the in-memory model after the first read; ours:
-      ``run_stage1`` on the RampData), and their ratio;
+      ``tsoreduce.detector.run`` on the RampData), and their ratio;
     * then which jwst Stage 2/3 steps run on our calints / x1dints (``--stage23``).
 
 Measured (2 shared cores, jwst 3.0.0 / stcal 1.20, ``python benchmarks/bench_vs_jwst.py``: 40 x 25,
@@ -106,14 +106,14 @@ def run_jwst(uncal, refs, emi_freqs, drop, *, ngroups):
 
 
 def run_ours(uncal, refs, drop, method):
-    from tsoreduce.detector import run_stage1
+    from tsoreduce.detector import run
     from tsoreduce.io import read_uncal
 
     ramp = read_uncal(uncal)
     cfg = {"reset": {"n_groups": drop}, "jump": {"method": method,
                                                  "up_the_ramp": {"threshold": 4.0}}}
     t0 = time.perf_counter()
-    rate = run_stage1(ramp, cfg, references={k: str(v) for k, v in refs.items()})
+    rate = run(ramp, cfg, references={k: str(v) for k, v in refs.items()}).product
     return rate, time.perf_counter() - t0
 
 
@@ -289,7 +289,7 @@ def main(argv=None):
     print("wall time:")
     print(f"  jwst detector1 steps   {t_jwst:7.2f} s")
     for method, (_, t) in ours.items():
-        print(f"  ours run_stage1 ({method:11s}) {t:7.2f} s   jwst / ours = {t_jwst / t:.2f}")
+        print(f"  ours detector.run ({method:11s}) {t:7.2f} s   jwst / ours = {t_jwst / t:.2f}")
     if args.stage23:
         print("jwst Stage 2/3 steps on our products:")
         for line in stage23(tmp, ours["up_the_ramp"][0], truth):

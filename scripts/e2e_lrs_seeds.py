@@ -37,7 +37,7 @@ def run(seed, *, extraction="optimal", noiseless=False, clean=False):
     truth = s.truth
     refs = {"linearity": truth.nonlinearity_coeffs, "gain": truth.gain,
             "readnoise": truth.read_noise_dn, "saturation": truth.saturation_dn}
-    rates = detector.run_stage1(s.segments[0], None, references=refs)
+    rates = detector.run(s.segments[0], None, references=refs).product
     cal, diag = (s2res := run_stage2(rates)).product, s2res.diagnostics
     lc = run_stage3(cal, {"extraction": {"method": extraction}}).product.lightcurves
     T = truth.transit

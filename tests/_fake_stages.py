@@ -1,6 +1,8 @@
 """Tiny stand-in stage modules and I/O for testing the pipeline machinery without the real stages.
 
-They do real (if simple) arithmetic so a wrong wiring changes the numbers: Stage 1 takes the slope
+Stage 1 obeys the stage contract (``run(product, config, *, plot_dir, references) -> StageResult``);
+the others take the keyword arguments their real counterparts take today.  They do real (if simple)
+arithmetic so a wrong wiring changes the numbers: Stage 1 takes the slope
 between the first and last group, Stage 2 subtracts the median of the outer columns, Stage 3 sums
 rows into 2 channels, Stage 4 writes the mean depth per channel.
 """
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tsoreduce.config import Param
+from tsoreduce.contract import StageResult
 from tsoreduce.datamodel import IntTimes, LightCurves, RampData, RateData, SpectraData
 
 CALLS = {}
@@ -29,14 +32,17 @@ def make_modules(fail_stage2_once=False):
                                                       choices=("ols", "gls"))},
                          "drop_groups": Param(1, int, "groups dropped at the start", min=0, max=10)}
 
-    def run_stage1(ramp, config, *, plot_dir=None, references=None):
+    def run(ramp, config=None, *, plot_dir=None, references=None):  # the stage contract
         _count("stage1")
         d = config["drop_groups"]
         slope = (ramp.data[:, -1] - ramp.data[:, d]) / (ramp.ngroups - 1 - d)
+        figures = []
         if plot_dir is not None:
-            (Path(plot_dir) / "stage1_fig.png").write_bytes(b"png")
-        return RateData(slope, int_times=ramp.int_times, meta=dict(ramp.meta))
-    det.run_stage1 = run_stage1
+            figures.append(Path(plot_dir) / "stage1_fig.png")
+            figures[-1].write_bytes(b"png")
+        return StageResult(RateData(slope, int_times=ramp.int_times, meta=dict(ramp.meta)),
+                           {"drop_groups": d}, figures)
+    det.run = det.run_stage1 = det._run_in_place = run
 
     spec = types.ModuleType("tsoreduce.spectroscopic")
     spec.CONFIG_SCHEMA = {"background": {"skip": Param(False, bool, "skip the background step")}}
@@ -59,7 +65,7 @@ def make_modules(fail_stage2_once=False):
     ext = types.ModuleType("tsoreduce.extraction")
     ext.CONFIG_SCHEMA = {"nchannels": Param(2, int, "number of channels", min=1, max=10)}
 
-    def run_stage3(cal, config, *, plot_dir=None):
+    def run_stage3(cal, config, *, plot_dir=None, progress=False):
         _count("stage3")
         n = config["nchannels"]
         rows = np.array_split(np.arange(cal.data.shape[1]), n)
@@ -124,7 +130,7 @@ def make_modules(fail_stage2_once=False):
         nsegments: int = field_doc(2, "number of segments")
         depth: float = field_doc(0.01, "transit depth")
 
-    def write_lrs_simulation(cfg, outdir):
+    def write_lrs_simulation(cfg, outdir, *, overwrite=False):
         _count("simulate")
         rng = np.random.default_rng(0)
         outdir = Path(outdir)

@@ -40,7 +40,7 @@ def test_bad_gain_and_read_noise_pixels_are_flagged_counted_and_recorded(ramp, c
     cfg = {"jump": {"skip": True}, "emi": {"skip": True}}
     refs = {"linearity": truth.nonlinearity_coeffs, "saturation": truth.saturation_dn,
             "gain": truth.gain.copy(), "readnoise": truth.read_noise_dn.copy()}
-    good = run_stage1(seg, cfg, references=refs)
+    good = run_stage1(seg, cfg, references=refs).product
     gpix = [(100, 30), (200, 36), (300, 40)]
     rpix = [(150, 37), (250, 20)]
     for k, (y, x) in enumerate(gpix):
@@ -48,7 +48,7 @@ def test_bad_gain_and_read_noise_pixels_are_flagged_counted_and_recorded(ramp, c
     for y, x in rpix:
         refs["readnoise"][y, x] = np.inf
     with caplog.at_level(logging.WARNING):
-        out = run_stage1(seg, cfg, references=refs)
+        out = run_stage1(seg, cfg, references=refs).product
     assert any("3 pixel(s)" in m and "NO_GAIN_VALUE" in m for m in _warnings(caplog, "gain reference"))
     assert any("2 pixel(s)" in m and "UNRELIABLE_ERROR" in m for m in _warnings(caplog, "read noise reference"))
     assert out.meta["NGAINDEF"] == 3 and out.meta["NRNDEF"] == 2
@@ -69,18 +69,18 @@ def test_group_time_fallback_is_a_warning_and_a_keyword(ramp, caplog):
     seg, truth = ramp
     cfg = {"jump": {"skip": True}, "emi": {"skip": True}}
     refs = {"linearity": truth.nonlinearity_coeffs, "saturation": truth.saturation_dn}
-    base = run_stage1(seg, cfg, references=refs)
+    base = run_stage1(seg, cfg, references=refs).product
     assert "TGRPSRC" not in base.meta
     meta = {k: v for k, v in seg.meta.items() if k != "TGROUP"}
     with caplog.at_level(logging.WARNING):
-        out = run_stage1(seg.replace(meta=meta), cfg, references=refs)
+        out = run_stage1(seg.replace(meta=meta), cfg, references=refs).product
     assert out.meta["TGRPSRC"] == "TFRAME" and _warnings(caplog, "no usable TGROUP")
     np.testing.assert_allclose(out.data, base.data, rtol=1e-6, equal_nan=True)
     meta.pop("TFRAME")
     meta["TGROUP"] = float("nan")
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        out = run_stage1(seg.replace(meta=meta), cfg, references=refs)
+        out = run_stage1(seg.replace(meta=meta), cfg, references=refs).product
     assert out.meta["TGRPSRC"] == "DEFAULT" and _warnings(caplog, "neither TGROUP nor TFRAME")
 
 

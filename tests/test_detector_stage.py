@@ -1,6 +1,7 @@
 """Stage 1 runner on simulated MIRI LRS ramps (tsoreduce.simulate): rates against the injected truth,
 cosmic-ray recall against truth.cosmic_rays for both jump methods, config errors, segment-by-segment
-processing of uncal files, and figures.
+processing of uncal files (tsoreduce.pipeline), figures, and the stage contract (a StageResult, the input
+never modified).
 
 Recall is counted over injected cosmic rays whose amplitude exceeds 6 sigma of the first-difference
 noise sqrt(2 RN^2 + S/gain) (S = true signal per group) and that fall on a difference used by the ramp
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 
 from tsoreduce.datamodel import DQ
-from tsoreduce.detector import CONFIG_SCHEMA, run_stage1, run_stage1_files
+from tsoreduce.contract import StageResult
+from tsoreduce.detector import CONFIG_SCHEMA, run, run_stage1
 from tsoreduce.errors import ConfigError, ReferenceFileError
 
 NINTS, NGROUPS, NDROP = 30, 20, 12
@@ -83,7 +85,7 @@ def test_rates_match_truth(sim):
     """With the truth's reference arrays the rates of bright trace pixels are within 0.5 % of the
     injected rate (residual RSCD after the 12-group drop is ~ 0.1 %) and errors are calibrated."""
     seg = sim.segments[0]
-    rates = run_stage1(seg, references=refs_from_truth(sim.truth))
+    rates = run_stage1(seg, references=refs_from_truth(sim.truth)).product
     tr = sim.truth
     true = tr.rate_star + tr.rate_background + tr.dark[None]
     bright = tr.rate_star.mean(axis=0) > 300
@@ -97,8 +99,26 @@ def test_rates_match_truth(sim):
     for key in ("S_DQINIT", "S_EMICOR", "S_SATURA", "S_RSCD", "S_LINEAR", "S_JUMP", "S_RAMP"):
         assert rates.meta.get(key) == "COMPLETE", key
     assert np.all(rates.dq[:, :, :4] & np.uint32(DQ.REFERENCE_PIXEL))
-    # the input ramp is not modified by default
-    assert not np.any(seg.groupdq & np.uint32(DQ.JUMP_DET))
+
+
+def test_run_does_not_modify_its_input_and_returns_a_stage_result(sim):
+    """The stage contract: ``run`` returns a StageResult (rateints, diagnostics, figures) and leaves
+    every array and the meta of its input as they were (the steps work on a private copy)."""
+    seg = sim.segments[0]
+    before = seg.copy()
+    res = run(seg, {"jump": {"method": "up_the_ramp"}}, references=refs_from_truth(sim.truth))
+    assert run is run_stage1
+    assert isinstance(res, StageResult) and res.figures == []
+    assert res.product.data.shape == (NINTS, 416, 72)
+    d = res.diagnostics
+    print(f"\ndiagnostics: jump method {d['jump_method']}, {int(d['n_jump_pixels'].sum())} pixel-integrations "
+          f"with a jump, EMI amplitudes {np.median(d['emi']['amplitude'], axis=0)} DN, {d['n_nan_rates']} NaN rates")
+    assert d["jump_method"] == "up_the_ramp"
+    assert d["n_jump_pixels"].shape == (NINTS,) and d["n_jump_pixels"].sum() > 0
+    assert d["emi"]["amplitude"].shape[0] == NINTS
+    for name in ("data", "groupdq", "pixeldq"):
+        np.testing.assert_array_equal(getattr(seg, name), getattr(before, name), err_msg=name)
+    assert seg.meta == before.meta
 
 
 def test_rates_in_electrons(sim):
@@ -106,8 +126,8 @@ def test_rates_in_electrons(sim):
     (here the truth's gain map), the pulls are unchanged and BUNIT says e-/s."""
     seg = sim.segments[0]
     refs = refs_from_truth(sim.truth)
-    dn = run_stage1(seg, references=refs)
-    el = run_stage1(seg, {"ramp_fit": {"units": "e-/s"}}, references=refs)
+    dn = run_stage1(seg, references=refs).product
+    el = run_stage1(seg, {"ramp_fit": {"units": "e-/s"}}, references=refs).product
     g = np.asarray(sim.truth.gain, np.float32)
     ok = np.isfinite(dn.data)
     np.testing.assert_allclose(el.data[ok], (dn.data * g)[ok], rtol=1e-6)
@@ -132,28 +152,29 @@ def test_config_errors(sim):
 
 
 def test_segments_from_files_and_figures(tmp_path):
+    """pipeline.run_stage1_files writes one rateints per segment, equal to ``run`` on each segment, and
+    the figures of the first segment."""
     from tsoreduce.io import read_rateints, read_uncal
+    from tsoreduce.pipeline import run_stage1_files
     from tsoreduce.simulate import LRSSimConfig, write_lrs_simulation
     cfg = LRSSimConfig(nints=16, ngroups=8, nsegments=2, seed=4)
     files = write_lrs_simulation(cfg, tmp_path / "sim")
     stage_cfg = {"reset": {"n_groups": 2}}
-    joined = run_stage1_files(list(reversed(files["uncal"])), stage_cfg, output_dir=tmp_path / "out",
-                              plot_dir=tmp_path / "plots")
-    assert joined.data.shape == (16, 416, 72)
-    assert np.all(np.diff(joined.int_times.mid_bjd_tdb) > 0)      # time order despite reversed input
-    parts = [run_stage1(read_uncal(p), stage_cfg) for p in sorted(files["uncal"])]
-    np.testing.assert_array_equal(np.concatenate([p.data for p in parts]), joined.data)
-    written = sorted((tmp_path / "out").glob("*rateints*.fits"))
+    written = run_stage1_files(sorted(files["uncal"]), stage_cfg, tmp_path / "out", plot_dir=tmp_path / "plots",
+                               progress=False)
     assert len(written) == 2
-    back = read_rateints(written[0])
-    np.testing.assert_allclose(back.data, parts[0].data)
+    parts = [run(read_uncal(p), stage_cfg).product for p in sorted(files["uncal"])]
+    for path, part in zip(written, parts):
+        back = read_rateints(path)
+        np.testing.assert_allclose(back.data, part.data)
+        np.testing.assert_array_equal(back.dq, part.dq)
     for name in ("stage1_calibration.png", "stage1_emi.png", "stage1_emi_amplitudes.png", "stage1_jumps.png",
                  "stage1_rates.png", "stage1_ramp_fit.png"):
         assert (tmp_path / "plots" / name).stat().st_size > 1000
 
 
 def test_chunk_plan_covers_every_integration_once_with_halos():
-    from tsoreduce.detector import chunk_plan
+    from tsoreduce.pipeline import chunk_plan
     plan = chunk_plan(200, 100, {"memory": {"limit_gb": 1.0}})
     assert len(plan) > 1
     kept = np.concatenate([np.arange(a, b) for _, _, a, b in plan])
@@ -173,14 +194,14 @@ def test_chunked_segment_equals_whole_segment(tmp_path, method):
     """A file processed in chunks of 7 integrations gives the rateints of the one-piece run: jump flags
     identical for the time-domain method (halos), rates equal to << their errors (the per-pixel
     reference signal and noise are estimated per chunk)."""
-    from tsoreduce.detector import run_stage1_segment
+    from tsoreduce.pipeline import run_stage1_segment
     from tsoreduce.io import read_uncal
     from tsoreduce.simulate import LRSSimConfig, write_lrs_simulation
     files = write_lrs_simulation(LRSSimConfig(nints=24, ngroups=10, seed=8, cosmic_ray_rate_cm2_s=60.0),
                                  tmp_path / "sim")
     path = files["uncal"][0]
     cfg = {"reset": {"n_groups": 2}, "jump": {"method": method}}
-    whole = run_stage1(read_uncal(path), cfg)
+    whole = run_stage1(read_uncal(path), cfg).product
     chunked = run_stage1_segment(path, {**cfg, "memory": {"chunk_integrations": 7}})
     assert chunked.data.shape == whole.data.shape
     np.testing.assert_array_equal(chunked.int_times.mid_bjd_tdb, whole.int_times.mid_bjd_tdb)
@@ -193,28 +214,6 @@ def test_chunked_segment_equals_whole_segment(tmp_path, method):
     assert chunked.meta["INTSTART"] == whole.meta["INTSTART"] and chunked.meta["NINTS"] == whole.meta["NINTS"]
 
 
-def test_run_stage1_files_counts_held_rateints_against_the_memory_budget(tmp_path, monkeypatch):
-    """Every segment after the first is chunked to the budget left beside the rateints already held
-    (20 bytes per pixel and integration), and the joined product keeps every integration in order."""
-    from tsoreduce.datamodel import RateData
-    from tsoreduce.detector import stage as stage_mod
-
-    seen = []
-
-    def fake_segment(path, cfg, **kwargs):
-        seen.append(cfg["memory"]["limit_gb"])
-        k = len(seen)
-        return RateData(np.full((1000, 416, 72), float(k), np.float32), meta={"INTSTART": 1000 * (k - 1) + 1})
-
-    monkeypatch.setattr(stage_mod, "run_stage1_segment", fake_segment)
-    paths = [tmp_path / f"seg{k}_uncal.fits" for k in (1, 2, 3)]
-    joined = run_stage1_files(paths, {"memory": {"limit_gb": 2.0}})
-    per_segment_gb = 20.0 * 1000 * 416 * 72 / 1e9                  # 0.599 GB
-    np.testing.assert_allclose(seen, [2.0, 2.0 - per_segment_gb, 2.0 - 2 * per_segment_gb])
-    assert joined.data.shape == (3000, 416, 72)
-    np.testing.assert_array_equal(joined.data[::1000, 0, 0], [1.0, 2.0, 3.0])
-
-
 def test_full_stage1_at_two_groups():
     """NGROUPS = 2 through the whole default Stage 1 (time-domain jumps): DQ init and reset keep both
     groups, every science rate is finite, the integrations hit by a detectable cosmic ray carry
@@ -222,7 +221,7 @@ def test_full_stage1_at_two_groups():
     from tsoreduce.simulate import LRSSimConfig, simulate_lrs
     sim2 = simulate_lrs(LRSSimConfig(nints=60, ngroups=2, seed=5, cosmic_ray_rate_cm2_s=400.0))
     seg = sim2.segments[0]
-    rates = run_stage1(seg, references=refs_from_truth(sim2.truth))
+    rates = run_stage1(seg, references=refs_from_truth(sim2.truth)).product
     sci = rates.data[:, :, 4:]                                    # columns 0-3 are reference pixels
     assert np.all(np.isfinite(sci))
     tr = sim2.truth
@@ -242,5 +241,5 @@ def test_full_stage1_at_two_groups():
     pull = (rates.data[i[det], y[det], x[det]] - true_rate)[flagged] / err[flagged]
     assert np.all(np.abs(pull) < 5.0)
     # method 'both' falls back to the time domain (an up-the-ramp flag would leave NaN slopes)
-    both = run_stage1(seg, {"jump": {"method": "both"}}, references=refs_from_truth(sim2.truth))
+    both = run_stage1(seg, {"jump": {"method": "both"}}, references=refs_from_truth(sim2.truth)).product
     np.testing.assert_array_equal(both.data, rates.data)

@@ -45,7 +45,7 @@ def test_uncal_to_spectrum_recovers_injected_depths(tmp_path, seed):
     truth = s.truth
     refs = {"linearity": truth.nonlinearity_coeffs, "gain": truth.gain,
             "readnoise": truth.read_noise_dn, "saturation": truth.saturation_dn}
-    rates = detector.run_stage1(s.segments[0], None, references=refs)
+    rates = detector.run(s.segments[0], None, references=refs).product
     cal, diag = (s2res := run_stage2(rates)).product, s2res.diagnostics
     p = run_stage3(cal).product  # the deep frame: the median of all integrations, as Stage 2's
     spectra, lc = p.x1dints, p.lightcurves

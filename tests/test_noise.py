@@ -61,7 +61,7 @@ def test_run_summary_states_the_noise_figures_and_flagged_parameters(caplog):
     import logging
     from types import SimpleNamespace
 
-    from tsoreduce.pipeline import _result_numbers
+    from tsoreduce.run_summary import result_numbers as _result_numbers
 
     def fit(label, ratio, beta, flags):
         return SimpleNamespace(label=label, median={"rp_rs": 0.1}, free=["rp_rs"], err_lower={"rp_rs": 0.01},

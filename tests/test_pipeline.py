@@ -447,7 +447,7 @@ def test_stage1_figures_say_what_they_show_and_do_not_overlap(segments, tmp_path
     import matplotlib
     matplotlib.use("Agg")
     from tsoreduce.plotting import detector as pd
-    text = pd.segment_caption(segments[1], None)
+    text = pipeline._segment_caption(segments[1], None)
     assert text.startswith("segment 2/3 (") and segments[1].name in text and "integrations 3-4 of 6" in text
     counts = np.zeros((416, 72), int)
     counts[100:120, 30:40] = 7
@@ -477,3 +477,50 @@ def test_integration_selections_checked_against_the_input_before_stage1(segments
         pipeline.plan(cfg)
     cfg["stage2"]["deep_frame"]["baseline_ints"] = [0, 4]
     assert [p.action for p in pipeline.plan(cfg)] == ["run"] * 3
+
+
+# the one stage contract: no signature inspection, import errors as themselves
+
+def test_pipeline_calls_stages_without_signature_inspection():
+    """pipeline calls each stage with exactly the contract's arguments: no inspect.signature, no
+    keyword filter (the retired ``_call`` / ``_OPTIONAL_KWARGS``)."""
+    for module in ("pipeline", "run_plan", "run_summary"):
+        src = (Path(pipeline.__file__).parent / f"{module}.py").read_text()
+        for banned in ("inspect.signature", "import inspect", "_OPTIONAL_KWARGS", "def _call("):
+            assert banned not in src, (module, banned)
+
+
+@pytest.mark.parametrize("body,exc", [("def run(:\n", SyntaxError),
+                                      ("raise ZeroDivisionError('raised while importing')\n",
+                                       ZeroDivisionError),
+                                      ("import tsoreduce_no_such_dependency_xyz\n", ConfigError)])
+def test_stage_import_errors_surface_as_themselves(tmp_path, monkeypatch, body, exc):
+    """An exception raised while importing a stage module reaches the caller with its own type (a
+    broken stage is not a configuration error, exit 2); only a module that is not installed becomes a
+    ConfigError, naming it."""
+    from tsoreduce import config as C
+    name = f"broken_stage_{exc.__name__.lower()}"
+    (tmp_path / f"{name}.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setitem(C.SECTION_MODULES, "stage1", (name, "a broken stage"))
+    with pytest.raises(exc) as info:
+        pipeline.run_stage1_files([tmp_path / "x_uncal.fits"], None, tmp_path / "out")
+    print(f"\n{type(info.value).__name__}: {info.value}")
+    if exc is ConfigError:
+        assert "tsoreduce_no_such_dependency_xyz" in str(info.value)
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    with pytest.raises(exc):
+        C.stage_schema("stage1")
+
+
+def test_stage1_and_pipeline_modules_in_no_import_cycle_even_through_function_level_imports():
+    """The detector <-> detector.stage <-> plotting.detector cycle (closed by function-level imports
+    until issue 18) is gone, and the pipeline modules close none."""
+    import test_import_cycles as tic
+    ours = {"tsoreduce.detector", "tsoreduce.detector.stage", "tsoreduce.detector.emi",
+            "tsoreduce.plotting.detector", "tsoreduce.pipeline", "tsoreduce.run_plan",
+            "tsoreduce.run_summary", "tsoreduce._stage1_chunks", "tsoreduce.execution", "tsoreduce.batch",
+            "tsoreduce.cli"}
+    cycles = [sorted(c) for c in tic._cycles(tic._graph(functions=True)) if c & ours]
+    assert not cycles, cycles

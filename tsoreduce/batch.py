@@ -55,7 +55,23 @@ _BATCH_KEYS = ("exposures", "output_dir", "execution")
 
 @dataclass
 class Exposure:
-    """One exposure of a batch: its validated run config, or the error that stopped its loading."""
+    """One exposure of a batch: its validated run config, or the error that stopped its loading.
+
+    Parameters
+    ----------
+    name : str
+        The exposure's name (its output folder inside the batch directory).
+    source : str
+        The run or batch file it came from.
+    config : dict, optional
+        The validated run config (None when loading failed).
+    error : str, optional
+        Why the exposure will not run.
+    plans : list of tsoreduce.run_plan.StagePlan
+        Its plan, filled in by :func:`run_batch`.
+    output_dir : str, optional
+        Its output directory.
+    """
 
     name: str
     source: str
@@ -79,17 +95,32 @@ def _error_text(exc: BaseException) -> str:
 def load_batch(paths, *, output_dir=None) -> tuple[list[Exposure], Path, dict | None]:
     """Read run files and batch files into exposures.
 
+    An exposure whose configuration is invalid (or whose input is missing) carries its error and will
+    not run; the others are unaffected.
+
+    Parameters
+    ----------
+    paths : iterable of str or pathlib.Path
+        Run files (one exposure each) and batch files (an ``exposures`` list over a shared base).
+    output_dir : str or pathlib.Path, optional
+        The batch directory (default: beside the first file).
+
     Returns
     -------
-    (exposures, batch directory, the ``execution`` section of the first batch file or None).
-    An exposure whose configuration is invalid (or whose input is missing) carries its error and
-    will not run; the others are unaffected.
+    exposures : list of Exposure
+        In the order given.
+    batch_dir : pathlib.Path
+        Where the summary and batch.log go.
+    execution : dict or None
+        The ``execution`` section of the first batch file.
 
     Raises
     ------
-    ConfigError for a batch file that is not valid YAML, has no ``exposures`` list or an entry
-    without a ``name``; for two exposures with the same name or output folder; FileNotFoundError
-    for a missing YAML file.
+    ConfigError
+        For a batch file that is not valid YAML, has no ``exposures`` list or an entry without a
+        ``name``; for two exposures with the same name or output folder.
+    FileNotFoundError
+        For a missing YAML file.
     """
     import yaml
     from .config import load_run_config, read_yaml, validate_run_config
@@ -201,10 +232,10 @@ class _Progress:
 
     def __init__(self, exposures, enabled: bool, interval: float = 1.0):
         from tqdm.auto import tqdm
-        from . import pipeline
-        self._pipeline = pipeline
+        from . import run_plan
+        self._plan = run_plan
         self.units = [(e, p) for e in exposures for p in e.plans]
-        self.initial = {id(p): (pipeline._read_marker(p.directory / pipeline.DONE) or {}).get("run_id")
+        self.initial = {id(p): (run_plan._read_marker(p.directory / run_plan.DONE) or {}).get("run_id")
                         for _, p in self.units}
         self.bar = tqdm(total=len(self.units), desc="batch", unit="stage", disable=not enabled)
         self.finished: dict = {}
@@ -214,7 +245,7 @@ class _Progress:
 
     def _state(self):
         done, running = 0, []
-        pl = self._pipeline
+        pl = self._plan
         for e, p in self.units:
             m = pl.is_done(p.directory, p.config_hash)
             if m is not None and (p.action == "skip" or m.get("run_id") != self.initial[id(p)]):
@@ -257,19 +288,32 @@ class _Progress:
 # ---- the batch ------------------------------------------------------------------------------------
 
 def run_batch(exposures: list[Exposure], batch_dir, *, execution=None, force=False, progress=True) -> list[dict]:
-    """Reduce every exposure; returns one summary row per exposure (also written to the batch directory).
+    """Reduce every exposure, each a work unit of the ``execution`` backend.
 
     Parameters
     ----------
-    exposures : from :func:`load_batch`.  batch_dir : where the summary and batch.log go.
-    execution : the ``execution`` section distributing the exposures (None: serial).
-    force : recompute finished stages (``tsoreduce --force`` for every exposure).
-    progress : a bar over exposures and stages.
+    exposures : list of Exposure
+        From :func:`load_batch`.
+    batch_dir : str or pathlib.Path
+        Where the summary table and batch.log go.
+    execution : dict, optional
+        The ``execution`` section distributing the exposures (None: serial).
+    force : bool
+        Recompute finished stages (``tsoreduce --force`` for every exposure).
+    progress : bool
+        A bar over exposures and stages.
+
+    Returns
+    -------
+    list of dict
+        One summary row per exposure (``status``, ``error``, key numbers), also written to the batch
+        directory.  Failures of single exposures never raise: they are the rows' ``status`` and
+        ``error``.
 
     Raises
     ------
-    ConfigError for an invalid ``execution`` section (before any work).  Failures of single
-    exposures never raise: they are the rows' ``status`` and ``error``.
+    ConfigError
+        For an invalid ``execution`` section (before any work).
     """
     from . import execution as ex_mod
     from . import pipeline
@@ -385,7 +429,18 @@ def _short(text: str, n: int = 160) -> str:
 
 
 def format_table(rows) -> str:
-    """The summary table as text: one line per exposure."""
+    """The summary table as text: one line per exposure.
+
+    Parameters
+    ----------
+    rows : list of dict
+        From :func:`run_batch`.
+
+    Returns
+    -------
+    str
+        The table.
+    """
     def num(v, fmt):
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
@@ -405,6 +460,13 @@ def format_table(rows) -> str:
 # ---- command line ---------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``tsoreduce batch``.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser.
+    """
     p = argparse.ArgumentParser(
         prog="tsoreduce batch",
         description="Reduce many exposures, each into its own output folder: run files and/or batch "
@@ -424,8 +486,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """``tsoreduce batch ...``: 0 when every exposure was reduced, 1 when some failed, 2 for a
-    configuration error of the batch itself (nothing run)."""
+    """``tsoreduce batch ...``: reduce many exposures.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Command-line arguments (default: ``sys.argv[2:]`` via the main command).
+
+    Returns
+    -------
+    int
+        0 when every exposure was reduced, 1 when some failed, 2 for a configuration error of the
+        batch itself (nothing run).
+    """
     args = build_parser().parse_args(argv)
     from . import pipeline
 

@@ -33,6 +33,13 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``tsoreduce`` / ``run_tso.py``.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser.
+    """
     p = argparse.ArgumentParser(
         prog="tsoreduce",
         description="Reduce a JWST MIRI time-series observation as described by a YAML run file "
@@ -75,7 +82,22 @@ def _one_line(exc) -> str:
 
 
 def main(argv=None) -> int:
-    """Entry point of ``tsoreduce`` and ``run_tso.py``; returns the exit status."""
+    """Entry point of ``tsoreduce`` and ``run_tso.py``.
+
+    Errors are printed as one line with their name; the exit status follows
+    :data:`tsoreduce.errors.EXIT_STATUS`.  An exception that is not a tsoreduce error (e.g. a
+    SyntaxError in a stage module) propagates with its traceback.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Command-line arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status.
+    """
     from .config import load_run_config, render_template
     from .errors import (EXIT_STATUS, ConfigError, OutputWriteError, OverwriteError, TsoreduceError,
                          exit_status)

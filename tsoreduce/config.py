@@ -85,11 +85,17 @@ RUN_SCHEMA = {
 
 
 def _import_stage_module(module_name: str, section: str):
+    """The one place stage modules are imported (here and by ``tsoreduce.pipeline``).
+
+    A module that is not installed -- the stage's own or a dependency it imports -- is a ConfigError
+    naming it; any other error the import raises (a SyntaxError, an exception at module level)
+    propagates as itself, so a broken stage is never reported as a configuration problem.
+    """
     try:
         return importlib.import_module(module_name)
-    except Exception as exc:  # a missing or half-written stage module
-        raise ConfigError(f"{section}: the stage module {module_name} cannot be imported "
-                          f"({type(exc).__name__}: {exc}); this stage cannot run") from exc
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"{section}: the stage module {module_name} cannot be imported: module "
+                          f"{exc.name!r} is not installed ({exc}); this stage cannot run") from exc
 
 
 def stage_schema(section: str) -> dict:
@@ -434,7 +440,8 @@ def validate_run_config(user: dict, base_dir=".", *, stages=None, check_files: b
             n_before = len(errors)
             cfg[section] = _resolve_section_paths(validate(given, schema, section, errors=errors), base)
             errors.extend(f"{k}: {m}" for k, m in check_rules(section, cfg[section]))
-            deep = getattr(importlib.import_module(SECTION_MODULES[section][0]), "validate_config", None)
+            deep = getattr(_import_stage_module(SECTION_MODULES[section][0], section), "validate_config",
+                           None)
             if callable(deep) and len(errors) == n_before:
                 # a stage's own cross-key checks (e.g. Stage 4 priors), on a section the schema passed
                 attempt(deep, cfg[section])

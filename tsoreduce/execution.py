@@ -76,10 +76,23 @@ CONFIG_SCHEMA = {
 def validate_config(section: dict | None) -> dict:
     """Validate an ``execution`` section and return it completed with defaults.
 
+    Parameters
+    ----------
+    section : dict or None
+        The user's ``execution`` section (None: serial).
+
+    Returns
+    -------
+    dict
+        The section with every key of :data:`CONFIG_SCHEMA`.
+
     Raises
     ------
-    ConfigError for unknown keys or bad values; BackendUnavailableError (a ConfigError) when
-    ``backend: dask`` is asked for and ``dask.distributed`` cannot be imported.
+    ConfigError
+        For unknown keys or bad values, or a scheduler address without ``backend: dask``.
+    BackendUnavailableError
+        (a ConfigError) When ``backend: dask`` is asked for and ``dask.distributed`` cannot be
+        imported.
     """
     cfg = validate(section, CONFIG_SCHEMA, "execution")
     if cfg["backend"] == "dask":
@@ -173,12 +186,21 @@ def _replay(records):
 # ---- executors -------------------------------------------------------------------------------------
 
 class Executor:
-    """Runs work units.  ``map(fn, items)`` returns ``[fn(item) for item in items]`` (in order).
+    """Runs work units: ``map(fn, items)`` returns ``[fn(item) for item in items]`` (in order).
+
+    The base class and the interface every backend implements.
+
+    Parameters
+    ----------
+    nested : bool
+        This executor runs inside a work unit (stages must not start pools of their own).
 
     Attributes
     ----------
-    name : backend name.  distributes : units leave this process.  nested : this executor runs
-    inside a work unit (stages must not start pools of their own).
+    name : str
+        Backend name.
+    distributes : bool
+        Units leave this process.
     """
 
     name = "serial"
@@ -252,7 +274,13 @@ def _vmhwm_gb(pid="self") -> float:
 
 
 class SerialExecutor(Executor):
-    """Every unit in this process, in order (the default)."""
+    """Every unit in this process, in order; nothing is started (the default backend).
+
+    Parameters
+    ----------
+    nested : bool
+        This executor runs inside a work unit.
+    """
 
     def map(self, fn, items, *, labels=None, desc="work units", progress=False,
             return_exceptions=False, forward_logs=True, on_result=None):
@@ -274,7 +302,20 @@ class SerialExecutor(Executor):
 
 
 class ProcessesExecutor(Executor):
-    """A pool of ``workers`` spawned processes (started at the first map, kept for the session)."""
+    """A pool of ``workers`` spawned processes (started at the first map, kept for the session).
+
+    Python documentation, ``concurrent.futures.ProcessPoolExecutor`` (docs/sources.md).  A pool broken
+    by a killed worker is rebuilt and the unfinished units are submitted again.
+
+    Parameters
+    ----------
+    workers : int
+        Worker processes.
+    retries : int
+        Times a unit that raised an exception is run again.
+    lost_worker_retries : int
+        Times the pool is rebuilt after a worker process died.
+    """
 
     name = "processes"
     distributes = True
@@ -365,7 +406,23 @@ class DaskExecutor(Executor):
     """``dask.distributed``: a LocalCluster started here (``scheduler='local'``) or a running scheduler.
 
     Units go to the scheduler with ``client.map(..., pure=False, retries=retries)``; only the unit's
-    arguments and result travel (paths, configuration, small arrays).
+    arguments and result travel (paths, configuration, small arrays).  Dask.distributed documentation
+    (docs/sources.md).
+
+    Parameters
+    ----------
+    scheduler : str
+        ``"local"`` or the address of a running scheduler (``tcp://host:8786``).
+    workers : int, optional
+        Local worker processes (default: the number of CPUs).
+    memory_limit : str
+        Memory limit per local worker (``"auto"`` or e.g. ``"4GB"``).
+    retries : int
+        Times a unit that raised an exception is run again.
+    lost_worker_retries : int
+        ``distributed.scheduler.allowed-failures`` of a local cluster.
+    client : distributed.Client, optional
+        A client to use instead of starting one (not closed by this executor).
     """
 
     name = "dask"
@@ -466,12 +523,29 @@ _CURRENT: contextvars.ContextVar = contextvars.ContextVar("tsoreduce_executor", 
 
 
 def current() -> Executor:
-    """The executor of the enclosing :func:`session` (serial outside any session)."""
+    """The executor of the enclosing :func:`session` (serial outside any session).
+
+    Returns
+    -------
+    Executor
+        The current executor.
+    """
     return _CURRENT.get()
 
 
 def make_executor(section: dict | None) -> Executor:
-    """An executor from a (validated or raw) ``execution`` section; nothing starts until its first map."""
+    """An executor from a (validated or raw) ``execution`` section; nothing starts until its first map.
+
+    Parameters
+    ----------
+    section : dict or None
+        The ``execution`` section.
+
+    Returns
+    -------
+    Executor
+        A SerialExecutor, ProcessesExecutor or DaskExecutor.
+    """
     cfg = validate_config(section)
     if cfg["backend"] == "serial":
         return SerialExecutor()
@@ -511,6 +585,16 @@ def open_session(section: dict | None) -> _Session:
 
     Inside a work unit (a nested serial executor is current) the section is ignored: a unit never
     starts a pool or a cluster of its own.
+
+    Parameters
+    ----------
+    section : dict or None
+        The ``execution`` section.
+
+    Returns
+    -------
+    object
+        The session: ``.executor`` and ``.close()``.
     """
     cur = current()
     if cur.nested:
@@ -522,7 +606,18 @@ def open_session(section: dict | None) -> _Session:
 
 @contextmanager
 def session(section: dict | None = None):
-    """Context manager around :func:`open_session`; yields the executor."""
+    """Context manager around :func:`open_session`.
+
+    Parameters
+    ----------
+    section : dict or None
+        The ``execution`` section.
+
+    Yields
+    ------
+    Executor
+        The executor current inside the block.
+    """
     s = open_session(section)
     try:
         yield s.executor

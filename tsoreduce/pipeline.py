@@ -3,7 +3,8 @@
 Library use is first-class: each stage is one documented function working on files,
 
 * :func:`run_simulation` -- ``input.simulate`` -> uncal segments + truth + reference files
-* :func:`run_stage1_files` -- uncal segments -> one rateints file per segment (``tsoreduce.detector.run_stage1``)
+* :func:`run_stage1_files` -- uncal segments -> one rateints file per segment (``tsoreduce.detector.run``,
+  each segment read in chunks of integrations by :func:`run_stage1_segment`)
 * :func:`run_stage2_files` -- rateints -> one calints file (``tsoreduce.spectroscopic.run_stage2``)
 * :func:`run_stage3_files` -- calints -> x1dints + light-curve table (``tsoreduce.extraction.run_stage3``)
 * :func:`run_mrs_files` -- MRS cubes -> light-curve table (``tsoreduce.mrs.run_mrs``), instead of stage 3
@@ -37,255 +38,49 @@ lock of ``output_dir`` (:mod:`tsoreduce._lock`): a second run on the same direct
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import importlib
-import inspect
-import json
 import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__
+from . import __version__, _stage1_chunks
 from ._lock import OutputLock
-from ._util import atomic_write_json, atomic_write_text, output_write_error
-from .config import SECTION_MODULES, first_stage
+from ._util import atomic_write_text, output_write_error
+from .config import SECTION_MODULES, _import_stage_module, first_stage, validate
+from .contract import show_progress
 from .errors import ConfigError, NotImplementedStepError, OverwriteError
+from .run_summary import format_summary, key_numbers, result_numbers
+from .run_plan import (DONE, RUNNING, STAGE_DIRS, STAGE_LABELS, StagePlan, _provenance, _read_marker,
+                       _write_json_atomic, format_plan, is_done, plan, stage_hashes)
 
 __all__ = ["StagePlan", "plan", "run", "format_plan", "format_summary", "run_simulation",
-           "run_stage1_files", "run_stage2_files", "run_stage3_files", "run_mrs_files",
-           "run_stage4_files", "stage_hashes", "is_done"]
+           "run_stage1_files", "run_stage1_segment", "chunk_plan", "run_stage2_files",
+           "run_stage3_files", "run_mrs_files", "run_stage4_files", "stage_hashes", "is_done"]
 
 log = logging.getLogger(__name__)
-
-STAGE_DIRS = {0: "simulation", 1: "stage1", 2: "stage2", 3: "stage3", 4: "stage4"}
-STAGE_LABELS = {0: "simulate (input.simulate -> uncal)", 1: "Stage 1 detector (uncal -> rateints)",
-                2: "Stage 2 spectroscopic (rateints -> calints)",
-                3: "Stage 3 extraction (calints -> x1dints + light curves)",
-                4: "Stage 4 light-curve fits (-> spectrum)"}
-DONE, RUNNING = ".done.json", ".running.json"
 
 
 # ---- lazy access to the stage modules and I/O (tests replace these) ------------------------------
 
+def _stage_module(section: str):
+    """The stage module behind YAML ``section``, imported when first used (tests put fakes in its
+    place): :func:`tsoreduce.config._import_stage_module`, the one place stage modules are imported."""
+    return _import_stage_module(SECTION_MODULES[section][0], section)
+
+
 def _stage_function(section: str, name: str):
-    """The runner ``name`` of the stage module behind ``section``, imported only when used."""
-    module = SECTION_MODULES[section][0]
-    try:
-        mod = importlib.import_module(module)
-    except Exception as exc:
-        raise ConfigError(f"{section}: the stage module {module} cannot be imported "
-                          f"({type(exc).__name__}: {exc})") from exc
-    fn = getattr(mod, name, None)
+    """The function ``name`` of the stage module behind ``section``."""
+    fn = getattr(_stage_module(section), name, None)
     if fn is None:
-        raise NotImplementedStepError(f"{section}: {module} has no {name}()")
+        raise NotImplementedStepError(f"{section}: {SECTION_MODULES[section][0]} has no {name}()")
     return fn
 
 
 def _io():
     return importlib.import_module("tsoreduce.io")
-
-
-_OPTIONAL_KWARGS = ("progress", "name", "overwrite", "copy", "provenance", "diagnostics_file")
-
-
-def _call(fn, *args, **kwargs):
-    """Call a stage runner, dropping the optional keywords (progress, name, overwrite, copy) it does
-    not accept, so stage modules can add them independently."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        params = None
-    if params is not None and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        for k in _OPTIONAL_KWARGS:
-            if k in kwargs and k not in params:
-                kwargs.pop(k)
-    return fn(*args, **kwargs)
-
-
-# ---- hashing and markers -------------------------------------------------------------------------
-
-def _hash(obj) -> str:
-    text = json.dumps(obj, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def stage_hashes(config: dict) -> dict[int, str]:
-    """Config hash of every stage: chained over the input section and each stage section in turn.
-
-    Stage *n*'s products depend on the input and on sections 1..n, so a change anywhere upstream
-    changes the hash of every later stage.  Plot switches and the output directory are excluded.
-    """
-    inp = {k: v for k, v in config["input"].items()}
-    h = {0: _hash({"input": inp})}
-    prev = h[0]
-    for n in (1, 2, 3, 4):
-        section = "mrs" if (n == 3 and config["input"]["kind"] == "mrs") else f"stage{n}"
-        prev = h[n] = _hash({"upstream": prev, section: config.get(section, {})})
-    return h
-
-
-def _read_marker(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    atomic_write_json(path, obj)
-
-
-def is_done(stage_dir, config_hash: str) -> dict | None:
-    """The done marker of ``stage_dir`` if it matches ``config_hash`` and all its products exist."""
-    m = _read_marker(Path(stage_dir) / DONE)
-    if not m or m.get("config_hash") != config_hash:
-        return None
-    if not all((Path(stage_dir) / p).exists() for p in m.get("products", [])):
-        return None
-    return m
-
-
-def _provenance(config: dict, stage: int, config_hash: str) -> dict:
-    import yaml
-    section = "mrs" if (stage == 3 and config["input"]["kind"] == "mrs") else f"stage{stage}"
-    text = yaml.safe_dump({"input": config["input"], section: config.get(section, {})},
-                          sort_keys=False, width=100)
-    return {"software": "tsoreduce", "version": __version__, "stage": stage,
-            "config_hash": config_hash, "config": text,
-            "run_config": config.get("_source", "")}
-
-
-# ---- the plan ------------------------------------------------------------------------------------
-
-@dataclass
-class StagePlan:
-    """One step of a run: which stage, where, what it reads, and what will happen."""
-
-    stage: int
-    label: str
-    directory: Path
-    config_hash: str
-    action: str  # "run", "resume", "skip", "rerun (--force)", "CONFLICT" (dry run only)
-    reason: str = ""
-    inputs: list = field(default_factory=list)
-    keep_existing: bool = False  # resume: keep the per-segment products already written
-
-
-def _stage_list(config: dict, stages) -> list[int]:
-    from .config import parse_stages, possible_stages
-    chosen = config["stages"] if stages is None else parse_stages(
-        stages, possible_stages(config["input"]["kind"]))
-    if config["input"]["kind"] == "simulate" and 1 in chosen:
-        chosen = [0] + list(chosen)
-    return list(chosen)
-
-
-def plan(config: dict, stages=None, *, force: bool = False, mark_conflicts: bool = False) -> list[StagePlan]:
-    """Decide, before any work, what each requested stage will do.
-
-    The input files' headers are checked first (:func:`tsoreduce.input_checks.check_segments`: MIRI
-    LRS slitless, segments of one exposure, none twice, none missing).
-
-    ``mark_conflicts`` (``--dry-run``): a stage whose directory holds products that would be
-    overwritten gets the action ``"CONFLICT"`` (the reason in ``reason``) instead of raising.
-
-    Raises
-    ------
-    ConfigError if a stage needs products of an earlier stage that are missing or were made with
-    another configuration; OverwriteError if a stage directory holds products that would be
-    overwritten without ``force`` (unless ``mark_conflicts``); SegmentMismatchError,
-    DuplicateSegmentError, WrongInstrumentError for inconsistent input files.
-    """
-    out_dir = Path(config["output_dir"])
-    hashes = stage_hashes(config)
-    chosen = _stage_list(config, stages)
-    first = first_stage(config)
-    _check_inputs_not_outputs(config, out_dir)
-    _check_input_headers(config, chosen)
-    plans: list[StagePlan] = []
-    upstream_changes = False
-    for n in chosen:
-        d = out_dir / STAGE_DIRS[n]
-        h = hashes[n]
-        # the upstream products this stage reads must be finished (when not produced in this run)
-        upstream = n - 1 if n > first or (n == 1 and config["input"]["kind"] == "simulate") else None
-        up_marker = None
-        if upstream is not None and upstream not in chosen:
-            up_marker = is_done(out_dir / STAGE_DIRS[upstream], hashes[upstream])
-            if up_marker is None:
-                raise ConfigError(
-                    f"stages: {STAGE_LABELS[n]} reads the products of {STAGE_LABELS[upstream]} in "
-                    f"{out_dir / STAGE_DIRS[upstream]}, which are missing or were made with another "
-                    f"configuration; run stage {upstream} first (e.g. --stages {max(upstream, first)}-{n})")
-        done = is_done(d, h)
-        if done is not None and up_marker is not None and done.get("upstream_run_id") != up_marker.get("run_id"):
-            done = None  # products made from an older run of the upstream stage
-        running = _read_marker(d / RUNNING)
-        keep = False
-        existing = [f for f in d.rglob("*") if f.is_file() and not f.name.startswith(".")] if d.is_dir() else []
-        if force:
-            action, reason = ("rerun (--force)" if existing else "run"), ""
-        elif done is not None and not upstream_changes:
-            action, reason = "skip", f"finished {done.get('finished', '')} with the same configuration"
-        elif running is not None and running.get("config_hash") == h:
-            action, reason = "resume", "interrupted earlier with the same configuration"
-            keep = not upstream_changes
-        elif existing:
-            why = ("its upstream stage is re-run now" if upstream_changes else
-                   "they were made with another configuration or from an older upstream product")
-            msg = (f"{d} already holds products of {STAGE_LABELS[n]} and {why}; nothing is overwritten "
-                   f"without --force (or choose another --output-dir)")
-            if not mark_conflicts:
-                raise OverwriteError(msg)
-            action, reason = "CONFLICT", f"{len(existing)} product(s) would be overwritten: {why}"
-        else:
-            action, reason = "run", ""
-        if action != "skip":
-            upstream_changes = True
-        label = ("MRS branch (s3d cubes -> light curves)" if n == 3 and config["input"]["kind"] == "mrs"
-                 else STAGE_LABELS[n])
-        plans.append(StagePlan(n, label, d, h, action, reason, keep_existing=keep))
-    return plans
-
-
-def _check_input_headers(config, chosen):
-    """Header checks of the user's input files (see plan() and tsoreduce.input_checks)."""
-    from .input_checks import check_run_inputs
-    check_run_inputs(config, chosen)
-
-
-def _check_inputs_not_outputs(config, out_dir: Path):
-    inp = config["input"]
-    files = [Path(p).resolve() for k in ("uncal", "rateints", "calints", "lightcurves")
-             for p in inp.get(k, []) or []]
-    for f in files:
-        for n, sub in STAGE_DIRS.items():
-            if f.parent == (out_dir / sub).resolve() and n >= first_stage(config):
-                raise OverwriteError(f"input file {f} lies in the output directory of stage {n} "
-                                     f"({out_dir / sub}); choose another output_dir so inputs are "
-                                     f"never overwritten")
-
-
-def format_plan(config: dict, plans: list[StagePlan]) -> str:
-    """Human-readable plan (what ``--dry-run`` prints)."""
-    inp = config["input"]
-    kind = inp["kind"]
-    src = (f"{len(inp[kind])} file(s), first {inp[kind][0]}" if kind in (
-        "uncal", "rateints", "calints", "lightcurves") and inp[kind] else kind)
-    lines = [f"run {config['name']!r}  (tsoreduce {__version__})",
-             f"  config : {config.get('_source', '<dict>')}",
-             f"  input  : {kind}: {src}",
-             f"  output : {config['output_dir']}"]
-    for p in plans:
-        lines.append(f"  [{p.action:>15}] {p.label}  -> {p.directory}"
-                     + (f"  ({p.reason})" if p.reason else "") + f"  hash {p.config_hash}")
-    if any(p.action == "CONFLICT" for p in plans):
-        lines.append("  CONFLICT: a real run stops before any work; add --force to recompute those stages "
-                     "(their products are replaced) or choose another --output-dir")
-    return "\n".join(lines)
 
 
 # ---- file-level stage functions (the library API) ------------------------------------------------
@@ -295,20 +90,24 @@ def run_simulation(sim_config: dict, outdir, *, overwrite: bool = False) -> dict
 
     Parameters
     ----------
-    sim_config : dict of LRSSimConfig fields (the validated ``input.simulate`` section).
-    outdir : directory for the uncal segments, truth file and reference files.
-    overwrite : replace files already there (a resumed or forced run; the simulation is seeded, so
-        it writes the same files again).
+    sim_config : dict
+        LRSSimConfig fields (the validated ``input.simulate`` section).
+    outdir : str or pathlib.Path
+        Directory for the uncal segments, truth file and reference files.
+    overwrite : bool
+        Replace files already there (a resumed or forced run; the simulation is seeded, so it writes
+        the same files again).
 
     Returns
     -------
-    dict(uncal=[paths], truth=path, spectrum=path (injected, per row) or None,
-    references={reftype: path}) as written by the simulator.
+    dict
+        ``uncal`` (list of paths), ``truth`` (path), ``spectrum`` (the injected spectrum per row, or
+        None) and ``references`` ({reftype: path}) as written by the simulator.
     """
     from .config import lrs_sim_config
     lrs = importlib.import_module("tsoreduce.simulate.lrs")
     Path(outdir).mkdir(parents=True, exist_ok=True)
-    out = _call(lrs.write_lrs_simulation, lrs_sim_config(sim_config), outdir, overwrite=overwrite)
+    out = lrs.write_lrs_simulation(lrs_sim_config(sim_config), outdir, overwrite=overwrite)
     return {"uncal": [str(p) for p in out["uncal"]], "truth": str(out.get("truth")),
             "spectrum": str(out["spectrum"]) if out.get("spectrum") else None,
             "references": {k: str(v) for k, v in (out.get("references") or {}).items()}}
@@ -329,17 +128,44 @@ def run_stage1_files(uncal_paths, config: dict | None, outdir, *, references=Non
                      overwrite=False, provenance=None, progress=True, skip_existing=False) -> list[str]:
     """Stage 1 on uncal segment files, one segment at a time, each in chunks of integrations.
 
-    Each segment is run through ``tsoreduce.detector.run_stage1_segment(path, config, plot_dir=,
-    references=)`` (chunks sized by ``stage1.memory``, so memory is bounded by one chunk) and written as
-    ``<segment>_rateints.fits`` in ``outdir`` (DN/s, ``provenance`` in the header).  Figures are made
-    for the first segment only.  ``skip_existing`` keeps segments already written (resume).  Each
-    segment is a work unit of the current execution backend (:func:`tsoreduce.execution.current`:
-    serial in this process unless a run's ``execution`` section or a ``session`` says otherwise).
+    Each segment is run through :func:`run_stage1_segment` (chunks sized by ``stage1.memory``, so
+    memory is bounded by one chunk) and written as ``<segment>_rateints.fits`` in ``outdir`` (DN/s,
+    ``provenance`` in the header); nothing is kept in memory.  Each segment is a work unit of the
+    current execution backend (:func:`tsoreduce.execution.current`: serial in this process unless a
+    run's ``execution`` section or a ``session`` says otherwise); the units read and write by path.
 
-    Returns the rateints paths in segment order.  Raises OverwriteError for an existing product
-    unless ``overwrite``; never writes over an input file.
+    Parameters
+    ----------
+    uncal_paths : iterable of str or pathlib.Path
+        The uncal segment files, in time order.
+    config : dict or None
+        The ``stage1`` section (None: the defaults of ``tsoreduce.detector.CONFIG_SCHEMA``).
+    outdir : str or pathlib.Path
+        Directory of the rateints products (created if needed).
+    references : dict, optional
+        Reference arrays or paths for :func:`tsoreduce.detector.run` (paths travel best to workers).
+    plot_dir : str or pathlib.Path, optional
+        Directory for the figures, made from the first segment only; None: no figures.
+    overwrite : bool
+        Replace existing products.
+    provenance : dict, optional
+        Software version and configuration written into each product's header.
+    progress : bool
+        Show progress bars (segments; chunks when the units run in this process).
+    skip_existing : bool
+        Keep segments already written (resume of an interrupted run).
+
+    Returns
+    -------
+    list of str
+        The rateints paths, in segment order.
+
+    Raises
+    ------
+    OverwriteError
+        If a product would overwrite its input, or exists and ``overwrite`` is False.
     """
-    _stage_function("stage1", "run_stage1")  # the stage module imports (else ConfigError), here
+    _stage_module("stage1")  # a stage that cannot be imported fails here, before any work
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     paths = [str(p) for p in uncal_paths]
@@ -366,50 +192,133 @@ def _stage1_segment_unit(unit) -> str:
     """One Stage 1 work unit: uncal segment ``src`` -> rateints ``dst`` (read and written by path, so it
     runs in any worker process).  Returns ``dst``."""
     src, dst, config, references, plot_dir, overwrite, provenance, progress = unit
-    run_stage1 = _stage_function("stage1", "run_stage1")
-    run_segment = getattr(importlib.import_module(SECTION_MODULES["stage1"][0]), "run_stage1_segment", None)
-    io = _io()
-    with _stage1_caption(src, config, plot_dir is not None):
-        if run_segment is not None:
-            # chunks of integrations with bounded memory (stage1.memory)
-            rate = _call(run_segment, src, config, plot_dir=plot_dir, references=references,
-                         progress=progress)
-        else:
-            ramp = io.read_uncal(src)
-            rate = _call(run_stage1, ramp, config, plot_dir=plot_dir, copy=False, references=references,
-                         progress=progress)
-            del ramp
-    io.write_rateints(dst, rate, overwrite=overwrite, provenance=provenance)
+    with show_progress(progress), _stage1_caption(src, config, plot_dir is not None):
+        rate = run_stage1_segment(src, config, plot_dir=plot_dir, references=references)
+    _io().write_rateints(dst, rate, overwrite=overwrite, provenance=provenance)
     log.info("Stage 1: wrote %s (%d integrations)", Path(dst).name, rate.nints)
     return dst
 
 
+def chunk_plan(nints: int, ngroups: int, config: dict | None = None,
+               frame_shape=None) -> list[tuple[int, int, int, int]]:
+    """How :func:`run_stage1_segment` splits a file of ``nints`` integrations into chunks.
+
+    With the time-domain jump method every chunk reads ``window // 2`` extra integrations on each
+    side (halos), so the running median around a kept integration is the one the whole segment would
+    give; the per-pixel noise (MAD) and the reference signal per group are then estimated per chunk.
+    The chunk size follows ``stage1.memory`` (``limit_gb`` at 12 bytes of working set per ramp
+    sample, measured with ``benchmarks/bench_stage1.py --memory``, or ``chunk_integrations``);
+    chunks are made even in size.
+
+    Parameters
+    ----------
+    nints, ngroups : int
+        Integrations and groups of the file.
+    config : dict or None
+        The ``stage1`` section (validated against the Stage 1 ``CONFIG_SCHEMA``).
+    frame_shape : tuple of int, optional
+        ``(nrows, ncols)`` of one frame (default: the SLITLESSPRISM subarray,
+        ``tsoreduce.reference.SUBARRAY_SHAPE``).
+
+    Returns
+    -------
+    list of tuple of int
+        ``(read_start, read_stop, keep_start, keep_stop)`` per chunk (0-based integrations of the
+        file): the chunk reads ``read_start:read_stop`` and keeps the rateints of
+        ``keep_start:keep_stop``.
+    """
+    cfg = validate(config, _stage_module("stage1").CONFIG_SCHEMA, "stage1")
+    if frame_shape is None:
+        from .reference import SUBARRAY_SHAPE as frame_shape
+    return _stage1_chunks.plan_chunks(nints, ngroups, cfg, frame_shape)
+
+
+def run_stage1_segment(path, config: dict | None = None, *, plot_dir=None, references=None):
+    """Stage 1 on one uncal file, in chunks of integrations with bounded memory.
+
+    The chunks come from :func:`chunk_plan` (``stage1.memory``); each is read with
+    ``tsoreduce.io.read_uncal(path, integrations=...)``, run through the Stage 1 steps in place (the
+    chunk is this function's own copy, so ``tsoreduce.detector.run``'s working copy is not needed) and
+    dropped; the kept integrations' rateints are joined in order.  Figures are made for the first
+    chunk.  A WARNING repeated by every chunk is logged once.  A progress bar per chunk inside
+    ``tsoreduce.contract.show_progress(True)``.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The uncal file.
+    config : dict or None
+        The ``stage1`` section (None: the defaults).
+    plot_dir : str or pathlib.Path, optional
+        Directory for the figures (first chunk); None: no figures.
+    references : dict, optional
+        Reference arrays or paths, as for :func:`tsoreduce.detector.run`.
+
+    Returns
+    -------
+    tsoreduce.datamodel.RateData
+        The rateints ``(nints, nrows, ncols)`` of the whole file, DN/s (or e-/s).
+    """
+    stage = _stage_module("stage1")
+    cfg = validate(config, stage.CONFIG_SCHEMA, "stage1")
+    return _stage1_chunks.run_in_chunks(path, cfg, stage, _io(), plot_dir=plot_dir, references=references)
+
+
 def _stage1_caption(src, config, active: bool):
-    import contextlib
+    """The caption every Stage 1 figure of segment ``src`` carries (a no-op without figures)."""
     if not active:
         return contextlib.nullcontext()
-    from .plotting.detector import figure_caption, segment_caption
+    from .plotting.detector import figure_caption
     try:
-        text = segment_caption(src, config)
+        text = _segment_caption(src, config)
     except (OSError, KeyError, ValueError) as exc:  # read_uncal raises the named error next
         log.debug("Stage 1 figure caption of %s: %s", src, exc)
         text = Path(src).name
     return figure_caption(text)
 
 
+def _segment_caption(src, config: dict | None = None) -> str:
+    return _stage1_chunks.segment_caption(src, validate(config, _stage_module("stage1").CONFIG_SCHEMA, "stage1"))
+
+
 def run_stage2_files(rateints_paths, config: dict | None, outdir, *, name="tso", plot_dir=None,
                      references=None, overwrite=False, provenance=None, progress=True) -> str:
-    """Stage 2 on rateints segments: read and join them in time order (``read_segments``), run
-    ``tsoreduce.spectroscopic.run_stage2(rates, config, plot_dir=, references=)`` and write
-    ``<name>_calints.fits`` in ``outdir``.  ``references``: optional {"flat": path, "specwcs": path}.
+    """Stage 2 on rateints segments: read and join them in time order, run Stage 2, write calints.
 
-    Returns the calints path.  Raises OverwriteError for an existing product unless ``overwrite``.
+    The segments are joined by ``tsoreduce.io.read_segments``; Stage 2 is
+    ``tsoreduce.spectroscopic``'s runner; the product is ``<name>_calints.fits`` in ``outdir``.
+
+    Parameters
+    ----------
+    rateints_paths : iterable of str or pathlib.Path
+        The rateints files (ours or the STScI pipeline's).
+    config : dict or None
+        The ``stage2`` section.
+    outdir : str or pathlib.Path
+        Directory of the products (created if needed).
+    name : str
+        Prefix of the product names.
+    plot_dir : str or pathlib.Path, optional
+        Directory for the figures; None: no figures.
+    references : dict, optional
+        Reference files by type (e.g. ``flat``, ``specwcs``).
+    overwrite : bool
+        Replace existing products.
+    provenance : dict, optional
+        Software version and configuration written into the products' headers.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    str
+        The calints path.
     """
-    stage2 = importlib.import_module(SECTION_MODULES["stage2"][0])
+    stage2 = _stage_module("stage2")
     io = _io()
     Path(outdir).mkdir(parents=True, exist_ok=True)
     rates = io.read_segments([str(p) for p in rateints_paths])
-    from .contract import show_progress
+
     with show_progress(progress):
         result = stage2.run(rates, config, plot_dir=plot_dir, references=references)
     del rates  # the product shares ERR and the variances; the input SCI/DQ are no longer needed
@@ -425,10 +334,34 @@ def run_stage2_files(rateints_paths, config: dict | None, outdir, *, name="tso",
 
 def run_stage3_files(calints_paths, config: dict | None, outdir, *, name="tso", plot_dir=None,
                      overwrite=False, provenance=None, progress=True) -> tuple[str, str]:
-    """Stage 3 on calints: ``tsoreduce.extraction.run_stage3`` -> ``<name>_x1dints.fits`` and the
-    spectroscopic + white light curves ``<name>_lightcurves.h5`` (``tsoreduce.io.write_lightcurves``).
+    """Stage 3 on calints: x1dints and the spectroscopic + white light curves.
 
-    Returns (x1dints path, light-curve path), or (x1dints path,) when light curves are skipped.
+    Writes ``<name>_x1dints.fits`` and ``<name>_lightcurves.h5`` (``tsoreduce.io.write_lightcurves``)
+    in ``outdir``.
+
+    Parameters
+    ----------
+    calints_paths : iterable of str or pathlib.Path
+        The calints files.
+    config : dict or None
+        The ``stage3`` section.
+    outdir : str or pathlib.Path
+        Directory of the products (created if needed).
+    name : str
+        Prefix of the product names.
+    plot_dir : str or pathlib.Path, optional
+        Directory for the figures; None: no figures.
+    overwrite : bool
+        Replace existing products.
+    provenance : dict, optional
+        Software version and configuration written into the products' headers.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    tuple of str
+        (x1dints path, light-curve path), or (x1dints path,) when light curves are skipped.
     """
     run_stage3 = _stage_function("stage3", "run_stage3")
     io = _io()
@@ -436,7 +369,7 @@ def run_stage3_files(calints_paths, config: dict | None, outdir, *, name="tso", 
     outdir.mkdir(parents=True, exist_ok=True)
     # Stage 3 uses ERR, not the variance cubes: two cubes less in memory
     cal = io.read_segments([str(p) for p in calints_paths], variances=False)
-    from .contract import show_progress
+
     with show_progress(progress):
         result = run_stage3(cal, config, plot_dir=plot_dir)
     x1d, lc = result.product.x1dints, result.product.lightcurves
@@ -494,7 +427,7 @@ def run_mrs_files(mrs_input: dict, config: dict | None, outdir, *, name="tso", p
     import contextlib
 
     from .config import validate
-    from .contract import show_progress
+
 
     inp = validate(mrs_input, _stage_function("mrs", "INPUT_SCHEMA"), "input.mrs")
     read_cube_bands = _stage_function("mrs", "read_cube_bands")
@@ -582,7 +515,7 @@ def run_stage4_files(lightcurves, config: dict | None, outdir, *, plot=True, pro
     """
     import contextlib
 
-    from .contract import show_progress
+
 
     outdir = Path(outdir)
     joint = isinstance(lightcurves, (list, tuple))
@@ -643,18 +576,32 @@ def run(config: dict, stages=None, *, force: bool = False, dry_run: bool = False
         progress: bool = True) -> dict:
     """Run the stages of a validated run config (from :func:`tsoreduce.config.load_run_config`).
 
+    Each stage runs through its file-level runner (``run_stage1_files`` ... ``run_stage4_files``)
+    inside ``tsoreduce.contract.show_progress(progress)``, under the lock of ``output_dir``.
+
     Parameters
     ----------
-    config : validated run config.
-    stages : override of ``config["stages"]`` ("1-4", [2, 3], ...); None keeps the config's.
-    force : recompute finished stages and overwrite their products.
-    dry_run : only plan; returns {"plan": [...]} and writes nothing.
-    progress : show tqdm progress bars.
+    config : dict
+        The validated run config.
+    stages : str, int or list, optional
+        Override of ``config["stages"]`` ("1-4", [2, 3], ...); None keeps the config's.
+    force : bool
+        Recompute finished stages and overwrite their products.
+    dry_run : bool
+        Only plan; returns ``{"plan": [...], "text": ..., "conflicts": [...]}`` and writes nothing.
+    progress : bool
+        Show tqdm progress bars.
 
     Returns
     -------
-    summary dict: output_dir, stages (per stage: action, seconds, products, figures), numbers
-    (key results), also written to ``output_dir/summary.json``.
+    dict
+        The summary: output_dir, stages (per stage: action, seconds, products, figures), numbers (key
+        results), also written to ``output_dir/summary.json``.
+
+    Raises
+    ------
+    OutputWriteError
+        If the output directory cannot be created.
     """
     if dry_run:
         plans = plan(config, stages, force=force, mark_conflicts=True)
@@ -666,7 +613,7 @@ def run(config: dict, stages=None, *, force: bool = False, dry_run: bool = False
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise output_write_error(exc.filename or out_dir, exc) from exc
-    with OutputLock(out_dir, config.get("_source", "")):
+    with OutputLock(out_dir, config.get("_source", "")), show_progress(progress):
         # planned again under the lock: another run may have finished a stage in between
         return _run_locked(config, plan(config, stages, force=force), out_dir, force=force,
                            progress=progress)
@@ -700,7 +647,7 @@ def _run_locked(config: dict, plans: list[StagePlan], out_dir: Path, *, force: b
                 "label": p.label, "action": p.action, "seconds": round(time.perf_counter() - t0, 2),
                 "products": [str(p.directory / x) for x in marker.get("products", [])],
                 "figures": _figures(p.directory)}
-        summary["numbers"] = _key_numbers(config, out_dir)
+        summary["numbers"] = key_numbers(config, out_dir, _io().read_lightcurves)
         summary["seconds"] = round(time.perf_counter() - t_start, 2)
         _write_json_atomic(out_dir / "summary.json", summary)
         # run.log only: the command line prints the summary itself (once, on stdout)
@@ -810,7 +757,7 @@ def _run_one(config: dict, p: StagePlan, *, force: bool, progress: bool, state: 
         result = run_stage4_files(visits or files[0], config["stage4"], d, plot=config["plots"],
                                   provenance=prov, progress=progress)
         products = sorted(str(x) for x in d.iterdir() if x.is_file() and not x.name.startswith("."))
-        extra = {"result": _result_numbers(result)}
+        extra = {"result": result_numbers(result)}
         if config["input"]["kind"] == "simulate":
             written, nums = _compare_with_truth(config, out_dir, d, plot=config["plots"])
             products += [w for w in written if w.endswith(".ecsv")]
@@ -833,110 +780,3 @@ def _compare_with_truth(config: dict, out_dir: Path, d: Path, *, plot: bool):
     from .simulate import truth as pipeline_truth
     sim = _read_marker(out_dir / STAGE_DIRS[0] / DONE)["simulation"]
     return pipeline_truth.compare_with_truth(out_dir / STAGE_DIRS[0] / sim["truth"], d, plot=plot)
-
-
-def _result_numbers(result) -> dict:
-    """Key numbers of a Stage4Result for the summary: the white-light fit's free parameters
-    (median +- mean error) and reduced chi2."""
-    out = {}
-    white = getattr(result, "white", None)
-    if white is None:  # a joint fit: its global free parameters
-        white = getattr(result, "joint", None)
-    if white is None:
-        return out
-    med = getattr(white, "median", None) or getattr(white, "params", None) or {}
-    free = getattr(white, "free", None) or list(med)
-    for k in free:
-        try:
-            out[f"white.{k}"] = float(med[k])
-            el, eu = getattr(white, "err_lower", {}), getattr(white, "err_upper", {})
-            if k in el and k in eu:
-                out[f"white.{k}_err"] = float(0.5 * (el[k] + eu[k]))
-        except (TypeError, ValueError, KeyError):
-            pass
-    chi2 = getattr(white, "chi2_red", None)
-    if isinstance(chi2, (int, float)):
-        out["white.chi2_red"] = float(chi2)
-    out.update(_noise_numbers(white, getattr(result, "channels", None) or []))
-    return out
-
-
-def _noise_numbers(white, channels) -> dict:
-    """Stage 4 noise figures for the summary (definitions: tsoreduce.noise): the white fit's expected
-    (ERR) and residual rms in ppm, their ratio and beta; over the channels the median and maximum
-    ratio and beta; and how many fitted parameters are flagged at a prior bound."""
-    out = {}
-    n = getattr(white, "noise", None) or {}
-    for k, name in (("expected_ppm", "expected_ppm"), ("achieved_resid_ppm", "residual_ppm"),
-                    ("ratio_resid", "noise_ratio"), ("beta", "beta")):
-        if k in n:
-            out[f"white.{name}"] = float(n[k])
-    ratios = [c.noise.get("ratio_resid") for c in channels if getattr(c, "noise", None)]
-    betas = [c.noise.get("beta") for c in channels if getattr(c, "noise", None)]
-    import numpy as np
-    if ratios:
-        out["channels.noise_ratio_median"] = float(np.nanmedian(ratios))
-        out["channels.noise_ratio_max"] = float(np.nanmax(ratios))
-        out["channels.beta_median"] = float(np.nanmedian(betas))
-        out["channels.beta_max"] = float(np.nanmax(betas))
-    flagged = [f"{r.label}.{p}" for r in [white] + list(channels) for p, f in (getattr(r, "flags", None) or {}).items()
-               if f]
-    out["stage4.n_flagged_parameters"] = len(flagged)
-    if flagged:
-        log.warning("summary: %d fitted parameter(s) at a prior bound or with errors beyond the prior: %s",
-                    len(flagged), ", ".join(flagged[:12]) + (" ..." if len(flagged) > 12 else ""))
-    return out
-
-
-def _key_numbers(config: dict, out_dir: Path) -> dict:
-    nums: dict = {}
-    m3 = _read_marker(out_dir / STAGE_DIRS[3] / DONE)
-    lcs = [p for p in (m3 or {}).get("products", []) if p.endswith("_lightcurves.h5")]
-    if lcs:
-        import numpy as np
-        try:
-            lc = _io().read_lightcurves(out_dir / STAGE_DIRS[3] / lcs[0])
-            nums["lightcurves.nints"] = int(lc.nints)
-            nums["lightcurves.nchannels"] = int(lc.nchan)
-            nums["lightcurves.n_masked_integrations"] = int(np.count_nonzero(lc.mask))
-            if lc.white_flux is not None and lc.nints > 2:
-                from .noise import p2p_scatter
-                w = lc.white_flux[~lc.mask]
-                # point-to-point scatter: robust to the transit and slow trends
-                nums["lightcurves.white_p2p_ppm"] = float(p2p_scatter(w) / np.nanmedian(w) * 1e6)
-            noise = lc.meta.get("noise") or {}
-            if noise.get("white"):
-                nums["lightcurves.white_noise_ratio"] = float(noise["white"]["ratio"])
-                nums["lightcurves.white_beta"] = float(noise["white"]["beta"])
-            if noise.get("ratio"):
-                nums["lightcurves.channel_noise_ratio_median"] = float(np.nanmedian(noise["ratio"]))
-                nums["lightcurves.channel_noise_ratio_max"] = float(np.nanmax(noise["ratio"]))
-        except Exception as exc:  # the summary must never fail a finished run
-            log.warning("summary: could not read %s (%s)", lcs[0], exc)
-    m4 = _read_marker(out_dir / STAGE_DIRS[4] / DONE)
-    if m4:
-        nums.update(m4.get("result", {}))
-    spec = out_dir / STAGE_DIRS[4] / "spectrum.ecsv"
-    if spec.exists():
-        from .simulate import truth as pipeline_truth
-        nums.update(pipeline_truth.spectrum_numbers(spec))
-    return nums
-
-
-def format_summary(summary: dict) -> str:
-    """The end-of-run summary: per stage what was done, products and figures, and key numbers."""
-    lines = [f"tsoreduce {summary.get('version')} run {summary.get('name')!r} -> {summary['output_dir']}"
-             f"  ({summary.get('seconds', 0):.1f} s)"]
-    for n, s in summary["stages"].items():
-        lines.append(f"  {s['label']}: {s['action']} ({s['seconds']:.1f} s), "
-                     f"{len(s['products'])} product(s), {len(s['figures'])} figure(s)")
-        for prod in s["products"][:6]:
-            lines.append(f"      {prod}")
-        if len(s["products"]) > 6:
-            lines.append(f"      ... and {len(s['products']) - 6} more")
-    if summary.get("numbers"):
-        lines.append("  key numbers:")
-        for k, v in summary["numbers"].items():
-            # repr: the shortest text that reads back as the same float (t0 60000.00232, not 60000)
-            lines.append(f"      {k} = {v!r}" if isinstance(v, float) else f"      {k} = {v}")
-    return "\n".join(lines)

@@ -243,7 +243,7 @@ for name, r in found.items():
         new_markdown_cell("""\
 ## Rates, background and PCA
 
-The full Stage 1 (`run_stage1`) gives the rateints.  The background is estimated row by row from
+The full Stage 1 (`detector.run`, whose result's `.product` is the RateData) gives the rateints.  The background is estimated row by row from
 columns away from the trace (exoTEDRF/ExoTiC-MIRI style) and compared here with the injected one.
 The estimate also absorbs any additive offset common to a row -- here the residual of the reset
 (RSCD) transient that survives the dropped groups, which lowers every slope by the same amount.
@@ -252,11 +252,11 @@ either way.
 A PCA of the frames (exoTEDRF, Radica 2024; Coulombe et al. 2023) separates the transit (PC scores follow the light curve) from
 trace motion."""),
         new_code_cell('''\
-from tsoreduce.detector import run_stage1
+from tsoreduce import detector
 from tsoreduce.spectroscopic import make_deep_frame, pca_reconstruct, subtract_background
 rows = np.arange(150, 390)
 for n_reset in (10, 5):   # the second one is kept for the rest of the notebook
-    rates = run_stage1(ramp, {"reset": {"n_groups": n_reset}})
+    rates = detector.run(ramp, {"reset": {"n_groups": n_reset}}).product
     sub, background = subtract_background(rates)
     resid = np.nanmedian(background[:, rows] - truth.rate_background[:, rows])
     print(f"{n_reset:2d} reset groups dropped: median estimated - injected background = {resid:+.2f} DN/s "

@@ -1,6 +1,7 @@
 """Stage 1 (detector): uncal ramps -> rateints (DN/s).
 
-Steps, in the MIRI order applied by :func:`run_stage1` (one function per step):
+Steps, in the MIRI order applied by :func:`run` (``run_stage1`` is the same function; one function per
+step):
 
 =================  ==========================================  ===============================
 step               function                                    module
@@ -17,8 +18,10 @@ jumps              :func:`detect_jumps_up_the_ramp`,           ``detector/jumps.
 ramp fit           :func:`fit_ramps`                           ``detector/rampfit.py``
 =================  ==========================================  ===============================
 
-:func:`run_stage1_segment` processes one uncal file in chunks of integrations (``stage1.memory``);
-:func:`run_stage1_files` does so file by file (memory bounded by one chunk).
+:func:`run` obeys the stage contract (:mod:`tsoreduce.contract`): RampData in, a StageResult holding
+the rateints out, the input unmodified.  Files are read and written by
+:func:`tsoreduce.pipeline.run_stage1_files` (each uncal segment in chunks of integrations,
+:func:`tsoreduce.pipeline.run_stage1_segment`).
 """
 
 from .calibrate import apply_linearity, self_calibrate_linearity, subtract_dark
@@ -27,12 +30,10 @@ from .emi import correct_emi, emi_fit_pixels, emi_frequencies, emi_periodogram
 from .jumps import detect_jumps_and_fit, detect_jumps_time_domain, detect_jumps_up_the_ramp, jump_counts
 from .rampfit import fit_ramps, poisson_signal_per_group, usable_group_range
 from .reset import flag_reset_groups
-from .stage import (CONFIG_SCHEMA, chunk_plan, resolve_references, run_stage1, run_stage1_files,
-                    run_stage1_segment)
+from .stage import CONFIG_SCHEMA, _run_in_place, resolve_references, run, run_stage1
 
 __all__ = [
-    "CONFIG_SCHEMA", "run_stage1", "run_stage1_segment", "run_stage1_files", "chunk_plan",
-    "resolve_references",
+    "CONFIG_SCHEMA", "run", "run_stage1", "resolve_references",
     "dq_init", "correct_emi", "flag_saturation", "flag_reset_groups", "apply_linearity",
     "self_calibrate_linearity", "subtract_dark", "detect_jumps_up_the_ramp", "detect_jumps_time_domain",
     "detect_jumps_and_fit",

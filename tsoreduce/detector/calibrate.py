@@ -20,6 +20,7 @@ import logging
 
 import numba
 import numpy as np
+from astropy.stats import mad_std
 
 from ..datamodel import DQ, RampData
 from ..errors import ReferenceFileError, ShapeError
@@ -50,16 +51,31 @@ def apply_linearity(ramp: RampData, coeffs: np.ndarray, *, coeff_dq: np.ndarray 
                     inplace: bool = False) -> RampData:
     """Apply a per-pixel linearity polynomial to every read.
 
+    Method: JWST pipeline documentation, ``linearity`` step (CRDS LINEARITY reference, COEFFS
+    polynomial in raw DN; docs/sources.md).  Pixels with any non-finite coefficient are left
+    uncorrected and get PIXELDQ NO_LIN_CORR.
+
     Parameters
     ----------
-    ramp : RampData, raw DN.
-    coeffs : float ``(ncoeffs, nrows, ncols)``; ``corrected = sum_k coeffs[k] * raw**k`` (CRDS
-        LINEARITY COEFFS layout, cut to the subarray).
-    coeff_dq : optional ``(nrows, ncols)`` DQ of the reference, OR-ed into PIXELDQ.
-    inplace : modify ``ramp.data`` itself (for callers that own the array, e.g. run_stage1).
+    ramp : tsoreduce.datamodel.RampData
+        Raw ramps ``(nints, ngroups, nrows, ncols)`` in DN.
+    coeffs : numpy.ndarray
+        Float ``(ncoeffs, nrows, ncols)``; ``corrected = sum_k coeffs[k] * raw**k`` (CRDS LINEARITY
+        COEFFS layout, cut to the subarray).
+    coeff_dq : numpy.ndarray, optional
+        ``(nrows, ncols)`` DQ of the reference, OR-ed into PIXELDQ.
+    inplace : bool
+        Modify ``ramp.data`` itself (for callers that own the array, e.g. Stage 1's working copy).
 
-    Pixels with any non-finite coefficient are left uncorrected and get PIXELDQ NO_LIN_CORR.
-    Raises ShapeError if the coefficient planes do not match the frame.
+    Returns
+    -------
+    tsoreduce.datamodel.RampData
+        The corrected ramps (DN); ``meta["S_LINEAR"]`` is COMPLETE.
+
+    Raises
+    ------
+    ShapeError
+        If the coefficient planes do not match the frame or there are fewer than 2.
     """
     coeffs = np.asarray(coeffs, dtype=np.float64)
     shape = ramp.data.shape[2:]
@@ -131,7 +147,7 @@ def self_calibrate_linearity(ramp: RampData, *, n_bright: int = 300, min_groups:
     b2 = b * b
     beta = float(-np.sum(c * b2) / np.sum(b2 * b2))
     resid = c + beta * b2
-    sig_c = 1.4826 * np.median(np.abs(resid - np.median(resid)))
+    sig_c = mad_std(resid)
     beta_err = float(sig_c / np.sqrt(np.sum(b2 * b2)))
     info.update(beta=beta, beta_err=beta_err, n_pixels=int(b.size))
     if not np.isfinite(beta) or abs(beta) < min_significance * beta_err:
@@ -150,16 +166,31 @@ def subtract_dark(ramp: RampData, dark: np.ndarray, *, dark_dq: np.ndarray | Non
                   inplace: bool = False) -> RampData:
     """Subtract a dark ramp from every integration.
 
+    Method: JWST pipeline documentation, ``dark_current`` step for MIRI (4-D dark: its first
+    integration for the exposure's first integration; docs/sources.md).
+
     Parameters
     ----------
-    ramp : RampData ``(nints, ngroups, nrows, ncols)`` DN (after linearity).
-    dark : ``(ngroups_dark, nrows, ncols)`` or ``(nints_dark, ngroups_dark, nrows, ncols)`` DN with
+    ramp : tsoreduce.datamodel.RampData
+        Ramps ``(nints, ngroups, nrows, ncols)`` in DN (after linearity).
+    dark : numpy.ndarray
+        ``(ngroups_dark, nrows, ncols)`` or ``(nints_dark, ngroups_dark, nrows, ncols)`` DN with
         ``ngroups_dark >= ngroups``.  With a 4-D dark, dark integration 0 is subtracted from the
         exposure's first integration (INTSTART == 1) and the last dark integration from all others.
-    dark_dq : optional ``(nrows, ncols)`` DQ OR-ed into PIXELDQ.
-    inplace : modify ``ramp.data`` itself.
+    dark_dq : numpy.ndarray, optional
+        ``(nrows, ncols)`` DQ OR-ed into PIXELDQ.
+    inplace : bool
+        Modify ``ramp.data`` itself.
 
-    Raises ReferenceFileError if the dark has fewer groups than the data or the wrong frame shape.
+    Returns
+    -------
+    tsoreduce.datamodel.RampData
+        The dark-subtracted ramps (DN); ``meta["S_DARK"]`` is COMPLETE.
+
+    Raises
+    ------
+    ReferenceFileError
+        If the dark has fewer groups than the data or the wrong frame shape.
     """
     dark = np.asarray(dark, dtype=np.float32)
     nints, ng, ny, nx = ramp.data.shape

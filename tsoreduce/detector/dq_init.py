@@ -33,15 +33,25 @@ def dq_init(ramp: RampData, *, flag_first_group: bool = True, flag_last_group: b
             out: np.ndarray | None = None) -> RampData:
     """Flag the first/last group of every integration DO_NOT_USE and mark the reference columns.
 
+    MIRI first-frame reset transient and last-frame pull-down: JWST pipeline documentation,
+    ``firstframe`` / ``lastframe`` steps of calwebb_detector1 (docs/sources.md).
+
     Parameters
     ----------
-    ramp : RampData ``(nints, ngroups, nrows, ncols)``.
-    flag_first_group, flag_last_group : flag group 0 / group ngroups-1 DO_NOT_USE.  A flag that would
-        leave fewer than 2 usable groups is not applied (WARNING): NGROUPS <= 3 data need all groups.
-    out : optional pre-allocated uint32 GROUPDQ output (else a copy is made).
+    ramp : tsoreduce.datamodel.RampData
+        Ramps ``(nints, ngroups, nrows, ncols)`` in DN.
+    flag_first_group, flag_last_group : bool
+        Flag group 0 / group ``ngroups - 1`` DO_NOT_USE.  A flag that would leave fewer than 2 usable
+        groups is not applied (WARNING): NGROUPS <= 3 data need all groups.
+    out : numpy.ndarray, optional
+        Pre-allocated uint32 GROUPDQ ``(nints, ngroups, nrows, ncols)`` output (else a copy is made).
 
-    Returns a new RampData (GROUPDQ and PIXELDQ copied).  Columns 0-3 get PIXELDQ REFERENCE_PIXEL
-    (SLITLESSPRISM reference pixels; N_REFERENCE_COLUMNS in :mod:`tsoreduce.reference`).
+    Returns
+    -------
+    tsoreduce.datamodel.RampData
+        A new RampData (GROUPDQ and PIXELDQ copied, data shared).  Columns 0-3 get PIXELDQ
+        REFERENCE_PIXEL (SLITLESSPRISM reference pixels; N_REFERENCE_COLUMNS in
+        :mod:`tsoreduce.reference`); ``meta["S_DQINIT"]`` is COMPLETE.
     """
     ng = ramp.ngroups
     gdq = ramp.groupdq.copy() if out is None else out
@@ -99,18 +109,34 @@ def flag_saturation(ramp: RampData, *, saturation=None, n_pix_grow: int = 1, ad_
                     out: np.ndarray | None = None) -> RampData:
     """Flag saturated groups (and all later groups) SATURATED | DO_NOT_USE.
 
+    Method: JWST pipeline documentation, ``saturation`` step (``n_pix_grow_sat``; docs/sources.md).
+
     Parameters
     ----------
-    ramp : RampData, raw DN (before linearity; MIRI is not bias-subtracted).
-    saturation : scalar DN or ``(nrows, ncols)`` map in DN (e.g. from
-        ``tsoreduce.reference.load_saturation``); default :data:`tsoreduce.reference.SATURATION_DN`.
-        NaN entries mean "no saturation check" (PIXELDQ NO_SAT_CHECK).
-    n_pix_grow : grow each saturated pixel's flags to a (2n+1)^2 box of neighbours (charge spill), from
-        the same group on (jwst ``n_pix_grow_sat``; default 1).
-    ad_floor : reads at or below this value (DN) get AD_FLOOR | DO_NOT_USE.
-    out : optional pre-allocated GROUPDQ output.
+    ramp : tsoreduce.datamodel.RampData
+        Raw ramps ``(nints, ngroups, nrows, ncols)`` in DN (before linearity; MIRI is not
+        bias-subtracted).
+    saturation : float or numpy.ndarray, optional
+        Scalar DN or ``(nrows, ncols)`` map in DN (e.g. from ``tsoreduce.reference.load_saturation``);
+        default :data:`tsoreduce.reference.SATURATION_DN`.  NaN entries mean "no saturation check"
+        (PIXELDQ NO_SAT_CHECK).
+    n_pix_grow : int
+        Grow each saturated pixel's flags to a (2n+1)^2 box of neighbours (charge spill), from the same
+        group on (default 1).
+    ad_floor : float
+        Reads at or below this value (DN) get AD_FLOOR | DO_NOT_USE.
+    out : numpy.ndarray, optional
+        Pre-allocated uint32 GROUPDQ output.
 
-    Returns a new RampData.  Raises ShapeError if the saturation map has the wrong shape.
+    Returns
+    -------
+    tsoreduce.datamodel.RampData
+        A new RampData with the flags in GROUPDQ; ``meta["S_SATURA"]`` is COMPLETE.
+
+    Raises
+    ------
+    ShapeError
+        If the saturation map is not ``(nrows, ncols)``.
     """
     shape = ramp.data.shape[2:]
     sat = ref.SATURATION_DN if saturation is None else saturation

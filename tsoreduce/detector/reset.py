@@ -22,17 +22,27 @@ __all__ = ["flag_reset_groups"]
 
 def flag_reset_groups(ramp: RampData, *, n_groups: int = 12, min_usable: int = 2,
                       out: np.ndarray | None = None) -> RampData:
-    """Flag groups ``0 .. N-1`` of every integration DO_NOT_USE.
+    """Flag groups ``0 .. N-1`` of every integration DO_NOT_USE (the MIRI RSCD group drop).
+
+    Method: JWST pipeline documentation, ``rscd`` step; Morrison et al. 2023; the group drop of
+    exoTEDRF (Radica 2024) -- docs/sources.md.
 
     Parameters
     ----------
-    ramp : RampData ``(nints, ngroups, nrows, ncols)``.
-    n_groups : N, the number of leading groups to drop (default 12).
-    min_usable : N is reduced (with a WARNING) so that at least this many groups stay usable after the
-        groups already flagged DO_NOT_USE in every pixel (e.g. the last group) are taken into account.
-    out : optional pre-allocated GROUPDQ output.
+    ramp : tsoreduce.datamodel.RampData
+        Ramps ``(nints, ngroups, nrows, ncols)`` in DN.
+    n_groups : int
+        N, the number of leading groups to drop (default 12).
+    min_usable : int
+        N is reduced (with a WARNING) so that at least this many groups stay usable after the groups
+        already flagged DO_NOT_USE in every pixel (e.g. the last group) are taken into account.
+    out : numpy.ndarray, optional
+        Pre-allocated uint32 GROUPDQ output.
 
-    Returns a new RampData; ``meta["NDROPRST"]`` records the N applied.
+    Returns
+    -------
+    tsoreduce.datamodel.RampData
+        A new RampData with the flags in GROUPDQ; ``meta["NDROPRST"]`` records the N applied.
     """
     ng = ramp.ngroups
     plane_dnu = np.all((ramp.groupdq[0] & np.uint32(DQ.DO_NOT_USE)) != 0, axis=(1, 2))

@@ -4,7 +4,8 @@ when ``path`` is given.
 Stage 1 makes its figures from one segment (the first; from its first chunk when the segment is read
 in chunks).  :func:`figure_caption` sets the line every figure saved meanwhile carries above its
 title -- which file, segment and integrations it shows -- so a figure is never mistaken for the
-whole exposure.  ``tsoreduce.pipeline.run_stage1_files`` sets it.
+whole exposure.  ``tsoreduce.pipeline.run_stage1_files`` sets it.  The module imports nothing from
+the stages (the Stage 1 runner imports it, never the reverse).
 """
 
 from __future__ import annotations
@@ -19,42 +20,29 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 __all__ = ["plot_emi_periodogram", "plot_emi_amplitudes", "plot_jump_map", "plot_rate_image",
-           "plot_ramp_residuals", "plot_calibration_steps", "figure_caption", "segment_caption"]
+           "plot_ramp_residuals", "plot_calibration_steps", "figure_caption"]
 
 _CAPTION: list[str] = []
 
 
 @contextlib.contextmanager
 def figure_caption(text: str):
-    """Within the ``with`` block every Stage 1 figure saved carries ``text`` above its title, e.g.
-    ``"segment 2/3 (jw..._seg002_uncal.fits): integrations 41-80 of 120"``."""
+    """Within the ``with`` block every Stage 1 figure saved carries ``text`` above its title.
+
+    Parameters
+    ----------
+    text : str
+        E.g. ``"segment 2/3 (jw..._seg002_uncal.fits): integrations 41-80 of 120"``.
+
+    Yields
+    ------
+    None
+    """
     _CAPTION.append(str(text))
     try:
         yield
     finally:
         _CAPTION.pop()
-
-
-def segment_caption(src, config: dict | None = None) -> str:
-    """What the Stage 1 figures of segment ``src`` show: file, segment number and the integrations
-    (the first chunk's when ``stage1.memory`` splits the segment), from the headers."""
-    from astropy.io import fits
-    with fits.open(src) as hdul:  # headers only: the data are not read
-        h, sci = hdul[0].header, hdul["SCI"].header
-    nfile = int(sci["NAXIS4"])
-    start = int(h.get("INTSTART", 1) or 1)
-    first, last = 0, nfile
-    try:
-        from ..detector import chunk_plan
-        ra, rb, _, _ = chunk_plan(nfile, int(sci["NAXIS3"]), config,
-                                  frame_shape=(int(sci["NAXIS2"]), int(sci["NAXIS1"])))[0]
-        first, last = ra, rb
-    except (ImportError, IndexError, KeyError):
-        pass
-    seg = (f"segment {h['EXSEGNUM']}/{h['EXSEGTOT']} " if "EXSEGNUM" in h and "EXSEGTOT" in h else "")
-    total = f" of {h['NINTS']}" if "NINTS" in h else ""
-    part = "" if (first, last) == (0, nfile) else f" (first chunk of the segment's {nfile})"
-    return (f"{seg}({Path(src).name}): integrations {start + first}-{start + last - 1}{total}{part}")
 
 
 def _save(fig, path):
@@ -71,8 +59,21 @@ def _save(fig, path):
 def plot_emi_periodogram(freq_hz, power_before, power_after, tone_hz=None, *, path=None):
     """Lomb-Scargle periodogram of the EMI-fit pixels before/after the EMI correction.
 
-    ``freq_hz`` ``(nfreq,)`` Hz; ``power_before``/``power_after`` ``(nfreq,)`` (from
-    :func:`tsoreduce.detector.emi_periodogram`); ``tone_hz``: fitted tones marked as dotted lines.
+    Parameters
+    ----------
+    freq_hz : numpy.ndarray
+        ``(nfreq,)`` frequencies in Hz.
+    power_before, power_after : numpy.ndarray
+        ``(nfreq,)`` power before and after (from :func:`tsoreduce.detector.emi_periodogram`).
+    tone_hz : sequence of float, optional
+        Fitted tones (Hz), marked as dotted lines.
+    path : str or pathlib.Path, optional
+        Where the figure is saved (PNG, 110 dpi); None: not saved.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
     """
     fig, ax = plt.subplots(figsize=(8, 3.5))
     ax.semilogy(freq_hz, np.clip(power_before, 1e-8, None), lw=0.8, label="before EMI correction")
@@ -87,7 +88,21 @@ def plot_emi_periodogram(freq_hz, power_before, power_after, tone_hz=None, *, pa
 
 
 def plot_emi_amplitudes(diagnostics: dict, *, path=None):
-    """Fitted EMI amplitude (DN) per integration for each tone (``diagnostics`` from correct_emi)."""
+    """Fitted EMI amplitude (DN) per integration for each tone.
+
+    Parameters
+    ----------
+    diagnostics : dict
+        The diagnostics of :func:`tsoreduce.detector.correct_emi` (``amplitude`` ``(nints, K)`` DN,
+        ``frequencies`` ``(K,)`` Hz).
+    path : str or pathlib.Path, optional
+        Where the figure is saved (PNG, 110 dpi); None: not saved.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     fig, ax = plt.subplots(figsize=(7, 3.2))
     amp = np.atleast_2d(diagnostics.get("amplitude", np.zeros((0, 0))))
     for k, f in enumerate(diagnostics.get("frequencies", [])):
@@ -99,7 +114,22 @@ def plot_emi_amplitudes(diagnostics: dict, *, path=None):
 
 
 def plot_jump_map(counts, *, nints: int | None = None, path=None):
-    """Image of the number of JUMP_DET groups per pixel ``(nrows, ncols)`` and the per-column totals."""
+    """Image of the number of JUMP_DET groups per pixel and the per-column totals.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        Int ``(nrows, ncols)`` jump counts (:func:`tsoreduce.detector.jump_counts`).
+    nints : int, optional
+        Integrations counted, for the axis label.
+    path : str or pathlib.Path, optional
+        Where the figure is saved (PNG, 110 dpi); None: not saved.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     counts = np.asarray(counts)
     # constrained layout keeps the colour bar and its label clear of the right panel's axis label
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(8, 6), gridspec_kw=dict(width_ratios=(1, 1.4)),
@@ -116,7 +146,22 @@ def plot_jump_map(counts, *, nints: int | None = None, path=None):
 
 
 def plot_rate_image(rates, *, integration: int | None = None, path=None):
-    """Median rate image (DN/s, log stretch) and the median trace-summed rate per integration."""
+    """Median rate image (DN/s, log stretch) and the median trace-summed rate per integration.
+
+    Parameters
+    ----------
+    rates : tsoreduce.datamodel.RateData
+        Rateints ``(nints, nrows, ncols)`` in DN/s.
+    integration : int, optional
+        Show this integration only (default: the median over all).
+    path : str or pathlib.Path, optional
+        Where the figure is saved (PNG, 110 dpi); None: not saved.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     data = rates.data if integration is None else rates.data[integration:integration + 1]
     with np.errstate(all="ignore"):
         med = np.nanmedian(data, axis=0)
@@ -144,8 +189,27 @@ def plot_rate_image(rates, *, integration: int | None = None, path=None):
 def plot_ramp_residuals(ramp_data, rate_dn_s, tgroup_s, *, pixel, integration=0, usable=None, path=None):
     """One pixel's ramp (DN vs group) with the fitted slope, and the residuals.
 
-    ``ramp_data`` ``(nints, ngroups, nrows, ncols)``; ``rate_dn_s`` ``(nints, nrows, ncols)``;
-    ``pixel`` = (row, col); ``usable`` optional boolean ``(ngroups,)`` of groups used in the fit.
+    Parameters
+    ----------
+    ramp_data : numpy.ndarray
+        ``(nints, ngroups, nrows, ncols)`` DN after calibration.
+    rate_dn_s : numpy.ndarray
+        ``(nints, nrows, ncols)`` fitted rates in DN/s.
+    tgroup_s : float
+        Group time in s.
+    pixel : tuple of int
+        ``(row, col)``.
+    integration : int
+        Integration shown.
+    usable : numpy.ndarray, optional
+        Boolean ``(ngroups,)``: the groups used in the fit.
+    path : str or pathlib.Path, optional
+        Where the figure is saved (PNG, 110 dpi); None: not saved.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
     """
     y, x = pixel
     d = np.asarray(ramp_data[integration, :, y, x], float)
@@ -171,10 +235,25 @@ def plot_ramp_residuals(ramp_data, rate_dn_s, tgroup_s, *, pixel, integration=0,
 def plot_calibration_steps(raw, calibrated, groupdq, saturated_groups, *, pixel, path=None):
     """The DQ-init, saturation, reset, linearity and dark steps on one pixel and one integration.
 
-    ``raw`` / ``calibrated``: float ``(ngroups,)`` DN of the pixel's ramp before DQ init and after the
-    EMI, linearity and dark steps; ``groupdq``: uint32 ``(ngroups,)`` GROUPDQ after the reset step (DO_NOT_USE groups
-    shaded, SATURATED marked); ``saturated_groups``: int ``(nrows, ncols)`` number of SATURATED groups
-    per pixel in that integration; ``pixel`` = (row, col).
+    Parameters
+    ----------
+    raw, calibrated : numpy.ndarray
+        Float ``(ngroups,)`` DN of the pixel's ramp before DQ init and after the EMI, linearity and
+        dark steps.
+    groupdq : numpy.ndarray
+        uint32 ``(ngroups,)`` GROUPDQ after the reset step (DO_NOT_USE groups shaded, SATURATED
+        marked).
+    saturated_groups : numpy.ndarray
+        Int ``(nrows, ncols)`` number of SATURATED groups per pixel in that integration.
+    pixel : tuple of int
+        ``(row, col)``.
+    path : str or pathlib.Path, optional
+        Where the figure is saved (PNG, 110 dpi); None: not saved.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
     """
     from ..datamodel import DQ
 
