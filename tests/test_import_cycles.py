@@ -8,8 +8,7 @@ components of that graph.
 
 A second check adds the imports inside functions: a cycle closed only by a function-level import is a
 module-level cycle in disguise (the import was moved into a function to break it), and fails too,
-except those in :data:`FUNCTION_LEVEL_ALLOWED` -- cycles other work in progress removes; that set may
-only shrink.
+except those in :data:`FUNCTION_LEVEL_ALLOWED` (none today); that set may only shrink.
 """
 
 import ast
@@ -23,18 +22,11 @@ KNOWN_CYCLES: set = set()
 
 #: cycles closed by function-level imports that are being removed in parallel (issue 18): a cycle found
 #: must lie within one of these sets of modules.  May only shrink; empty it when the work is merged.
-FUNCTION_LEVEL_ALLOWED: set = {
-    frozenset({"tsoreduce.lightcurve.stage", "tsoreduce.lightcurve.visits"}),
-    frozenset({"tsoreduce.detector", "tsoreduce.detector.stage", "tsoreduce.plotting.detector"}),
-}
+FUNCTION_LEVEL_ALLOWED: set = set()
 
 
 def _allowed_function_level(cycle) -> bool:
-    if any(cycle <= allowed for allowed in FUNCTION_LEVEL_ALLOWED):
-        return True
-    # Stage 2/3 internals while they are split into packages (tsoreduce.spectroscopic.*, .extraction.*)
-    return all(m.split(".")[1] in ("spectroscopic", "extraction", "background_noise", "optimal_profile")
-               for m in cycle)
+    return any(cycle <= allowed for allowed in FUNCTION_LEVEL_ALLOWED)
 
 
 def _modules():
