@@ -63,8 +63,8 @@ def transit_lc(t_days, t0, per, rp, a_rs, inc):
 
 def ephemeris(ngroups):
     """Transit of the full exposure: mid-transit at its middle, 40 % of it in transit (as the demo)."""
-    from tsoreduce import reference as ref
-    tint = (ngroups + 1) * ref.TFRAME / 86400.0
+    from tsoreduce import instrument
+    tint = (ngroups + 1) * instrument.TFRAME / 86400.0
     dur = FULL_NINTS * tint
     a_rs, inc = 8.6, 88.0
     b = a_rs * np.cos(np.radians(inc))
@@ -76,28 +76,28 @@ def ephemeris(ngroups):
 def write_synthetic_segment(path, k, ngroups, eph, seed):
     """Segment ``k`` (0-based) of the 9-segment exposure: uint16 SCI, GROUPDQ, PIXELDQ, INT_TIMES."""
     from bench_stage1 import write_uint16_uncal
-    from tsoreduce import reference as ref
+    from tsoreduce import instrument, reference
     from tsoreduce.datamodel import IntTimes
 
     sizes = segment_sizes()
     nints, intstart = sizes[k], 1 + sum(sizes[:k])
     intend = intstart + nints - 1
-    tg = ref.TFRAME
+    tg = instrument.TFRAME
     meta = {
         "INSTRUME": "MIRI", "EXP_TYPE": "MIR_LRS-SLITLESS", "SUBARRAY": "SLITLESSPRISM", "READPATT": "FAST",
         "NGROUPS": ngroups, "NINTS": FULL_NINTS, "INTSTART": intstart, "INTEND": intend, "TFRAME": tg,
-        "TGROUP": tg, "SUBSTRT1": ref.SUBSTRT1, "SUBSTRT2": ref.SUBSTRT2, "SUBSIZE1": 72, "SUBSIZE2": 416,
+        "TGROUP": tg, "SUBSTRT1": instrument.SUBSTRT1, "SUBSTRT2": instrument.SUBSTRT2, "SUBSIZE1": 72, "SUBSIZE2": 416,
         "EXSEGNUM": k + 1, "EXSEGTOT": FULL_SEGMENTS}
     rng = np.random.default_rng(seed)
-    ny, nx = ref.SUBARRAY_SHAPE
-    xc = ref.trace_x_center(np.arange(ny))
+    ny, nx = instrument.SUBARRAY_SHAPE
+    xc = reference.trace_x_center(np.arange(ny))
     spec = 3000.0 * np.exp(-0.5 * ((np.arange(ny) - 300) / 90.0) ** 2)[:, None]   # DN/s at the peak
     star = (spec * np.exp(-0.5 * ((np.arange(nx)[None] - xc[:, None]) / 1.5) ** 2)).astype(np.float32)
     t_start = 60000.0 + (np.arange(intstart - 1, intend)) * eph["tint"]
     t_mid = t_start + 0.5 * eph["tint"]
     lc = transit_lc(t_mid, eph["t0"], eph["per"], eph["rp"], eph["a_rs"], eph["inc"])
     sci = np.empty((nints, ngroups, ny, nx), np.uint16)
-    gain, rn = ref.GAIN, ref.READ_NOISE_DN
+    gain, rn = instrument.GAIN, instrument.READ_NOISE_DN
     for i in range(nints):
         per_group = (5.0 + star * lc[i]) * tg                                   # DN per group
         inc = per_group[None] + np.sqrt(per_group / gain)[None] * rng.standard_normal(

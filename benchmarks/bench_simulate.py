@@ -13,8 +13,7 @@ import sys
 import time
 
 import numpy as np
-
-from tsoreduce import reference as ref
+from tsoreduce import instrument
 from tsoreduce.simulate import LRSSimConfig, invert_linearity_polynomial
 from tsoreduce.simulate import lrs
 
@@ -45,8 +44,8 @@ def main():
     cfg = LRSSimConfig(nints=nints, ngroups=ngroups)
     truth, times, maps, seqs = lrs._build_truth(cfg)
     b = lrs.det.RampBuilder(cfg, {"rate_star": truth.rate_star, "rate_background": truth.rate_background},
-                            maps, truth.cosmic_rays, truth.emi, seqs["noise"], ref.SUBARRAY_SHAPE)
-    out = np.empty((ngroups,) + ref.SUBARRAY_SHAPE, np.float32)
+                            maps, truth.cosmic_rays, truth.emi, seqs["noise"], instrument.SUBARRAY_SHAPE)
+    out = np.empty((ngroups,) + instrument.SUBARRAY_SHAPE, np.float32)
     b.integration(0, out)  # compile / load the numba cache, touch the buffers
     baseline_integration(b, 0, np.random.default_rng(0))
 

@@ -47,8 +47,9 @@ from tsoreduce.datamodel import DQ, RampData
 from tsoreduce.detector import (detect_jumps_and_fit, detect_jumps_time_domain, fit_ramps,
                                 poisson_signal_per_group)
 from tsoreduce import reference as ref
+from tsoreduce import instrument
 
-TG, GAIN, RN = ref.TFRAME, ref.GAIN, ref.READ_NOISE_DN
+TG, GAIN, RN = instrument.TFRAME, instrument.GAIN, instrument.READ_NOISE_DN
 CR_PER_PIXEL_GROUP = 1e-4
 DETECTABLE_SIGMA = 6.0
 
@@ -56,7 +57,7 @@ DETECTABLE_SIGMA = 6.0
 def make_data(nints, ngroups, seed=0):
     """Ramps (float32 DN), true rates (DN/s) and cosmic rays (i, g, y, x, amplitude)."""
     rng = np.random.default_rng(seed)
-    ny, nx = ref.SUBARRAY_SHAPE
+    ny, nx = instrument.SUBARRAY_SHAPE
     xc = ref.trace_x_center(np.arange(ny))
     rate = 5.0 + 3000.0 * np.exp(-0.5 * ((np.arange(nx)[None] - xc[:, None]) / 1.5) ** 2)
     rate = rate.astype(np.float32)
@@ -186,7 +187,7 @@ def write_flight_like_uncal(path, nints, ngroups, intstart=1, total_nints=None, 
     meta = {
         "INSTRUME": "MIRI", "EXP_TYPE": "MIR_LRS-SLITLESS", "SUBARRAY": "SLITLESSPRISM", "READPATT": "FAST",
         "NGROUPS": ngroups, "NINTS": total, "INTSTART": intstart, "INTEND": intend, "TFRAME": TG,
-        "TGROUP": TG, "SUBSTRT1": ref.SUBSTRT1, "SUBSTRT2": ref.SUBSTRT2, "SUBSIZE1": 72, "SUBSIZE2": 416}
+        "TGROUP": TG, "SUBSTRT1": instrument.SUBSTRT1, "SUBSTRT2": instrument.SUBSTRT2, "SUBSIZE1": 72, "SUBSIZE2": 416}
     rng = np.random.default_rng(seed)
     xc = ref.trace_x_center(np.arange(416))
     rate = 5.0 + 3000.0 * np.exp(-0.5 * ((np.arange(72)[None] - xc[:, None]) / 1.5) ** 2)

@@ -120,7 +120,7 @@ def run_ours(uncal, refs, drop, method):
 def score(dq, truth, drop, ngroups, sigma_pair):
     """Pixel-integration jump recall and false-positive rate against the injected cosmic rays."""
     from tsoreduce.datamodel import DQ
-    from tsoreduce.reference import N_REFERENCE_COLUMNS
+    from tsoreduce.instrument import N_REFERENCE_COLUMNS
 
     jump = (np.asarray(dq) & np.uint32(DQ.JUMP_DET)) != 0
     cr = truth.cosmic_rays

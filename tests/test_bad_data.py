@@ -10,8 +10,7 @@ import logging
 
 import numpy as np
 import pytest
-
-from tsoreduce import reference as ref
+from tsoreduce import instrument
 from tsoreduce.datamodel import DQ, IntTimes, SpectraData
 from tsoreduce.errors import ProductError
 from tsoreduce.simulate import LRSSimConfig, simulate_lrs, simulate_lrs_rateints
@@ -57,7 +56,7 @@ def test_bad_gain_and_read_noise_pixels_are_flagged_counted_and_recorded(ramp, c
     assert gflag.sum() == 3 * out.nints and rflag.sum() == 2 * out.nints
     assert all(gflag[:, y, x].all() for y, x in gpix) and all(rflag[:, y, x].all() for y, x in rpix)
     # only the defaulted pixels change (the truth's gain is the default value)
-    assert abs(float(truth.gain[0, 0]) - ref.GAIN) < 1e-6
+    assert abs(float(truth.gain[0, 0]) - instrument.GAIN) < 1e-6
     changed = ~np.isclose(out.err, good.err, rtol=1e-6, equal_nan=True)
     assert set(zip(*np.nonzero(changed.any(axis=0)))) <= set(rpix)
     np.testing.assert_allclose(out.data, good.data, rtol=1e-6, equal_nan=True)

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from tsoreduce import reference as ref
+from tsoreduce import instrument
 from tsoreduce.datamodel import RampData
 from tsoreduce.detector import correct_emi, dq_init, emi_frequencies, fit_ramps, flag_reset_groups
 from tsoreduce.errors import ConfigError
 
 TG, GAIN, RN = 0.15904, 3.1, 6.0
-NY, NX = ref.SUBARRAY_SHAPE
+NY, NX = instrument.SUBARRAY_SHAPE
 
 
 def scene(nints, ngroups, seed=0, int_offset=0):
@@ -25,7 +26,7 @@ def scene(nints, ngroups, seed=0, int_offset=0):
     rate[:, :4] = 0.0
     lam = (rate * TG * GAIN)[None, None] * np.ones((nints, ngroups, 1, 1))
     raw = np.cumsum(rng.poisson(lam), axis=1) / GAIN + 12000 + rng.normal(0, RN, lam.shape)
-    ti, tg, tp = ref.pixel_read_time_offsets(nints, ngroups, int_offset=int_offset)
+    ti, tg, tp = instrument.pixel_read_time_offsets(nints, ngroups, int_offset=int_offset)
     t = ti[:, None, None, None] + tg[None, :, None, None] + tp[None, None]
     return raw, t, rate, xc
 
@@ -116,7 +117,7 @@ def test_simulated_emi_reduced_tenfold():
     b = dq_init(sim_b.segments[0])
     fixed, diag = correct_emi(a, first_fit_group=12)
     nints, ng = a.data.shape[:2]
-    ti, tg, tp = ref.pixel_read_time_offsets(nints, ng)
+    ti, tg, tp = instrument.pixel_read_time_offsets(nints, ng)
     t = ti[:, None, None, None] + tg[None, :, None, None] + tp[None, None]
     f0 = sim_a.truth.emi["frequencies"][0]
     a0 = sim_a.truth.emi["amplitudes"][0]

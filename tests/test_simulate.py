@@ -8,6 +8,7 @@ import pytest
 from astropy.io import fits
 
 from tsoreduce import reference as ref
+from tsoreduce import instrument
 from tsoreduce.datamodel import DQ, concatenate
 from tsoreduce.errors import ConfigError, OverwriteError
 from tsoreduce.simulate import (COSMIC_RAY_DTYPE, LRSSimConfig, apply_linearity_polynomial,
@@ -240,7 +241,7 @@ def test_emi_frequency_and_amplitude_recovered_from_reference_pixels():
     cfg = small(nints=4, ngroups=12, **dict(QUIET, emi=True, read_noise=True, dark=True),
                 emi_components=((390.625, 4.0),))
     data, truth = ramps(cfg)
-    t_int, t_group, t_pix = ref.pixel_read_time_offsets(cfg.nints, cfg.ngroups)
+    t_int, t_group, t_pix = instrument.pixel_read_time_offsets(cfg.nints, cfg.ngroups)
     y = data[..., :4].astype(float)
     t = (t_int[:, None, None, None] + t_group[None, :, None, None] + t_pix[None, None, :, :4])
     y = y - y.mean(axis=(0, 1), keepdims=True)  # bias per pixel
@@ -330,7 +331,7 @@ def test_rscd_transient_and_first_integration_anomaly():
     assert np.allclose(d[0, :, r, c], truth.rscd["amplitude_dn"] * shape, atol=1.01)
     # a bright pixel: integration 0 has no preceding charge, later ones add flux_fraction x charge
     rr, cc = np.unravel_index(np.argmax(truth.rate_star[0]), (416, 72))
-    charge = (truth.rate_star[0, rr, cc] + truth.rate_background[0, rr, cc]) * 20 * ref.TFRAME
+    charge = (truth.rate_star[0, rr, cc] + truth.rate_background[0, rr, cc]) * 20 * instrument.TFRAME
     amp1 = truth.rscd["amplitude_dn"] + truth.rscd["flux_fraction"] * charge
     assert np.allclose(d[0, :, rr, cc], truth.rscd["amplitude_dn"] * shape, atol=1.01)
     assert np.allclose(d[1, :, rr, cc], amp1 * shape, atol=1.01)
@@ -344,7 +345,7 @@ def test_dark_current_accumulates():
     d = on.astype(float) - off
     hot = truth.dark > 5 * np.median(truth.dark)
     assert hot.sum() > 10
-    expected = truth.dark * 20 * ref.TFRAME
+    expected = truth.dark * 20 * instrument.TFRAME
     assert np.allclose(d[0, -1][hot], expected[hot], atol=1.01)
 
 
@@ -389,14 +390,14 @@ def test_segments_are_consecutive_and_identical_to_one_exposure():
         assert np.array_equal(a.data, b.data) and a.meta == b.meta
     it = joined.int_times
     assert np.array_equal(it.integration_number, np.arange(1, 8))
-    cycle = (5 + 1) * ref.TFRAME / 86400
+    cycle = (5 + 1) * instrument.TFRAME / 86400
     assert np.allclose(np.diff(it.mid_bjd_tdb), cycle, rtol=0, atol=1e-10)  # MJD float64: ~1 us
     assert np.allclose(it.start_bjd_tdb[1:], it.end_bjd_tdb[:-1], rtol=0, atol=1e-10)
     assert np.allclose(it.mid_bjd_tdb, sim3.truth.times_bjd_tdb)
     m = sim3.segments[0].meta
     assert (m["INSTRUME"], m["DETECTOR"], m["EXP_TYPE"], m["SUBARRAY"], m["READPATT"], m["NFRAMES"]) == \
         ("MIRI", "MIRIMAGE", "MIR_LRS-SLITLESS", "SLITLESSPRISM", "FASTR1", 1)
-    assert m["TFRAME"] == m["TGROUP"] == ref.TFRAME
+    assert m["TFRAME"] == m["TGROUP"] == instrument.TFRAME
 
 
 def test_write_and_reload(tmp_path):
@@ -442,7 +443,7 @@ def test_write_and_reload(tmp_path):
     assert fits.getdata(out["jwst_references"]["mask"], "DQ")[:, :4].min() == DQ.REFERENCE_PIXEL
     g = np.arange(6)
     rscd = -truth.rscd["amplitude_dn"] * (1 - np.exp(-g / truth.rscd["tau_groups"]))
-    assert np.allclose(dark, truth.dark * (g[:, None, None] + 1) * ref.TFRAME + rscd[:, None, None],
+    assert np.allclose(dark, truth.dark * (g[:, None, None] + 1) * instrument.TFRAME + rscd[:, None, None],
                        atol=1e-3)
     with pytest.raises(OverwriteError):
         write_lrs_simulation(cfg, tmp_path)
@@ -455,7 +456,7 @@ def _builder(cfg):
 
     truth, _, maps, seqs = lrs._build_truth(cfg)
     return det.RampBuilder(cfg, {"rate_star": truth.rate_star, "rate_background": truth.rate_background},
-                           maps, truth.cosmic_rays, truth.emi, seqs["noise"], ref.SUBARRAY_SHAPE), truth
+                           maps, truth.cosmic_rays, truth.emi, seqs["noise"], instrument.SUBARRAY_SHAPE), truth
 
 
 @pytest.mark.parametrize("effect", ["dark", "drift", "settling", "background", "transit", "rscd", "emi",

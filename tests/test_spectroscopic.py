@@ -11,6 +11,7 @@ import pytest
 from scipy.special import erf
 
 from tsoreduce import reference
+from tsoreduce import instrument
 from tsoreduce.datamodel import DQ, RateData, dq_has
 from tsoreduce.errors import ConfigError, ShapeError
 from tsoreduce.spectroscopic import (CONFIG_SCHEMA, assign_wavelength, clean_bad_pixels, flat_field,
@@ -34,7 +35,7 @@ def synth_rates(nints=40, *, seed=1, sigma=1.1, x_offset=0.0, shifts=None, width
     ``k_poisson * (star + bkg) + read_noise^2`` (a 10-s integration with gain 3.1), reported in ERR.
     """
     rng = np.random.default_rng(seed)
-    ny, nx = reference.SUBARRAY_SHAPE
+    ny, nx = instrument.SUBARRAY_SHAPE
     y = np.arange(ny, dtype=float)
     x = np.arange(nx, dtype=float)
     trace0 = reference.trace_x_center(y) + x_offset
@@ -89,7 +90,7 @@ def test_wavelength_sources(caplog):
     assert out_ext.meta["WAVSRC"] == "input WAVELENGTH extension"
     assert out_ext.meta["R_SPCWCS"] == "crds://jwst_miri_specwcs_0009.fits"
     # jwst #6963: an all-zero WAVELENGTH extension must not be used
-    zero = r.replace(wavelength=np.zeros(reference.SUBARRAY_SHAPE))
+    zero = r.replace(wavelength=np.zeros(instrument.SUBARRAY_SHAPE))
     np.testing.assert_allclose(assign_wavelength(zero, "auto").wavelength, ref, equal_nan=True)
 
 
@@ -110,7 +111,7 @@ def test_specwcs_file_matches_bundled_0006():
 
 def test_flat_field_divides_and_flags():
     r, _ = synth_rates(3, noise=False)
-    flat = np.full(reference.SUBARRAY_SHAPE, 2.0)
+    flat = np.full(instrument.SUBARRAY_SHAPE, 2.0)
     flat[100, 40] = np.nan
     out = flat_field(r, flat)
     np.testing.assert_allclose(out.data[:, 200, 30], r.data[:, 200, 30] / 2, rtol=1e-6)

@@ -218,7 +218,7 @@ def chunk_plan(nints: int, ngroups: int, config: dict | None = None,
         The ``stage1`` section (validated against the Stage 1 ``CONFIG_SCHEMA``).
     frame_shape : tuple of int, optional
         ``(nrows, ncols)`` of one frame (default: the SLITLESSPRISM subarray,
-        ``tsoreduce.reference.SUBARRAY_SHAPE``).
+        ``tsoreduce.instrument.SUBARRAY_SHAPE``).
 
     Returns
     -------
@@ -229,7 +229,7 @@ def chunk_plan(nints: int, ngroups: int, config: dict | None = None,
     """
     cfg = validate(config, _stage_module("stage1").CONFIG_SCHEMA, "stage1")
     if frame_shape is None:
-        from .reference import SUBARRAY_SHAPE as frame_shape
+        from .instrument import SUBARRAY_SHAPE as frame_shape
     return _stage1_chunks.plan_chunks(nints, ngroups, cfg, frame_shape)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..datamodel import DQ, RampData
 from ..errors import ShapeError
-from .. import reference as ref
+from .. import instrument
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def dq_init(ramp: RampData, *, flag_first_group: bool = True, flag_last_group: b
     if want:
         log.info("dq_init: group(s) %s of every integration flagged DO_NOT_USE", want)
     pdq = ramp.pixeldq.copy()
-    pdq[:, :ref.N_REFERENCE_COLUMNS] |= np.uint32(DQ.REFERENCE_PIXEL)
+    pdq[:, :instrument.N_REFERENCE_COLUMNS] |= np.uint32(DQ.REFERENCE_PIXEL)
     meta = dict(ramp.meta)
     meta["S_DQINIT"] = "COMPLETE"
     return ramp.replace(groupdq=gdq, pixeldq=pdq, meta=meta)
@@ -118,7 +118,7 @@ def flag_saturation(ramp: RampData, *, saturation=None, n_pix_grow: int = 1, ad_
         bias-subtracted).
     saturation : float or numpy.ndarray, optional
         Scalar DN or ``(nrows, ncols)`` map in DN (e.g. from ``tsoreduce.reference.load_saturation``);
-        default :data:`tsoreduce.reference.SATURATION_DN`.  NaN entries mean "no saturation check"
+        default :data:`tsoreduce.instrument.SATURATION_DN`.  NaN entries mean "no saturation check"
         (PIXELDQ NO_SAT_CHECK).
     n_pix_grow : int
         Grow each saturated pixel's flags to a (2n+1)^2 box of neighbours (charge spill), from the same
@@ -139,7 +139,7 @@ def flag_saturation(ramp: RampData, *, saturation=None, n_pix_grow: int = 1, ad_
         If the saturation map is not ``(nrows, ncols)``.
     """
     shape = ramp.data.shape[2:]
-    sat = ref.SATURATION_DN if saturation is None else saturation
+    sat = instrument.SATURATION_DN if saturation is None else saturation
     sat = np.asarray(sat, dtype=np.float32)
     if sat.ndim == 0:
         sat = np.full(shape, float(sat), np.float32)

@@ -5,9 +5,9 @@ least-squares problem)
 ---------------------------------------------------------------------------------------------------
 Every read of pixel ``p`` in group ``g`` of integration ``i`` happens at time
 ``t = t_int[i] + t_group[g] + t_pixel[p]`` (SLITLESSPRISM FAST clocking,
-:func:`tsoreduce.reference.pixel_read_time_offsets`; segments start at INTSTART).  The EMI adds
+:func:`tsoreduce.instrument.pixel_read_time_offsets`; segments start at INTSTART).  The EMI adds
 ``sum_k a_k cos(2 pi f_k t) + b_k sin(2 pi f_k t)`` DN to each read, for the selected frequencies
-``f_k`` (named in :data:`tsoreduce.reference.EMI_FREQUENCIES`) and their harmonics.
+``f_k`` (named in :data:`tsoreduce.instrument.EMI_FREQUENCIES`) and their harmonics.
 
 The ramps themselves are removed by projecting out a per-pixel straight line in group number
 (intercept + slope, the "self-superbias" of the sequential algorithm); the EMI design columns are
@@ -41,6 +41,7 @@ import numpy as np
 from ..datamodel import DQ, RampData
 from ..errors import ConfigError
 from .. import reference as ref
+from .. import instrument
 from .rampfit import usable_group_range
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def emi_frequencies(names=("Hz390",), harmonics=(1, 2, 3, 4)) -> np.ndarray:
     Parameters
     ----------
     names : sequence of str
-        Names in :data:`tsoreduce.reference.EMI_FREQUENCIES` (e.g. ``"Hz390"``).
+        Names in :data:`tsoreduce.instrument.EMI_FREQUENCIES` (e.g. ``"Hz390"``).
     harmonics : sequence of int
         Harmonic numbers applied to every name.
 
@@ -66,21 +67,21 @@ def emi_frequencies(names=("Hz390",), harmonics=(1, 2, 3, 4)) -> np.ndarray:
     Raises
     ------
     ConfigError
-        For a name not in :data:`tsoreduce.reference.EMI_FREQUENCIES`.
+        For a name not in :data:`tsoreduce.instrument.EMI_FREQUENCIES`.
     """
     out = []
     for n in names:
-        if n not in ref.EMI_FREQUENCIES:
+        if n not in instrument.EMI_FREQUENCIES:
             raise ConfigError(f"emi.frequencies: unknown EMI frequency name {n!r}; known: "
-                              + ", ".join(ref.EMI_FREQUENCIES))
+                              + ", ".join(instrument.EMI_FREQUENCIES))
         for h in harmonics:
-            f = ref.EMI_FREQUENCIES[n] * h
+            f = instrument.EMI_FREQUENCIES[n] * h
             if not any(abs(f - o) < 1e-6 for o in out):
                 out.append(f)
     return np.asarray(out, float)
 
 
-def emi_fit_pixels(shape=ref.SUBARRAY_SHAPE, trace_halfwidth: float = 10.0, pixeldq=None) -> np.ndarray:
+def emi_fit_pixels(shape=instrument.SUBARRAY_SHAPE, trace_halfwidth: float = 10.0, pixeldq=None) -> np.ndarray:
     """The pixels used to fit the EMI: reference columns 0-3 plus pixels more than ``trace_halfwidth``
     columns from the nominal trace centre, minus pixels with any PIXELDQ flag other than REFERENCE_PIXEL.
 
@@ -102,7 +103,7 @@ def emi_fit_pixels(shape=ref.SUBARRAY_SHAPE, trace_halfwidth: float = 10.0, pixe
     xc = ref.trace_x_center(np.arange(ny))
     cols = np.arange(nx)[None, :]
     mask = np.abs(cols - xc[:, None]) > trace_halfwidth
-    mask[:, :ref.N_REFERENCE_COLUMNS] = True
+    mask[:, :instrument.N_REFERENCE_COLUMNS] = True
     if pixeldq is not None:
         bad = (np.asarray(pixeldq) & ~np.uint32(DQ.REFERENCE_PIXEL)) != 0
         mask &= ~bad
@@ -150,7 +151,7 @@ def correct_emi(ramp: RampData, *, frequencies=("Hz390",), harmonics=(1, 2, 3, 4
         ``meta["INTSTART"]`` (1-based) places a segment in the exposure's time line and
         ``meta["NGROUPS"]`` (default: the data) sets the integration length.
     frequencies : sequence of str
-        Names from :data:`tsoreduce.reference.EMI_FREQUENCIES` (default ``["Hz390"]``).
+        Names from :data:`tsoreduce.instrument.EMI_FREQUENCIES` (default ``["Hz390"]``).
     harmonics : sequence of int
         Harmonic numbers applied to every named frequency (default 1, 2, 3, 4).
     fit_per : {"integration", "exposure"}
@@ -197,7 +198,7 @@ def correct_emi(ramp: RampData, *, frequencies=("Hz390",), harmonics=(1, 2, 3, 4
 
     int_offset = int(ramp.meta.get("INTSTART", 1)) - 1
     ng_exp = int(ramp.meta.get("NGROUPS", ngroups))
-    t_int, t_group, t_pixel = ref.pixel_read_time_offsets(nints, ng_exp, int_offset=int_offset,
+    t_int, t_group, t_pixel = instrument.pixel_read_time_offsets(nints, ng_exp, int_offset=int_offset,
                                                           shape=(ny, nx))
     times = (t_int, t_group[:ngroups], t_pixel)
     freqs = diag["frequencies"] = _separable_tones(freqs, times[1], groups)
@@ -381,7 +382,7 @@ def emi_periodogram(ramp: RampData, integration: int = 0, *, trace_halfwidth: fl
     freq = np.linspace(fmin, fmax, nfreq)
     if groups.size < 3:
         return freq, np.zeros(nfreq)
-    _, t_group, t_pixel = ref.pixel_read_time_offsets(1, ngroups, shape=(ny, nx))
+    _, t_group, t_pixel = instrument.pixel_read_time_offsets(1, ngroups, shape=(ny, nx))
     sel = emi_fit_pixels((ny, nx), trace_halfwidth, ramp.pixeldq)
     y = ramp.data[integration][groups].astype(np.float64)
     a = np.stack([np.ones(groups.size), groups.astype(float)], axis=1)

@@ -22,6 +22,7 @@ from ..contract import StageResult
 from ..datamodel import DQ, RampData, RateData
 from ..errors import ConfigError, ReferenceFileError
 from .. import reference as ref
+from .. import instrument
 from . import calibrate, emi as emimod, jumps, rampfit, reset
 from .dq_init import dq_init as _dq_init, flag_saturation as _flag_saturation
 
@@ -38,7 +39,7 @@ CONFIG_SCHEMA = {
     },
     "emi": {
         "skip": Param(False, bool, "skip the EMI (390 Hz) correction"),
-        "frequencies": Param(["Hz390"], list, "EMI tones to fit, names of reference.EMI_FREQUENCIES",
+        "frequencies": Param(["Hz390"], list, "EMI tones to fit, names of instrument.EMI_FREQUENCIES",
                              item_type=str),
         "harmonics": Param([1, 2, 3, 4], list, "harmonic numbers fitted for every named tone",
                            item_type=int, min=1),
@@ -53,7 +54,7 @@ CONFIG_SCHEMA = {
     "saturation": {
         "skip": Param(False, bool, "skip saturation flagging"),
         "threshold_dn": Param(None, float, "saturation threshold in DN; null: the saturation reference "
-                                           "if given, else reference.SATURATION_DN", nullable=True, min=0),
+                                           "if given, else instrument.SATURATION_DN", nullable=True, min=0),
         "n_pix_grow": Param(1, int, "grow saturation flags to a (2n+1)^2 box", min=0, max=5),
     },
     "reset": {
@@ -95,9 +96,9 @@ CONFIG_SCHEMA = {
     "ramp_fit": {
         "skip": Param(False, bool, "must stay false: the ramp fit produces the rateints"),
         "read_noise_dn": Param(None, float, "read noise per read (DN); null: readnoise reference or "
-                                            "reference.READ_NOISE_DN", nullable=True, min=0),
+                                            "instrument.READ_NOISE_DN", nullable=True, min=0),
         "gain": Param(None, float, "gain (e-/DN) for the Poisson variance; null: gain reference or "
-                                   "reference.GAIN", nullable=True, min=0),
+                                   "instrument.GAIN", nullable=True, min=0),
         "units": Param("DN/s", str, "rateints units: DN/s (as the STScI pipeline) or e-/s (rates, ERR "
                                     "and variances multiplied by the gain)", choices=("DN/s", "e-/s")),
     },
@@ -309,7 +310,7 @@ def _run_steps(ramp: RampData, cfg: dict, refs: dict, plot_dir) -> StageResult:
 def _probe_pixel(ramp: RampData) -> tuple[int, int]:
     """The brightest science pixel of integration 0: the figures show what each step does to it."""
     span = np.asarray(ramp.data[0, -1], float) - np.asarray(ramp.data[0, 0], float)
-    span[:, :ref.N_REFERENCE_COLUMNS] = -np.inf
+    span[:, :instrument.N_REFERENCE_COLUMNS] = -np.inf
     return np.unravel_index(int(np.argmax(np.where(np.isfinite(span), span, -np.inf))), span.shape)
 
 
@@ -353,7 +354,7 @@ def _step_saturation(ramp: RampData, c: dict, refs: dict, gdq) -> RampData:
     if thr is None:
         thr = refs.get("saturation")
         if thr is None:
-            log.info("saturation: no reference; using the default threshold %.0f DN", ref.SATURATION_DN)
+            log.info("saturation: no reference; using the default threshold %.0f DN", instrument.SATURATION_DN)
     return _flag_saturation(ramp, saturation=thr, n_pix_grow=c["n_pix_grow"], out=gdq)
 
 
@@ -419,10 +420,10 @@ def _plot_calibration(ramp: RampData, raw_probe, probe, plot_dir) -> Path:
 def _noise_model(ramp: RampData, rf: dict, refs: dict, diag: dict):
     """Read noise (DN per read) and gain (e-/DN), scalars or ``(nrows, ncols)`` maps, shared by the jump
     detection and the ramp fit."""
-    rn = rf["read_noise_dn"] if rf["read_noise_dn"] is not None else refs.get("readnoise", ref.READ_NOISE_DN)
-    gain = rf["gain"] if rf["gain"] is not None else refs.get("gain", ref.GAIN)
-    gain = _usable_noise_map(ramp, gain, "gain", ref.GAIN, "e-/DN", DQ.NO_GAIN_VALUE, "NGAINDEF")
-    rn = _usable_noise_map(ramp, rn, "read noise", ref.READ_NOISE_DN, "DN", DQ.UNRELIABLE_ERROR, "NRNDEF")
+    rn = rf["read_noise_dn"] if rf["read_noise_dn"] is not None else refs.get("readnoise", instrument.READ_NOISE_DN)
+    gain = rf["gain"] if rf["gain"] is not None else refs.get("gain", instrument.GAIN)
+    gain = _usable_noise_map(ramp, gain, "gain", instrument.GAIN, "e-/DN", DQ.NO_GAIN_VALUE, "NGAINDEF")
+    rn = _usable_noise_map(ramp, rn, "read noise", instrument.READ_NOISE_DN, "DN", DQ.UNRELIABLE_ERROR, "NRNDEF")
     diag["gain_defaulted"] = int(ramp.meta.get("NGAINDEF", 0))
     diag["readnoise_defaulted"] = int(ramp.meta.get("NRNDEF", 0))
     return rn, gain

@@ -7,8 +7,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-
-from .. import reference
+from .. import instrument
 from ..datamodel import RateData
 from ..spectroscopic import local_median_rows
 from ._blocks import blocks, clean, element_dq
@@ -19,7 +18,7 @@ log = logging.getLogger(__name__)
 __all__ = ["box_weights", "box_extract", "white_light_scatter", "optimize_box_width"]
 
 
-def box_weights(trace, width, ncols=reference.SUBARRAY_SHAPE[1]):
+def box_weights(trace, width, ncols=instrument.SUBARRAY_SHAPE[1]):
     """Aperture weights of a box around the trace.
 
     The fraction of each pixel [j-0.5, j+0.5] inside [trace - width/2, trace + width/2]; reference
@@ -42,7 +41,7 @@ def box_weights(trace, width, ncols=reference.SUBARRAY_SHAPE[1]):
     t = np.asarray(trace, float)[:, None]
     j = np.arange(ncols, dtype=float)[None, :]
     w = np.clip(np.minimum(j + 0.5, t + width / 2) - np.maximum(j - 0.5, t - width / 2), 0.0, 1.0)
-    w[:, : reference.N_REFERENCE_COLUMNS] = 0.0
+    w[:, : instrument.N_REFERENCE_COLUMNS] = 0.0
     return w
 
 

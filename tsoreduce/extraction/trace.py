@@ -22,6 +22,7 @@ from scipy.optimize import least_squares
 
 from .._util import MAD_TO_SIGMA
 from .. import reference
+from .. import instrument
 from ..datamodel import RateData
 from ..errors import ConfigError, EmptyDataError, ShapeError
 from ..spectroscopic import estimate_trace_column
@@ -85,7 +86,7 @@ def edgetrigger_centres(image, *, halfwidth=2, search_center=None, search_halfwi
     nrows, ncols = img.shape
     if search_center is None:
         search_center = estimate_trace_column(img)
-    c0 = max(reference.N_REFERENCE_COLUMNS, int(np.floor(search_center - search_halfwidth)))
+    c0 = max(instrument.N_REFERENCE_COLUMNS, int(np.floor(search_center - search_halfwidth)))
     c1 = min(ncols, int(np.ceil(search_center + search_halfwidth)) + 1)
     x = np.arange(c0, c1, dtype=float)
     prof = np.nan_to_num(img[:, c0:c1])
@@ -103,7 +104,7 @@ def edgetrigger_centres(image, *, halfwidth=2, search_center=None, search_halfwi
     return 0.5 * (xr + xl), xl - xr
 
 
-def fit_trace_polynomial(rows, centres, order=3, nrows=reference.SUBARRAY_SHAPE[0], *, clip=3.0,
+def fit_trace_polynomial(rows, centres, order=3, nrows=instrument.SUBARRAY_SHAPE[0], *, clip=3.0,
                          weights=None):
     """Robust polynomial of trace centre vs row.
 
@@ -203,7 +204,7 @@ def trace_rows(deep, center, snr_min, rows_cfg=None):
         return np.arange(max(0, rows_cfg[0]), min(nrows, rows_cfg[1] + 1))
     c = int(round(center))
     peak = np.nanmax(deep[:, max(c - 2, 0):c + 3], axis=1)
-    off = np.r_[reference.N_REFERENCE_COLUMNS:max(c - 8, reference.N_REFERENCE_COLUMNS + 1),
+    off = np.r_[instrument.N_REFERENCE_COLUMNS:max(c - 8, instrument.N_REFERENCE_COLUMNS + 1),
                 min(c + 9, ncols - 1):ncols]
     noise = float(mad_std(deep[:, off], ignore_nan=True))
     snr = peak / max(noise, 1e-30)
@@ -324,7 +325,7 @@ def _offset_grid(trace, halfwidth, ncols):
     """Columns and offsets (column - trace) of a +-halfwidth band around the trace, ``(nrows, 2h+1)``."""
     base = np.round(trace).astype(int)
     cols = base[:, None] + np.arange(-halfwidth, halfwidth + 1)[None, :]
-    cols = np.clip(cols, reference.N_REFERENCE_COLUMNS, ncols - 1)
+    cols = np.clip(cols, instrument.N_REFERENCE_COLUMNS, ncols - 1)
     return cols, cols - trace[:, None]
 
 

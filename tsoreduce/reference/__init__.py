@@ -8,15 +8,12 @@
   :func:`load_flat`, :func:`load_gain`, :func:`load_readnoise`, :func:`load_saturation`).
 
 The instrument constants (``SUBARRAY_SHAPE``, ``GAIN``, ``TFRAME``, ...) live in
-:mod:`tsoreduce.instrument`; they are re-exported here so that ``reference.SUBARRAY_SHAPE`` keeps
-working while code moves to ``tsoreduce.instrument``.
+:mod:`tsoreduce.instrument`.
 """
 
-from ..instrument import *  # noqa: F401,F403  (transition: constants now live in tsoreduce.instrument)
-from ..instrument import __all__ as _instrument_all
 from .crds import *  # noqa: F401,F403
 from .crds import __all__ as _crds_all
 from .specwcs import *  # noqa: F401,F403
 from .specwcs import __all__ as _specwcs_all
 
-__all__ = list(_specwcs_all) + list(_crds_all) + list(_instrument_all)
+__all__ = list(_specwcs_all) + list(_crds_all)

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from .._util import quiet_nan_warnings
 from .._util import MAD_TO_SIGMA
-from .. import reference
+from .. import instrument
 from ..datamodel import DQ, RateData, dq_has
 from ..errors import ConfigError
 from .common import BAD_PIXEL_FLAGS, integration_blocks, make_deep_frame, nanmedian
@@ -95,10 +95,10 @@ def estimate_trace_column(image: np.ndarray, rows=None) -> float:
     if rows is None:
         rows = slice(None)
     prof = np.nansum(np.where(np.isfinite(img[rows]), img[rows], 0.0), axis=0)
-    prof[: reference.N_REFERENCE_COLUMNS] = -np.inf
+    prof[: instrument.N_REFERENCE_COLUMNS] = -np.inf
     prof[-1] = -np.inf
     k = int(np.argmax(ndimage.median_filter(np.where(np.isfinite(prof), prof, -1e30), 3)))
-    k = min(max(k, reference.N_REFERENCE_COLUMNS + 1), img.shape[1] - 2)
+    k = min(max(k, instrument.N_REFERENCE_COLUMNS + 1), img.shape[1] - 2)
     a, b, c = prof[k - 1], prof[k], prof[k + 1]
     den = a - 2 * b + c
     off = 0.5 * (a - c) / den if den < 0 else 0.0
@@ -111,7 +111,7 @@ def _background_columns(ncols, center, halfwidth, width):
     lo = np.arange(c - halfwidth - width, c - halfwidth)
     hi = np.arange(c + halfwidth + 1, c + halfwidth + 1 + width)
     cols = np.concatenate([lo, hi])
-    cols = cols[(cols >= reference.N_REFERENCE_COLUMNS) & (cols < ncols)]
+    cols = cols[(cols >= instrument.N_REFERENCE_COLUMNS) & (cols < ncols)]
     if cols.size < 4:
         raise ConfigError(f"background regions around column {center:.1f} (mask +-{halfwidth}, width "
                           f"{width}) leave only {cols.size} usable columns")

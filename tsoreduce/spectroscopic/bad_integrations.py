@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-
-from .. import reference
+from .. import instrument
 from ..datamodel import DQ, RateData, dq_has
 from ..errors import ConfigError, EmptyDataError
 from .common import baseline_index, integration_blocks
@@ -45,7 +44,7 @@ def find_bad_integrations(rates: RateData, max_bad_fraction: float = 0.5) -> np.
     tsoreduce.errors.EmptyDataError
         When every integration is bad.
     """
-    c = reference.N_REFERENCE_COLUMNS
+    c = instrument.N_REFERENCE_COLUMNS
     frac = np.empty(rates.nints)
     for blk in integration_blocks(rates.data.shape):
         bad = ~np.isfinite(rates.data[blk, :, c:]) | dq_has(rates.dq[blk, :, c:], DQ.DO_NOT_USE)

@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from .._util import quiet_nan_warnings
 from .._util import MAD_TO_SIGMA
-from .. import reference
+from .. import instrument
 from ..datamodel import DQ, RateData, dq_has
 from .common import (BAD_PIXEL_FLAGS, deep_frame_of, integration_blocks, nanmedian,
                      row_blocks)
@@ -182,7 +182,7 @@ def clean_bad_pixels_inplace(data, dq, err, *, space_thresh=10.0, space_halfwidt
     """
     nints, nrows, ncols = data.shape
     refcols = np.zeros((nrows, ncols), bool)
-    refcols[:, : reference.N_REFERENCE_COLUMNS] = True
+    refcols[:, : instrument.N_REFERENCE_COLUMNS] = True
     deep = deep_frame_of(data, dq, baseline_ints)
     nbad, enoise = _bad_counts_and_noise(data, dq, err, refcols)
     hot = _spatial_outliers(deep, enoise, refcols, space_thresh, space_halfwidth)

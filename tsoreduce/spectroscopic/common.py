@@ -12,7 +12,7 @@ import logging
 import numpy as np
 
 from .._util import quiet_nan_warnings
-from .. import reference
+from .. import instrument
 from ..datamodel import DQ, RateData, dq_has
 from ..errors import ConfigError, EmptyDataError
 
@@ -90,9 +90,9 @@ def check_rates(rates: RateData) -> None:
     """
     if not isinstance(rates, RateData):
         raise TypeError(f"Stage 2 needs a RateData (rateints/calints), got {type(rates).__name__}")
-    if rates.data.shape[1:] != reference.SUBARRAY_SHAPE:
+    if rates.data.shape[1:] != instrument.SUBARRAY_SHAPE:
         log.warning("frame shape %s is not SLITLESSPRISM %s; continuing with generic geometry",
-                    rates.data.shape[1:], reference.SUBARRAY_SHAPE)
+                    rates.data.shape[1:], instrument.SUBARRAY_SHAPE)
     if not any(np.isfinite(rates.data[b]).any() for b in integration_blocks(rates.data.shape)):
         raise EmptyDataError(rates.meta.get("_source_path", "<in-memory RateData>"),
                              "SCI is non-finite everywhere")

@@ -18,7 +18,7 @@ import logging
 import numpy as np
 
 from .._util import quiet_nan_warnings
-from .. import reference
+from .. import instrument
 from ..datamodel import RateData
 from ..errors import ConfigError
 from .common import nanmedian
@@ -104,7 +104,7 @@ def pca_reconstruct_inplace(data, *, n_components=10, remove_components=(), colu
         A component number > the components computed, fewer than 2 columns or integrations.
     """
     nints, nrows, ncols = data.shape
-    c0 = max(int(columns[0]), reference.N_REFERENCE_COLUMNS)
+    c0 = max(int(columns[0]), instrument.N_REFERENCE_COLUMNS)
     c1 = min(int(columns[1]), ncols)
     if c1 - c0 < 2:
         raise ConfigError(f"stage2.pca.columns {columns!r} leave fewer than 2 columns")

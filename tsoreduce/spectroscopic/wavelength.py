@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import reference
+from .. import instrument
 from ..datamodel import RateData
 from ..errors import ConfigError, ReferenceFileError
 
@@ -43,7 +44,7 @@ def _read_wavetable(path):
     return yc, wl, float(imy)
 
 
-def read_specwcs_wavelength_map(path, shape=reference.SUBARRAY_SHAPE) -> np.ndarray:
+def read_specwcs_wavelength_map(path, shape=instrument.SUBARRAY_SHAPE) -> np.ndarray:
     """Wavelength map of the SLITLESSPRISM subarray from a CRDS MIRI LRS specwcs file.
 
     The WAVETABLE gives, per trace sample, X_CENTER/Y_CENTER (relative to the slit reference point
@@ -70,7 +71,7 @@ def read_specwcs_wavelength_map(path, shape=reference.SUBARRAY_SHAPE) -> np.ndar
         When the file cannot be read or is not a specwcs table.
     """
     yc, wl, imy = _read_wavetable(path)
-    rows = imy + yc - 1.0 - (reference.SUBSTRT2 - 1)
+    rows = imy + yc - 1.0 - (instrument.SUBSTRT2 - 1)
     order = np.argsort(rows)
     rows, wl = rows[order], wl[order]
     r = np.arange(shape[0], dtype=float)
