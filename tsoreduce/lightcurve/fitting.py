@@ -86,6 +86,32 @@ class LogPosterior:
         return val if np.isfinite(val) else -np.inf
 
 
+class MarginalLogPosterior(LogPosterior):
+    """Log-posterior of the nonlinear parameters with the linear baseline (and error multiplier)
+    integrated out analytically (:class:`~tsoreduce.lightcurve.linear.LinearBaseline`).
+
+    Parameters
+    ----------
+    model : LightCurveModel
+        Model on the fitted times ``(nt,)``.
+    params : ParameterSet
+        The sampled set: the marginalised parameters are fixed in it (their columns are not read).
+    flux, err : array_like, shape (nt,)
+        Fitted flux and 1-sigma errors (flux units).
+    baseline : LinearBaseline
+        The marginalisation (its flat priors are part of its log-likelihood).
+    """
+
+    def __init__(self, model, params, flux, err, baseline):
+        super().__init__(model, params, flux, err)
+        self.baseline = baseline
+
+    def __call__(self, theta) -> np.ndarray:
+        theta = np.atleast_2d(np.asarray(theta, float))
+        self.ncalls += theta.shape[0]
+        return log_posterior(self.params, theta, self.baseline.loglike)
+
+
 @dataclass
 class FitResult:
     """Outcome of fitting one light curve.
@@ -145,6 +171,8 @@ class FitResult:
     flags: dict = field(default_factory=dict)
     noise: dict = field(default_factory=dict)
     ess: float = float("nan")
+    sampled: list | None = None
+    marginalised: list = field(default_factory=list)
 
     def derived_samples(self, name) -> np.ndarray | None:
         """Posterior samples of a free parameter (None when fixed or for an lsq-only fit)."""
@@ -171,7 +199,9 @@ class FitResult:
             t.meta["noise"] = dict(self.noise)
         t.meta["flag_definitions"] = _FLAG_DOC
         if self.tau is not None:
-            t.meta["autocorr_time"] = {n: float(x) for n, x in zip(self.free, self.tau)}
+            t.meta["autocorr_time"] = {n: float(x) for n, x in zip(self.sampled or self.free, self.tau)}
+        if self.marginalised:
+            t.meta["marginalised"] = list(self.marginalised)
         return t
 
 
@@ -196,10 +226,12 @@ def scaled_jacobian(fun, lower, upper, h=1e-4):
     return jac
 
 
-def fit_lsq(post: LogPosterior, *, max_nfev=2000):
+def fit_lsq(post: LogPosterior, *, max_nfev=2000, return_cov=False):
     """Least-squares fit of the non-noise free parameters.
 
-    Returns (x_free (nfree,), err_free (nfree,), chi2_red, noise_value or None).  The noise
+    Returns (x_free (nfree,), err_free (nfree,), chi2_red, noise_value or None), and with ``return_cov``
+    also the covariance ``(nfree, nfree)`` of the free parameters (the noise parameter's row and
+    column: its variance on the diagonal, 0 elsewhere).  The noise
     parameter (err_mult / jitter_ppm) is held at its start value in the minimisation and then set so
     that the reduced chi^2 is 1; the covariance is scaled by the reduced chi^2 accordingly.
     """
@@ -261,7 +293,11 @@ def fit_lsq(post: LogPosterior, *, max_nfev=2000):
     err[fit_idx] = np.sqrt(np.clip(np.diag(cov), 0, None))
     if not sol.success:
         log.warning("least-squares did not converge: %s", sol.message)
-    return x, err, chi2_red, noise_value
+    if not return_cov:
+        return x, err, chi2_red, noise_value
+    full = np.diag(np.where(np.isfinite(err), err, 0.0) ** 2)
+    full[np.ix_(fit_idx, fit_idx)] = cov
+    return x, err, chi2_red, noise_value, full
 
 
 def _solve_jitter(post, P, dof):
@@ -294,7 +330,7 @@ def emcee_moves(kind: str):
 
 
 def run_emcee(post: LogPosterior, x0, scale, *, nwalkers, nsteps, seed=0, progress=False, n_tau=None,
-              burn_in=0, moves="stretch", label="fit"):
+              burn_in=0, moves="stretch", label="fit", cov=None):
     """Run emcee from a Gaussian ball around ``x0`` (``scale`` per free parameter) with the vectorised posterior.
 
     Returns the :class:`emcee.EnsembleSampler`.  Without ``n_tau`` it runs ``nsteps`` steps; with
@@ -312,7 +348,7 @@ def run_emcee(post: LogPosterior, x0, scale, *, nwalkers, nsteps, seed=0, progre
     if nwalkers < 2 * nd:
         raise ConfigError(f"stage4.fitter.nwalkers: {nwalkers} walkers for {nd} free parameters; emcee needs "
                           f">= 2 x ndim = {2 * nd}")
-    p0 = x0[None, :] + scale[None, :] * rng.standard_normal((nwalkers, nd))
+    p0 = x0[None, :] + _start_offsets(rng, nwalkers, scale, cov)
     for _ in range(50):
         bad = ~np.isfinite(post(p0))
         if not bad.any():
@@ -333,6 +369,23 @@ def run_emcee(post: LogPosterior, x0, scale, *, nwalkers, nsteps, seed=0, progre
     else:
         sampler.run_mcmc(p0, nsteps, progress=progress)
     return sampler
+
+
+def _start_offsets(rng, nwalkers, scale, cov=None) -> np.ndarray:
+    """Walker offsets ``(nwalkers, nd)``: N(0, cov / 4) -- half the least-squares errors, with their
+    correlations -- each parameter's spread capped at ``scale``; N(0, diag(scale^2)) without ``cov``."""
+    nd = scale.size
+    z = rng.standard_normal((nwalkers, nd))
+    if cov is None:
+        return scale[None, :] * z
+    cov = np.asarray(cov, float)
+    sd = np.sqrt(np.clip(np.diag(cov), 0, None))
+    if not (np.all(np.isfinite(cov)) and np.all(sd > 0)):
+        return scale[None, :] * z
+    corr = cov / np.outer(sd, sd)
+    evals, evecs = np.linalg.eigh(corr)
+    root = evecs * np.sqrt(np.clip(evals, 0, None))[None, :]
+    return (z @ root.T) * np.minimum(0.5 * sd, scale)[None, :]
 
 
 def chain_tau(chain, burn_in=0) -> np.ndarray:
@@ -403,7 +456,8 @@ def fit_lightcurve(model, params, flux, err, **kwargs) -> FitResult:
 
 def _fit_lightcurve(model: LightCurveModel, params: ParameterSet, flux, err, *, label="white", method="emcee",
                    nwalkers=None, nsteps=2000, burn_in=500, seed=0, clip_sigma=None, progress=False,
-                   wavelength=(np.nan, np.nan, np.nan), n_tau=None, moves="stretch") -> FitResult:
+                   wavelength=(np.nan, np.nan, np.nan), n_tau=None, moves="stretch",
+                   marginalise=True) -> FitResult:
     t_begin = _time.perf_counter()
     missing = [n for n in model.names if n not in params]
     extra = [n for n in params.names if n not in model.index]
@@ -413,7 +467,7 @@ def _fit_lightcurve(model: LightCurveModel, params: ParameterSet, flux, err, *, 
     flux = np.asarray(flux, float)
     err = np.asarray(err, float)
     post = LogPosterior(model, params, flux, err)
-    x, xerr, chi2, _ = fit_lsq(post)
+    x, xerr, chi2, _, xcov = fit_lsq(post, return_cov=True)
     n_clipped = 0
     if clip_sigma is not None:
         P = params.expand(x)
@@ -426,7 +480,7 @@ def _fit_lightcurve(model: LightCurveModel, params: ParameterSet, flux, err, *, 
             flux, err = flux[keep], err[keep]
             params = _restart(params, x)
             post = LogPosterior(model, params, flux, err)
-            x, xerr, chi2, _ = fit_lsq(post)
+            x, xerr, chi2, _, xcov = fit_lsq(post, return_cov=True)
     free = params.free_names
     lsq_values = dict(zip(free, x))
     lsq_errors = dict(zip(free, xerr))
@@ -438,29 +492,11 @@ def _fit_lightcurve(model: LightCurveModel, params: ParameterSet, flux, err, *, 
         med, lo, hi = lsq_summary(params, lsq_values, lsq_errors)
         fr = FitResult(median=med, err_lower=lo, err_upper=hi, **result)
     elif method == "emcee":
-        nd = len(free)
-        nw = nwalkers or max(32, 2 * nd + 2)
-        nw += nw % 2
         if burn_in >= nsteps:
             raise ConfigError(f"stage4.fitter.burn_in ({burn_in}) must be smaller than nsteps ({nsteps})")
-        sampler = run_emcee(post, x, walker_scale(params, x, xerr), nwalkers=nw, nsteps=nsteps, seed=seed, progress=progress,
-                            n_tau=n_tau, burn_in=burn_in, moves=moves, label=label)
-        chain = sampler.get_chain()
-        nsteps = chain.shape[0]  # fewer than the cap when the convergence rule stopped the chain
-        lp = sampler.get_log_prob()
-        flat = chain[burn_in:].reshape(-1, nd)
-        med, lo, hi = posterior_summary(params, flat)
-        tau = chain_tau(chain, burn_in)  # as the stopping rule measured it; no second emcee length warning
-        acc = float(np.mean(sampler.acceptance_fraction))
-        n_eff = (nsteps - burn_in) / np.nanmax(tau) if np.all(np.isfinite(tau)) else np.nan
-        ess = nw * n_eff if np.isfinite(n_eff) else np.nan
-        log.info("%s: emcee %d walkers x %d steps (burn-in %d): acceptance %.2f, max autocorr time %.1f steps "
-                 "(chain = %.1f tau)", label, nw, nsteps, burn_in, acc, np.nanmax(tau), n_eff)
-        if np.isfinite(n_eff) and n_eff < (n_tau or 50):
-            log.warning("%s: chain shorter than 50 autocorrelation times (%.1f); posteriors may be unconverged",
-                        label, n_eff)
-        fr = FitResult(median=med, err_lower=lo, err_upper=hi, chain=chain, log_prob=lp, samples=flat,
-                       burn_in=burn_in, tau=tau, acceptance=acc, ess=float(ess), **result)
+        fr = _emcee_fit(model, params, post, flux, err, x, xcov, label=label, nwalkers=nwalkers, nsteps=nsteps,
+                        burn_in=burn_in, seed=seed, progress=progress, n_tau=n_tau, moves=moves,
+                        marginalise=marginalise, result=result)
     else:
         raise ConfigError(f"stage4.fitter.method: {method!r} is not 'lsq' or 'emcee'")
     P = np.array([fr.median[n] for n in params.names])
@@ -482,6 +518,70 @@ def _fit_lightcurve(model: LightCurveModel, params: ParameterSet, flux, err, *, 
     fr.n_logprob = post.ncalls
     fr.runtime_s = _time.perf_counter() - t_begin
     return fr
+
+
+def _emcee_fit(model, params, post, flux, err, x, xcov, *, label, nwalkers, nsteps, burn_in, seed, progress,
+               n_tau, moves, marginalise, result) -> FitResult:
+    """emcee stage of :func:`fit_lightcurve`: over every free parameter, or (``marginalise``) over the
+    nonlinear ones with the linear baseline and error multiplier integrated out and drawn afterwards."""
+    from .linear import LinearBaseline, marginal_plan
+
+    free = params.free_names
+    lin, noise, why = marginal_plan(model, params.specs) if marginalise else ([], False, "")
+    if marginalise and not lin:
+        log.info("%s: the baseline is sampled, not marginalised: %s", label, why)
+    elif lin:
+        log.debug("%s: marginalised analytically: %s%s", label, ", ".join(lin + (["err_mult"] if noise else [])),
+                  f" ({why})" if why else "")
+    marg = lin + (["err_mult"] if noise else [])
+    if marg:
+        baseline = LinearBaseline(model, params.specs, flux, err, lin, noise)
+        sampled_ps = ParameterSet({n: (params[n].fixed_at(params[n].value) if n in marg else params[n])
+                                   for n in params.names})
+        mpost = MarginalLogPosterior(model, sampled_ps, flux, err, baseline)
+    else:
+        sampled_ps, mpost = params, post
+    sampled = sampled_ps.free_names
+    si = [free.index(n) for n in sampled]
+    nd = len(sampled)
+    nw = nwalkers or max(32, 2 * nd + 2)
+    nw += nw % 2
+    x_s, cov_s = x[si], xcov[np.ix_(si, si)]
+    sampler = run_emcee(mpost, x_s, walker_scale(sampled_ps, x_s, np.sqrt(np.clip(np.diag(cov_s), 0, None))),
+                        nwalkers=nw, nsteps=nsteps, seed=seed, progress=progress, n_tau=n_tau, burn_in=burn_in,
+                        moves=moves, label=label, cov=cov_s)
+    if mpost is not post:
+        post.ncalls += mpost.ncalls
+    chain = sampler.get_chain()
+    nsteps = chain.shape[0]  # fewer than the cap when the convergence rule stopped the chain
+    lp = sampler.get_log_prob()
+    tau = chain_tau(chain, burn_in)  # as the stopping rule measured it; no second emcee length warning
+    flat = chain[burn_in:].reshape(-1, nd)
+    if marg:
+        # conditional draws of the marginalised parameters, on the chain thinned to ~2 samples per tau
+        thin = max(1, int(np.nanmin(tau) // 2)) if np.all(np.isfinite(tau)) else 1
+        sub = chain[burn_in::thin].reshape(-1, nd)
+        Pm = baseline.draw(sampled_ps.expand(sub), np.random.default_rng(seed + 7919))
+        flat = Pm[:, params.free_index]
+        n_out = {n: int(np.sum((Pm[:, model.index[n]] <= params[n].lower()) |
+                               (Pm[:, model.index[n]] >= params[n].upper()))) for n in marg}
+        for n, c in n_out.items():
+            if c:
+                log.warning("%s: %d of %d conditional draws of the marginalised %s fall outside its prior bounds "
+                            "(the analytic marginal assumes them far away); widen the prior", label, c, sub.shape[0], n)
+    med, lo, hi = posterior_summary(params, flat)
+    acc = float(np.mean(sampler.acceptance_fraction))
+    n_eff = (nsteps - burn_in) / np.nanmax(tau) if np.all(np.isfinite(tau)) else np.nan
+    ess = nw * n_eff if np.isfinite(n_eff) else np.nan
+    log.info("%s: emcee %d walkers x %d steps (burn-in %d) over %d parameters%s: acceptance %.2f, max autocorr "
+             "time %.1f steps (chain = %.1f tau)", label, nw, nsteps, burn_in, nd,
+             f" ({', '.join(marg)} marginalised)" if marg else "", acc, np.nanmax(tau), n_eff)
+    if np.isfinite(n_eff) and n_eff < (n_tau or 50):
+        log.warning("%s: chain shorter than 50 autocorrelation times (%.1f); posteriors may be unconverged",
+                    label, n_eff)
+    return FitResult(median=med, err_lower=lo, err_upper=hi, chain=chain, log_prob=lp, samples=flat,
+                     burn_in=burn_in, tau=tau, acceptance=acc, ess=float(ess), sampled=list(sampled),
+                     marginalised=list(marg), **result)
 
 
 #: relative tolerance (fraction of the prior width) within which a median counts as "at" a bound

@@ -337,15 +337,9 @@ class LightCurveModel:
             s = np.broadcast_to(err, (P.shape[0], err.shape[1]))
         return s[0] if one else s
 
-    def loglike(self, P, flux, err) -> np.ndarray:
-        """Gaussian log-likelihood ``(nw,)`` of parameter matrix ``P`` ``(nw, nparams)`` (fused numba kernel).
-
-        Same value as -0.5 sum(((flux - evaluate(P)) / sigma)^2) - sum(log sigma) - n/2 log(2 pi).
-        """
-        from ._kernels import loglike_kernel
-
-        P = np.atleast_2d(np.asarray(P, float))
-        nw, nt = P.shape[0], self.time.size
+    def _kernel_inputs(self, P) -> dict:
+        """Per-walker arrays of the fused kernels (astrophysics, ramp, decorrelation) for ``P`` ``(nw, nparams)``."""
+        nw = P.shape[0]
         ix = self.index
         if self._tm is None and self._em is None:
             self._build(dict(zip(self.names, P[0])))
@@ -393,18 +387,85 @@ class LightCurveModel:
             ramp[:, 2], ramp[:, 3] = P[:, ix["ramp_amp2"]], P[:, ix["ramp_tau2"]]
         if not sysm._sorted:
             raise ValueError("LightCurveModel.loglike needs times sorted in increasing order")
-        poly = np.ascontiguousarray(P[:, [ix[f"poly{k}"] for k in range(1, sysm.poly_order + 1)]])
         decorr = np.ascontiguousarray(P[:, [ix[f"decorr_{n}"] for n in sysm.regressor_names]])
+        nt = self.time.size
+        return dict(mode=mode, A=A, E=E, fp=np.ascontiguousarray(fp), pc=pc, trig=trig, ramp=ramp, nramp=nramp,
+                    dt_start=sysm.dt_start, decorr=decorr,
+                    z=np.ascontiguousarray(sysm._z.reshape(len(sysm.regressor_names), nt)),
+                    ramp_k=sysm._rk, ramp_eps=sysm._reps, ramp_step=sysm._rstep)
+
+    def loglike(self, P, flux, err) -> np.ndarray:
+        """Gaussian log-likelihood ``(nw,)`` of parameter matrix ``P`` ``(nw, nparams)`` (fused numba kernel).
+
+        Same value as -0.5 sum(((flux - evaluate(P)) / sigma)^2) - sum(log sigma) - n/2 log(2 pi).
+
+        Parameters
+        ----------
+        P : array_like, shape (nw, nparams)
+            Parameter vectors in :attr:`names` order, one row per walker.
+        flux, err : array_like, shape (nt,)
+            Fitted flux and its 1-sigma errors (flux units).
+
+        Returns
+        -------
+        numpy.ndarray, shape (nw,)
+            Log-likelihood per walker.
+
+        Raises
+        ------
+        ValueError
+            Times not sorted in increasing order.
+        """
+        from ._kernels import loglike_kernel
+
+        P = np.atleast_2d(np.asarray(P, float))
+        nw, nt = P.shape[0], self.time.size
+        ix = self.index
+        k = self._kernel_inputs(P)
+        sysm = self.systematics
+        poly = np.ascontiguousarray(P[:, [ix[f"poly{j}"] for j in range(1, sysm.poly_order + 1)]])
         noise_kind = {"none": 0, "err_mult": 1, "jitter": 2}[self.noise]
         noise = P[:, ix["err_mult"]] if noise_kind == 1 else (P[:, ix["jitter_ppm"]] if noise_kind == 2
                                                                   else np.zeros(nw))
         err = np.asarray(err, float)
-        return loglike_kernel(np.asarray(flux, float), err, mode, A, E, np.ascontiguousarray(fp), pc, trig,
-                              np.ascontiguousarray(P[:, ix["f0"]]), ramp, nramp, sysm.dt_start, poly,
-                              np.ascontiguousarray(sysm._powers.reshape(sysm.poly_order, nt)), decorr,
-                              np.ascontiguousarray(sysm._z.reshape(len(sysm.regressor_names), nt)),
+        return loglike_kernel(np.asarray(flux, float), err, k["mode"], k["A"], k["E"], k["fp"], k["pc"], k["trig"],
+                              np.ascontiguousarray(P[:, ix["f0"]]), k["ramp"], k["nramp"], k["dt_start"], poly,
+                              np.ascontiguousarray(sysm._powers.reshape(sysm.poly_order, nt)), k["decorr"], k["z"],
                               noise_kind, np.ascontiguousarray(noise), float(np.log(err).sum()),
-                              sysm._rk, sysm._reps, sysm._rstep)
+                              k["ramp_k"], k["ramp_eps"], k["ramp_step"])
+
+    def linear_solve(self, P, flux, ivar, basis):
+        """Best linear baseline coefficients per walker for the model ``g(t) sum_j beta_j basis_j(t)``.
+
+        ``g`` is astrophysics x ramp x decorrelation at ``P`` (f0 and the polynomial are not read).
+
+        Parameters
+        ----------
+        P : array_like, shape (nw, nparams)
+            Parameter vectors in :attr:`names` order.
+        flux : array_like, shape (nt,)
+            Fitted flux.
+        ivar : array_like, shape (nt,)
+            Weights 1 / err^2 (flux units^-2).
+        basis : array_like, shape (m, nt)
+            Baseline basis functions.
+
+        Returns
+        -------
+        chi2 : numpy.ndarray, shape (nw,)
+            Minimum weighted chi^2 (inf where the normal matrix is singular).
+        beta : numpy.ndarray, shape (nw, m)
+            Weighted least-squares coefficients.
+        chol : numpy.ndarray, shape (nw, m, m)
+            Lower Cholesky factor of the normal matrix B^T W B.
+        """
+        from ._kernels import linear_kernel
+
+        P = np.atleast_2d(np.asarray(P, float))
+        k = self._kernel_inputs(P)
+        return linear_kernel(np.asarray(flux, float), np.asarray(ivar, float), np.ascontiguousarray(basis, float),
+                             k["mode"], k["A"], k["E"], k["fp"], k["pc"], k["trig"], k["ramp"], k["nramp"],
+                             k["dt_start"], k["decorr"], k["z"], k["ramp_k"], k["ramp_eps"], k["ramp_step"])
 
     def _buffer(self, name, nw, full):
         """Reused ``(nw, nt)`` work array of ones (first touch of fresh memory is slow on these VMs).
