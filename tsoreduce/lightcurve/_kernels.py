@@ -188,16 +188,17 @@ def _nonlinear_curve(w, g, mode, A, E, fp, pc, trig, ramp, nramp, dt_start, deco
 
 
 @njit(cache=True, fastmath={"reassoc", "contract", "arcp"})
-def linear_kernel(flux, ivar, basis, mode, A, E, fp, pc, trig, ramp, nramp, dt_start, decorr, z, ramp_k, ramp_eps,
-                  ramp_step):
-    """Weighted linear least squares of the baseline coefficients per walker.
+def linear_kernel(flux, ivar, basis, beta_ref, mode, A, E, fp, pc, trig, ramp, nramp, dt_start, decorr, z, ramp_k,
+                  ramp_eps, ramp_step):
+    """Weighted linear least squares of the baseline coefficients per walker, in one pass.
 
-    The model is ``g_w(t) * sum_j beta_j basis_j(t)`` with ``g_w`` from :func:`_nonlinear_curve` and
-    ``basis`` ``(m, nt)``; weights ``ivar`` = 1 / err^2 ``(nt,)``.  Returns ``chi2`` ``(nw,)`` (minimum
-    weighted chi^2, from the residuals of a second pass, not from the normal equations, which would
-    cancel ~ (S/N)^2 digits), ``beta`` ``(nw, m)`` and ``chol`` ``(nw, m, m)``: the lower Cholesky factor
-    of the normal matrix B^T W B (its log-determinant gives the Gaussian integral over beta).
-    A non-positive-definite normal matrix gives chi2 = inf.
+    The model is ``g_w(t) * sum_j beta_j basis_j(t)`` with ``g_w`` from :func:`_nonlinear_curve`,
+    ``basis`` ``(m, nt)``, weights ``ivar`` = 1 / err^2 ``(nt,)``.  The sums are taken about a reference
+    ``beta_ref`` ``(m,)`` (the least-squares baseline): with r = flux - g basis^T beta_ref,
+    delta = N^-1 B^T W r and chi2_min = r^T W r - delta^T B^T W r, exact because chi2 is quadratic in
+    beta, and free of the ~(S/N)^2 cancellation of the textbook y^T W y - b^T N^-1 b.
+    Returns ``chi2`` ``(nw,)`` (inf where the normal matrix is not positive definite), ``beta``
+    ``(nw, m)`` and ``chol`` ``(nw, m, m)``, the lower Cholesky factor of N = B^T W B.
     """
     nw = fp.shape[0]
     nt = flux.shape[0]
@@ -206,9 +207,14 @@ def linear_kernel(flux, ivar, basis, mode, A, E, fp, pc, trig, ramp, nramp, dt_s
     beta = np.zeros((nw, m))
     chol = np.zeros((nw, m, m))
     g = np.empty(nt)
+    mref = np.zeros(nt)
+    for i in range(nt):
+        for j in range(m):
+            mref[i] += beta_ref[j] * basis[j, i]
     N = np.empty((m, m))
     b = np.empty(m)
     y = np.empty(m)
+    d = np.empty(m)
     for w in range(nw):
         _nonlinear_curve(w, g, mode, A, E, fp, pc, trig, ramp, nramp, dt_start, decorr, z, ramp_k, ramp_eps,
                          ramp_step)
@@ -216,14 +222,54 @@ def linear_kernel(flux, ivar, basis, mode, A, E, fp, pc, trig, ramp, nramp, dt_s
             b[j] = 0.0
             for k in range(m):
                 N[j, k] = 0.0
-        for i in range(nt):
-            gw = g[i] * ivar[i]
-            for j in range(m):
-                pj = basis[j, i] * gw
-                b[j] += pj * flux[i]
-                for k in range(j + 1):
-                    N[j, k] += pj * basis[k, i] * g[i]
-        # Cholesky N = L L^T (lower), in place in chol[w]
+        c = 0.0
+        if m <= 3:
+            # scalar accumulators (kept in registers): the common f0 + 1-2 polynomial terms
+            b0 = b1 = b2 = n00 = n10 = n11 = n20 = n21 = n22 = 0.0
+            for i in range(nt):
+                gi = g[i]
+                r = flux[i] - gi * mref[i]
+                gw = gi * ivar[i]
+                c += r * r * ivar[i]
+                p0 = basis[0, i]
+                q0 = p0 * gw
+                b0 += q0 * r
+                n00 += q0 * p0 * gi
+                if m > 1:
+                    p1 = basis[1, i]
+                    q1 = p1 * gw
+                    b1 += q1 * r
+                    n10 += q1 * p0 * gi
+                    n11 += q1 * p1 * gi
+                    if m > 2:
+                        p2 = basis[2, i]
+                        q2 = p2 * gw
+                        b2 += q2 * r
+                        n20 += q2 * p0 * gi
+                        n21 += q2 * p1 * gi
+                        n22 += q2 * p2 * gi
+            b[0] = b0
+            N[0, 0] = n00
+            if m > 1:
+                b[1] = b1
+                N[1, 0] = n10
+                N[1, 1] = n11
+            if m > 2:
+                b[2] = b2
+                N[2, 0] = n20
+                N[2, 1] = n21
+                N[2, 2] = n22
+        else:
+            for i in range(nt):
+                gi = g[i]
+                r = flux[i] - gi * mref[i]
+                gw = gi * ivar[i]
+                c += r * r * ivar[i]
+                for j in range(m):
+                    pj = basis[j, i] * gw
+                    b[j] += pj * r
+                    for k in range(j + 1):
+                        N[j, k] += pj * basis[k, i] * gi
         ok = True
         for j in range(m):
             s = N[j, j]
@@ -233,15 +279,14 @@ def linear_kernel(flux, ivar, basis, mode, A, E, fp, pc, trig, ramp, nramp, dt_s
                 ok = False
                 break
             chol[w, j, j] = math.sqrt(s)
-            for r in range(j + 1, m):
-                s2 = N[r, j]
+            for q in range(j + 1, m):
+                s2 = N[q, j]
                 for k in range(j):
-                    s2 -= chol[w, r, k] * chol[w, j, k]
-                chol[w, r, j] = s2 / chol[w, j, j]
+                    s2 -= chol[w, q, k] * chol[w, j, k]
+                chol[w, q, j] = s2 / chol[w, j, j]
         if not ok:
             chi2[w] = np.inf
             continue
-        # L y = b, then L^T beta = y
         for j in range(m):
             s = b[j]
             for k in range(j):
@@ -250,14 +295,10 @@ def linear_kernel(flux, ivar, basis, mode, A, E, fp, pc, trig, ramp, nramp, dt_s
         for j in range(m - 1, -1, -1):
             s = y[j]
             for k in range(j + 1, m):
-                s -= chol[w, k, j] * beta[w, k]
-            beta[w, j] = s / chol[w, j, j]
-        c = 0.0
-        for i in range(nt):
-            base = 0.0
-            for j in range(m):
-                base += beta[w, j] * basis[j, i]
-            res = flux[i] - g[i] * base
-            c += res * res * ivar[i]
+                s -= chol[w, k, j] * d[k]
+            d[j] = s / chol[w, j, j]
+        for j in range(m):
+            c -= d[j] * b[j]
+            beta[w, j] = beta_ref[j] + d[j]
         chi2[w] = c
     return chi2, beta, chol

@@ -395,14 +395,16 @@ def chain_tau(chain, burn_in=0) -> np.ndarray:
     x = np.asarray(chain)[burn_in:]
     if x.shape[0] < 4:
         return np.full(x.shape[-1], np.inf)
-    return emcee.autocorr.integrated_time(x, c=5, tol=0, quiet=True)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a walker set still frozen early on: NaN, not a warning
+        tau = emcee.autocorr.integrated_time(x, c=5, tol=0, quiet=True)
+    return np.where(np.isfinite(tau), tau, np.inf)
 
 
 def sample_until_converged(sampler, p0, *, max_steps, burn_in, n_tau=50.0, check_every=None, progress=False):
     """Advance ``sampler`` from ``p0`` until the chain after ``burn_in`` is ``n_tau`` autocorrelation times
     long for every parameter (emcee's recommended >= 50 tau, Foreman-Mackey et al. 2013), or ``max_steps``.
 
-    The time is re-estimated every ``check_every`` steps (default: 10 % of the steps so far, >= 50) on
+    The time is re-estimated every ``check_every`` steps (default: 5 % of the steps so far, >= 50) on
     the post-burn-in chain; ``progress`` logs each estimate at INFO (instead of a bar per chunk).
     Returns (converged: bool, tau ``(ndim,)``, steps run).  The effective sample size of the kept
     chain is nwalkers x (steps - burn_in) / max(tau).
@@ -410,7 +412,7 @@ def sample_until_converged(sampler, p0, *, max_steps, burn_in, n_tau=50.0, check
     state, n, tau = p0, 0, None
     converged = False
     while n < max_steps:
-        step = check_every or max(50, n // 10)
+        step = check_every or max(50, n // 20)
         step = min(step, max_steps - n)
         state = sampler.run_mcmc(state, step)
         n += step
@@ -536,6 +538,7 @@ def _emcee_fit(model, params, post, flux, err, x, xcov, *, label, nwalkers, nste
     marg = lin + (["err_mult"] if noise else [])
     if marg:
         baseline = LinearBaseline(model, params.specs, flux, err, lin, noise)
+        baseline.set_reference(dict(zip(params.names, params.expand(x))))
         sampled_ps = ParameterSet({n: (params[n].fixed_at(params[n].value) if n in marg else params[n])
                                    for n in params.names})
         mpost = MarginalLogPosterior(model, sampled_ps, flux, err, baseline)

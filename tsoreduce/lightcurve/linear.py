@@ -129,10 +129,17 @@ class LinearBaseline:
             s = specs["err_mult"]
             const += gammaln(self.k) - math.log(2.0) - math.log(s.upper() - s.lower())
         self.const = const
+        self.set_reference({n: specs[n].value for n in self.linear})
+
+    def set_reference(self, values: dict):
+        """Reference baseline (the least-squares f0 and polynomial, name -> value) about which the
+        normal equations are summed (precision only: the result does not depend on it)."""
+        f0 = float(values["f0"])
+        self.beta_ref = np.array([f0] + [f0 * float(values[n]) for n in self.linear[1:]])
 
     def solve(self, P):
         """Best baseline per row of ``P`` ``(nw, nparams)``: ``(chi2_min (nw,), beta (nw, m), chol (nw, m, m))``."""
-        return self.model.linear_solve(P, self.flux, self.ivar, self.basis)
+        return self.model.linear_solve(P, self.flux, self.ivar, self.basis, self.beta_ref)
 
     def loglike(self, P) -> np.ndarray:
         """Marginal log-likelihood ``(nw,)`` of parameter matrix ``P`` ``(nw, nparams)``.

@@ -434,7 +434,7 @@ class LightCurveModel:
                               noise_kind, np.ascontiguousarray(noise), float(np.log(err).sum()),
                               k["ramp_k"], k["ramp_eps"], k["ramp_step"])
 
-    def linear_solve(self, P, flux, ivar, basis):
+    def linear_solve(self, P, flux, ivar, basis, beta_ref=None):
         """Best linear baseline coefficients per walker for the model ``g(t) sum_j beta_j basis_j(t)``.
 
         ``g`` is astrophysics x ramp x decorrelation at ``P`` (f0 and the polynomial are not read).
@@ -449,6 +449,9 @@ class LightCurveModel:
             Weights 1 / err^2 (flux units^-2).
         basis : array_like, shape (m, nt)
             Baseline basis functions.
+        beta_ref : array_like, shape (m,), optional
+            Reference coefficients near the solution (default: 1 for the first basis function, 0 for the
+            others); the sums are taken about it for precision.
 
         Returns
         -------
@@ -463,8 +466,12 @@ class LightCurveModel:
 
         P = np.atleast_2d(np.asarray(P, float))
         k = self._kernel_inputs(P)
-        return linear_kernel(np.asarray(flux, float), np.asarray(ivar, float), np.ascontiguousarray(basis, float),
-                             k["mode"], k["A"], k["E"], k["fp"], k["pc"], k["trig"], k["ramp"], k["nramp"],
+        basis = np.ascontiguousarray(basis, float)
+        if beta_ref is None:
+            beta_ref = np.zeros(basis.shape[0])
+            beta_ref[0] = 1.0
+        return linear_kernel(np.asarray(flux, float), np.asarray(ivar, float), basis,
+                             np.asarray(beta_ref, float), k["mode"], k["A"], k["E"], k["fp"], k["pc"], k["trig"], k["ramp"], k["nramp"],
                              k["dt_start"], k["decorr"], k["z"], k["ramp_k"], k["ramp_eps"], k["ramp_step"])
 
     def _buffer(self, name, nw, full):
