@@ -199,6 +199,11 @@ def test_emcee_joint_converges_and_agrees_with_lsq():
     jr = J.fit_joint(entries, cfg)
     print(f"\nemcee: {jr.nsteps} steps, tau max {np.max(jr.tau):.1f}, ESS {jr.ess:.0f}, converged {jr.converged}")
     assert jr.converged and jr.nsteps < 4000
+    # f0, poly1 and err_mult of each visit are marginalised analytically and drawn afterwards
+    assert set(jr.marginalised) == {f"{n}@{v}" for n in ("f0", "poly1", "err_mult") for v in ("v1", "v2")}
+    assert jr.chain.shape[2] == len(jr.sampled) == len(jr.free) - 6 and jr.samples.shape[1] == len(jr.free)
+    for n in jr.marginalised:
+        assert abs(jr.median[n] - jr.lsq_values[n]) < 0.5 * jr.lsq_errors[n], n
     for n in ("t0", "per", "a_rs", "rp_rs@A", "rp_rs@B"):
         e = jr.lsq_errors[n]
         assert abs(jr.median[n] - jr.lsq_values[n]) < 0.5 * e, n

@@ -230,6 +230,110 @@ class JointPosterior:
                    for k, (m, v) in enumerate(zip(s.models, s.visits)))
 
 
+class JointMarginalPosterior:
+    """Joint log-posterior of the nonlinear parameters, every visit's linear baseline (f0, polynomial) and
+    error multiplier integrated out analytically (:class:`~tsoreduce.lightcurve.linear.LinearBaseline`).
+
+    Parameters
+    ----------
+    setup : JointSetup
+        Models, global parameters and visit maps.
+    bases : list of LinearBaseline
+        One per visit (visit order).
+    params : ParameterSet
+        The global set with the marginalised parameters fixed (their columns are not read).
+    marginalised : list of str
+        Global names of the marginalised parameters.
+    """
+
+    def __init__(self, setup, bases, params, marginalised):
+        self.setup, self.bases, self.params = setup, bases, params
+        self.marginalised = list(marginalised)
+        self.ncalls = 0
+
+    @classmethod
+    def build(cls, setup, x, enabled=True):
+        """The marginalised posterior of ``setup`` about the least-squares solution ``x`` ``(nfree,)``,
+        or None (logged) when disabled or when a visit's baseline is not marginalisable (a prior that is
+        not uniform, jitter noise, or a baseline parameter shared between visits).
+
+        Parameters
+        ----------
+        setup : JointSetup
+            The joint fit.
+        x : numpy.ndarray, shape (nfree,)
+            Least-squares free vector (the reference baseline of each visit).
+        enabled : bool
+            ``stage4.fitter.marginalise``.
+
+        Returns
+        -------
+        JointMarginalPosterior or None
+        """
+        from .linear import LinearBaseline, marginal_plan
+
+        if not enabled:
+            return None
+        ps = setup.params
+        G = ps.expand(x)[None, :]
+        owners = {}
+        for k, mp in enumerate(setup.maps):
+            for g in mp:
+                owners.setdefault(int(g), set()).add(k)
+        bases, marg = [], []
+        for k, (m, v) in enumerate(zip(setup.models, setup.visits)):
+            specs = {n: ps[setup.key(n, k)] for n in m.names}
+            lin, noise, why = marginal_plan(m, specs)
+            names = lin + (["err_mult"] if noise else [])
+            shared = [n for n in names if len(owners[ps.names.index(setup.key(n, k))]) > 1]
+            if not lin or shared:
+                log.info("stage4 joint: baselines sampled, not marginalised: visit %s: %s", v.label,
+                         why or f"{', '.join(shared)} shared between visits")
+                return None
+            b = LinearBaseline(m, specs, v.flux, v.err, lin, noise)
+            b.set_reference(dict(zip(m.names, setup.visit_matrix(G.copy(), k)[0])))
+            bases.append(b)
+            marg += [setup.key(n, k) for n in names]
+        sps = ParameterSet({n: (ps[n].fixed_at(ps[n].value) if n in marg else ps[n]) for n in ps.names})
+        log.info("stage4 joint: %d parameters marginalised analytically (%s); sampling %d", len(marg),
+                 ", ".join(marg), sps.nfree)
+        return cls(setup, bases, sps, marg)
+
+    def __call__(self, theta) -> np.ndarray:
+        """Log-posterior ``(nw,)`` of sampled free vectors ``theta`` ``(nw, nsampled)``."""
+        theta = np.atleast_2d(np.asarray(theta, float))
+        self.ncalls += theta.shape[0]
+        return log_posterior(self.params, theta, self._loglike)
+
+    def _loglike(self, G) -> np.ndarray:
+        s = self.setup
+        return sum(b.loglike(s.visit_matrix(G, k)) for k, b in enumerate(self.bases))
+
+    def draw(self, theta, rng) -> np.ndarray:
+        """Full free vectors ``(ns, nfree)`` of the global set: ``theta`` ``(ns, nsampled)`` plus every
+        marginalised parameter drawn from its conditional posterior (:meth:`LinearBaseline.draw`).
+
+        Parameters
+        ----------
+        theta : numpy.ndarray, shape (ns, nsampled)
+            Posterior samples of the sampled parameters.
+        rng : numpy.random.Generator
+            Random generator of the draws.
+
+        Returns
+        -------
+        numpy.ndarray, shape (ns, nfree)
+        """
+        s = self.setup
+        G = self.params.expand(np.atleast_2d(theta))
+        full = s.params
+        for k, b in enumerate(self.bases):
+            Pk = b.draw(s.visit_matrix(G, k), rng)
+            for n in b.names:
+                G[:, full.names.index(s.key(n, k))] = Pk[:, s.models[k].index[n]]
+        return G[:, full.free_index]
+
+
 _POOL_POST = None  # the posterior a forked worker evaluates (inherited at fork time)
 
 
@@ -422,6 +526,8 @@ class JointResult:
     n_logprob: int = 0
     runtime_s: float = 0.0
     n_clipped: list = field(default_factory=list)
+    sampled: list | None = None
+    marginalised: list = field(default_factory=list)
 
     def table(self):
         """Global parameters: name, scope, applies_to, median, err_lower, err_upper, fixed, lsq_value, lsq_error."""
@@ -449,7 +555,9 @@ class JointResult:
                        "n_logprob": int(self.n_logprob), "runtime_s": float(self.runtime_s),
                        "n_clipped": {v.label: int(c) for v, c in zip(s.visits, self.n_clipped)}})
         if self.tau is not None:
-            t.meta["autocorr_time"] = {n: float(x) for n, x in zip(self.free, self.tau)}
+            t.meta["autocorr_time"] = {n: float(x) for n, x in zip(self.sampled or self.free, self.tau)}
+        if self.marginalised:
+            t.meta["marginalised"] = list(self.marginalised)
         return t
 
 
@@ -560,31 +668,44 @@ def fit_joint(visits, config: dict, *, progress: bool = False) -> JointResult:
             med, lo, hi = lsq_summary(ps, res["lsq_values"], res["lsq_errors"])
             jr = JointResult(median=med, err_lower=lo, err_upper=hi, **res)
         else:
-            nd = len(free)
+            mpost = JointMarginalPosterior.build(setup, x, f.get("marginalise", True))
+            sps = mpost.params if mpost is not None else ps
+            sampled = sps.free_names
+            si = [free.index(n) for n in sampled]
+            nd = len(sampled)
             nw = f["nwalkers"] or max(32, 2 * nd + 2)
             nw += nw % 2
-            scale = walker_scale(ps, x, xerr)
+            scale = walker_scale(sps, x[si], xerr[si])
             t_mc = _time.perf_counter()
             nproc = max(1, min(cfg["n_processes"], nw // 2))
             import multiprocessing
 
+            target = mpost if mpost is not None else post
             if nproc > 1 and "fork" in multiprocessing.get_all_start_methods():
-                with PooledPosterior(post, nproc) as pooled:
-                    sampler = run_emcee(pooled, x, scale, nwalkers=nw, nsteps=f["nsteps"], seed=f["seed"],
+                with PooledPosterior(target, nproc) as pooled:
+                    sampler = run_emcee(pooled, x[si], scale, nwalkers=nw, nsteps=f["nsteps"], seed=f["seed"],
                                         progress=progress or f["progress"], n_tau=f["n_tau"],
-                                        burn_in=f["burn_in"], moves=f["moves"])
+                                        burn_in=f["burn_in"], moves=f["moves"], label="joint")
                 post.ncalls += pooled.ncalls
             else:
-                sampler = run_emcee(post, x, scale, nwalkers=nw, nsteps=f["nsteps"], seed=f["seed"],
+                sampler = run_emcee(target, x[si], scale, nwalkers=nw, nsteps=f["nsteps"], seed=f["seed"],
                                     progress=progress or f["progress"], n_tau=f["n_tau"], burn_in=f["burn_in"],
-                                    moves=f["moves"])
+                                    moves=f["moves"], label="joint")
+                if mpost is not None:
+                    post.ncalls += mpost.ncalls
             chain = sampler.get_chain()
             burn = f["burn_in"]
-            samples = chain[burn:].reshape(-1, nd)
             tau = chain_tau(chain, burn)
+            if mpost is not None:
+                thin = max(1, int(np.nanmin(tau) // 2)) if np.all(np.isfinite(tau)) else 1
+                samples = mpost.draw(chain[burn::thin].reshape(-1, nd), np.random.default_rng(f["seed"] + 7919))
+            else:
+                samples = chain[burn:].reshape(-1, nd)
             kept = chain.shape[0] - burn
             ess = float(nw * kept / np.max(tau)) if np.all(np.isfinite(tau)) else float("nan")
             converged = bool(f["n_tau"] and np.all(np.isfinite(tau)) and kept >= f["n_tau"] * np.max(tau))
+            res["sampled"] = list(sampled)
+            res["marginalised"] = [] if mpost is None else list(mpost.marginalised)
             med, lo, hi = posterior_summary(ps, samples)
             acc = float(np.mean(sampler.acceptance_fraction))
             mc_s = _time.perf_counter() - t_mc
