@@ -218,6 +218,7 @@ def test_yaml_list_input(tmp_path):
     user = {"name": "j", "stages": 4, "input": {"lightcurves": [{"path": "a.ecsv", "visit": "x", "band": 3.2},
                                                                 "a.ecsv"]},
             "stage4": _config(labels=())}
+    user["stage4"]["parameters"]["rp_rs"]["scope"] = "per_visit"  # the second visit has no band
     cfg = validate_run_config(user, tmp_path)
     assert cfg["input"]["lightcurve_visits"][0] == {"path": str(p), "visit": "x", "band": "3.2"}
     assert cfg["input"]["lightcurve_visits"][1]["visit"] == "v2"
@@ -226,6 +227,11 @@ def test_yaml_list_input(tmp_path):
         validate_run_config(user, tmp_path)
     user["input"]["lightcurves"][1] = {"path": "a.ecsv", "epoch": 3}
     with pytest.raises(ConfigError, match="unknown key"):
+        validate_run_config(user, tmp_path)
+    # a per_band parameter with a visit without band: stopped by the run-file validation
+    user["input"]["lightcurves"][1] = {"path": "a.ecsv", "visit": "y"}
+    user["stage4"]["parameters"]["rp_rs"]["scope"] = "per_band"
+    with pytest.raises(ConfigError, match=r"rp_rs.scope.*\['y'\] have no band"):
         validate_run_config(user, tmp_path)
     user["input"]["lightcurves"][1] = {"path": "missing.ecsv"}
     with pytest.raises(ConfigError, match="no file"):

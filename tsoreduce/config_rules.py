@@ -12,7 +12,7 @@ missing from a stage's schema (a stage module that changed) is skipped, not an e
 
 from __future__ import annotations
 
-__all__ = ["RULES", "check_rules"]
+__all__ = ["RULES", "check_rules", "check_run_rules"]
 
 
 def _get(section: dict, dotted: str):
@@ -133,3 +133,12 @@ def check_rules(section_name: str, section: dict) -> list[tuple[str, str]]:
             continue
         out += [(f"{section_name}.{key}", m) for m in msgs]
     return out
+
+
+def check_run_rules(cfg: dict) -> list[tuple[str, str]]:
+    """Rules across sections of a validated run configuration: a ``per_band`` Stage 4 parameter needs
+    a band on every visit of ``input.lightcurves`` (:func:`tsoreduce.lightcurve.visits.per_band_problems`)."""
+    from .lightcurve.visits import per_band_problems  # function level: lightcurve imports config
+
+    return per_band_problems((cfg.get("stage4") or {}).get("parameters"),
+                             (cfg.get("input") or {}).get("lightcurve_visits"))

@@ -43,7 +43,7 @@ from ..errors import ConfigError, NotImplementedStepError, ScopeError
 from .fitting import (NOISE_PARAMS, FitResult, _restart, chain_tau, clip_mask, fit_lightcurve, log_posterior,
                       lsq_summary, posterior_summary, run_emcee, scaled_jacobian, walker_scale)
 from .parameters import ORBIT_PARAMS, ParameterSet, ParamSpec
-from .visits import Visit, assign_epochs, make_visits
+from .visits import Visit, assign_epochs, check_per_band, make_visits
 
 __all__ = ["JointSetup", "JointPosterior", "JointResult", "fit_joint", "run_joint", "read_visit_entries",
            "red_noise_beta", "linear_ephemeris"]
@@ -150,12 +150,7 @@ class JointSetup:
         unused = [n for n in decl if n not in used]
         if unused:
             raise ConfigError(f"stage4.parameters: {unused} are parameters of no visit's model")
-        for n, sc in self.scopes.items():
-            if sc == "per_band":
-                nob = [v.label for v in visits if v.band is None and n in self.models[visits.index(v)].index]
-                if nob:
-                    raise ScopeError(f"stage4.parameters.{n}.scope: per_band, but visit(s) {nob} have no band "
-                                     "(give band: in input.lightcurves)")
+        check_per_band(decl, visits, used=[set(m.index) for m in self.models])
         gspecs, self.maps = {}, []
         for k, (v, m, ps) in enumerate(zip(visits, self.models, vspecs)):
             idx = []

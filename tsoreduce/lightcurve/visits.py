@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import Param
-from ..errors import ConfigError, EmptyDataError, NoTransitInWindowError, VisitOverlapError
+from ..errors import ConfigError, EmptyDataError, NoTransitInWindowError, ScopeError, VisitOverlapError
 from .parameters import SCOPES  # noqa: F401  (re-exported)
 
-__all__ = ["Visit", "make_visits", "assign_epochs", "JOINT_SCHEMA", "SCOPES"]
+__all__ = ["Visit", "make_visits", "assign_epochs", "JOINT_SCHEMA", "SCOPES", "per_band_problems",
+           "check_per_band"]
 
 #: ``stage4.joint``: used when ``input.lightcurves`` is a list (one light curve per visit)
 JOINT_SCHEMA = {
@@ -193,3 +194,61 @@ def assign_epochs(visits, t0: float, per: float, *, check_window: bool = True) -
         raise VisitOverlapError(f"visits {labels} fall on the same epoch {sorted(dup)}; a joint fit takes one "
                                 "light curve per transit (fit several bands of one visit as one visit per band)")
     return np.array(epochs, int)
+
+
+def per_band_problems(parameters: dict, visits) -> list:
+    """Parameters scoped ``per_band`` while some visit has no band: one ``(key path, message)`` each.
+
+    Callable from the run-file validation (``input.lightcurve_visits`` and ``stage4.parameters``),
+    before any file is read.
+
+    Parameters
+    ----------
+    parameters : dict
+        ``stage4.parameters``: name -> declaration (mapping with an optional ``scope``) or number.
+    visits : list
+        The visits: dicts with ``band`` and ``visit`` (``input.lightcurve_visits``) or :class:`Visit`
+        objects.
+
+    Returns
+    -------
+    list of tuple of str
+        ``(stage4.parameters.<name>.scope, message)`` per offending parameter; empty when consistent.
+    """
+    def get(v, key):
+        return v.get(key) if isinstance(v, dict) else getattr(v, "label" if key == "visit" else key, None)
+
+    nob = [str(get(v, "visit") or f"v{k + 1}") for k, v in enumerate(visits or []) if get(v, "band") is None]
+    out = []
+    if not nob:
+        return out
+    for name, decl in (parameters or {}).items():
+        if isinstance(decl, dict) and decl.get("scope") == "per_band":
+            out.append((f"stage4.parameters.{name}.scope",
+                        f"per_band, but visit(s) {nob} have no band (give band: in input.lightcurves)"))
+    return out
+
+
+def check_per_band(parameters: dict, visits, used=None) -> None:
+    """Raise :class:`~tsoreduce.errors.ScopeError` for a ``per_band`` parameter with a visit without band.
+
+    Parameters
+    ----------
+    parameters : dict
+        ``stage4.parameters`` (name -> declaration).
+    visits : list
+        Visit dicts (``band``, ``visit``) or :class:`Visit` objects.
+    used : list of set, optional
+        Per visit, the parameter names its model has; a visit without band only matters for the
+        parameters its model uses (default: every parameter).
+
+    Raises
+    ------
+    ScopeError
+        The first offending parameter (its name and the visits without band).
+    """
+    visits = list(visits or [])
+    for name, decl in (parameters or {}).items():
+        sel = [v for k, v in enumerate(visits) if used is None or name in used[k]]
+        for key, msg in per_band_problems({name: decl}, sel):
+            raise ScopeError(f"{key}: {msg}")
