@@ -82,13 +82,40 @@ def _shift(spec: ParamSpec, dt: float, name: str) -> ParamSpec:
 class JointSetup:
     """Models, global parameters and the visit maps of a joint fit.
 
+    Parameters
+    ----------
+    visits : list of Visit
+        The visits (epochs are assigned here, :func:`~tsoreduce.lightcurve.visits.assign_epochs`).
+    cfg : dict
+        Validated stage4 section (``joint``, ``parameters`` with ``scope``, ``systematics``).
+
     Attributes
     ----------
-    visits : list of Visit (epochs assigned).  models : one LightCurveModel per visit.
-    params : global :class:`ParameterSet`.  scopes : name -> scope.
-    maps : per visit, int array ``(nparams_k,)`` of global indices giving the visit's parameter vector.
-    orbit : 'ephemeris' | 'timing'.  visit_specs : per visit, the single-visit ParameterSet (t0 moved
-    to the visit's predicted mid-time, per fixed) used for the per-visit comparison fits.
+    visits : list of Visit
+        With epochs assigned.
+    models : list of LightCurveModel
+        One per visit.
+    params : ParameterSet
+        Global parameters (``name``, ``name@visit`` or ``name@band``).
+    scopes : dict
+        Name -> 'shared' | 'per_visit' | 'per_band'.
+    maps : list of numpy.ndarray
+        Per visit, int ``(nparams_k,)`` global indices giving the visit's parameter vector.
+    orbit : str
+        'ephemeris' | 'timing'.
+    visit_specs : list of ParameterSet
+        Per visit, the single-visit set (t0 moved to the visit's predicted mid-time, per fixed) of the
+        per-visit comparison fits.
+
+    Raises
+    ------
+    ConfigError
+        Unknown visit labels in ``joint.systematics``, regressors missing, unused parameters, a free period
+        in timing mode.
+    ScopeError
+        t0/per not shared in ephemeris mode, t0 not per visit in timing mode, per_band without band.
+    NotImplementedStepError
+        Jitter noise.
     """
 
     def __init__(self, visits: list[Visit], cfg: dict):
@@ -205,8 +232,13 @@ class JointSetup:
 class JointPosterior:
     """Joint log-posterior of free vectors ``(nw, nfree)`` -> ``(nw,)`` (emcee ``vectorize=True``).
 
-    The sum over visits of each visit's fused numba log-likelihood
-    (:meth:`LightCurveModel.loglike`), every visit evaluated for all walkers at once.
+    The sum over visits of each visit's fused numba log-likelihood (:meth:`LightCurveModel.loglike`), every
+    visit evaluated for all walkers at once.
+
+    Parameters
+    ----------
+    setup : JointSetup
+        Models, global parameters and visit maps.
     """
 
     def __init__(self, setup: JointSetup):
@@ -341,6 +373,13 @@ class PooledPosterior:
 
     Each process holds its own copy of the batman models (forked after they are built), so one call
     costs one pickled ``(nw/nproc, nfree)`` block each way.  Use as a context manager.
+
+    Parameters
+    ----------
+    post : callable
+        Vectorised log-posterior ``(nw, nd) -> (nw,)``.
+    nproc : int
+        Worker processes.
     """
 
     def __init__(self, post, nproc: int):
@@ -484,16 +523,51 @@ def _visit_jacobian(setup, ps, xstart, fit_idx, xs, scale, sig, nor, uh, h=1e-4)
 class JointResult:
     """Outcome of a joint fit.
 
-    Attributes
+    Parameters
     ----------
-    setup : the :class:`JointSetup` after clipping.  names, free : global parameter names.
-    median, err_lower, err_upper, lsq_values, lsq_errors : dict global name -> float.
-    samples : ``(nsamples, nfree)`` or None (lsq).  chain ``(nsteps, nwalkers, nfree)``, log_prob.
-    visit_rows : list of dicts (one per visit) for ``visits.ecsv``.
-    timing : dict (timing mode) with the ephemeris fit and the O-C rows, else None.
-    visit_fits : per-visit single fits (FitResult) or [].
-    tau, ess, converged, nsteps, burn_in, acceptance, n_logprob, runtime_s, method, n_clipped (per visit).
-    curves : per visit dict time, flux, model, systematics, astro, resid (for figures).
+    setup : JointSetup
+        The setup after clipping.
+    names, free : list of str
+        Global parameter names; the free ones.
+    median, err_lower, err_upper, lsq_values, lsq_errors : dict
+        Global name -> posterior median, 16th / 84th-percentile distances, least-squares value and error.
+    method : str
+        'lsq' or 'emcee'.
+    visit_rows : list of dict
+        One per visit, the rows of ``visits.ecsv``.
+    curves : list of dict
+        Per visit time, flux, model, systematics, astro (for the figures).
+    timing : dict or None
+        Timing mode: the ephemeris fit and the O-C rows.
+    visit_fits : list of FitResult
+        Each visit fitted alone, or [].
+    samples : numpy.ndarray or None
+        ``(nsamples, nfree)`` posterior samples of every free parameter (marginalised ones drawn from
+        their conditionals on the thinned chain).
+    chain : numpy.ndarray or None
+        ``(nsteps, nwalkers, nsampled)``.
+    log_prob : numpy.ndarray or None
+        ``(nsteps, nwalkers)``.
+    tau : numpy.ndarray or None
+        Autocorrelation time (steps) per sampled parameter.
+    ess : float
+        nwalkers x kept steps / max tau.
+    converged : bool
+        Kept chain >= n_tau x max tau.
+    nsteps, burn_in : int
+        Steps run and discarded.
+    acceptance : float
+        Mean acceptance fraction.
+    n_logprob : int
+        Log-posterior evaluations.
+    runtime_s : float
+        Wall time (s).
+    n_clipped : list of int
+        Clipped integrations per visit.
+    sampled : list of str or None
+        Parameters emcee sampled (None: all free).
+    marginalised : list of str
+        Parameters integrated out analytically.
     """
 
     setup: JointSetup
@@ -560,8 +634,21 @@ def red_noise_beta(resid, time, *, bin_minutes=(10.0, 30.0)):
     """Time-averaging red-noise factor beta (Winn et al. 2008, ApJ 683, 1076, eq. 4).
 
     For bins of N consecutive points spanning ``bin_minutes`` (5 sizes), beta_N = sigma_N /
-    (sigma_1 / sqrt(N) sqrt(M / (M - 1))), M the number of bins; beta is their mean (NaN when the
-    light curve is too short for 3 bins of the smallest size).  ``resid`` and ``time`` (d) ``(nt,)``.
+    (sigma_1 / sqrt(N) sqrt(M / (M - 1))), M the number of bins; beta is their mean.
+
+    Parameters
+    ----------
+    resid : array_like, shape (nt,)
+        Residuals in time order.
+    time : array_like, shape (nt,)
+        Times (d).
+    bin_minutes : tuple of float
+        Smallest and largest bin duration (min).
+
+    Returns
+    -------
+    float
+        beta (NaN when the light curve is too short for 3 bins of the smallest size).
     """
     resid = np.asarray(resid, float)
     cad = float(np.median(np.diff(time))) * 1440.0
@@ -579,10 +666,26 @@ def red_noise_beta(resid, time, *, bin_minutes=(10.0, 30.0)):
 
 
 def linear_ephemeris(epochs, t0, sig):
-    """Weighted least-squares linear ephemeris t0 = T0 + E P.
+    """Weighted least-squares linear ephemeris t0 = T0 + E P (Agol & Fabrycky 2018).
 
-    Returns dict T0, T0_err, P, P_err, cov ``(2, 2)``, chi2, dof, o_c ``(n,)`` (days) and o_c_err.
-    Needs at least two distinct epochs.
+    Parameters
+    ----------
+    epochs : array_like of int, shape (n,)
+        Orbital epochs.
+    t0 : array_like, shape (n,)
+        Mid-times (BMJD_TDB d).
+    sig : array_like, shape (n,)
+        Their 1-sigma errors (d).
+
+    Returns
+    -------
+    dict
+        T0, T0_err, P, P_err, cov ``(2, 2)``, chi2, dof, o_c ``(n,)`` (d) and o_c_err.
+
+    Raises
+    ------
+    ConfigError
+        Fewer than two distinct epochs.
     """
     E = np.asarray(epochs, float)
     t = np.asarray(t0, float)
@@ -611,7 +714,11 @@ def fit_joint(visits, config: dict, *, progress: bool = False) -> JointResult:
     config : a stage4 section (validated here): ``joint.orbit``, ``parameters`` with ``scope:``,
         ``systematics`` (+ ``joint.systematics`` per-visit overrides), ``fitter`` (method lsq | emcee;
         emcee stops at ``n_tau`` autocorrelation times, ``nsteps`` the cap), ``clip_sigma``;
-        ``n_processes`` > 1 splits the walkers of each emcee step over that many forked processes.
+        ``n_processes`` > 1 splits the walkers of each emcee step over that many forked processes;
+        ``fitter.marginalise`` (default true) integrates each visit's f0, polynomial and error multiplier
+        out analytically (:class:`JointMarginalPosterior`).
+    progress : bool
+        Log each autocorrelation estimate of emcee at INFO.
 
     Returns
     -------
