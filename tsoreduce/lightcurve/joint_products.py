@@ -20,9 +20,19 @@ __all__ = ["read_visit_entries", "run_joint"]
 
 
 def read_visit_entries(entries) -> list[dict]:
-    """Read ``input.lightcurves`` list entries ``{path, visit, band}`` (or path strings) into
-    ``{lc, visit, band}`` dicts for :func:`make_visits` (``tsoreduce.io.read_lightcurves``: ours,
-    Eureka!-style ECSV, SPARTA-style HDF5)."""
+    """Read ``input.lightcurves`` list entries into ``{lc, visit, band}`` dicts for :func:`make_visits`.
+
+    ``tsoreduce.io.read_lightcurves``: ours, Eureka!-style ECSV, SPARTA-style HDF5.
+
+    Parameters
+    ----------
+    entries : list
+        Path strings or ``{path, visit, band}`` mappings.
+
+    Returns
+    -------
+    list of dict
+    """
     from ..io import read_lightcurves
 
     out = []
@@ -79,12 +89,35 @@ def _visit_columns(rows):
 def run_joint(entries, config: dict, outdir, *, plot=True, progress=None, provenance: dict | None = None):
     """Joint fit of several light-curve files, writing the products to ``outdir``.
 
-    ``entries``: ``input.lightcurves`` list items (path strings or ``{path, visit, band}``), or
-    already-read ``{lc, visit, band}`` dicts / :class:`Visit` objects.  Writes ``white_fit.ecsv``
-    (global parameters), ``visits.ecsv`` (one row per visit), ``transit_times.ecsv`` (timing mode),
-    ``visit_fits.ecsv`` (each visit alone), ``joint_chains.h5`` (emcee) and figures
-    ``figures/joint_lightcurves.png`` and ``figures/o_c.png``.  Returns the :class:`JointResult`
-    with ``files`` set.  Raises OverwriteError when an output would replace an input.
+    Writes ``white_fit.ecsv`` (global parameters), ``visits.ecsv`` (one row per visit),
+    ``transit_times.ecsv`` (timing mode), ``visit_fits.ecsv`` (each visit alone), ``joint_chains.h5``
+    (emcee) and figures ``figures/joint_lightcurves.png`` and ``figures/o_c.png``.
+
+    Parameters
+    ----------
+    entries : list
+        ``input.lightcurves`` list items (path strings or ``{path, visit, band}``), or already-read
+        ``{lc, visit, band}`` dicts / :class:`Visit` objects.
+    config : dict
+        stage4 section.
+    outdir : str or Path
+        Output directory.
+    plot : bool
+        Write the figures.
+    progress : bool, optional
+        Log emcee's progress.
+    provenance : dict, optional
+        ``config_hash`` and ``config`` of the run, stored in the tables' metadata.
+
+    Returns
+    -------
+    JointResult
+        With ``files`` (key -> Path) set.
+
+    Raises
+    ------
+    OverwriteError
+        An output would replace an input.
     """
     from .spectrum import write_table
     from .stage import validate_config
@@ -134,6 +167,7 @@ def _write_chain(path: Path, jr: JointResult) -> Path:
         g.create_dataset("chain", data=jr.chain, compression="gzip")
         g.create_dataset("log_prob", data=jr.log_prob, compression="gzip")
         g.attrs["free_names"] = json.dumps(jr.free)
+        g.attrs["sampled_names"] = json.dumps(jr.sampled or jr.free)  # the chain's columns
         g.attrs["burn_in"] = jr.burn_in
         g.attrs["acceptance"] = jr.acceptance
         g.attrs["autocorr_time"] = json.dumps([float(x) for x in jr.tau])

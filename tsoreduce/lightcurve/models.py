@@ -43,20 +43,60 @@ NOISE_KINDS = ("none", "err_mult", "jitter")
 
 
 def kipping_to_u(q1, q2):
-    """Kipping (2013) q1, q2 in [0, 1] -> quadratic u1, u2 (arrays broadcast)."""
+    """Kipping (2013, MNRAS 435, 2152) q1, q2 in [0, 1] -> quadratic u1, u2.
+
+    Parameters
+    ----------
+    q1, q2 : float or array_like
+        Kipping coefficients (broadcast).
+
+    Returns
+    -------
+    tuple
+        (u1, u2).
+    """
     sq = np.sqrt(q1)
     return 2.0 * sq * q2, sq * (1.0 - 2.0 * q2)
 
 
 def u_to_kipping(u1, u2):
-    """Quadratic u1, u2 -> Kipping (2013) q1, q2."""
+    """Quadratic u1, u2 -> Kipping (2013) q1, q2.
+
+    Parameters
+    ----------
+    u1, u2 : float
+        Quadratic coefficients.
+
+    Returns
+    -------
+    tuple of float
+        (q1, q2).
+    """
     q1 = (u1 + u2) ** 2
     q2 = u1 / (2.0 * (u1 + u2)) if (u1 + u2) != 0 else 0.0
     return q1, q2
 
 
 def ld_coefficients(law: str, parametrisation: str) -> list:
-    """The limb-darkening parameter names of a law: ['q1','q2'] (kipping) or ['u1', ...]."""
+    """The limb-darkening parameter names of a law.
+
+    Parameters
+    ----------
+    law : str
+        batman law (:data:`LD_LAWS`).
+    parametrisation : str
+        'kipping' (quadratic only) or 'u'.
+
+    Returns
+    -------
+    list of str
+        ['q1', 'q2'] or ['u1', ...].
+
+    Raises
+    ------
+    ConfigError
+        Unknown law or parametrisation, or kipping with a law other than quadratic.
+    """
     if law not in LD_LAWS:
         raise ConfigError(f"stage4.limb_darkening.law: {law!r} is not one of {sorted(LD_LAWS)}")
     n = LD_LAWS[law]
@@ -73,18 +113,34 @@ def ld_coefficients(law: str, parametrisation: str) -> list:
 class LightCurveModel:
     """Full light-curve model for a fixed time array: ``model.evaluate(values)``.
 
-    Parameters
-    ----------
-    time : float64 ``(nt,)`` BMJD_TDB (days) of the fitted integrations.
-    kind : 'transit' | 'eclipse' | 'phasecurve'.
-    ld_law : batman limb-darkening law; ``ld_parametrisation`` 'kipping' (quadratic only) or 'u'.
-    pc_order : 1 or 2, harmonics of the phase variation (phasecurve only).
-    ramp, poly_order, regressors, t_start : see :class:`~tsoreduce.lightcurve.systematics.Systematics`.
-    noise : 'none' | 'err_mult' | 'jitter' -- error inflation parameter of the likelihood.
-    supersample_factor : int >= 1; ``exp_time`` exposure time in days (required when > 1).
-
     ``names`` lists every parameter in order.  ``evaluate`` accepts a dict name -> value, a vector
     ``(nparams,)`` or a matrix ``(nw, nparams)`` and returns ``(nt,)`` or ``(nw, nt)``.
+
+    Parameters
+    ----------
+    time : array_like, shape (nt,)
+        BMJD_TDB (d) of the fitted integrations.
+    kind : str
+        'transit' | 'eclipse' | 'phasecurve'.
+    ld_law : str
+        batman limb-darkening law.
+    ld_parametrisation : str
+        'kipping' (quadratic only) or 'u'.
+    pc_order : int
+        1 or 2, harmonics of the phase variation (phasecurve only).
+    ramp, poly_order, regressors, t_start, t_ref
+        See :class:`~tsoreduce.lightcurve.systematics.Systematics`.
+    noise : str
+        'none' | 'err_mult' | 'jitter' -- error inflation parameter of the likelihood.
+    supersample_factor : int
+        >= 1.
+    exp_time : float, optional
+        Exposure time in days (required when ``supersample_factor`` > 1).
+
+    Raises
+    ------
+    ConfigError
+        Unknown kind, noise, phase-curve order or limb-darkening law, or supersampling without exp_time.
     """
 
     def __init__(self, time, kind="transit", *, ld_law="quadratic", ld_parametrisation="kipping", pc_order=1,

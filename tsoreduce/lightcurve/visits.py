@@ -42,17 +42,28 @@ log = logging.getLogger(__name__)
 class Visit:
     """One visit's light curve (sorted in time, only the usable points).
 
-    Attributes
+    Parameters
     ----------
-    label : unique name (``visit`` in the YAML; default ``v1``, ``v2`` ... in input order).
-    band : wavelength-band label or None (needed by ``per_band`` parameters).
-    time : float64 ``(nt,)`` BMJD_TDB (d); flux, err ``(nt,)`` normalised flux and 1-sigma.
-    regressors : dict name -> ``(nt,)``.
-    t_start : time origin of the settling ramp (first integration of the exposure, d).
-    wavelength : (centre, lower, upper) um, NaN when unknown.
-    source : file the visit was read from ('' for arrays).
-    epoch : orbital epoch (set by :func:`assign_epochs`).
-    n_dropped : integrations excluded (masked, non-finite, ``exclude_first``).
+    label : str
+        Unique name (``visit`` in the YAML; default ``v1``, ``v2`` ... in input order).
+    band : str or None
+        Wavelength-band label (needed by ``per_band`` parameters).
+    time : numpy.ndarray, shape (nt,)
+        BMJD_TDB (d).
+    flux, err : numpy.ndarray, shape (nt,)
+        Normalised flux and 1-sigma errors.
+    regressors : dict
+        Name -> ``(nt,)``.
+    t_start : float
+        Time origin of the settling ramp (first usable integration of the exposure, d).
+    wavelength : tuple of float
+        (centre, lower, upper) um, NaN when unknown.
+    source : str
+        File the visit was read from ('' for arrays).
+    epoch : int
+        Orbital epoch (set by :func:`assign_epochs`).
+    n_dropped : int
+        Integrations excluded (masked, non-finite, ``exclude_first``).
     """
 
     label: str
@@ -89,9 +100,16 @@ def make_visits(entries, *, exclude_first: int = 0, regressors=None) -> list[Vis
     exclude_first : integrations dropped at the start of every visit.
     regressors : regressor names to keep (None: every regressor of each table).
 
+    Returns
+    -------
+    list of Visit
+
     Raises
     ------
-    ConfigError : duplicate labels, missing arrays.  EmptyDataError : fewer than 10 usable points.
+    ConfigError
+        Duplicate labels, missing arrays or regressors.
+    EmptyDataError
+        Fewer than 10 usable points.
     """
     if not entries:
         raise ConfigError("input.lightcurves: a joint fit needs at least one light curve")
@@ -163,11 +181,32 @@ def assign_epochs(visits, t0: float, per: float, *, check_window: bool = True) -
     """Number each visit with the epoch E whose predicted mid-time t0 + E per is nearest its centre.
 
     Checks, before any fitting, that the visits do not overlap in time, fall on distinct epochs and
-    (``check_window``) contain their predicted mid-time.  Sets ``visit.epoch`` and returns the epochs.
+    (``check_window``) contain their predicted mid-time.  Sets ``visit.epoch``.
+
+    Parameters
+    ----------
+    visits : list of Visit
+        The visits.
+    t0 : float
+        Reference mid-time (BMJD_TDB d).
+    per : float
+        Period (d).
+    check_window : bool
+        Require each visit's window to contain its predicted mid-time.
+
+    Returns
+    -------
+    numpy.ndarray of int
+        The epochs, in visit order.
 
     Raises
     ------
-    VisitOverlapError, NoTransitInWindowError, ConfigError (per <= 0).
+    VisitOverlapError
+        Overlapping visits or two on one epoch.
+    NoTransitInWindowError
+        A window without its predicted mid-time.
+    ConfigError
+        per <= 0.
     """
     if not per > 0:
         raise ConfigError(f"stage4.parameters.per: the period must be > 0 to assign epochs, got {per}")
