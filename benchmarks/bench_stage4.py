@@ -10,12 +10,13 @@
    and ESS per second, and the ratios new / baseline.
    In the same run: log-probability throughput naive (one walker, numpy) vs vectorised (walkers at once,
    windowed batman, numba kernel), and ESS/s of emcee's stretch move vs the DE mixture on channel 0.
-2. ``--joint``: the five-visit WASP-107b joint fit of runs/wasp107b_joint.yaml (36 free parameters) to
-   convergence, walkers split over ``--processes``.
+2. ``--joint``: the five-visit WASP-107b joint fit of runs/wasp107b_joint.yaml (36 free parameters, 21
+   sampled with each visit's f0, polynomial and error multiplier marginalised) to convergence, walkers
+   split over ``--processes``; ``--joint-baseline`` adds the fit sampling all 36 (74 walkers) for ratios.
 
     python benchmarks/bench_stage4.py [--n-tau 50] [--steps 20000] [--walkers 32] [--channels 14] [--processes 2]
         [--no-baseline] [--baseline-steps 6000] [--no-full-sampling]
-    python benchmarks/bench_stage4.py --joint [--processes 2]
+    python benchmarks/bench_stage4.py --joint [--processes 2] [--joint-baseline]
 
 The machine's load average is printed: other processes on the same cores slow every figure.
 """
@@ -141,13 +142,15 @@ def report_channels(res, wall, args, title):
             "steps_to_converge": sum(args.burn + args.n_tau * np.nanmax(r.tau) for r in res)}
 
 
-def bench_joint(processes):
+def bench_joint(processes, baseline=False):
+    """The five-visit WASP-107b joint fit of runs/wasp107b_joint.yaml to convergence; with ``baseline`` also
+    the same fit sampling every free parameter (no marginalisation; 2 x 36 + 2 walkers), for the ratios."""
     import os
 
     import yaml
 
     from tsoreduce.config import validate_run_config
-    from tsoreduce.lightcurve.joint import fit_joint
+    from tsoreduce.lightcurve import joint as J
     from tsoreduce.lightcurve.joint_products import read_visit_entries
 
     path = Path(__file__).resolve().parents[1] / "runs" / "wasp107b_joint.yaml"
@@ -155,16 +158,38 @@ def bench_joint(processes):
     cfg = dict(run["stage4"], n_processes=processes)
     cfg["joint"] = dict(cfg["joint"], per_visit_fits="none")
     entries = read_visit_entries(run["input"]["lightcurve_visits"])
-    print(f"load average before: {os.getloadavg()}")
-    t = time.perf_counter()
-    jr = fit_joint(entries, cfg)
-    wall = time.perf_counter() - t
-    print(f"five-visit joint fit: {len(jr.free)} free parameters, {cfg['fitter']['nwalkers']} walkers, "
-          f"{jr.nsteps} steps (burn-in {jr.burn_in}), max tau {np.max(jr.tau):.1f} steps, "
-          f"{(jr.nsteps - jr.burn_in) / np.max(jr.tau):.1f} tau kept, converged {jr.converged}")
-    print(f"  {jr.n_logprob} log-prob evaluations, wall {wall:.1f} s (target < 180 s), ESS {jr.ess:.0f}, "
-          f"{jr.ess / wall:.1f} effective samples/s, {processes} processes")
+    print(f"load average before: {os.getloadavg()} on {os.cpu_count()} cores")
+    out = {}
+    modes = [("NEW (marginalised)", True)] + ([("BASELINE (every parameter sampled)", False)] if baseline else [])
+    for title, marg in modes:
+        c = dict(cfg)
+        orig = J.JointMarginalPosterior.build
+        if not marg:
+            nfree = 36
+            c["fitter"] = dict(cfg["fitter"], nwalkers=2 * nfree + 2)
+            J.JointMarginalPosterior.build = classmethod(lambda cls, *a, **k: None)
+        try:
+            t = time.perf_counter()
+            jr = J.fit_joint(entries, c)
+            wall = time.perf_counter() - t
+        finally:
+            J.JointMarginalPosterior.build = orig
+        nw = jr.chain.shape[1]
+        print(f"{title}: five-visit joint fit, {len(jr.free)} free parameters, {len(jr.sampled)} sampled, {nw} walkers, "
+              f"{jr.nsteps} steps (burn-in {jr.burn_in}), max tau {np.max(jr.tau):.1f} steps, "
+              f"{(jr.nsteps - jr.burn_in) / np.max(jr.tau):.1f} tau kept, converged {jr.converged}")
+        print(f"  {jr.n_logprob} log-prob evaluations, wall {wall:.1f} s (least squares + clipping {wall - jr.mcmc_s:.1f} s, "
+              f"emcee + draws {jr.mcmc_s:.1f} s; target < 180 s), ESS {jr.ess:.0f}, {jr.ess / wall:.1f} effective "
+              f"samples/s, {processes} processes")
+        print(f"  a/Rs {jr.median['a_rs']:.3f} +- {jr.err_lower['a_rs']:.3f}, inc {jr.median['inc']:.3f} +- "
+              f"{jr.err_lower['inc']:.3f}, per {jr.median['per']:.7f} +- {jr.err_lower['per']:.7f}")
+        out[marg] = (wall, jr.ess, np.max(jr.tau))
+    if baseline:
+        (w1, e1, t1), (w0, e0, t0) = out[True], out[False]
+        print(f"ratios NEW / BASELINE: wall {w0 / w1:.1f}x faster, effective samples/s {(e1 / w1) / (e0 / w0):.1f}x, "
+              f"max tau {t0 / t1:.1f}x shorter")
     print(f"load average after: {os.getloadavg()}")
+    os.system("uptime")
 
 
 def main():
@@ -178,6 +203,8 @@ def main():
     ap.add_argument("--channels", type=int, default=14)
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--joint", action="store_true", help="benchmark the five-visit WASP-107b joint fit instead")
+    ap.add_argument("--joint-baseline", action="store_true",
+                    help="with --joint: also run the joint fit sampling every parameter (slow), for the ratios")
     ap.add_argument("--no-baseline", action="store_true", help="skip the stretch-vs-DE comparison on channel 0")
     ap.add_argument("--no-full-sampling", action="store_true",
                     help="skip the baseline run that samples every parameter (no marginalisation)")
@@ -185,7 +212,7 @@ def main():
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.joint:
-        return bench_joint(args.processes)
+        return bench_joint(args.processes, args.joint_baseline)
     if not DATA.exists():
         raise SystemExit(f"WASP-43b light curves not found at {DATA}")
     print(f"load average before: {os.getloadavg()} on {os.cpu_count()} cores")

@@ -288,8 +288,8 @@ class JointMarginalPosterior:
         ----------
         setup : JointSetup
             The joint fit.
-        x : numpy.ndarray, shape (nfree,)
-            Least-squares free vector (the reference baseline of each visit).
+        x : numpy.ndarray, shape (nfree,) or None
+            Least-squares free vector (the reference baseline of each visit; None: the starting values).
         enabled : bool
             ``stage4.fitter.marginalise``.
 
@@ -302,7 +302,7 @@ class JointMarginalPosterior:
         if not enabled:
             return None
         ps = setup.params
-        G = ps.expand(x)[None, :]
+        G = ps.expand(x if x is not None else ps.start())[None, :]
         owners = {}
         for k, mp in enumerate(setup.maps):
             for g in mp:
@@ -314,7 +314,7 @@ class JointMarginalPosterior:
             names = lin + (["err_mult"] if noise else [])
             shared = [n for n in names if len(owners[ps.names.index(setup.key(n, k))]) > 1]
             if not lin or shared:
-                log.info("stage4 joint: baselines sampled, not marginalised: visit %s: %s", v.label,
+                (log.info if x is not None else log.debug)("stage4 joint: baselines sampled, not marginalised: visit %s: %s", v.label,
                          why or f"{', '.join(shared)} shared between visits")
                 return None
             b = LinearBaseline(m, specs, v.flux, v.err, lin, noise)
@@ -322,7 +322,8 @@ class JointMarginalPosterior:
             bases.append(b)
             marg += [setup.key(n, k) for n in names]
         sps = ParameterSet({n: (ps[n].fixed_at(ps[n].value) if n in marg else ps[n]) for n in ps.names})
-        log.info("stage4 joint: %d parameters marginalised analytically (%s); sampling %d", len(marg),
+        (log.info if x is not None else log.debug)(
+            "stage4 joint: %d parameters marginalised analytically (%s); sampling %d", len(marg),
                  ", ".join(marg), sps.nfree)
         return cls(setup, bases, sps, marg)
 
@@ -568,6 +569,8 @@ class JointResult:
         Parameters emcee sampled (None: all free).
     marginalised : list of str
         Parameters integrated out analytically.
+    mcmc_s : float
+        Wall time of emcee and the conditional draws (s).
     """
 
     setup: JointSetup
@@ -597,6 +600,7 @@ class JointResult:
     n_clipped: list = field(default_factory=list)
     sampled: list | None = None
     marginalised: list = field(default_factory=list)
+    mcmc_s: float = 0.0
 
     def table(self):
         """Global parameters: name, scope, applies_to, median, err_lower, err_upper, fixed, lsq_value, lsq_error."""
@@ -738,6 +742,9 @@ def fit_joint(visits, config: dict, *, progress: bool = False) -> JointResult:
                              regressors=cfg["systematics"]["decorrelate"])
     setup = JointSetup(visits, cfg)
     nw_cfg, nfree = cfg["fitter"]["nwalkers"], setup.params.nfree
+    if cfg["fitter"]["method"] == "emcee" and nw_cfg is not None:
+        plan = JointMarginalPosterior.build(setup, None, cfg["fitter"].get("marginalise", True))
+        nfree = plan.params.nfree if plan is not None else nfree  # the dimension emcee samples
     if cfg["fitter"]["method"] == "emcee" and nw_cfg is not None and nw_cfg < 2 * nfree:
         raise ConfigError(f"stage4.fitter.nwalkers: {nw_cfg} walkers for {nfree} free parameters of the joint fit; "
                           f"emcee needs >= 2 x ndim = {2 * nfree}")
@@ -807,6 +814,7 @@ def fit_joint(visits, config: dict, *, progress: bool = False) -> JointResult:
             ess = float(nw * kept / np.max(tau)) if np.all(np.isfinite(tau)) else float("nan")
             converged = bool(f["n_tau"] and np.all(np.isfinite(tau)) and kept >= f["n_tau"] * np.max(tau))
             res["sampled"] = list(sampled)
+            res["mcmc_s"] = _time.perf_counter() - t_mc
             res["marginalised"] = [] if mpost is None else list(mpost.marginalised)
             med, lo, hi = posterior_summary(ps, samples)
             acc = float(np.mean(sampler.acceptance_fraction))
