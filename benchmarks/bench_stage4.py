@@ -106,12 +106,14 @@ def ess_rate(lc, cfg, white, moves):
     return r.ess, time.perf_counter() - t, r.chain.shape[0], kept >= cfg["fitter"]["n_tau"] * np.nanmax(r.tau)
 
 
-def fit_channels_mode(lc, cfg, white, chans, processes, marginalise):
-    """fit_channels with the marginalisation switched on or off (forked workers inherit the switch)."""
+def fit_channels_mode(lc, cfg, white, chans, processes, marginalise, walkers=0):
+    """fit_channels with the marginalisation switched on or off (forked workers inherit the switch);
+    ``walkers`` 0: 2 x sampled + 2 (8 sampled marginalised, 11 otherwise, in this phase-curve model)."""
     from tsoreduce.lightcurve import stage
 
     orig = stage._fit_args
-    stage._fit_args = lambda c, channel=False: dict(orig(c, channel), marginalise=marginalise)
+    nw = walkers or 2 * (8 if marginalise else 11) + 2
+    stage._fit_args = lambda c, channel=False: dict(orig(c, channel), marginalise=marginalise, nwalkers=nw)
     try:
         t = time.perf_counter()
         res = fit_channels(lc, cfg, white, channels=chans, n_processes=processes)
@@ -197,9 +199,12 @@ def main():
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20000, help="cap on emcee steps")
-    ap.add_argument("--burn", type=int, default=300)
+    ap.add_argument("--burn", type=int, default=200, help="burn-in steps (walkers start at the least-squares "
+                    "covariance ball)")
     ap.add_argument("--n-tau", type=float, default=50.0)
-    ap.add_argument("--walkers", type=int, default=32)
+    ap.add_argument("--walkers", type=int, default=0,
+                    help="emcee walkers (0: 2 x sampled parameters + 2 per mode, emcee's minimum plus 2: 18 "
+                         "marginalised, 24 full sampling)")
     ap.add_argument("--channels", type=int, default=14)
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--joint", action="store_true", help="benchmark the five-visit WASP-107b joint fit instead")
@@ -217,7 +222,7 @@ def main():
         raise SystemExit(f"WASP-43b light curves not found at {DATA}")
     print(f"load average before: {os.getloadavg()} on {os.cpu_count()} cores")
     cfg = dict(CFG)
-    cfg["fitter"] = dict(CFG["fitter"], nsteps=args.steps, burn_in=args.burn, nwalkers=args.walkers,
+    cfg["fitter"] = dict(CFG["fitter"], nsteps=args.steps, burn_in=args.burn, nwalkers=args.walkers or 32,
                          n_tau=args.n_tau)
     cfg = validate_config(cfg)
     lc = read_lightcurves(DATA)
@@ -226,7 +231,7 @@ def main():
     print(f"white light curve least squares: {time.perf_counter() - t:.1f} s "
           f"(t0 {white.median['t0']:.5f}, a/Rs {white.median['a_rs']:.3f}, inc {white.median['inc']:.2f})")
 
-    r_naive, r_fast, npts, r_marg = throughput(lc, cfg, white, args.walkers, repeats=5)
+    r_naive, r_fast, npts, r_marg = throughput(lc, cfg, white, args.walkers or 32, repeats=5)
     print(f"log-probability throughput, channel 0 ({npts} integrations, 1 process):")
     print(f"  naive (one walker at a time, numpy, batman on all points): {r_naive:8.0f} evaluations/s")
     print(f"  vectorised (walkers at once, windowed batman, numba kernel): {r_fast:8.0f} evaluations/s")
@@ -244,7 +249,7 @@ def main():
 
     chans = list(range(min(args.channels, lc.nchan)))
     args.moves = cfg["fitter"]["moves"]
-    res, wall = fit_channels_mode(lc, cfg, white, chans, args.processes, True)
+    res, wall = fit_channels_mode(lc, cfg, white, chans, args.processes, True, args.walkers)
     new = report_channels(res, wall, args, "NEW: nonlinear parameters sampled, f0 / polynomial / err_mult "
                                            "marginalised analytically")
     print(f"target: all {len(chans)} converged in < 60 s on 2 cores: {'MET' if new['nconv'] == len(chans) and wall < 60 else 'NOT MET'} "
@@ -253,7 +258,7 @@ def main():
           f"{new['evals'] / r_naive / args.processes:.0f} s")
     if not args.no_full_sampling:
         bcfg = dict(cfg, fitter=dict(cfg["fitter"], nsteps=args.baseline_steps))
-        bres, bwall = fit_channels_mode(lc, bcfg, white, chans, args.processes, False)
+        bres, bwall = fit_channels_mode(lc, bcfg, white, chans, args.processes, False, args.walkers)
         base = report_channels(bres, bwall, args, f"BASELINE: every free parameter sampled (cap {args.baseline_steps} "
                                                   "steps)")
         # the baseline's time to 50 tau, extrapolated at its measured cost per step

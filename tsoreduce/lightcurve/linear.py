@@ -6,9 +6,10 @@ settling ramp x decorrelation (:mod:`.models`, :mod:`.systematics`).  Given the 
 and the per-point sigma is ``s * err`` with the error multiplier ``s``.  With flat priors on f0 and
 the free ``c_k`` (their declared uniform priors; the bounds are assumed many sigma away) and on ``s``,
 both integrals are Gaussian / Gamma integrals (the standard linear-marginalisation result:
-Gregory 2005, "Bayesian Logical Data Analysis for the Physical Sciences", sec. 10.5; Sivia & Skilling
-2006, "Data Analysis: A Bayesian Tutorial", sec. 3.5 and 8.3; as used for light-curve baselines by
-Luger et al. 2017, AJ 154, 83 and the "linear parameter marginalisation" of juliet / exoplanet):
+Bretthorst 1988, "Bayesian Spectrum Analysis and Parameter Estimation", ch. 3, amplitudes and the
+noise scale integrated out; Gregory 2005, "Bayesian Logical Data Analysis for the Physical Sciences",
+ch. 10, linear model fitting with Gaussian errors; Sivia & Skilling 2006, "Data Analysis: A Bayesian
+Tutorial", ch. 3, nuisance parameters):
 
     ln L(theta) = -sum ln err - n/2 ln 2pi + m/2 ln 2pi - 1/2 ln|B^T W B|
                   + ln[ Gamma(k) / 2 ] - k ln(chi2_min / 2) - ln(s_hi - s_lo)      (s marginalised, k = (n-m-1)/2)
@@ -97,7 +98,7 @@ class LinearBaseline:
 
     Notes
     -----
-    Method and formulas: module docstring (Gregory 2005 sec. 10.5; Sivia & Skilling 2006 sec. 3.5, 8.3).
+    Method and formulas: module docstring (Bretthorst 1988 ch. 3; Gregory 2005 ch. 10).
     """
 
     def __init__(self, model, specs: dict, flux, err, linear, noise):
