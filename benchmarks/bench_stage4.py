@@ -161,6 +161,32 @@ def bench_joint(processes, baseline=False):
     cfg["joint"] = dict(cfg["joint"], per_visit_fits="none")
     entries = read_visit_entries(run["input"]["lightcurve_visits"])
     print(f"load average before: {os.getloadavg()} on {os.cpu_count()} cores")
+    # one joint log-posterior call (22 walkers: half the ensemble) in this process vs over the process pool
+    from tsoreduce.lightcurve.stage import validate_config
+    from tsoreduce.lightcurve.visits import make_visits
+
+    c0 = validate_config(cfg)
+    setup = J.JointSetup(make_visits(entries, exclude_first=c0["exclude_first"],
+                                     regressors=c0["systematics"]["decorrelate"]), c0)
+    t = time.perf_counter()
+    x, xerr, _ = J._joint_lsq(setup)
+    print(f"joint least squares (per-visit Jacobian): {time.perf_counter() - t:.2f} s")
+    mp = J.JointMarginalPosterior.build(setup, x)
+    si = [setup.params.free_names.index(n) for n in mp.params.free_names]
+    th = x[si][None] + 0.1 * xerr[si][None] * np.random.default_rng(0).standard_normal((22, len(si)))
+    mp(th)
+    t = time.perf_counter()
+    for _ in range(30):
+        mp(th)
+    r1 = 30 / (time.perf_counter() - t)
+    with J.PooledPosterior(mp, processes) as pool:
+        pool(th)
+        t = time.perf_counter()
+        for _ in range(30):
+            pool(th)
+        r2 = 30 / (time.perf_counter() - t)
+    print(f"marginalised joint posterior, 22 walkers per call: {r1:.0f} calls/s in one process, {r2:.0f} calls/s "
+          f"over {processes} processes")
     out = {}
     modes = [("NEW (marginalised)", True)] + ([("BASELINE (every parameter sampled)", False)] if baseline else [])
     for title, marg in modes:

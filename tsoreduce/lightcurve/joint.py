@@ -485,6 +485,9 @@ def _joint_lsq_impl(setup, max_nfev):
     except np.linalg.LinAlgError:
         cov = np.linalg.pinv(J.T @ J)
     err[fit_idx] = np.sqrt(np.clip(np.diag(cov), 0, None))
+    full = np.diag(np.where(np.isfinite(err), err, 0.0) ** 2)
+    full[np.ix_(fit_idx, fit_idx)] = cov
+    setup.lsq_cov = full  # the walkers' starting ball (fit_joint)
     return th, err, chi2
 
 
@@ -785,6 +788,8 @@ def fit_joint(visits, config: dict, *, progress: bool = False) -> JointResult:
             nw = f["nwalkers"] or max(32, 2 * nd + 2)
             nw += nw % 2
             scale = walker_scale(sps, x[si], xerr[si])
+            cov_s = getattr(setup, "lsq_cov", None)
+            cov_s = None if cov_s is None else cov_s[np.ix_(si, si)]
             t_mc = _time.perf_counter()
             nproc = max(1, min(cfg["n_processes"], nw // 2))
             import multiprocessing
@@ -794,12 +799,12 @@ def fit_joint(visits, config: dict, *, progress: bool = False) -> JointResult:
                 with PooledPosterior(target, nproc) as pooled:
                     sampler = run_emcee(pooled, x[si], scale, nwalkers=nw, nsteps=f["nsteps"], seed=f["seed"],
                                         progress=progress or f["progress"], n_tau=f["n_tau"],
-                                        burn_in=f["burn_in"], moves=f["moves"], label="joint")
+                                        burn_in=f["burn_in"], moves=f["moves"], label="joint", cov=cov_s)
                 post.ncalls += pooled.ncalls
             else:
                 sampler = run_emcee(target, x[si], scale, nwalkers=nw, nsteps=f["nsteps"], seed=f["seed"],
                                     progress=progress or f["progress"], n_tau=f["n_tau"], burn_in=f["burn_in"],
-                                    moves=f["moves"], label="joint")
+                                    moves=f["moves"], label="joint", cov=cov_s)
                 if mpost is not None:
                     post.ncalls += mpost.ncalls
             chain = sampler.get_chain()
