@@ -138,7 +138,9 @@ def check_rules(section_name: str, section: dict) -> list[tuple[str, str]]:
 def check_run_rules(cfg: dict) -> list[tuple[str, str]]:
     """Rules across sections of a validated run configuration: a ``per_band`` Stage 4 parameter needs
     a band on every visit of ``input.lightcurves`` (:func:`tsoreduce.lightcurve.visits.per_band_problems`)."""
+    visits = (cfg.get("input") or {}).get("lightcurve_visits")
+    if not visits:  # not a joint fit: nothing to check (and no need to import Stage 4)
+        return []
     from .lightcurve.visits import per_band_problems  # function level: lightcurve imports config
 
-    return per_band_problems((cfg.get("stage4") or {}).get("parameters"),
-                             (cfg.get("input") or {}).get("lightcurve_visits"))
+    return per_band_problems((cfg.get("stage4") or {}).get("parameters"), visits)
