@@ -26,17 +26,6 @@ import tsoreduce  # noqa: E402
 
 CODES = {"GL08", "PR01", "PR02", "RT01"}
 
-#: modules whose docstrings are still being brought up to the standard; must end empty
-PENDING: set[str] = {
-    "tsoreduce.lightcurve.fitting",
-    "tsoreduce.lightcurve.joint",
-    "tsoreduce.lightcurve.joint_products",
-    "tsoreduce.lightcurve.models",
-    "tsoreduce.lightcurve.parameters",
-    "tsoreduce.lightcurve.spectrum",
-    "tsoreduce.lightcurve.visits",
-    "tsoreduce.plotting.joint",
-}
 
 
 def _public_objects():
@@ -83,8 +72,6 @@ def _raises_named(fn) -> bool:
 def _problems():
     found = {}
     for modname, name, obj in _public_objects():
-        if modname in PENDING:
-            continue
         qual = f"{modname}.{name}"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -104,9 +91,3 @@ def test_public_docstrings_are_complete():
     lines = [f"{q}\n    " + "\n    ".join(e) for q, e in sorted(found.items())]
     print(f"\n{len(found)} public objects with incomplete docstrings")
     assert not found, "incomplete numpydoc docstrings:\n" + "\n".join(lines)
-
-
-@pytest.mark.xfail(strict=True, reason="transition: modules are being documented; remove when PENDING is empty")
-def test_pending_list_is_empty():
-    """The transition list must end empty: every module documented."""
-    assert not PENDING, f"modules still exempt from the docstring check: {sorted(PENDING)}"

@@ -93,7 +93,8 @@ def test_injection_recovery_emcee_transit():
     model, params, flux, err, truth = _setup("transit", 123, n=1000)
     r_lsq = fit_lightcurve(model, params, flux, err, method="lsq")
     r = fit_lightcurve(model, params, flux, err, method="emcee", nwalkers=32, nsteps=500, burn_in=250, seed=1)
-    assert r.chain.shape == (500, 32, len(r.free)) and 0.1 < r.acceptance < 0.8
+    assert r.chain.shape == (500, 32, len(r.sampled)) and 0.1 < r.acceptance < 0.8
+    assert r.marginalised == ["f0", "poly1", "err_mult"] and r.samples.shape[1] == len(r.free)
     within2 = []
     for n in r.free:
         if n == "err_mult":
@@ -192,7 +193,10 @@ def test_run_stage4_emcee_parallel(tmp_path):
     for ch, rp in zip(res.channels, rps):
         sig = 0.5 * (ch.err_lower["rp_rs"] + ch.err_upper["rp_rs"])
         assert abs(ch.median["rp_rs"] - rp) < 4 * sig
-    assert res.white.tau is not None and res.white.tau.size == len(res.white.free)
+    assert res.white.tau is not None and res.white.tau.size == len(res.white.sampled) == len(res.white.free) - 3
+    w = chains["white"]
+    assert w["chain"].shape[2] == len(w["sampled_names"]) and w["samples"].shape[1] == len(w["free_names"])
+    assert w["marginalised"] == ["f0", "poly1", "err_mult"]
 
 
 def test_eclipse_spectrum_has_eclipse_columns(tmp_path):

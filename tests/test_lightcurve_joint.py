@@ -199,6 +199,11 @@ def test_emcee_joint_converges_and_agrees_with_lsq():
     jr = J.fit_joint(entries, cfg)
     print(f"\nemcee: {jr.nsteps} steps, tau max {np.max(jr.tau):.1f}, ESS {jr.ess:.0f}, converged {jr.converged}")
     assert jr.converged and jr.nsteps < 4000
+    # f0, poly1 and err_mult of each visit are marginalised analytically and drawn afterwards
+    assert set(jr.marginalised) == {f"{n}@{v}" for n in ("f0", "poly1", "err_mult") for v in ("v1", "v2")}
+    assert jr.chain.shape[2] == len(jr.sampled) == len(jr.free) - 6 and jr.samples.shape[1] == len(jr.free)
+    for n in jr.marginalised:
+        assert abs(jr.median[n] - jr.lsq_values[n]) < 0.5 * jr.lsq_errors[n], n
     for n in ("t0", "per", "a_rs", "rp_rs@A", "rp_rs@B"):
         e = jr.lsq_errors[n]
         assert abs(jr.median[n] - jr.lsq_values[n]) < 0.5 * e, n
@@ -213,6 +218,7 @@ def test_yaml_list_input(tmp_path):
     user = {"name": "j", "stages": 4, "input": {"lightcurves": [{"path": "a.ecsv", "visit": "x", "band": 3.2},
                                                                 "a.ecsv"]},
             "stage4": _config(labels=())}
+    user["stage4"]["parameters"]["rp_rs"]["scope"] = "per_visit"  # the second visit has no band
     cfg = validate_run_config(user, tmp_path)
     assert cfg["input"]["lightcurve_visits"][0] == {"path": str(p), "visit": "x", "band": "3.2"}
     assert cfg["input"]["lightcurve_visits"][1]["visit"] == "v2"
@@ -221,6 +227,11 @@ def test_yaml_list_input(tmp_path):
         validate_run_config(user, tmp_path)
     user["input"]["lightcurves"][1] = {"path": "a.ecsv", "epoch": 3}
     with pytest.raises(ConfigError, match="unknown key"):
+        validate_run_config(user, tmp_path)
+    # a per_band parameter with a visit without band: stopped by the run-file validation
+    user["input"]["lightcurves"][1] = {"path": "a.ecsv", "visit": "y"}
+    user["stage4"]["parameters"]["rp_rs"]["scope"] = "per_band"
+    with pytest.raises(ConfigError, match=r"rp_rs.scope.*\['y'\] have no band"):
         validate_run_config(user, tmp_path)
     user["input"]["lightcurves"][1] = {"path": "missing.ecsv"}
     with pytest.raises(ConfigError, match="no file"):

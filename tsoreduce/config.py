@@ -387,7 +387,7 @@ def validate_run_config(user: dict, base_dir=".", *, stages=None, check_files: b
     """
     if not isinstance(user, dict):
         raise ConfigError(f"<top>: a run file must be a mapping of keys, got {type(user).__name__}")
-    from .config_rules import check_rules
+    from .config_rules import check_rules, check_run_rules
     errors: list[str] = []  # every failure, reported together at the end
 
     def attempt(fn, *args, **kw):
@@ -455,6 +455,7 @@ def validate_run_config(user: dict, base_dir=".", *, stages=None, check_files: b
             continue
         cfg[section] = _resolve_section_paths(validate(given, schema, section, errors=errors), base)
         errors.extend(f"{k}: {m}" for k, m in check_rules(section, cfg[section]))
+    errors.extend(f"{k}: {m}" for k, m in check_run_rules(cfg))
     if errors:
         raise config_error(errors)
     return cfg

@@ -12,7 +12,7 @@ missing from a stage's schema (a stage module that changed) is skipped, not an e
 
 from __future__ import annotations
 
-__all__ = ["RULES", "check_rules"]
+__all__ = ["RULES", "check_rules", "check_run_rules", "per_band_problems"]
 
 
 def _get(section: dict, dotted: str):
@@ -145,4 +145,59 @@ def check_rules(section_name: str, section: dict) -> list[tuple[str, str]]:
         except TypeError:  # a wrong type is the schema's message, already reported
             continue
         out += [(f"{section_name}.{key}", m) for m in msgs]
+    return out
+
+
+def check_run_rules(cfg: dict) -> list[tuple[str, str]]:
+    """Rules across sections of a validated run configuration.
+
+    A ``per_band`` Stage 4 parameter needs a band on every visit of ``input.lightcurves``
+    (:func:`per_band_problems`).
+
+    Parameters
+    ----------
+    cfg : dict
+        The validated run configuration (``input``, ``stage4`` ...).
+
+    Returns
+    -------
+    list of tuple of str
+        ``(key path, message)`` for every broken rule; empty when none.
+    """
+    visits = (cfg.get("input") or {}).get("lightcurve_visits")
+    if not visits:  # not a joint fit: nothing to check (and no need to import Stage 4)
+        return []
+    return per_band_problems((cfg.get("stage4") or {}).get("parameters"), visits)
+
+
+def per_band_problems(parameters: dict, visits) -> list:
+    """Parameters scoped ``per_band`` while some visit has no band: one ``(key path, message)`` each.
+
+    Callable from the run-file validation (``input.lightcurve_visits`` and ``stage4.parameters``),
+    before any file is read.
+
+    Parameters
+    ----------
+    parameters : dict
+        ``stage4.parameters``: name -> declaration (mapping with an optional ``scope``) or number.
+    visits : list
+        The visits: dicts with ``band`` and ``visit`` (``input.lightcurve_visits``) or :class:`Visit`
+        objects.
+
+    Returns
+    -------
+    list of tuple of str
+        ``(stage4.parameters.<name>.scope, message)`` per offending parameter; empty when consistent.
+    """
+    def get(v, key):
+        return v.get(key) if isinstance(v, dict) else getattr(v, "label" if key == "visit" else key, None)
+
+    nob = [str(get(v, "visit") or f"v{k + 1}") for k, v in enumerate(visits or []) if get(v, "band") is None]
+    out = []
+    if not nob:
+        return out
+    for name, decl in (parameters or {}).items():
+        if isinstance(decl, dict) and decl.get("scope") == "per_band":
+            out.append((f"stage4.parameters.{name}.scope",
+                        f"per_band, but visit(s) {nob} have no band (give band: in input.lightcurves)"))
     return out

@@ -43,7 +43,7 @@ from ..errors import ConfigError, NotImplementedStepError, ScopeError
 from .fitting import (NOISE_PARAMS, FitResult, _restart, chain_tau, clip_mask, fit_lightcurve, log_posterior,
                       lsq_summary, posterior_summary, run_emcee, scaled_jacobian, walker_scale)
 from .parameters import ORBIT_PARAMS, ParameterSet, ParamSpec
-from .visits import Visit, assign_epochs, make_visits
+from .visits import Visit, assign_epochs, check_per_band, make_visits
 
 __all__ = ["JointSetup", "JointPosterior", "JointResult", "fit_joint", "run_joint", "read_visit_entries",
            "red_noise_beta", "linear_ephemeris"]
@@ -82,13 +82,40 @@ def _shift(spec: ParamSpec, dt: float, name: str) -> ParamSpec:
 class JointSetup:
     """Models, global parameters and the visit maps of a joint fit.
 
+    Parameters
+    ----------
+    visits : list of Visit
+        The visits (epochs are assigned here, :func:`~tsoreduce.lightcurve.visits.assign_epochs`).
+    cfg : dict
+        Validated stage4 section (``joint``, ``parameters`` with ``scope``, ``systematics``).
+
     Attributes
     ----------
-    visits : list of Visit (epochs assigned).  models : one LightCurveModel per visit.
-    params : global :class:`ParameterSet`.  scopes : name -> scope.
-    maps : per visit, int array ``(nparams_k,)`` of global indices giving the visit's parameter vector.
-    orbit : 'ephemeris' | 'timing'.  visit_specs : per visit, the single-visit ParameterSet (t0 moved
-    to the visit's predicted mid-time, per fixed) used for the per-visit comparison fits.
+    visits : list of Visit
+        With epochs assigned.
+    models : list of LightCurveModel
+        One per visit.
+    params : ParameterSet
+        Global parameters (``name``, ``name@visit`` or ``name@band``).
+    scopes : dict
+        Name -> 'shared' | 'per_visit' | 'per_band'.
+    maps : list of numpy.ndarray
+        Per visit, int ``(nparams_k,)`` global indices giving the visit's parameter vector.
+    orbit : str
+        'ephemeris' | 'timing'.
+    visit_specs : list of ParameterSet
+        Per visit, the single-visit set (t0 moved to the visit's predicted mid-time, per fixed) of the
+        per-visit comparison fits.
+
+    Raises
+    ------
+    ConfigError
+        Unknown visit labels in ``joint.systematics``, regressors missing, unused parameters, a free period
+        in timing mode.
+    ScopeError
+        t0/per not shared in ephemeris mode, t0 not per visit in timing mode, per_band without band.
+    NotImplementedStepError
+        Jitter noise.
     """
 
     def __init__(self, visits: list[Visit], cfg: dict):
@@ -150,12 +177,7 @@ class JointSetup:
         unused = [n for n in decl if n not in used]
         if unused:
             raise ConfigError(f"stage4.parameters: {unused} are parameters of no visit's model")
-        for n, sc in self.scopes.items():
-            if sc == "per_band":
-                nob = [v.label for v in visits if v.band is None and n in self.models[visits.index(v)].index]
-                if nob:
-                    raise ScopeError(f"stage4.parameters.{n}.scope: per_band, but visit(s) {nob} have no band "
-                                     "(give band: in input.lightcurves)")
+        check_per_band(decl, visits, used=[set(m.index) for m in self.models])
         gspecs, self.maps = {}, []
         for k, (v, m, ps) in enumerate(zip(visits, self.models, vspecs)):
             idx = []
@@ -210,8 +232,13 @@ class JointSetup:
 class JointPosterior:
     """Joint log-posterior of free vectors ``(nw, nfree)`` -> ``(nw,)`` (emcee ``vectorize=True``).
 
-    The sum over visits of each visit's fused numba log-likelihood
-    (:meth:`LightCurveModel.loglike`), every visit evaluated for all walkers at once.
+    The sum over visits of each visit's fused numba log-likelihood (:meth:`LightCurveModel.loglike`), every
+    visit evaluated for all walkers at once.
+
+    Parameters
+    ----------
+    setup : JointSetup
+        Models, global parameters and visit maps.
     """
 
     def __init__(self, setup: JointSetup):
@@ -230,6 +257,111 @@ class JointPosterior:
                    for k, (m, v) in enumerate(zip(s.models, s.visits)))
 
 
+class JointMarginalPosterior:
+    """Joint log-posterior of the nonlinear parameters, every visit's linear baseline (f0, polynomial) and
+    error multiplier integrated out analytically (:class:`~tsoreduce.lightcurve.linear.LinearBaseline`).
+
+    Parameters
+    ----------
+    setup : JointSetup
+        Models, global parameters and visit maps.
+    bases : list of LinearBaseline
+        One per visit (visit order).
+    params : ParameterSet
+        The global set with the marginalised parameters fixed (their columns are not read).
+    marginalised : list of str
+        Global names of the marginalised parameters.
+    """
+
+    def __init__(self, setup, bases, params, marginalised):
+        self.setup, self.bases, self.params = setup, bases, params
+        self.marginalised = list(marginalised)
+        self.ncalls = 0
+
+    @classmethod
+    def build(cls, setup, x, enabled=True):
+        """The marginalised posterior of ``setup`` about the least-squares solution ``x`` ``(nfree,)``,
+        or None (logged) when disabled or when a visit's baseline is not marginalisable (a prior that is
+        not uniform, jitter noise, or a baseline parameter shared between visits).
+
+        Parameters
+        ----------
+        setup : JointSetup
+            The joint fit.
+        x : numpy.ndarray, shape (nfree,) or None
+            Least-squares free vector (the reference baseline of each visit; None: the starting values).
+        enabled : bool
+            ``stage4.fitter.marginalise``.
+
+        Returns
+        -------
+        JointMarginalPosterior or None
+        """
+        from .linear import LinearBaseline, marginal_plan
+
+        if not enabled:
+            return None
+        ps = setup.params
+        G = ps.expand(x if x is not None else ps.start())[None, :]
+        owners = {}
+        for k, mp in enumerate(setup.maps):
+            for g in mp:
+                owners.setdefault(int(g), set()).add(k)
+        bases, marg = [], []
+        for k, (m, v) in enumerate(zip(setup.models, setup.visits)):
+            specs = {n: ps[setup.key(n, k)] for n in m.names}
+            lin, noise, why = marginal_plan(m, specs)
+            names = lin + (["err_mult"] if noise else [])
+            shared = [n for n in names if len(owners[ps.names.index(setup.key(n, k))]) > 1]
+            if not lin or shared:
+                (log.info if x is not None else log.debug)("stage4 joint: baselines sampled, not marginalised: visit %s: %s", v.label,
+                         why or f"{', '.join(shared)} shared between visits")
+                return None
+            b = LinearBaseline(m, specs, v.flux, v.err, lin, noise)
+            b.set_reference(dict(zip(m.names, setup.visit_matrix(G.copy(), k)[0])))
+            bases.append(b)
+            marg += [setup.key(n, k) for n in names]
+        sps = ParameterSet({n: (ps[n].fixed_at(ps[n].value) if n in marg else ps[n]) for n in ps.names})
+        (log.info if x is not None else log.debug)(
+            "stage4 joint: %d parameters marginalised analytically (%s); sampling %d", len(marg),
+                 ", ".join(marg), sps.nfree)
+        return cls(setup, bases, sps, marg)
+
+    def __call__(self, theta) -> np.ndarray:
+        """Log-posterior ``(nw,)`` of sampled free vectors ``theta`` ``(nw, nsampled)``."""
+        theta = np.atleast_2d(np.asarray(theta, float))
+        self.ncalls += theta.shape[0]
+        return log_posterior(self.params, theta, self._loglike)
+
+    def _loglike(self, G) -> np.ndarray:
+        s = self.setup
+        return sum(b.loglike(s.visit_matrix(G, k)) for k, b in enumerate(self.bases))
+
+    def draw(self, theta, rng) -> np.ndarray:
+        """Full free vectors ``(ns, nfree)`` of the global set: ``theta`` ``(ns, nsampled)`` plus every
+        marginalised parameter drawn from its conditional posterior (:meth:`LinearBaseline.draw`).
+
+        Parameters
+        ----------
+        theta : numpy.ndarray, shape (ns, nsampled)
+            Posterior samples of the sampled parameters.
+        rng : numpy.random.Generator
+            Random generator of the draws.
+
+        Returns
+        -------
+        numpy.ndarray, shape (ns, nfree)
+        """
+        s = self.setup
+        G = self.params.expand(np.atleast_2d(theta))
+        full = s.params
+        for k, b in enumerate(self.bases):
+            Pk = b.draw(s.visit_matrix(G, k), rng)
+            for n in b.names:
+                G[:, full.names.index(s.key(n, k))] = Pk[:, s.models[k].index[n]]
+        return G[:, full.free_index]
+
+
 _POOL_POST = None  # the posterior a forked worker evaluates (inherited at fork time)
 
 
@@ -242,6 +374,13 @@ class PooledPosterior:
 
     Each process holds its own copy of the batman models (forked after they are built), so one call
     costs one pickled ``(nw/nproc, nfree)`` block each way.  Use as a context manager.
+
+    Parameters
+    ----------
+    post : callable
+        Vectorised log-posterior ``(nw, nd) -> (nw,)``.
+    nproc : int
+        Worker processes.
     """
 
     def __init__(self, post, nproc: int):
@@ -316,8 +455,9 @@ def _joint_lsq_impl(setup, max_nfev):
             return np.concatenate(r)
 
         ul, uh = (lo_ - xs) / scale, (hi_ - xs) / scale
+        jac = _visit_jacobian(setup, ps, xstart, fit_idx, xs, scale, sig, nor, uh)
         sol = optimize.least_squares(resid, np.zeros(xs.size), bounds=(ul, uh), method="trf", max_nfev=max_nfev,
-                                     jac=scaled_jacobian(resid, ul, uh))
+                                     jac=jac)
         if not sol.success:
             log.warning("joint least squares did not converge: %s", sol.message)
         th = xstart.copy()
@@ -345,7 +485,41 @@ def _joint_lsq_impl(setup, max_nfev):
     except np.linalg.LinAlgError:
         cov = np.linalg.pinv(J.T @ J)
     err[fit_idx] = np.sqrt(np.clip(np.diag(cov), 0, None))
+    full = np.diag(np.where(np.isfinite(err), err, 0.0) ** 2)
+    full[np.ix_(fit_idx, fit_idx)] = cov
+    setup.lsq_cov = full  # the walkers' starting ball (fit_joint)
     return th, err, chi2
+
+
+def _visit_jacobian(setup, ps, xstart, fit_idx, xs, scale, sig, nor, uh, h=1e-4):
+    """Forward-difference Jacobian of the joint residuals in scaled offsets u (as :func:`scaled_jacobian`),
+    visit by visit: a parameter's column is non-zero only in the rows of the visits whose model uses it
+    (per-visit parameters touch one visit), so each visit is evaluated once for all its perturbed
+    parameters (one vectorised model call) instead of every visit for every parameter."""
+    gidx = ps.free_index[fit_idx]
+    n = [v.flux.size for v in setup.visits]
+    edges = np.cumsum([0] + n)
+    users = [[j for j, g in enumerate(gidx) if g in set(mp.tolist())] for mp in setup.maps]
+
+    def jac(u, *args):
+        x = xs + u * scale
+        th = xstart.copy()
+        th[fit_idx] = x
+        G = ps.expand(th)[None, :]
+        J = np.zeros((edges[-1] + len(nor), u.size))
+        step = np.where(u + h <= uh, h, -h)
+        for k, (m, v, sk) in enumerate(zip(setup.models, setup.visits, sig)):
+            js = users[k]
+            Gs = np.repeat(G, len(js) + 1, axis=0)
+            for r, j in enumerate(js, start=1):
+                Gs[r, gidx[j]] += step[j] * scale[j]
+            M = m.evaluate(setup.visit_matrix(Gs, k))
+            J[edges[k]:edges[k + 1], js] = ((M[0] - M[1:]) / sk).T / step[js]
+        for row, (j, _mu, sd) in enumerate(nor):
+            J[edges[-1] + row, j] = scale[j] / sd
+        return J
+
+    return jac
 
 
 # ---------------------------------------------------------------------------------- results
@@ -353,16 +527,53 @@ def _joint_lsq_impl(setup, max_nfev):
 class JointResult:
     """Outcome of a joint fit.
 
-    Attributes
+    Parameters
     ----------
-    setup : the :class:`JointSetup` after clipping.  names, free : global parameter names.
-    median, err_lower, err_upper, lsq_values, lsq_errors : dict global name -> float.
-    samples : ``(nsamples, nfree)`` or None (lsq).  chain ``(nsteps, nwalkers, nfree)``, log_prob.
-    visit_rows : list of dicts (one per visit) for ``visits.ecsv``.
-    timing : dict (timing mode) with the ephemeris fit and the O-C rows, else None.
-    visit_fits : per-visit single fits (FitResult) or [].
-    tau, ess, converged, nsteps, burn_in, acceptance, n_logprob, runtime_s, method, n_clipped (per visit).
-    curves : per visit dict time, flux, model, systematics, astro, resid (for figures).
+    setup : JointSetup
+        The setup after clipping.
+    names, free : list of str
+        Global parameter names; the free ones.
+    median, err_lower, err_upper, lsq_values, lsq_errors : dict
+        Global name -> posterior median, 16th / 84th-percentile distances, least-squares value and error.
+    method : str
+        'lsq' or 'emcee'.
+    visit_rows : list of dict
+        One per visit, the rows of ``visits.ecsv``.
+    curves : list of dict
+        Per visit time, flux, model, systematics, astro (for the figures).
+    timing : dict or None
+        Timing mode: the ephemeris fit and the O-C rows.
+    visit_fits : list of FitResult
+        Each visit fitted alone, or [].
+    samples : numpy.ndarray or None
+        ``(nsamples, nfree)`` posterior samples of every free parameter (marginalised ones drawn from
+        their conditionals on the thinned chain).
+    chain : numpy.ndarray or None
+        ``(nsteps, nwalkers, nsampled)``.
+    log_prob : numpy.ndarray or None
+        ``(nsteps, nwalkers)``.
+    tau : numpy.ndarray or None
+        Autocorrelation time (steps) per sampled parameter.
+    ess : float
+        nwalkers x kept steps / max tau.
+    converged : bool
+        Kept chain >= n_tau x max tau.
+    nsteps, burn_in : int
+        Steps run and discarded.
+    acceptance : float
+        Mean acceptance fraction.
+    n_logprob : int
+        Log-posterior evaluations.
+    runtime_s : float
+        Wall time (s).
+    n_clipped : list of int
+        Clipped integrations per visit.
+    sampled : list of str or None
+        Parameters emcee sampled (None: all free).
+    marginalised : list of str
+        Parameters integrated out analytically.
+    mcmc_s : float
+        Wall time of emcee and the conditional draws (s).
     """
 
     setup: JointSetup
@@ -390,6 +601,9 @@ class JointResult:
     n_logprob: int = 0
     runtime_s: float = 0.0
     n_clipped: list = field(default_factory=list)
+    sampled: list | None = None
+    marginalised: list = field(default_factory=list)
+    mcmc_s: float = 0.0
 
     def table(self):
         """Global parameters: name, scope, applies_to, median, err_lower, err_upper, fixed, lsq_value, lsq_error."""
@@ -417,7 +631,9 @@ class JointResult:
                        "n_logprob": int(self.n_logprob), "runtime_s": float(self.runtime_s),
                        "n_clipped": {v.label: int(c) for v, c in zip(s.visits, self.n_clipped)}})
         if self.tau is not None:
-            t.meta["autocorr_time"] = {n: float(x) for n, x in zip(self.free, self.tau)}
+            t.meta["autocorr_time"] = {n: float(x) for n, x in zip(self.sampled or self.free, self.tau)}
+        if self.marginalised:
+            t.meta["marginalised"] = list(self.marginalised)
         return t
 
 
@@ -425,8 +641,21 @@ def red_noise_beta(resid, time, *, bin_minutes=(10.0, 30.0)):
     """Time-averaging red-noise factor beta (Winn et al. 2008, ApJ 683, 1076, eq. 4).
 
     For bins of N consecutive points spanning ``bin_minutes`` (5 sizes), beta_N = sigma_N /
-    (sigma_1 / sqrt(N) sqrt(M / (M - 1))), M the number of bins; beta is their mean (NaN when the
-    light curve is too short for 3 bins of the smallest size).  ``resid`` and ``time`` (d) ``(nt,)``.
+    (sigma_1 / sqrt(N) sqrt(M / (M - 1))), M the number of bins; beta is their mean.
+
+    Parameters
+    ----------
+    resid : array_like, shape (nt,)
+        Residuals in time order.
+    time : array_like, shape (nt,)
+        Times (d).
+    bin_minutes : tuple of float
+        Smallest and largest bin duration (min).
+
+    Returns
+    -------
+    float
+        beta (NaN when the light curve is too short for 3 bins of the smallest size).
     """
     resid = np.asarray(resid, float)
     cad = float(np.median(np.diff(time))) * 1440.0
@@ -444,10 +673,26 @@ def red_noise_beta(resid, time, *, bin_minutes=(10.0, 30.0)):
 
 
 def linear_ephemeris(epochs, t0, sig):
-    """Weighted least-squares linear ephemeris t0 = T0 + E P.
+    """Weighted least-squares linear ephemeris t0 = T0 + E P (Agol & Fabrycky 2018).
 
-    Returns dict T0, T0_err, P, P_err, cov ``(2, 2)``, chi2, dof, o_c ``(n,)`` (days) and o_c_err.
-    Needs at least two distinct epochs.
+    Parameters
+    ----------
+    epochs : array_like of int, shape (n,)
+        Orbital epochs.
+    t0 : array_like, shape (n,)
+        Mid-times (BMJD_TDB d).
+    sig : array_like, shape (n,)
+        Their 1-sigma errors (d).
+
+    Returns
+    -------
+    dict
+        T0, T0_err, P, P_err, cov ``(2, 2)``, chi2, dof, o_c ``(n,)`` (d) and o_c_err.
+
+    Raises
+    ------
+    ConfigError
+        Fewer than two distinct epochs.
     """
     E = np.asarray(epochs, float)
     t = np.asarray(t0, float)
@@ -476,7 +721,11 @@ def fit_joint(visits, config: dict, *, progress: bool = False) -> JointResult:
     config : a stage4 section (validated here): ``joint.orbit``, ``parameters`` with ``scope:``,
         ``systematics`` (+ ``joint.systematics`` per-visit overrides), ``fitter`` (method lsq | emcee;
         emcee stops at ``n_tau`` autocorrelation times, ``nsteps`` the cap), ``clip_sigma``;
-        ``n_processes`` > 1 splits the walkers of each emcee step over that many forked processes.
+        ``n_processes`` > 1 splits the walkers of each emcee step over that many forked processes;
+        ``fitter.marginalise`` (default true) integrates each visit's f0, polynomial and error multiplier
+        out analytically (:class:`JointMarginalPosterior`).
+    progress : bool
+        Log each autocorrelation estimate of emcee at INFO.
 
     Returns
     -------
@@ -496,6 +745,9 @@ def fit_joint(visits, config: dict, *, progress: bool = False) -> JointResult:
                              regressors=cfg["systematics"]["decorrelate"])
     setup = JointSetup(visits, cfg)
     nw_cfg, nfree = cfg["fitter"]["nwalkers"], setup.params.nfree
+    if cfg["fitter"]["method"] == "emcee" and nw_cfg is not None:
+        plan = JointMarginalPosterior.build(setup, None, cfg["fitter"].get("marginalise", True))
+        nfree = plan.params.nfree if plan is not None else nfree  # the dimension emcee samples
     if cfg["fitter"]["method"] == "emcee" and nw_cfg is not None and nw_cfg < 2 * nfree:
         raise ConfigError(f"stage4.fitter.nwalkers: {nw_cfg} walkers for {nfree} free parameters of the joint fit; "
                           f"emcee needs >= 2 x ndim = {2 * nfree}")
@@ -528,31 +780,47 @@ def fit_joint(visits, config: dict, *, progress: bool = False) -> JointResult:
             med, lo, hi = lsq_summary(ps, res["lsq_values"], res["lsq_errors"])
             jr = JointResult(median=med, err_lower=lo, err_upper=hi, **res)
         else:
-            nd = len(free)
+            mpost = JointMarginalPosterior.build(setup, x, f.get("marginalise", True))
+            sps = mpost.params if mpost is not None else ps
+            sampled = sps.free_names
+            si = [free.index(n) for n in sampled]
+            nd = len(sampled)
             nw = f["nwalkers"] or max(32, 2 * nd + 2)
             nw += nw % 2
-            scale = walker_scale(ps, x, xerr)
+            scale = walker_scale(sps, x[si], xerr[si])
+            cov_s = getattr(setup, "lsq_cov", None)
+            cov_s = None if cov_s is None else cov_s[np.ix_(si, si)]
             t_mc = _time.perf_counter()
             nproc = max(1, min(cfg["n_processes"], nw // 2))
             import multiprocessing
 
+            target = mpost if mpost is not None else post
             if nproc > 1 and "fork" in multiprocessing.get_all_start_methods():
-                with PooledPosterior(post, nproc) as pooled:
-                    sampler = run_emcee(pooled, x, scale, nwalkers=nw, nsteps=f["nsteps"], seed=f["seed"],
+                with PooledPosterior(target, nproc) as pooled:
+                    sampler = run_emcee(pooled, x[si], scale, nwalkers=nw, nsteps=f["nsteps"], seed=f["seed"],
                                         progress=progress or f["progress"], n_tau=f["n_tau"],
-                                        burn_in=f["burn_in"], moves=f["moves"])
+                                        burn_in=f["burn_in"], moves=f["moves"], label="joint", cov=cov_s)
                 post.ncalls += pooled.ncalls
             else:
-                sampler = run_emcee(post, x, scale, nwalkers=nw, nsteps=f["nsteps"], seed=f["seed"],
+                sampler = run_emcee(target, x[si], scale, nwalkers=nw, nsteps=f["nsteps"], seed=f["seed"],
                                     progress=progress or f["progress"], n_tau=f["n_tau"], burn_in=f["burn_in"],
-                                    moves=f["moves"])
+                                    moves=f["moves"], label="joint", cov=cov_s)
+                if mpost is not None:
+                    post.ncalls += mpost.ncalls
             chain = sampler.get_chain()
             burn = f["burn_in"]
-            samples = chain[burn:].reshape(-1, nd)
             tau = chain_tau(chain, burn)
+            if mpost is not None:
+                thin = max(1, int(np.nanmin(tau) // 2)) if np.all(np.isfinite(tau)) else 1
+                samples = mpost.draw(chain[burn::thin].reshape(-1, nd), np.random.default_rng(f["seed"] + 7919))
+            else:
+                samples = chain[burn:].reshape(-1, nd)
             kept = chain.shape[0] - burn
             ess = float(nw * kept / np.max(tau)) if np.all(np.isfinite(tau)) else float("nan")
             converged = bool(f["n_tau"] and np.all(np.isfinite(tau)) and kept >= f["n_tau"] * np.max(tau))
+            res["sampled"] = list(sampled)
+            res["mcmc_s"] = _time.perf_counter() - t_mc
+            res["marginalised"] = [] if mpost is None else list(mpost.marginalised)
             med, lo, hi = posterior_summary(ps, samples)
             acc = float(np.mean(sampler.acceptance_fraction))
             mc_s = _time.perf_counter() - t_mc

@@ -22,9 +22,19 @@ __all__ = ["read_visit_entries", "run_joint"]
 
 
 def read_visit_entries(entries) -> list[dict]:
-    """Read ``input.lightcurves`` list entries ``{path, visit, band}`` (or path strings) into
-    ``{lc, visit, band}`` dicts for :func:`make_visits` (``tsoreduce.io.read_lightcurves``: ours,
-    Eureka!-style ECSV, SPARTA-style HDF5)."""
+    """Read ``input.lightcurves`` list entries into ``{lc, visit, band}`` dicts for :func:`make_visits`.
+
+    ``tsoreduce.io.read_lightcurves``: ours, Eureka!-style ECSV, SPARTA-style HDF5.
+
+    Parameters
+    ----------
+    entries : list
+        Path strings or ``{path, visit, band}`` mappings.
+
+    Returns
+    -------
+    list of dict
+    """
     from ..io import read_lightcurves
 
     out = []

@@ -43,20 +43,60 @@ NOISE_KINDS = ("none", "err_mult", "jitter")
 
 
 def kipping_to_u(q1, q2):
-    """Kipping (2013) q1, q2 in [0, 1] -> quadratic u1, u2 (arrays broadcast)."""
+    """Kipping (2013, MNRAS 435, 2152) q1, q2 in [0, 1] -> quadratic u1, u2.
+
+    Parameters
+    ----------
+    q1, q2 : float or array_like
+        Kipping coefficients (broadcast).
+
+    Returns
+    -------
+    tuple
+        (u1, u2).
+    """
     sq = np.sqrt(q1)
     return 2.0 * sq * q2, sq * (1.0 - 2.0 * q2)
 
 
 def u_to_kipping(u1, u2):
-    """Quadratic u1, u2 -> Kipping (2013) q1, q2."""
+    """Quadratic u1, u2 -> Kipping (2013) q1, q2.
+
+    Parameters
+    ----------
+    u1, u2 : float
+        Quadratic coefficients.
+
+    Returns
+    -------
+    tuple of float
+        (q1, q2).
+    """
     q1 = (u1 + u2) ** 2
     q2 = u1 / (2.0 * (u1 + u2)) if (u1 + u2) != 0 else 0.0
     return q1, q2
 
 
 def ld_coefficients(law: str, parametrisation: str) -> list:
-    """The limb-darkening parameter names of a law: ['q1','q2'] (kipping) or ['u1', ...]."""
+    """The limb-darkening parameter names of a law.
+
+    Parameters
+    ----------
+    law : str
+        batman law (:data:`LD_LAWS`).
+    parametrisation : str
+        'kipping' (quadratic only) or 'u'.
+
+    Returns
+    -------
+    list of str
+        ['q1', 'q2'] or ['u1', ...].
+
+    Raises
+    ------
+    ConfigError
+        Unknown law or parametrisation, or kipping with a law other than quadratic.
+    """
     if law not in LD_LAWS:
         raise ConfigError(f"stage4.limb_darkening.law: {law!r} is not one of {sorted(LD_LAWS)}")
     n = LD_LAWS[law]
@@ -73,18 +113,34 @@ def ld_coefficients(law: str, parametrisation: str) -> list:
 class LightCurveModel:
     """Full light-curve model for a fixed time array: ``model.evaluate(values)``.
 
-    Parameters
-    ----------
-    time : float64 ``(nt,)`` BMJD_TDB (days) of the fitted integrations.
-    kind : 'transit' | 'eclipse' | 'phasecurve'.
-    ld_law : batman limb-darkening law; ``ld_parametrisation`` 'kipping' (quadratic only) or 'u'.
-    pc_order : 1 or 2, harmonics of the phase variation (phasecurve only).
-    ramp, poly_order, regressors, t_start : see :class:`~tsoreduce.lightcurve.systematics.Systematics`.
-    noise : 'none' | 'err_mult' | 'jitter' -- error inflation parameter of the likelihood.
-    supersample_factor : int >= 1; ``exp_time`` exposure time in days (required when > 1).
-
     ``names`` lists every parameter in order.  ``evaluate`` accepts a dict name -> value, a vector
     ``(nparams,)`` or a matrix ``(nw, nparams)`` and returns ``(nt,)`` or ``(nw, nt)``.
+
+    Parameters
+    ----------
+    time : array_like, shape (nt,)
+        BMJD_TDB (d) of the fitted integrations.
+    kind : str
+        'transit' | 'eclipse' | 'phasecurve'.
+    ld_law : str
+        batman limb-darkening law.
+    ld_parametrisation : str
+        'kipping' (quadratic only) or 'u'.
+    pc_order : int
+        1 or 2, harmonics of the phase variation (phasecurve only).
+    ramp, poly_order, regressors, t_start, t_ref
+        See :class:`~tsoreduce.lightcurve.systematics.Systematics`.
+    noise : str
+        'none' | 'err_mult' | 'jitter' -- error inflation parameter of the likelihood.
+    supersample_factor : int
+        >= 1.
+    exp_time : float, optional
+        Exposure time in days (required when ``supersample_factor`` > 1).
+
+    Raises
+    ------
+    ConfigError
+        Unknown kind, noise, phase-curve order or limb-darkening law, or supersampling without exp_time.
     """
 
     def __init__(self, time, kind="transit", *, ld_law="quadratic", ld_parametrisation="kipping", pc_order=1,
@@ -337,15 +393,9 @@ class LightCurveModel:
             s = np.broadcast_to(err, (P.shape[0], err.shape[1]))
         return s[0] if one else s
 
-    def loglike(self, P, flux, err) -> np.ndarray:
-        """Gaussian log-likelihood ``(nw,)`` of parameter matrix ``P`` ``(nw, nparams)`` (fused numba kernel).
-
-        Same value as -0.5 sum(((flux - evaluate(P)) / sigma)^2) - sum(log sigma) - n/2 log(2 pi).
-        """
-        from ._kernels import loglike_kernel
-
-        P = np.atleast_2d(np.asarray(P, float))
-        nw, nt = P.shape[0], self.time.size
+    def _kernel_inputs(self, P) -> dict:
+        """Per-walker arrays of the fused kernels (astrophysics, ramp, decorrelation) for ``P`` ``(nw, nparams)``."""
+        nw = P.shape[0]
         ix = self.index
         if self._tm is None and self._em is None:
             self._build(dict(zip(self.names, P[0])))
@@ -393,18 +443,92 @@ class LightCurveModel:
             ramp[:, 2], ramp[:, 3] = P[:, ix["ramp_amp2"]], P[:, ix["ramp_tau2"]]
         if not sysm._sorted:
             raise ValueError("LightCurveModel.loglike needs times sorted in increasing order")
-        poly = np.ascontiguousarray(P[:, [ix[f"poly{k}"] for k in range(1, sysm.poly_order + 1)]])
         decorr = np.ascontiguousarray(P[:, [ix[f"decorr_{n}"] for n in sysm.regressor_names]])
+        nt = self.time.size
+        return dict(mode=mode, A=A, E=E, fp=np.ascontiguousarray(fp), pc=pc, trig=trig, ramp=ramp, nramp=nramp,
+                    dt_start=sysm.dt_start, decorr=decorr,
+                    z=np.ascontiguousarray(sysm._z.reshape(len(sysm.regressor_names), nt)),
+                    ramp_k=sysm._rk, ramp_eps=sysm._reps, ramp_step=sysm._rstep)
+
+    def loglike(self, P, flux, err) -> np.ndarray:
+        """Gaussian log-likelihood ``(nw,)`` of parameter matrix ``P`` ``(nw, nparams)`` (fused numba kernel).
+
+        Same value as -0.5 sum(((flux - evaluate(P)) / sigma)^2) - sum(log sigma) - n/2 log(2 pi).
+
+        Parameters
+        ----------
+        P : array_like, shape (nw, nparams)
+            Parameter vectors in :attr:`names` order, one row per walker.
+        flux, err : array_like, shape (nt,)
+            Fitted flux and its 1-sigma errors (flux units).
+
+        Returns
+        -------
+        numpy.ndarray, shape (nw,)
+            Log-likelihood per walker.
+
+        Raises
+        ------
+        ValueError
+            Times not sorted in increasing order.
+        """
+        from ._kernels import loglike_kernel
+
+        P = np.atleast_2d(np.asarray(P, float))
+        nw, nt = P.shape[0], self.time.size
+        ix = self.index
+        k = self._kernel_inputs(P)
+        sysm = self.systematics
+        poly = np.ascontiguousarray(P[:, [ix[f"poly{j}"] for j in range(1, sysm.poly_order + 1)]])
         noise_kind = {"none": 0, "err_mult": 1, "jitter": 2}[self.noise]
         noise = P[:, ix["err_mult"]] if noise_kind == 1 else (P[:, ix["jitter_ppm"]] if noise_kind == 2
                                                                   else np.zeros(nw))
         err = np.asarray(err, float)
-        return loglike_kernel(np.asarray(flux, float), err, mode, A, E, np.ascontiguousarray(fp), pc, trig,
-                              np.ascontiguousarray(P[:, ix["f0"]]), ramp, nramp, sysm.dt_start, poly,
-                              np.ascontiguousarray(sysm._powers.reshape(sysm.poly_order, nt)), decorr,
-                              np.ascontiguousarray(sysm._z.reshape(len(sysm.regressor_names), nt)),
+        return loglike_kernel(np.asarray(flux, float), err, k["mode"], k["A"], k["E"], k["fp"], k["pc"], k["trig"],
+                              np.ascontiguousarray(P[:, ix["f0"]]), k["ramp"], k["nramp"], k["dt_start"], poly,
+                              np.ascontiguousarray(sysm._powers.reshape(sysm.poly_order, nt)), k["decorr"], k["z"],
                               noise_kind, np.ascontiguousarray(noise), float(np.log(err).sum()),
-                              sysm._rk, sysm._reps, sysm._rstep)
+                              k["ramp_k"], k["ramp_eps"], k["ramp_step"])
+
+    def linear_solve(self, P, flux, ivar, basis, beta_ref=None):
+        """Best linear baseline coefficients per walker for the model ``g(t) sum_j beta_j basis_j(t)``.
+
+        ``g`` is astrophysics x ramp x decorrelation at ``P`` (f0 and the polynomial are not read).
+
+        Parameters
+        ----------
+        P : array_like, shape (nw, nparams)
+            Parameter vectors in :attr:`names` order.
+        flux : array_like, shape (nt,)
+            Fitted flux.
+        ivar : array_like, shape (nt,)
+            Weights 1 / err^2 (flux units^-2).
+        basis : array_like, shape (m, nt)
+            Baseline basis functions.
+        beta_ref : array_like, shape (m,), optional
+            Reference coefficients near the solution (default: 1 for the first basis function, 0 for the
+            others); the sums are taken about it for precision.
+
+        Returns
+        -------
+        chi2 : numpy.ndarray, shape (nw,)
+            Minimum weighted chi^2 (inf where the normal matrix is singular).
+        beta : numpy.ndarray, shape (nw, m)
+            Weighted least-squares coefficients.
+        chol : numpy.ndarray, shape (nw, m, m)
+            Lower Cholesky factor of the normal matrix B^T W B.
+        """
+        from ._kernels import linear_kernel
+
+        P = np.atleast_2d(np.asarray(P, float))
+        k = self._kernel_inputs(P)
+        basis = np.ascontiguousarray(basis, float)
+        if beta_ref is None:
+            beta_ref = np.zeros(basis.shape[0])
+            beta_ref[0] = 1.0
+        return linear_kernel(np.asarray(flux, float), np.asarray(ivar, float), basis,
+                             np.asarray(beta_ref, float), k["mode"], k["A"], k["E"], k["fp"], k["pc"], k["trig"], k["ramp"], k["nramp"],
+                             k["dt_start"], k["decorr"], k["z"], k["ramp_k"], k["ramp_eps"], k["ramp_step"])
 
     def _buffer(self, name, nw, full):
         """Reused ``(nw, nt)`` work array of ones (first touch of fresh memory is slow on these VMs).

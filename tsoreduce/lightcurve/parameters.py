@@ -40,7 +40,25 @@ SCOPES = ("shared", "per_visit", "per_band")
 
 @dataclass
 class ParamSpec:
-    """One parameter: starting value, prior and whether it is shared across channels."""
+    """One parameter: starting value, prior and whether it is shared across channels.
+
+    Parameters
+    ----------
+    name : str
+        Parameter name.
+    value : float
+        Starting (or fixed) value.
+    prior : str
+        'fixed', 'uniform', 'loguniform' or 'normal'.
+    bounds : tuple of float or None
+        (lower, upper) support.
+    sigma, mean : float or None
+        Normal prior width and mean.
+    shared : bool
+        Fitted on the white light curve and fixed in the channels.
+    scope : str or None
+        Joint fits: 'shared', 'per_visit' or 'per_band' (None: the parameter's default).
+    """
 
     name: str
     value: float
@@ -84,13 +102,24 @@ class ParamSpec:
 def parse_parameter(name: str, decl, *, default_shared: bool = False) -> ParamSpec:
     """Validate one YAML parameter declaration and return a :class:`ParamSpec`.
 
-    ``decl`` may be a number (shorthand for ``{value: x, prior: fixed}``) or a mapping with keys
-    value, prior, bounds, sigma, mean, shared.
+    Parameters
+    ----------
+    name : str
+        Parameter name.
+    decl : float or dict
+        A number (shorthand for ``{value: x, prior: fixed}``) or a mapping with keys value, prior, bounds,
+        sigma, mean, shared, scope.
+    default_shared : bool
+        ``shared`` when not declared.
+
+    Returns
+    -------
+    ParamSpec
 
     Raises
     ------
     ConfigError
-        unknown key, unknown prior type, missing/invalid bounds or sigma, value outside bounds.
+        Unknown key, unknown prior type or scope, missing/invalid bounds or sigma, value outside bounds.
     """
     where = f"stage4.parameters.{name}"
     if isinstance(decl, bool):
@@ -177,6 +206,11 @@ class ParameterSet:
     ``names`` is the full ordered list (the model's parameter vector), ``free_names`` the subset
     sampled.  :meth:`expand` maps free vectors ``(nw, nfree)`` to full vectors ``(nw, nparams)``;
     :meth:`log_prior` is vectorised over walkers.
+
+    Parameters
+    ----------
+    specs : dict
+        Name -> ParamSpec, in model order.
     """
 
     specs: dict = field(default_factory=dict)

@@ -131,6 +131,7 @@ def _write_joint_chain(path: Path, jr) -> Path:
         g.create_dataset("chain", data=jr.chain, compression="gzip")
         g.create_dataset("log_prob", data=jr.log_prob, compression="gzip")
         g.attrs["free_names"] = json.dumps(jr.free)
+        g.attrs["sampled_names"] = json.dumps(jr.sampled or jr.free)  # the chain's columns
         g.attrs["burn_in"] = jr.burn_in
         g.attrs["acceptance"] = jr.acceptance
         g.attrs["autocorr_time"] = json.dumps([float(x) for x in jr.tau])

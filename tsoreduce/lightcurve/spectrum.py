@@ -63,7 +63,19 @@ def _nightside(res: FitResult):
 
 
 def spectrum_table(results: list[FitResult], *, meta=None) -> Table:
-    """The transmission / emission spectrum, one row per fit result (see module doc for columns)."""
+    """The transmission / emission spectrum, one row per fit result (see module doc for columns).
+
+    Parameters
+    ----------
+    results : list of FitResult
+        Channel (or white) fits.
+    meta : dict, optional
+        Table metadata (model, target, provenance).
+
+    Returns
+    -------
+    astropy.table.Table
+    """
     t = Table()
     t["wavelength"] = [r.wavelength for r in results] * u.um
     t["wavelength_lower"] = [r.wavelength_lower for r in results] * u.um
@@ -111,12 +123,33 @@ def spectrum_table(results: list[FitResult], *, meta=None) -> Table:
 
 
 def parameter_table(res: FitResult) -> Table:
-    """white_fit.ecsv content: name, median, err_lower, err_upper, fixed (+ autocorrelation time meta)."""
+    """white_fit.ecsv content: name, median, err_lower, err_upper, fixed (+ autocorrelation time meta).
+
+    Parameters
+    ----------
+    res : FitResult
+        One fit.
+
+    Returns
+    -------
+    astropy.table.Table
+    """
     return res.table()
 
 
 def channel_parameter_table(results: list[FitResult]) -> Table:
-    """Every parameter of every channel fit, long format: channel label, wavelength, name, median, errors, fixed."""
+    """Every parameter of every channel fit, long format: channel label, wavelength, name, median, errors, fixed.
+
+    Parameters
+    ----------
+    results : list of FitResult
+        Channel fits.
+
+    Returns
+    -------
+    astropy.table.Table
+        Empty when ``results`` is.
+    """
     rows = []
     for r in results:
         for n in r.names:
@@ -136,7 +169,19 @@ def channel_parameter_table(results: list[FitResult]) -> Table:
 
 
 def write_table(table: Table, path) -> Path:
-    """Write an astropy Table as ECSV atomically (temporary file in the same directory, then os.replace)."""
+    """Write an astropy Table as ECSV atomically (temporary file in the same directory, then os.replace).
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        The table.
+    path : str or Path
+        Destination.
+
+    Returns
+    -------
+    Path
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: table.write(tmp, format="ascii.ecsv", overwrite=True), ".ecsv")
@@ -146,9 +191,24 @@ def write_table(table: Table, path) -> Path:
 def write_chains(path, results: list[FitResult], *, config=None) -> Path:
     """Posterior chains to HDF5 (h5py), one group per fit ('white', 'channel_00', ...), atomically.
 
-    Each group: ``chain`` (nsteps, nwalkers, nfree), ``log_prob`` (nsteps, nwalkers), attributes
-    ``free_names`` (JSON list), ``burn_in``, ``acceptance``, ``autocorr_time`` and ``wavelength`` (um).
-    Least-squares-only fits store ``lsq_values`` / ``lsq_errors`` instead of a chain.
+    Each group: ``chain`` (nsteps, nwalkers, nsampled), ``log_prob`` (nsteps, nwalkers), ``samples``
+    (nsamples, nfree: every free parameter, marginalised ones drawn), attributes ``free_names`` and
+    ``sampled_names`` (JSON lists), ``marginalised``, ``burn_in``, ``acceptance``, ``autocorr_time`` (per
+    sampled parameter) and ``wavelength`` (um).  Least-squares-only fits store ``lsq_values`` /
+    ``lsq_errors`` instead of a chain.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination ``.h5``.
+    results : list of FitResult
+        Fits.
+    config : dict, optional
+        Validated stage4 section, stored as JSON.
+
+    Returns
+    -------
+    Path
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,6 +221,8 @@ def write_chains(path, results: list[FitResult], *, config=None) -> Path:
         for r in results:
             g = f.create_group(r.label)
             g.attrs["free_names"] = json.dumps(list(r.free))
+            g.attrs["sampled_names"] = json.dumps(list(r.sampled or r.free))
+            g.attrs["marginalised"] = json.dumps(list(r.marginalised))
             g.attrs["method"] = r.method
             g.attrs["wavelength"] = float(r.wavelength)
             g.attrs["burn_in"] = int(r.burn_in)
@@ -171,17 +233,31 @@ def write_chains(path, results: list[FitResult], *, config=None) -> Path:
                 g.create_dataset("chain", data=r.chain.astype(np.float64), compression="gzip",
                                  compression_opts=1)
                 g.create_dataset("log_prob", data=r.log_prob, compression="gzip", compression_opts=1)
+                g.create_dataset("samples", data=np.asarray(r.samples, np.float64), compression="gzip",
+                                 compression_opts=1)
             g.create_dataset("lsq_values", data=np.array([r.lsq_values[n] for n in r.free], float))
             g.create_dataset("lsq_errors", data=np.array([r.lsq_errors[n] for n in r.free], float))
     return path
 
 
 def read_chains(path) -> dict:
-    """Read a chains file: label -> dict(free_names, chain, log_prob, burn_in, acceptance, ...)."""
+    """Read a chains file written by :func:`write_chains`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.h5`` file.
+
+    Returns
+    -------
+    dict
+        Label -> dict(free_names, chain, log_prob, burn_in, acceptance, ...).
+    """
     out = {}
     with h5py.File(path, "r") as f:
         for label, g in f.items():
-            d = {k: (json.loads(v) if k == "free_names" else v) for k, v in g.attrs.items()}
+            d = {k: (json.loads(v) if k in ("free_names", "sampled_names", "marginalised") else v)
+                 for k, v in g.attrs.items()}
             for k in g:
                 d[k] = g[k][()]
             out[label] = d

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..config_rules import per_band_problems
 from ..config import Param
-from ..errors import ConfigError, EmptyDataError, NoTransitInWindowError, VisitOverlapError
+from ..errors import ConfigError, EmptyDataError, NoTransitInWindowError, ScopeError, VisitOverlapError
 from .parameters import SCOPES  # noqa: F401  (re-exported)
 
-__all__ = ["Visit", "make_visits", "assign_epochs", "JOINT_SCHEMA", "SCOPES"]
+__all__ = ["Visit", "make_visits", "assign_epochs", "JOINT_SCHEMA", "SCOPES", "per_band_problems",
+           "check_per_band"]
 
 #: ``stage4.joint``: used when ``input.lightcurves`` is a list (one light curve per visit)
 JOINT_SCHEMA = {
@@ -41,17 +43,28 @@ log = logging.getLogger(__name__)
 class Visit:
     """One visit's light curve (sorted in time, only the usable points).
 
-    Attributes
+    Parameters
     ----------
-    label : unique name (``visit`` in the YAML; default ``v1``, ``v2`` ... in input order).
-    band : wavelength-band label or None (needed by ``per_band`` parameters).
-    time : float64 ``(nt,)`` BMJD_TDB (d); flux, err ``(nt,)`` normalised flux and 1-sigma.
-    regressors : dict name -> ``(nt,)``.
-    t_start : time origin of the settling ramp (first integration of the exposure, d).
-    wavelength : (centre, lower, upper) um, NaN when unknown.
-    source : file the visit was read from ('' for arrays).
-    epoch : orbital epoch (set by :func:`assign_epochs`).
-    n_dropped : integrations excluded (masked, non-finite, ``exclude_first``).
+    label : str
+        Unique name (``visit`` in the YAML; default ``v1``, ``v2`` ... in input order).
+    band : str or None
+        Wavelength-band label (needed by ``per_band`` parameters).
+    time : numpy.ndarray, shape (nt,)
+        BMJD_TDB (d).
+    flux, err : numpy.ndarray, shape (nt,)
+        Normalised flux and 1-sigma errors.
+    regressors : dict
+        Name -> ``(nt,)``.
+    t_start : float
+        Time origin of the settling ramp (first usable integration of the exposure, d).
+    wavelength : tuple of float
+        (centre, lower, upper) um, NaN when unknown.
+    source : str
+        File the visit was read from ('' for arrays).
+    epoch : int
+        Orbital epoch (set by :func:`assign_epochs`).
+    n_dropped : int
+        Integrations excluded (masked, non-finite, ``exclude_first``).
     """
 
     label: str
@@ -88,9 +101,16 @@ def make_visits(entries, *, exclude_first: int = 0, regressors=None) -> list[Vis
     exclude_first : integrations dropped at the start of every visit.
     regressors : regressor names to keep (None: every regressor of each table).
 
+    Returns
+    -------
+    list of Visit
+
     Raises
     ------
-    ConfigError : duplicate labels, missing arrays.  EmptyDataError : fewer than 10 usable points.
+    ConfigError
+        Duplicate labels, missing arrays or regressors.
+    EmptyDataError
+        Fewer than 10 usable points.
     """
     if not entries:
         raise ConfigError("input.lightcurves: a joint fit needs at least one light curve")
@@ -162,11 +182,32 @@ def assign_epochs(visits, t0: float, per: float, *, check_window: bool = True) -
     """Number each visit with the epoch E whose predicted mid-time t0 + E per is nearest its centre.
 
     Checks, before any fitting, that the visits do not overlap in time, fall on distinct epochs and
-    (``check_window``) contain their predicted mid-time.  Sets ``visit.epoch`` and returns the epochs.
+    (``check_window``) contain their predicted mid-time.  Sets ``visit.epoch``.
+
+    Parameters
+    ----------
+    visits : list of Visit
+        The visits.
+    t0 : float
+        Reference mid-time (BMJD_TDB d).
+    per : float
+        Period (d).
+    check_window : bool
+        Require each visit's window to contain its predicted mid-time.
+
+    Returns
+    -------
+    numpy.ndarray of int
+        The epochs, in visit order.
 
     Raises
     ------
-    VisitOverlapError, NoTransitInWindowError, ConfigError (per <= 0).
+    VisitOverlapError
+        Overlapping visits or two on one epoch.
+    NoTransitInWindowError
+        A window without its predicted mid-time.
+    ConfigError
+        per <= 0.
     """
     if not per > 0:
         raise ConfigError(f"stage4.parameters.per: the period must be > 0 to assign epochs, got {per}")
@@ -193,3 +234,28 @@ def assign_epochs(visits, t0: float, per: float, *, check_window: bool = True) -
         raise VisitOverlapError(f"visits {labels} fall on the same epoch {sorted(dup)}; a joint fit takes one "
                                 "light curve per transit (fit several bands of one visit as one visit per band)")
     return np.array(epochs, int)
+
+
+def check_per_band(parameters: dict, visits, used=None) -> None:
+    """Raise :class:`~tsoreduce.errors.ScopeError` for a ``per_band`` parameter with a visit without band.
+
+    Parameters
+    ----------
+    parameters : dict
+        ``stage4.parameters`` (name -> declaration).
+    visits : list
+        Visit dicts (``band``, ``visit``) or :class:`Visit` objects.
+    used : list of set, optional
+        Per visit, the parameter names its model has; a visit without band only matters for the
+        parameters its model uses (default: every parameter).
+
+    Raises
+    ------
+    ScopeError
+        The first offending parameter (its name and the visits without band).
+    """
+    visits = list(visits or [])
+    for name, decl in (parameters or {}).items():
+        sel = [v for k, v in enumerate(visits) if used is None or name in used[k]]
+        for key, msg in per_band_problems({name: decl}, sel):
+            raise ScopeError(f"{key}: {msg}")

@@ -15,8 +15,24 @@ __all__ = ["plot_joint_lightcurves", "plot_o_c"]
 
 
 def plot_joint_lightcurves(jr, *, path=None, bin_minutes=10.0):
-    """One column per visit: flux / systematics with the joint astrophysical model (top), residuals in
-    ppm (bottom); time in hours from the visit's mid-transit, binned points every ``bin_minutes``."""
+    """One column per visit: flux / systematics with the joint astrophysical model (top), residuals in ppm.
+
+    Time in hours from the visit's mid-transit, binned points every ``bin_minutes``.
+
+    Parameters
+    ----------
+    jr : JointResult
+        The joint fit (its ``curves``).
+    path : str or Path, optional
+        PNG to write.
+    bin_minutes : float
+        Bin width of the overplotted points (min).
+
+    Returns
+    -------
+    Path or matplotlib.figure.Figure
+        The file written, or the figure when ``path`` is None.
+    """
     curves = jr.curves
     n = len(curves)
     fig = Figure(figsize=(3.2 * n + 1, 6))
@@ -46,7 +62,19 @@ def plot_o_c(jr, *, path=None):
     """Observed minus calculated mid-times (minutes) against epoch.
 
     Timing mode: the joint fit's free mid-times against their fitted linear ephemeris.  Ephemeris mode:
-    the per-visit fits' mid-times (when made) against the joint ephemeris.  None when neither exists.
+    the per-visit fits' mid-times (when made) against the joint ephemeris.
+
+    Parameters
+    ----------
+    jr : JointResult
+        The joint fit.
+    path : str or Path, optional
+        PNG to write.
+
+    Returns
+    -------
+    Path or matplotlib.figure.Figure or None
+        None when there are no mid-times to compare.
     """
     if jr.timing is not None:
         rows = jr.timing["rows"]
