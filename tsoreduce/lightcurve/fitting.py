@@ -682,7 +682,7 @@ def fit_lightcurve(model, params, flux, err, **kwargs) -> FitResult:
     flux, err : array_like, shape (nt,)
         Flux and 1-sigma errors.
     **kwargs
-        label, method ('lsq' | 'emcee'), nwalkers (default max(32, 2 nsampled + 2)), nsteps, burn_in, seed,
+        label, method ('lsq' | 'emcee'), nwalkers (default max(16, 2 nsampled + 2)), nsteps, burn_in, seed,
         clip_sigma (None: no clipping), progress, wavelength ((centre, lower, upper) um), n_tau (stopping
         rule; None runs nsteps), moves ('stretch' | 'de'), marginalise (default True).
 
@@ -790,7 +790,9 @@ def _emcee_fit(model, params, post, flux, err, x, xcov, *, label, nwalkers, nste
     sampled = sampled_ps.free_names
     si = [free.index(n) for n in sampled]
     nd = len(sampled)
-    nw = nwalkers or max(32, 2 * nd + 2)
+    # the stopping rule counts autocorrelation times, not samples: walkers beyond ~2 per sampled
+    # dimension add samples but not convergence speed
+    nw = nwalkers or max(16, 2 * nd + 2)
     nw += nw % 2
     x_s, cov_s = x[si], xcov[np.ix_(si, si)]
     sampler = run_emcee(mpost, x_s, walker_scale(sampled_ps, x_s, np.sqrt(np.clip(np.diag(cov_s), 0, None))),

@@ -746,7 +746,7 @@ def fit_joint(visits, config: dict, *, progress: bool = False) -> JointResult:
     setup = JointSetup(visits, cfg)
     nw_cfg, nfree = cfg["fitter"]["nwalkers"], setup.params.nfree
     if cfg["fitter"]["method"] == "emcee" and nw_cfg is not None:
-        plan = JointMarginalPosterior.build(setup, None, cfg["fitter"].get("marginalise", True))
+        plan = JointMarginalPosterior.build(setup, None, cfg["fitter"]["marginalise"])
         nfree = plan.params.nfree if plan is not None else nfree  # the dimension emcee samples
     if cfg["fitter"]["method"] == "emcee" and nw_cfg is not None and nw_cfg < 2 * nfree:
         raise ConfigError(f"stage4.fitter.nwalkers: {nw_cfg} walkers for {nfree} free parameters of the joint fit; "
@@ -785,7 +785,7 @@ def fit_joint(visits, config: dict, *, progress: bool = False) -> JointResult:
             sampled = sps.free_names
             si = [free.index(n) for n in sampled]
             nd = len(sampled)
-            nw = f["nwalkers"] or max(32, 2 * nd + 2)
+            nw = f["nwalkers"] or max(16, 2 * nd + 2)
             nw += nw % 2
             scale = walker_scale(sps, x[si], xerr[si])
             cov_s = getattr(setup, "lsq_cov", None)

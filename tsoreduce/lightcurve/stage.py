@@ -70,7 +70,11 @@ CONFIG_SCHEMA = {
     "fitter": {
         "method": Param("emcee", str, "lsq (least squares only) or emcee (least-squares start)",
                         choices=("lsq", "emcee")),
-        "nwalkers": Param(None, int, "emcee walkers (null: max(32, 2 nfree + 2))", nullable=True, min=4),
+        "nwalkers": Param(None, int, "emcee walkers (null: max(16, 2 x sampled parameters + 2); the "
+                          "marginalised ones are not sampled)", nullable=True, min=4),
+        "marginalise": Param(True, bool, "integrate f0, the baseline polynomial and the error multiplier "
+                             "out analytically (exact for their flat priors) and sample the rest; false: "
+                             "sample every free parameter"),
         "nsteps": Param(2000, int, "emcee steps per walker (the cap when n_tau is set)", min=10),
         "n_tau": Param(50.0, float, "stop emcee once the chain after burn-in is this many integrated "
                        "autocorrelation times long (null: always run nsteps)", nullable=True, min=1.0),
@@ -263,7 +267,7 @@ def _fit_args(cfg, channel=False):
         raise ConfigError(f"stage4.fitter: burn-in {burn} must be < steps {nsteps}")
     return dict(method=f["method"], nwalkers=f["nwalkers"], nsteps=nsteps, burn_in=burn,
                 clip_sigma=cfg["clip_sigma"], progress=f["progress"] and not channel, n_tau=f["n_tau"],
-                moves=f["moves"])
+                moves=f["moves"], marginalise=f["marginalise"])
 
 
 def fit_white(lc: LightCurves, config: dict) -> FitResult:
