@@ -26,12 +26,14 @@ from tsoreduce import config as C
 KNOWN: set[tuple[str, str, str]] = {
     # half-width of the window measuring position/width vs the trace fit's halfwidth: rename or align
     ("stage3", "measure_position_width", "halfwidth"),
-    # emcee helpers called by the stage with the schema's values; their own defaults differ
+    # low-level emcee helpers: burn-in 0 is the neutral value for a chain of any length (the schema's
+    # 500 assumes the stage's 2000-step default); the stage always passes the schema's value
     ("stage4", "chain_tau", "burn_in"),
     ("stage4", "run_emcee", "burn_in"),
-    ("stage4", "run_emcee", "moves"),
-    ("stage4", "run_emcee", "seed"),
 }
+
+#: private functions that hold the defaults of a public ``**kwargs`` function (checked too)
+BEHIND_KWARGS = {"stage4": ["tsoreduce.lightcurve.fitting._fit_lightcurve"]}
 
 
 def _leaves(schema, path=()):
@@ -67,6 +69,11 @@ def _stage_functions(module_name):
             if not obj.__module__.startswith(module_name):
                 continue  # imported from elsewhere (e.g. config.validate)
             seen[f"{obj.__module__}.{obj.__name__}"] = obj
+    for section, quals in BEHIND_KWARGS.items():
+        if C.SECTION_MODULES[section][0] == module_name:
+            for qual in quals:
+                mod_name, name = qual.rsplit(".", 1)
+                seen[qual] = getattr(importlib.import_module(mod_name), name)
     return seen
 
 

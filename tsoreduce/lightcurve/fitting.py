@@ -21,6 +21,7 @@ import numpy as np
 from scipy import optimize
 from threadpoolctl import threadpool_limits
 
+from .._util import robust_std
 from ..errors import ConfigError, FitError
 from ..noise import residual_noise
 from .models import LightCurveModel
@@ -493,8 +494,8 @@ def emcee_moves(kind: str):
     raise ConfigError(f"stage4.fitter.moves: {kind!r} is not 'stretch' or 'de'")
 
 
-def run_emcee(post: LogPosterior, x0, scale, *, nwalkers, nsteps, seed=0, progress=False, n_tau=None,
-              burn_in=0, moves="stretch", label="fit", cov=None):
+def run_emcee(post: LogPosterior, x0, scale, *, nwalkers, nsteps, seed=42, progress=False, n_tau=50.0,
+              burn_in=0, moves="de", label="fit", cov=None):
     """Run emcee from a ball around ``x0`` with the vectorised posterior.
 
     Without ``n_tau`` it runs ``nsteps`` steps; with ``n_tau`` convergence is the stopping rule
@@ -617,7 +618,7 @@ def sample_until_converged(sampler, p0, *, max_steps, burn_in, n_tau=50.0, check
 
     emcee's recommended >= 50 tau (Foreman-Mackey et al. 2013), the max over parameters; ``max_steps`` is
     the cap.  The time is re-estimated every ``check_every`` steps (default: 5 % of the steps so far,
-    >= 50) on the post-burn-in chain.  The effective sample size of the kept chain is
+    >= 50, or sooner where the last estimate says the target is reached) on the post-burn-in chain.  The effective sample size of the kept chain is
     nwalkers x (steps - burn_in) / max(tau).
 
     Parameters
@@ -647,6 +648,10 @@ def sample_until_converged(sampler, p0, *, max_steps, burn_in, n_tau=50.0, check
     converged = False
     while n < max_steps:
         step = check_every or max(50, n // 20)
+        if tau is not None and np.all(np.isfinite(tau)) and not check_every:
+            # the current estimate says how many steps are still needed: check there, not up to
+            # 5 % later (tau is re-estimated there, so a growing tau only means another check)
+            step = min(step, max(25, int(np.ceil(burn_in + n_tau * np.max(tau))) - n))
         step = min(step, max_steps - n)
         state = sampler.run_mcmc(state, step)
         n += step
@@ -682,9 +687,11 @@ def fit_lightcurve(model, params, flux, err, **kwargs) -> FitResult:
     flux, err : array_like, shape (nt,)
         Flux and 1-sigma errors.
     **kwargs
-        label, method ('lsq' | 'emcee'), nwalkers (default max(16, 2 nsampled + 2)), nsteps, burn_in, seed,
-        clip_sigma (None: no clipping), progress, wavelength ((centre, lower, upper) um), n_tau (stopping
-        rule; None runs nsteps), moves ('stretch' | 'de'), marginalise (default True).
+        label, method ('lsq' | 'emcee'), nwalkers (default max(16, 2 nsampled + 2)), nsteps (2000, the
+        cap), burn_in (500), seed (42), clip_sigma (5.0; None: no clipping), progress, wavelength
+        ((centre, lower, upper) um), n_tau (50: the stopping rule; None runs nsteps), moves ('de' or
+        'stretch'), marginalise (True) -- the defaults of ``stage4`` in
+        :data:`tsoreduce.lightcurve.CONFIG_SCHEMA` (``tests/test_defaults.py`` keeps them equal).
 
     Returns
     -------
@@ -700,8 +707,8 @@ def fit_lightcurve(model, params, flux, err, **kwargs) -> FitResult:
 
 
 def _fit_lightcurve(model: LightCurveModel, params: ParameterSet, flux, err, *, label="white", method="emcee",
-                   nwalkers=None, nsteps=2000, burn_in=500, seed=0, clip_sigma=None, progress=False,
-                   wavelength=(np.nan, np.nan, np.nan), n_tau=None, moves="stretch",
+                   nwalkers=None, nsteps=2000, burn_in=500, seed=42, clip_sigma=5.0, progress=False,
+                   wavelength=(np.nan, np.nan, np.nan), n_tau=50.0, moves="de",
                    marginalise=True) -> FitResult:
     t_begin = _time.perf_counter()
     missing = [n for n in model.names if n not in params]
@@ -889,7 +896,10 @@ def _noise(flux, model, err, nfree, f0) -> dict:
 
 
 def clip_mask(r, clip_sigma) -> np.ndarray:
-    """Points to keep: normalised residuals within ``clip_sigma`` robust sigma (1.4826 MAD) of their median.
+    """Points to keep: normalised residuals within ``clip_sigma`` robust sigma (astropy ``mad_std``) of their median.
+
+    Non-finite residuals are dropped; when the robust scatter is zero or undefined nothing else is
+    clipped (WARNING), rather than every point.
 
     Parameters
     ----------
@@ -902,9 +912,15 @@ def clip_mask(r, clip_sigma) -> np.ndarray:
     -------
     numpy.ndarray of bool, shape (nt,)
     """
-    med = np.median(r)
-    mad = 1.4826 * np.median(np.abs(r - med))
-    return np.abs(r - med) < clip_sigma * mad
+    finite = np.isfinite(r)
+    if not finite.any():
+        return finite
+    med = np.median(r[finite])
+    sigma = robust_std(r[finite])
+    if not sigma > 0:  # no scatter to clip against (e.g. half the residuals identical): keep them all
+        log.warning("clip: robust scatter of the residuals is %s; no point clipped", sigma)
+        return finite
+    return finite & (np.abs(r - med) < clip_sigma * sigma)
 
 
 def walker_scale(params: ParameterSet, x, xerr) -> np.ndarray:
