@@ -344,3 +344,22 @@ def test_run_emcee_samples_any_vectorised_callable():
     print(f"\nmean {flat.mean(axis=0)}, std {flat.std(axis=0)}")
     assert np.all(np.abs(flat.mean(axis=0)) < 0.15)
     assert np.all(np.abs(flat.std(axis=0) - 1) < 0.15)
+
+
+def test_clip_mask_clips_outliers_and_never_empties_a_curve(caplog):
+    """Residual clipping: a 50-sigma outlier and a NaN go, Gaussian points stay (5 sigma keeps all but
+    ~6e-7 of them); residuals without scatter keep every finite point, with a WARNING (it used to drop
+    them all, leaving the re-fit an empty light curve)."""
+    import logging
+
+    from tsoreduce.lightcurve.fitting import clip_mask
+
+    r = np.random.default_rng(3).normal(size=2000)
+    r[5], r[6] = 50.0, np.nan
+    keep = clip_mask(r, 5.0)
+    assert not keep[5] and not keep[6] and keep.sum() == 1998
+    flat = np.zeros(10)
+    flat[3] = 1.0
+    with caplog.at_level(logging.WARNING, logger="tsoreduce.lightcurve.fitting"):
+        assert clip_mask(flat, 5.0).all()
+    assert "no point clipped" in caplog.text
