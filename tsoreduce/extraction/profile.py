@@ -17,12 +17,11 @@ estimated inflated by :data:`ESTIMATED_VARIANCE_FACTOR`.
 from __future__ import annotations
 
 import logging
-import warnings
 
 import numpy as np
 from scipy.interpolate import BSpline
 
-from .._util import MAD_TO_SIGMA
+from .._util import MAD_TO_SIGMA, quiet_nan_warnings
 from ..spectroscopic import nanmedian
 from ._blocks import estimated_mask, row_chunks
 
@@ -48,8 +47,7 @@ def _row_median(a, halfwidth):
     for k, s in enumerate(range(-halfwidth, halfwidth + 1)):
         lo, hi = max(0, -s), min(n, n - s)
         stack[k][..., lo:hi, :] = a[..., lo + s:hi + s, :]
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with np.errstate(all="ignore"), quiet_nan_warnings():
         return np.nanmedian(stack, axis=0)
 
 
@@ -76,8 +74,7 @@ def pixel_variance(err, usable, *, median_halfwidth=3) -> np.ndarray:
         within the window.
     """
     v = np.empty(err.shape[1:], np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with quiet_nan_warnings():
         for rows in row_chunks(err.shape):
             e = np.asarray(err[:, rows], np.float32)
             e2 = np.where(usable[:, rows] & np.isfinite(e), e * e, np.float32(np.nan))
@@ -276,8 +273,7 @@ def _neighbour_median(S, halfwidth):
         lo, hi = max(0, -k), min(n, n - k)
         stack[j, lo:hi] = S[lo + k:hi + k]
         j += 1
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with quiet_nan_warnings():
         return np.nanmedian(stack, axis=0)
 
 
