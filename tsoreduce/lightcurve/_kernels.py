@@ -34,76 +34,24 @@ def loglike_kernel(flux, err, mode, A, E, fp, pc, trig, f0, ramp, nramp, dt_star
     nw = f0.shape[0]
     nt = flux.shape[0]
     npoly = powers.shape[0]
-    nreg = z.shape[0]
     out = np.empty(nw)
     inv_err = 1.0 / err
     half_log2pi = 0.5 * math.log(2.0 * math.pi)
+    g = np.empty(nt)
     for w in range(nw):
-        a1 = ramp[w, 0]
-        a2 = ramp[w, 2]
-        inv1 = 1.0 / ramp[w, 1] if nramp >= 1 else 0.0
-        inv2 = 1.0 / ramp[w, 3] if nramp >= 2 else 0.0
-        regular = ramp_step > 0.0
-        q1 = math.exp(-ramp_step * inv1) if regular else 0.0
-        q2 = math.exp(-ramp_step * inv2) if regular else 0.0
-        c1 = math.exp(-ramp_k[0] * ramp_step * inv1) if regular else 0.0
-        c2 = math.exp(-ramp_k[0] * ramp_step * inv2) if regular else 0.0
-        kprev = ramp_k[0]
+        # astro x ramp x decorrelation: the same factor the marginalised likelihood uses
+        _nonlinear_curve(w, g, mode, A, E, fp, pc, trig, ramp, nramp, dt_start, decorr, z, ramp_k, ramp_eps,
+                         ramp_step)
         chi2 = 0.0
         slog = 0.0
-        done1 = nramp < 1
-        done2 = nramp < 2
         for i in range(nt):
-            dt = dt_start[i]
-            r = 1.0
-            if regular and not (done1 and done2):
-                m = ramp_k[i] - kprev
-                if m != 0:
-                    if m == 1:
-                        c1 *= q1
-                        c2 *= q2
-                    else:
-                        c1 *= q1 ** m
-                        c2 *= q2 ** m
-                    kprev = ramp_k[i]
-            if not done1:
-                x = dt * inv1
-                if x > 30.0 and dt >= 0.0:
-                    done1 = True  # times are sorted: the term stays below e^-30 from here
-                elif regular:
-                    e = ramp_eps[i] * inv1
-                    r += a1 * c1 * (1.0 - e * (1.0 - e * (0.5 - e / 6.0)))
-                else:
-                    r += a1 * math.exp(-x)
-            if not done2:
-                x = dt * inv2
-                if x > 30.0 and dt >= 0.0:
-                    done2 = True
-                elif regular:
-                    e = ramp_eps[i] * inv2
-                    r += a2 * c2 * (1.0 - e * (1.0 - e * (0.5 - e / 6.0)))
-                else:
-                    r += a2 * math.exp(-x)
-            s = f0[w] * r
+            s = f0[w] * g[i]
             if npoly > 0:
                 p = 1.0
                 for k in range(npoly):
                     p += poly[w, k] * powers[k, i]
                 s *= p
-            if nreg > 0:
-                d = 1.0
-                for j in range(nreg):
-                    d += decorr[w, j] * z[j, i]
-                s *= d
-            if mode == 0:
-                astro = A[w, i]
-            elif mode == 1:
-                astro = 1.0 + fp[w] * E[w, i]
-            else:
-                planet = fp[w] + pc[w, 0] * (trig[0, i] - 1.0) - pc[w, 1] * trig[1, i] \
-                    + pc[w, 2] * (trig[2, i] - 1.0) - pc[w, 3] * trig[3, i]
-                astro = A[w, i] + planet * E[w, i]
-            res = flux[i] - astro * s
+            res = flux[i] - s
             if noise_kind <= 1:
                 x = res * inv_err[i]
                 chi2 += x * x
@@ -125,7 +73,7 @@ def loglike_kernel(flux, err, mode, A, E, fp, pc, trig, f0, ramp, nramp, dt_star
 def _nonlinear_curve(w, g, mode, A, E, fp, pc, trig, ramp, nramp, dt_start, decorr, z, ramp_k, ramp_eps,
                      ramp_step):
     """Fill ``g`` ``(nt,)`` with astro x ramp x decorrelation of walker ``w`` (no f0, no polynomial): the
-    factor that multiplies the linear baseline.  Same formulas as :func:`loglike_kernel`."""
+    factor that multiplies the linear baseline (used by :func:`loglike_kernel` and :func:`linear_kernel`)."""
     nt = g.shape[0]
     nreg = z.shape[0]
     a1 = ramp[w, 0]
