@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import multiprocessing
 import time as _time
 from dataclasses import dataclass, field
 
@@ -45,8 +46,7 @@ from .fitting import (NOISE_PARAMS, FitResult, _restart, chain_tau, clip_mask, f
 from .parameters import ORBIT_PARAMS, ParameterSet, ParamSpec
 from .visits import Visit, assign_epochs, check_per_band, make_visits
 
-__all__ = ["JointSetup", "JointPosterior", "JointResult", "fit_joint", "run_joint", "read_visit_entries",
-           "red_noise_beta", "linear_ephemeris"]
+__all__ = ["JointSetup", "JointPosterior", "JointResult", "fit_joint", "red_noise_beta", "linear_ephemeris"]
 
 log = logging.getLogger(__name__)
 
@@ -754,91 +754,109 @@ def fit_joint(visits, config: dict, *, progress: bool = False) -> JointResult:
     log.info("stage4 joint: %d visits (epochs %s), %d free parameters, orbit mode %s", len(visits),
              ", ".join(f"{v.label}:{v.epoch}" for v in visits), setup.params.nfree, setup.orbit)
     with threadpool_limits(limits=1, user_api="blas"):
-        x, xerr, _ = _joint_lsq(setup)
-        n_clipped = [0] * len(visits)
-        if cfg["clip_sigma"] is not None:
-            G = setup.params.expand(x)[None, :]
-            keeps = []
-            for k, (m, v) in enumerate(zip(setup.models, setup.visits)):
-                P = setup.visit_matrix(G, k)[0]
-                keep = clip_mask((v.flux - m.evaluate(P)) / m.sigma(P, v.err), cfg["clip_sigma"])
-                n_clipped[k] = int((~keep).sum())
-                keeps.append(keep)
-            if any(n_clipped):
-                log.info("stage4 joint: clipped %s integrations beyond %.1f sigma; re-fitting",
-                         ", ".join(f"{v.label}:{c}" for v, c in zip(visits, n_clipped)), cfg["clip_sigma"])
-                setup = setup.subset(keeps).restart(x)
-                x, xerr, _ = _joint_lsq(setup)
+        setup, x, xerr, n_clipped = _lsq_clip_refit(setup, cfg["clip_sigma"])
         ps = setup.params
         free = ps.free_names
         post = JointPosterior(setup)
         f = cfg["fitter"]
         res = dict(setup=setup, names=list(ps.names), free=list(free), lsq_values=dict(zip(free, x)),
                    lsq_errors=dict(zip(free, xerr)), method=f["method"], n_clipped=n_clipped)
-        samples = None
         if f["method"] == "lsq":
             med, lo, hi = lsq_summary(ps, res["lsq_values"], res["lsq_errors"])
             jr = JointResult(median=med, err_lower=lo, err_upper=hi, **res)
         else:
-            mpost = JointMarginalPosterior.build(setup, x, f.get("marginalise", True))
-            sps = mpost.params if mpost is not None else ps
-            sampled = sps.free_names
-            si = [free.index(n) for n in sampled]
-            nd = len(sampled)
-            nw = f["nwalkers"] or max(16, 2 * nd + 2)
-            nw += nw % 2
-            scale = walker_scale(sps, x[si], xerr[si])
-            cov_s = getattr(setup, "lsq_cov", None)
-            cov_s = None if cov_s is None else cov_s[np.ix_(si, si)]
-            t_mc = _time.perf_counter()
-            nproc = max(1, min(cfg["n_processes"], nw // 2))
-            import multiprocessing
-
-            target = mpost if mpost is not None else post
-            if nproc > 1 and "fork" in multiprocessing.get_all_start_methods():
-                with PooledPosterior(target, nproc) as pooled:
-                    sampler = run_emcee(pooled, x[si], scale, nwalkers=nw, nsteps=f["nsteps"], seed=f["seed"],
-                                        progress=progress or f["progress"], n_tau=f["n_tau"],
-                                        burn_in=f["burn_in"], moves=f["moves"], label="joint", cov=cov_s)
-                post.ncalls += pooled.ncalls
-            else:
-                sampler = run_emcee(target, x[si], scale, nwalkers=nw, nsteps=f["nsteps"], seed=f["seed"],
-                                    progress=progress or f["progress"], n_tau=f["n_tau"], burn_in=f["burn_in"],
-                                    moves=f["moves"], label="joint", cov=cov_s)
-                if mpost is not None:
-                    post.ncalls += mpost.ncalls
-            chain = sampler.get_chain()
-            burn = f["burn_in"]
-            tau = chain_tau(chain, burn)
-            if mpost is not None:
-                thin = max(1, int(np.nanmin(tau) // 2)) if np.all(np.isfinite(tau)) else 1
-                samples = mpost.draw(chain[burn::thin].reshape(-1, nd), np.random.default_rng(f["seed"] + 7919))
-            else:
-                samples = chain[burn:].reshape(-1, nd)
-            kept = chain.shape[0] - burn
-            ess = float(nw * kept / np.max(tau)) if np.all(np.isfinite(tau)) else float("nan")
-            converged = bool(f["n_tau"] and np.all(np.isfinite(tau)) and kept >= f["n_tau"] * np.max(tau))
-            res["sampled"] = list(sampled)
-            res["mcmc_s"] = _time.perf_counter() - t_mc
-            res["marginalised"] = [] if mpost is None else list(mpost.marginalised)
-            med, lo, hi = posterior_summary(ps, samples)
-            acc = float(np.mean(sampler.acceptance_fraction))
-            mc_s = _time.perf_counter() - t_mc
-            log.info("stage4 joint: emcee %d walkers x %d steps (burn-in %d): acceptance %.2f, max tau %.1f steps, "
-                     "%.1f tau kept, %.0f effective samples in %.1f s (%.1f per s)", nw, chain.shape[0], burn, acc,
-                     np.max(tau), kept / np.max(tau), ess, mc_s, ess / mc_s)
-            if not converged:
-                log.warning("stage4 joint: chain stopped at the cap of %d steps, %.1f autocorrelation times after "
-                            "burn-in (< n_tau %s); posteriors may be unconverged", chain.shape[0],
-                            kept / np.max(tau), f["n_tau"])
-            jr = JointResult(median=med, err_lower=lo, err_upper=hi, samples=samples, chain=chain,
-                             log_prob=sampler.get_log_prob(), tau=tau, ess=ess, converged=converged,
-                             nsteps=chain.shape[0], burn_in=burn, acceptance=acc, **res)
+            jr = _sample_joint(setup, post, x, xerr, f, cfg["n_processes"], progress, res)
         jr.n_logprob = post.ncalls
         _visit_products(jr, cfg)
         if cfg["joint"]["per_visit_fits"] != "none":
             jr.visit_fits = _per_visit_fits(setup, cfg)
     jr.runtime_s = _time.perf_counter() - t_begin
+    return jr
+
+
+def _lsq_clip_refit(setup: JointSetup, clip_sigma):
+    """Joint least squares; with ``clip_sigma``, clip each visit's outliers and fit again.
+
+    Returns ``(setup, x, xerr, n_clipped)``: the (subset) setup, the free values and errors, and the
+    number of integrations clipped per visit.
+    """
+    x, xerr, _ = _joint_lsq(setup)
+    n_clipped = [0] * len(setup.visits)
+    if clip_sigma is None:
+        return setup, x, xerr, n_clipped
+    G = setup.params.expand(x)[None, :]
+    keeps = []
+    for k, (m, v) in enumerate(zip(setup.models, setup.visits)):
+        P = setup.visit_matrix(G, k)[0]
+        keep = clip_mask((v.flux - m.evaluate(P)) / m.sigma(P, v.err), clip_sigma)
+        n_clipped[k] = int((~keep).sum())
+        keeps.append(keep)
+    if any(n_clipped):
+        log.info("stage4 joint: clipped %s integrations beyond %.1f sigma; re-fitting",
+                 ", ".join(f"{v.label}:{c}" for v, c in zip(setup.visits, n_clipped)), clip_sigma)
+        setup = setup.subset(keeps).restart(x)
+        x, xerr, _ = _joint_lsq(setup)
+    return setup, x, xerr, n_clipped
+
+
+def _sample_joint(setup: JointSetup, post, x, xerr, f: dict, n_processes: int, progress: bool, res: dict):
+    """emcee over the joint posterior (the linear baselines marginalised when ``f["marginalise"]``) from
+    the least-squares solution ``x`` to convergence; returns the :class:`JointResult`."""
+    ps = setup.params
+    free = ps.free_names
+    mpost = JointMarginalPosterior.build(setup, x, f["marginalise"])
+    sps = mpost.params if mpost is not None else ps
+    sampled = sps.free_names
+    si = [free.index(n) for n in sampled]
+    nd = len(sampled)
+    nw = f["nwalkers"] or max(16, 2 * nd + 2)
+    nw += nw % 2
+    scale = walker_scale(sps, x[si], xerr[si])
+    cov_s = getattr(setup, "lsq_cov", None)
+    cov_s = None if cov_s is None else cov_s[np.ix_(si, si)]
+    t_mc = _time.perf_counter()
+    nproc = max(1, min(n_processes, nw // 2))
+
+    target = mpost if mpost is not None else post
+    if nproc > 1 and "fork" in multiprocessing.get_all_start_methods():
+        with PooledPosterior(target, nproc) as pooled:
+            sampler = run_emcee(pooled, x[si], scale, nwalkers=nw, nsteps=f["nsteps"], seed=f["seed"],
+                                progress=progress or f["progress"], n_tau=f["n_tau"],
+                                burn_in=f["burn_in"], moves=f["moves"], label="joint", cov=cov_s)
+        post.ncalls += pooled.ncalls
+    else:
+        sampler = run_emcee(target, x[si], scale, nwalkers=nw, nsteps=f["nsteps"], seed=f["seed"],
+                            progress=progress or f["progress"], n_tau=f["n_tau"], burn_in=f["burn_in"],
+                            moves=f["moves"], label="joint", cov=cov_s)
+        if mpost is not None:
+            post.ncalls += mpost.ncalls
+    chain = sampler.get_chain()
+    burn = f["burn_in"]
+    tau = chain_tau(chain, burn)
+    if mpost is not None:
+        thin = max(1, int(np.nanmin(tau) // 2)) if np.all(np.isfinite(tau)) else 1
+        samples = mpost.draw(chain[burn::thin].reshape(-1, nd), np.random.default_rng(f["seed"] + 7919))
+    else:
+        samples = chain[burn:].reshape(-1, nd)
+    kept = chain.shape[0] - burn
+    ess = float(nw * kept / np.max(tau)) if np.all(np.isfinite(tau)) else float("nan")
+    converged = bool(f["n_tau"] and np.all(np.isfinite(tau)) and kept >= f["n_tau"] * np.max(tau))
+    res["sampled"] = list(sampled)
+    res["mcmc_s"] = _time.perf_counter() - t_mc
+    res["marginalised"] = [] if mpost is None else list(mpost.marginalised)
+    med, lo, hi = posterior_summary(ps, samples)
+    acc = float(np.mean(sampler.acceptance_fraction))
+    mc_s = _time.perf_counter() - t_mc
+    log.info("stage4 joint: emcee %d walkers x %d steps (burn-in %d): acceptance %.2f, max tau %.1f steps, "
+             "%.1f tau kept, %.0f effective samples in %.1f s (%.1f per s)", nw, chain.shape[0], burn, acc,
+             np.max(tau), kept / np.max(tau), ess, mc_s, ess / mc_s)
+    if not converged:
+        log.warning("stage4 joint: chain stopped at the cap of %d steps, %.1f autocorrelation times after "
+                    "burn-in (< n_tau %s); posteriors may be unconverged", chain.shape[0],
+                    kept / np.max(tau), f["n_tau"])
+    jr = JointResult(median=med, err_lower=lo, err_upper=hi, samples=samples, chain=chain,
+                     log_prob=sampler.get_log_prob(), tau=tau, ess=ess, converged=converged,
+                     nsteps=chain.shape[0], burn_in=burn, acceptance=acc, **res)
     return jr
 
 
