@@ -24,8 +24,6 @@ from tsoreduce import config as C
 
 #: (section, function, parameter) whose default still disagrees with the schema; may only shrink
 KNOWN: set[tuple[str, str, str]] = {
-    # half-width of the window measuring position/width vs the trace fit's halfwidth: rename or align
-    ("stage3", "measure_position_width", "halfwidth"),
     # low-level emcee helpers: burn-in 0 is the neutral value for a chain of any length (the schema's
     # 500 assumes the stage's 2000-step default); the stage always passes the schema's value
     ("stage4", "chain_tau", "burn_in"),

@@ -243,7 +243,7 @@ def _trace_step(calints, deep, tc, centroids):
     bright = tinfo["rows"] if tc["method"] == "edgetrigger" else trace_rows(
         deep, float(np.median(trace)), tc["snr_min"], tc["rows"])
     trace_x, trace_w = measure_position_width(calints, deep, trace, rows=bright,
-                                              halfwidth=tc["regressor_halfwidth"])
+                                              regressor_halfwidth=tc["regressor_halfwidth"])
     return {"trace": trace, "info": tinfo, "bright": bright, "trace_x": trace_x, "trace_width": trace_w}
 
 

@@ -329,12 +329,12 @@ def _offset_grid(trace, halfwidth, ncols):
     return cols, cols - trace[:, None]
 
 
-def measure_position_width(calints: RateData, deep_frame, trace, *, rows, halfwidth=4):
+def measure_position_width(calints: RateData, deep_frame, trace, *, rows, regressor_halfwidth=4):
     """Per-integration trace offset and width (decorrelation regressors).
 
-    Each integration D_i (rows ``rows``, columns within +-``halfwidth`` of the trace) is fitted by linear
-    least squares with the template ``a P - b P' - s (x - t) P'`` where P is the deep frame, P' its
-    derivative along columns and ``x - t`` the offset from the trace: to first order this is P shifted by
+    Each integration D_i (rows ``rows``, columns within +-``regressor_halfwidth`` of the trace) is
+    fitted by linear least squares with the template ``a P - b P' - s (x - t) P'`` where P is the deep
+    frame, P' its derivative along columns and ``x - t`` the offset from the trace: to first order this is P shifted by
     ``dx = b/a`` and stretched by ``1 + s/a`` (Taylor expansion of a shifted, dilated template; cf.
     SPARTA's template shift fit).  All integrations are solved at once (one design matrix).
 
@@ -348,7 +348,7 @@ def measure_position_width(calints: RateData, deep_frame, trace, *, rows, halfwi
         ``(nrows,)`` trace centre columns.
     rows : array_like of int
         Rows used (bright ones).
-    halfwidth : int
+    regressor_halfwidth : int
         Half-width (px) of the fitted band around the trace.
 
     Returns
@@ -361,7 +361,7 @@ def measure_position_width(calints: RateData, deep_frame, trace, *, rows, halfwi
     deep = np.asarray(deep_frame, float)
     ncols = deep.shape[1]
     rows = np.asarray(rows)
-    cols, off = _offset_grid(trace[rows], halfwidth, ncols)
+    cols, off = _offset_grid(trace[rows], regressor_halfwidth, ncols)
     rr = np.repeat(rows[:, None], cols.shape[1], axis=1)
     P = np.nan_to_num(deep[rr, cols])
     # derivative of a cubic spline through each row: central differences underestimate the slope of
