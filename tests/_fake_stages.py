@@ -152,6 +152,9 @@ def make_modules(fail_stage2_once=False):
         return {"uncal": paths, "truth": str(truth), "references": {}}
     sim.LRSSimConfig = LRSSimConfig
     sim.write_lrs_simulation = write_lrs_simulation
+    # the real package's __init__ star-imports it when tsoreduce.simulate is first imported under
+    # the fake (e.g. for simulate.truth in the run summary)
+    sim.__all__ = ["LRSSimConfig", "write_lrs_simulation"]
     return {"tsoreduce.detector": det, "tsoreduce.spectroscopic": spec,
             "tsoreduce.extraction": ext, "tsoreduce.lightcurve": lcm, "tsoreduce.simulate.lrs": sim,
             "tsoreduce.mrs": mrs}

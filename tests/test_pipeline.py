@@ -170,7 +170,7 @@ def test_reduced_demo_end_to_end_recovers_injected_spectrum(tmp_path):
     from astropy.io import fits
 
     from tsoreduce.config import load_run_config
-    from tsoreduce.simulate.truth import read_spectrum
+    from tsoreduce.run_summary import read_spectrum
     from tsoreduce.simulate import LRSSimConfig
 
     user = yaml.safe_load((REPO / "runs" / "demo.yaml").read_text())

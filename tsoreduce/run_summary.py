@@ -16,7 +16,7 @@ import numpy as np
 
 from .run_plan import DONE, STAGE_DIRS, _read_marker
 
-__all__ = ["format_summary", "key_numbers", "result_numbers"]
+__all__ = ["format_summary", "key_numbers", "result_numbers", "read_spectrum", "spectrum_numbers", "depth_err"]
 
 log = logging.getLogger("tsoreduce.pipeline")
 
@@ -136,8 +136,7 @@ def key_numbers(config: dict, out_dir: Path, read_lightcurves) -> dict:
         nums.update(m4.get("result", {}))
     spec = out_dir / STAGE_DIRS[4] / "spectrum.ecsv"
     if spec.exists():
-        from .simulate import truth as pipeline_truth
-        nums.update(pipeline_truth.spectrum_numbers(spec))
+        nums.update(spectrum_numbers(spec))
     return nums
 
 
@@ -170,3 +169,80 @@ def format_summary(summary: dict) -> str:
             lines.append(f"      {k} = {v!r}" if isinstance(v, float) else f"      {k} = {v}")
     return "\n".join(lines)
 
+
+def read_spectrum(path):
+    """Read a spectrum ECSV (Stage 4's ``spectrum.ecsv`` or ``injected_spectrum.ecsv``).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The ECSV file.
+
+    Returns
+    -------
+    astropy.table.Table
+        The table, read with astropy's ``cds`` units enabled (the depth columns are in ``cds.ppm``).
+    """
+    from astropy.table import Table
+    from astropy.units import cds
+    with cds.enable():
+        return Table.read(path, format="ascii.ecsv")
+
+
+def depth_err(t, name):
+    """Symmetric 1-sigma error of a depth column: the mean of its lower and upper errors, or its single
+    ``<name>_err`` column.
+
+    Parameters
+    ----------
+    t : astropy.table.Table
+        A spectrum table.
+    name : str
+        The depth column (``transit_depth`` or ``eclipse_depth``).
+
+    Returns
+    -------
+    numpy.ndarray or None
+        The errors (ppm), or None when the table has none.
+    """
+    lo, hi = f"{name}_err_lower", f"{name}_err_upper"
+    if lo in t.colnames and hi in t.colnames:
+        return 0.5 * (np.asarray(t[lo], float) + np.asarray(t[hi], float))
+    if f"{name}_err" in t.colnames:
+        return np.asarray(t[f"{name}_err"], float)
+    return None
+
+
+def spectrum_numbers(path) -> dict:
+    """Key numbers of a spectrum table for the run summary.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A Stage 4 ``spectrum.ecsv``.
+
+    Returns
+    -------
+    dict
+        ``spectrum.nchannels``, the wavelength range (um) and, for transit and/or eclipse depths, the
+        median depth and median 1-sigma error (ppm); ``spectrum.median_depth_ppm`` repeats the transit
+        depth.
+    """
+    t = read_spectrum(path)
+    out = {"spectrum.nchannels": len(t)}
+    if "wavelength" in t.colnames and len(t):
+        w = np.asarray(t["wavelength"], float)
+        out["spectrum.wavelength_min_um"] = float(np.nanmin(w))
+        out["spectrum.wavelength_max_um"] = float(np.nanmax(w))
+    for name in ("transit_depth", "eclipse_depth"):
+        if name in t.colnames and len(t) and np.isfinite(np.asarray(t[name], float)).any():
+            out[f"spectrum.median_{name}_ppm"] = float(np.nanmedian(np.asarray(t[name], float)))
+            e = depth_err(t, name)
+            if e is not None:
+                out[f"spectrum.median_{name}_err_ppm"] = float(np.nanmedian(e))
+    if "transit_depth" in out and "depth" not in out:
+        pass
+    # short alias used by tests and the README
+    if "spectrum.median_transit_depth_ppm" in out:
+        out["spectrum.median_depth_ppm"] = out["spectrum.median_transit_depth_ppm"]
+    return out

@@ -15,73 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_spectrum", "spectrum_numbers", "injected_for", "compare_with_truth",
-           "comparison_numbers", "depth_offsets", "plot_recovered_vs_injected"]
+from ..run_summary import depth_err
+from ..run_summary import read_spectrum
+
+__all__ = ["injected_for", "compare_with_truth", "comparison_numbers", "depth_offsets",
+           "plot_recovered_vs_injected"]
 
 log = logging.getLogger(__name__)
-
-
-def read_spectrum(path):
-    """Read a spectrum ECSV (Stage 4's ``spectrum.ecsv`` or ``injected_spectrum.ecsv``).
-
-    Parameters
-    ----------
-    path : str or pathlib.Path
-        The ECSV file.
-
-    Returns
-    -------
-    astropy.table.Table
-        The table, read with astropy's ``cds`` units enabled (the depth columns are in ``cds.ppm``).
-    """
-    from astropy.table import Table
-    from astropy.units import cds
-    with cds.enable():
-        return Table.read(path, format="ascii.ecsv")
-
-
-def _err(t, name):
-    lo, hi = f"{name}_err_lower", f"{name}_err_upper"
-    if lo in t.colnames and hi in t.colnames:
-        return 0.5 * (np.asarray(t[lo], float) + np.asarray(t[hi], float))
-    if f"{name}_err" in t.colnames:
-        return np.asarray(t[f"{name}_err"], float)
-    return None
-
-
-def spectrum_numbers(path) -> dict:
-    """Key numbers of a spectrum table for the run summary.
-
-    Parameters
-    ----------
-    path : str or pathlib.Path
-        A Stage 4 ``spectrum.ecsv``.
-
-    Returns
-    -------
-    dict
-        ``spectrum.nchannels``, the wavelength range (um) and, for transit and/or eclipse depths, the
-        median depth and median 1-sigma error (ppm); ``spectrum.median_depth_ppm`` repeats the transit
-        depth.
-    """
-    t = read_spectrum(path)
-    out = {"spectrum.nchannels": len(t)}
-    if "wavelength" in t.colnames and len(t):
-        w = np.asarray(t["wavelength"], float)
-        out["spectrum.wavelength_min_um"] = float(np.nanmin(w))
-        out["spectrum.wavelength_max_um"] = float(np.nanmax(w))
-    for name in ("transit_depth", "eclipse_depth"):
-        if name in t.colnames and len(t) and np.isfinite(np.asarray(t[name], float)).any():
-            out[f"spectrum.median_{name}_ppm"] = float(np.nanmedian(np.asarray(t[name], float)))
-            e = _err(t, name)
-            if e is not None:
-                out[f"spectrum.median_{name}_err_ppm"] = float(np.nanmedian(e))
-    if "transit_depth" in out and "depth" not in out:
-        pass
-    # short alias used by tests and the README
-    if "spectrum.median_transit_depth_ppm" in out:
-        out["spectrum.median_depth_ppm"] = out["spectrum.median_transit_depth_ppm"]
-    return out
 
 
 def injected_for(truth, spectrum):
@@ -139,7 +79,7 @@ def comparison_numbers(spectrum, injected) -> dict:
     """
     rec = np.asarray(spectrum["transit_depth"], float)
     inj = np.asarray(injected["transit_depth"], float)
-    err = _err(spectrum, "transit_depth")
+    err = depth_err(spectrum, "transit_depth")
     ok = np.isfinite(rec) & np.isfinite(inj) & np.isfinite(err) & (err > 0)
     z = (rec[ok] - inj[ok]) / err[ok]
     n = int(ok.sum())
@@ -167,7 +107,7 @@ def depth_offsets(spectrum, truth):
         injected depth binned by :func:`injected_for`.
     """
     inj = np.asarray(injected_for(truth, spectrum)["transit_depth"], float)
-    return inj, np.asarray(spectrum["transit_depth"], float) - inj, _err(spectrum, "transit_depth")
+    return inj, np.asarray(spectrum["transit_depth"], float) - inj, depth_err(spectrum, "transit_depth")
 
 
 def plot_recovered_vs_injected(spectrum, injected, path=None):
@@ -190,7 +130,7 @@ def plot_recovered_vs_injected(spectrum, injected, path=None):
     import matplotlib.pyplot as plt
     w = np.asarray(spectrum["wavelength"], float)
     rec = np.asarray(spectrum["transit_depth"], float)
-    lo = np.asarray(spectrum["transit_depth_err_lower"], float) if "transit_depth_err_lower" in spectrum.colnames else _err(spectrum, "transit_depth")
+    lo = np.asarray(spectrum["transit_depth_err_lower"], float) if "transit_depth_err_lower" in spectrum.colnames else depth_err(spectrum, "transit_depth")
     hi = np.asarray(spectrum["transit_depth_err_upper"], float) if "transit_depth_err_upper" in spectrum.colnames else lo
     inj = np.asarray(injected["transit_depth"], float)
     fig, (ax, axr) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True, height_ratios=[3, 1])
