@@ -40,6 +40,7 @@ MODEL_KINDS = ("transit", "eclipse", "phasecurve")
 LD_LAWS = {"uniform": 0, "linear": 1, "quadratic": 2, "squareroot": 2, "logarithmic": 2,
            "exponential": 2, "power2": 2, "nonlinear": 4}
 NOISE_KINDS = ("none", "err_mult", "jitter")
+_DUMMY2 = np.zeros((1, 1))  # placeholder for the kernels' unused 2-D inputs (never written)
 
 
 def kipping_to_u(q1, q2):
@@ -368,6 +369,26 @@ class LightCurveModel:
             tsec = np.array([self._t_secondary({k: r[ix[k]] for k in keys}) for r in P])
         return 2.0 * np.pi * (self.time[None, :] - tsec[:, None]) / P[:, ix["per"]][:, None]
 
+    @property
+    def _orbit_cols(self):
+        """Column indices of t0, per, ecc, w (the phase angle's orbit) in a parameter matrix."""
+        cols = self.__dict__.get("_orbit_cols_cache")
+        if cols is None:
+            cols = self.__dict__["_orbit_cols_cache"] = [self.index[k] for k in ("t0", "per", "ecc", "w")]
+        return cols
+
+    def _trig_matrix(self, row):
+        """cos/sin of theta and 2 theta for one orbit, a contiguous ``(4, nt)`` array cached per orbit."""
+        key = tuple(row[self._orbit_cols])
+        if getattr(self, "_trig_mat_key", None) != key:
+            if getattr(self, "_trig_key", None) != key:
+                th = self._theta(row[None, :])[0]
+                self._trig = (np.cos(th), np.sin(th), np.cos(2 * th), np.sin(2 * th))
+                self._trig_key = key
+            self._trig_mat = np.array(self._trig)  # (4, nt) C-contiguous float64
+            self._trig_mat_key = key
+        return self._trig_mat
+
     def systematics_model(self, values) -> np.ndarray:
         """Multiplicative systematics S(t) ``(nt,)`` or ``(nw, nt)``."""
         P, one = self._matrix(values)
@@ -408,7 +429,7 @@ class LightCurveModel:
             E = self._buffer("E", nw, self._window_ec is None)
             for k in range(nw):
                 self._eclipse_into(P[k], ix, E[k])
-        dummy2 = np.zeros((1, 1))
+        dummy2 = _DUMMY2
         trig = dummy2
         pc = np.zeros((nw, 4))
         fp = P[:, ix["fp"]] if "fp" in ix else np.zeros(nw)
@@ -417,10 +438,9 @@ class LightCurveModel:
         elif self.kind == "eclipse":
             mode, A = 1, dummy2
         else:
-            same = all(np.all(P[:, ix[k]] == P[0, ix[k]]) for k in ("t0", "per", "ecc", "w"))
-            if same:
-                self._planet_flux(P[:1])  # fills the cached trig arrays for this orbit
-                trig = np.array(self._trig)
+            orb = P[:, self._orbit_cols]
+            if (orb == orb[0]).all():
+                trig = self._trig_matrix(P[0])
                 mode = 2
                 d1 = np.deg2rad(P[:, ix["pc_offset1"]])
                 pc[:, 0] = P[:, ix["pc_amp1"]] * np.cos(d1)
@@ -534,13 +554,15 @@ class LightCurveModel:
         """Reused ``(nw, nt)`` work array of ones (first touch of fresh memory is slow on these VMs).
 
         With a window only the window columns are ever overwritten, so the ones elsewhere stay valid.
+        The buffer keeps the largest row count seen and the first ``nw`` rows are returned (a C-contiguous
+        view): the number of rows changes from call to call (rows outside the prior are not evaluated).
         """
         bufs = self.__dict__.setdefault("_bufs", {})
         b = bufs.get(name)
-        if b is None or b.shape[0] != nw:
+        if b is None or b.shape[0] < nw:
             b = np.ones((nw, self.time.size))
             bufs[name] = b
-        return b
+        return b[:nw]
 
     def _transit_into(self, row, ix, out):
         if self._tm is None:
@@ -572,6 +594,7 @@ class LightCurveModel:
         new.systematics = self.systematics.subset(keep)
         new._tm = new._em = None
         new._bufs = {}
+        new._trig_key = new._trig_mat_key = None  # cached phase angles belong to the old times
         new._window_tr = new._window_ec = None
         frozen = getattr(self, "_orbit_frozen", None)
         if frozen is not None and (self._window_tr is not None or self._window_ec is not None):
