@@ -13,6 +13,7 @@ import numpy as np
 from ..contract import progress_enabled
 from ..datamodel import DQ
 from ..spectroscopic import BAD_PIXEL_FLAGS
+from ..spectroscopic.common import row_blocks
 
 BLOCK = 256  # integrations per block in the extraction loops
 CHUNK_BYTES = 32 * 2**20  # float32 bytes of one row chunk of a per-pixel median over integrations
@@ -28,10 +29,9 @@ def blocks(nints, what):
 
 
 def row_chunks(shape):
-    """Row slices of a ``(nints, nrows, ncols)`` cube, each at most :data:`CHUNK_BYTES` of float32."""
-    nints, nrows, ncols = shape
-    step = max(1, int(CHUNK_BYTES // max(1, 4 * nints * ncols)))
-    return [slice(r0, min(r0 + step, nrows)) for r0 in range(0, nrows, step)]
+    """Row slices of a ``(nints, nrows, ncols)`` cube, each at most :data:`CHUNK_BYTES` of float32
+    (Stage 2's :func:`~tsoreduce.spectroscopic.common.row_blocks` with Stage 3's chunk size)."""
+    return row_blocks(shape, CHUNK_BYTES)
 
 
 def estimated_mask(data, dq) -> np.ndarray:
