@@ -97,13 +97,18 @@ def image_shape(hdu) -> tuple:
     return tuple(int(hdu.header[f"NAXIS{k}"]) for k in range(naxis, 0, -1))
 
 
-def read_image_blocks(path, name: str, dtype, *, block: int = 64) -> np.ndarray:
-    """An image extension as a native ``dtype`` array, read ``block`` planes of its first axis at a time.
+def read_image_blocks(path, name: str, dtype, *, start=None, stop=None, block_bytes: int = 16 * 2**20,
+                      memmap: bool = False) -> np.ndarray:
+    """An image extension (planes ``start:stop`` of its first axis) as a native ``dtype`` array, read a
+    block of planes at a time.
 
     ``ImageHDU.section`` reads each block from disk, so neither the whole raw (big-endian) array nor a
-    memory map of the file is held next to the result: reading a cube costs the output plus one block.
-    BZERO/BSCALE are applied here (exact for integer data in float64) and BLANK becomes NaN in
-    floating-point outputs, astropy's own conventions (FITS standard 4.0, sect. 4.4.2.5).
+    memory map of the file is held next to the result: reading costs the output plus one block of at
+    most ``block_bytes`` raw bytes.  ``memmap=True`` converts plane by plane from a memory map instead:
+    ~1.6x faster on uncal ramps (Stage 1's reads), but the mapped pages count in the process's
+    resident memory while it reads.  BZERO/BSCALE are applied here (exact for integer data in float64;
+    astropy's own scaling of a uint16 SCI copies the whole array first) and BLANK becomes NaN in
+    floating-point outputs, astropy's conventions (FITS standard 4.0, sect. 4.4.2.5).
 
     Parameters
     ----------
@@ -113,31 +118,44 @@ def read_image_blocks(path, name: str, dtype, *, block: int = 64) -> np.ndarray:
         Extension name (e.g. ``"SCI"``).
     dtype : numpy dtype
         Output type (float32 for SCI/ERR, uint32 for DQ).
-    block : int
-        Planes read per step.
+    start, stop : int, optional
+        Planes of the first axis to read (integrations); default all.
+    block_bytes : int
+        Raw bytes read per step (at least one plane).
+    memmap : bool
+        Convert from a memory map of the file, one plane at a time.
 
     Returns
     -------
     numpy.ndarray
         The image, numpy axis order (slowest FITS axis first), e.g. ``(nints, rows, cols)``.
     """
-    with fits.open(path, memmap=False, do_not_scale_image_data=True, lazy_load_hdus=True) as hdul:
+    with fits.open(path, memmap=memmap, do_not_scale_image_data=True, lazy_load_hdus=True) as hdul:
         hdu = hdul[name]
         h = hdu.header
         shape = image_shape(hdu)
+        a, b = (0, shape[0]) if start is None else (int(start), int(stop))
         bscale, bzero = float(h.get("BSCALE", 1.0)), float(h.get("BZERO", 0.0))
         blank = h.get("BLANK") if np.issubdtype(dtype, np.floating) else None
         work = np.float64 if np.issubdtype(dtype, np.integer) else dtype
-        out = np.empty(shape, dtype)
+        out = np.empty((b - a,) + tuple(shape[1:]), dtype)
         if out.ndim == 0 or out.size == 0:
             return out
-        for a in range(0, shape[0], block):
-            raw = hdu.section[a:a + block]
-            b = a + raw.shape[0]
+        if memmap:
+            mapped = hdu.data
+            pieces = ((k - a, mapped[k:k + 1]) for k in range(a, b))
+        else:
+            plane = abs(int(h["BITPIX"])) // 8 * int(np.prod(shape[1:]))
+            step = max(1, int(block_bytes // max(plane, 1)))
+            pieces = ((i - a, hdu.section[i:min(i + step, b)]) for i in range(a, b, step))
+        for j, raw in pieces:
+            k = j + raw.shape[0]
             if bscale == 1.0 and bzero == 0.0:
-                out[a:b] = raw
+                out[j:k] = raw
             else:
-                out[a:b] = raw.astype(work) * work(bscale) + work(bzero)
+                out[j:k] = raw.astype(work) * work(bscale) + work(bzero)
             if blank is not None:
-                out[a:b][raw == blank] = np.nan
+                out[j:k][raw == blank] = np.nan
+        if memmap:
+            del mapped, raw, pieces  # release the memory map before the file closes
     return out

@@ -164,40 +164,6 @@ def _require(path, hdul, name, *, what):
     return hdu
 
 
-def _read_images(path, names, start, stop, dtypes):
-    """Integrations ``start:stop`` (all for None) of 4-D image extensions, read through a memory map
-    of the raw (big-endian) values and converted one integration at a time, with BZERO/BSCALE applied
-    here: astropy's own scaling of a uint16 (BZERO = 32768) SCI copies the whole array first and is
-    several times slower.  BLANK values become NaN in floating-point outputs (astropy's convention).
-    Returns one array per name (None if absent or empty)."""
-    out = []
-    with fits.open(path, memmap=True, do_not_scale_image_data=True, lazy_load_hdus=True) as hdul:
-        for name, dtype in zip(names, dtypes):
-            if name not in hdul or 0 in image_shape(hdul[name]):
-                out.append(None)
-                continue
-            h = hdul[name].header
-            bscale, bzero = float(h.get("BSCALE", 1.0)), float(h.get("BZERO", 0.0))
-            blank = h.get("BLANK") if np.issubdtype(dtype, np.floating) else None
-            work = np.float64 if np.issubdtype(dtype, np.integer) else dtype
-            raw = hdul[name].data
-            a, b = (0, raw.shape[0]) if start is None else (start, stop)
-            arr = np.empty((b - a,) + raw.shape[1:], dtype)
-            plane = None
-            for k in range(b - a):
-                plane = raw[a + k]
-                if bscale == 1.0 and bzero == 0.0:
-                    arr[k] = plane
-                else:
-                    # exact for integer data: uint16 + 32768 and uint32 + 2**31 fit float32 / float64
-                    arr[k] = plane.astype(work) * work(bscale) + work(bzero)
-                if blank is not None:
-                    arr[k][plane == blank] = np.nan
-            del raw, plane                                 # release the memory map before closing
-            out.append(arr)
-    return out
-
-
 def _image(hdul, name, dtype):
     """A native-endian copy of an image extension (None if absent), so nothing refers to the file."""
     if name not in hdul or hdul[name].data is None:
@@ -285,8 +251,11 @@ def read_uncal(path, *, allowed_exp_types=DEFAULT_EXP_TYPES, expected_shape=SUBA
             if name in hdul and image_shape(hdul[name]) not in ((0,), shape):
                 raise ProductError(path, f"{what}: inconsistent extensions: {name} has shape "
                                    f"{image_shape(hdul[name])}, SCI {shape}")
-        data, groupdq, err, high = _read_images(path, ("SCI", "GROUPDQ", "ERR", GROUPDQ_HIGH), a, b,
-                                                (np.float32, np.uint32, np.float32, np.uint32))
+        data, groupdq, err, high = (
+            read_image_blocks(path, name, dt, start=a, stop=b, memmap=True)
+            if name in hdul and 0 not in image_shape(hdul[name]) else None
+            for name, dt in (("SCI", np.float32), ("GROUPDQ", np.uint32), ("ERR", np.float32),
+                             (GROUPDQ_HIGH, np.uint32)))
         if high is not None:
             # our flags above GROUPDQ's byte (see write_uncal)
             groupdq = high if groupdq is None else groupdq | high
