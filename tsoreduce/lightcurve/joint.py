@@ -257,7 +257,7 @@ class JointPosterior:
                    for k, (m, v) in enumerate(zip(s.models, s.visits)))
 
 
-class JointMarginalPosterior:
+class JointMarginalPosterior(JointPosterior):
     """Joint log-posterior of the nonlinear parameters, every visit's linear baseline (f0, polynomial) and
     error multiplier integrated out analytically (:class:`~tsoreduce.lightcurve.linear.LinearBaseline`).
 
@@ -327,11 +327,7 @@ class JointMarginalPosterior:
                  ", ".join(marg), sps.nfree)
         return cls(setup, bases, sps, marg)
 
-    def __call__(self, theta) -> np.ndarray:
-        """Log-posterior ``(nw,)`` of sampled free vectors ``theta`` ``(nw, nsampled)``."""
-        theta = np.atleast_2d(np.asarray(theta, float))
-        self.ncalls += theta.shape[0]
-        return log_posterior(self.params, theta, self._loglike)
+    # __call__ (JointPosterior's): the log-posterior (nw,) of sampled free vectors (nw, nsampled)
 
     def _loglike(self, G) -> np.ndarray:
         s = self.setup
